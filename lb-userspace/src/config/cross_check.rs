@@ -1,0 +1,164 @@
+//! Rules that compare entries with each other: unique names, one VRID per interface, each
+//! virtual address in one instance, one service per listen socket; and the warnings about
+//! configs that load but probably do not do what their author expects.
+//!
+//! A repeated value is reported at its second occurrence, with the line of the first, since
+//! the later one is usually the copy-pasted entry that was not edited.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use super::diagnostic::{Pos, Reporter};
+use super::model::{Service, VrrpInstance};
+use super::read::{Document, ServiceSpans, VrrpSpans};
+
+pub(super) fn check(report: &mut Reporter, document: &Document) {
+    check_vrrp(report, &document.vrrp);
+    check_services(report, &document.services);
+    warn(report, document);
+}
+
+fn check_vrrp(report: &mut Reporter, instances: &[(VrrpInstance, VrrpSpans)]) {
+    let mut names: HashMap<&str, Pos> = HashMap::new();
+    let mut router_ids: HashMap<(&str, u8), (&str, Pos)> = HashMap::new();
+    let mut addresses: HashMap<Ipv4Addr, (&str, Pos)> = HashMap::new();
+    for (instance, spans) in instances {
+        if let Some(&first) = names.get(instance.name.as_str()) {
+            report.error(
+                spans.name,
+                format!(
+                    "duplicate [[vrrp]] name {:?} (first used at line {}); give each instance \
+                     its own name",
+                    instance.name,
+                    report.line_of(first)
+                ),
+            );
+        } else {
+            names.insert(&instance.name, spans.name);
+        }
+
+        // The VRID is the last byte of the virtual MAC, so two instances with one id on one
+        // link would fight over the same MAC address and each other's adverts.
+        let router = (instance.interface.as_str(), instance.virtual_router_id);
+        if let Some(&(owner, first)) = router_ids.get(&router) {
+            report.error(
+                spans.virtual_router_id,
+                format!(
+                    "virtual_router_id {} is already used on interface {:?} by [[vrrp]] {owner:?} \
+                     (line {}); each instance on one interface needs its own id",
+                    instance.virtual_router_id,
+                    instance.interface,
+                    report.line_of(first)
+                ),
+            );
+        } else {
+            router_ids.insert(router, (&instance.name, spans.virtual_router_id));
+        }
+
+        for (address, &at) in instance
+            .virtual_ipaddress
+            .iter()
+            .zip(&spans.virtual_ipaddress)
+        {
+            if let Some(&(owner, first)) = addresses.get(address) {
+                let owner = if owner == instance.name {
+                    "this instance".to_owned()
+                } else {
+                    format!("[[vrrp]] {owner:?}")
+                };
+                report.error(
+                    at,
+                    format!(
+                        "virtual address {address} is already listed in {owner} (line {}); an \
+                         address can float with only one instance",
+                        report.line_of(first)
+                    ),
+                );
+            } else {
+                addresses.insert(*address, (&instance.name, at));
+            }
+        }
+    }
+}
+
+fn check_services(report: &mut Reporter, services: &[(Service, ServiceSpans)]) {
+    let mut names: HashMap<&str, Pos> = HashMap::new();
+    // HTTP and TCP services both listen on TCP, so they compete for the same sockets.
+    let mut sockets: HashMap<(SocketAddrV4, u8), (&str, Pos)> = HashMap::new();
+    for (index, (service, spans)) in services.iter().enumerate() {
+        if index == lb_common::MAX_SERVICES as usize {
+            report.error(
+                spans.name,
+                format!(
+                    "too many services: the data plane holds at most {}",
+                    lb_common::MAX_SERVICES
+                ),
+            );
+        }
+        if let Some(&first) = names.get(service.name.as_str()) {
+            report.error(
+                spans.name,
+                format!(
+                    "duplicate [[service]] name {:?} (first used at line {}); give each service \
+                     its own name",
+                    service.name,
+                    report.line_of(first)
+                ),
+            );
+        } else {
+            names.insert(&service.name, spans.name);
+        }
+
+        let socket = (service.listen, service.mode.ip_protocol());
+        if let Some(&(owner, first)) = sockets.get(&socket) {
+            let transport = if socket.1 == lb_common::IPPROTO_UDP {
+                "udp"
+            } else {
+                "tcp"
+            };
+            report.error(
+                spans.listen,
+                format!(
+                    "listen {} ({transport}) is already used by service {owner:?} (line {}); \
+                     use another address or port",
+                    service.listen,
+                    report.line_of(first)
+                ),
+            );
+        } else {
+            sockets.insert(socket, (&service.name, spans.listen));
+        }
+    }
+}
+
+fn warn(report: &mut Reporter, document: &Document) {
+    if !document.has_vrrp_entries {
+        report.warning(
+            Pos::START,
+            "no [[vrrp]] instance: this node has no failover, and services are reachable only \
+             where their listen addresses already exist",
+        );
+        return;
+    }
+    let virtual_addresses: Vec<Ipv4Addr> = document
+        .vrrp
+        .iter()
+        .flat_map(|(instance, _)| instance.virtual_ipaddress.iter().copied())
+        .collect();
+    for (service, spans) in &document.services {
+        let address = *service.listen.ip();
+        // 0.0.0.0 (HTTP only) listens on every address, the virtual ones included.
+        if address.is_unspecified() || virtual_addresses.contains(&address) {
+            continue;
+        }
+        report.warning(
+            spans.listen,
+            format!(
+                "service {:?} listens on {address}, which is not a virtual_ipaddress of any \
+                 [[vrrp]] instance: it does not fail over, and is reachable only where that \
+                 address exists",
+                service.name
+            ),
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! The validated configuration: the types the rest of Tandem reads.
+//!
+//! Everything here has passed validation (see the parent module), so users of these types can
+//! rely on the documented ranges without checking again: a [`VrrpInstance`]'s advert interval
+//! fits its protocol version, every [`Service`] has at least one backend, and so on. Defaults
+//! are filled in; nothing is optional unless absence means something (a [`Service`] without a
+//! [`Session`] has no affinity).
+//!
+//! The types derive `Serialize` so `tandem status --json` can show the configuration it runs
+//! with, under the file's key names; durations serialize in the same human form the file uses
+//! ("1s", "300ms").
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Where `tandem run` and `tandem check` look for the configuration when not told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tandem/tandem.toml";
+/// Where the daemon listens for `tandem status` and friends unless `[node] control_socket` says.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tandem/tandem.sock";
+
+/// One node's configuration: the file's `[node]`, `[[vrrp]]` and `[[service]]` sections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub node: Node,
+    /// Empty means no failover: the node serves wherever its listen addresses exist.
+    pub vrrp: Vec<VrrpInstance>,
+    pub services: Vec<Service>,
+}
+
+/// `[node]`: who this node is and how it drives the data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    /// The interface XDP attaches to, and the default for every `[[vrrp]]` instance.
+    pub interface: String,
+    pub dataplane: DataplaneMode,
+    /// bpffs directory where the program and maps are pinned.
+    pub bpf_pin_dir: PathBuf,
+    pub control_socket: PathBuf,
+}
+
+/// How the node forwards L4 services (`[node] dataplane`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataplaneMode {
+    /// XDP in the driver ("native"): the fast path.
+    #[default]
+    Xdp,
+    /// XDP in the generic (SKB) hook: works on any interface, e.g. veth in the lab, but slower.
+    XdpGeneric,
+    /// No XDP program: L4 services go through the userspace relay.
+    None,
+}
+
+impl DataplaneMode {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataplaneMode::Xdp => "xdp",
+            DataplaneMode::XdpGeneric => "xdp-generic",
+            DataplaneMode::None => "none",
+        }
+    }
+}
+
+/// `[[vrrp]]`: one virtual router, i.e. a set of virtual addresses that float between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VrrpInstance {
+    pub name: String,
+    /// Defaults to `[node] interface`.
+    pub interface: String,
+    /// 1..=255, unique per interface (it is the last byte of the virtual MAC).
+    pub virtual_router_id: u8,
+    /// 1..=255; the highest priority becomes master. 255 means "owns the addresses" (RFC 5798).
+    pub priority: u8,
+    /// 2 or 3. Version 3 (RFC 5798) is the default; 2 is what keepalived speaks by default.
+    pub version: u8,
+    /// v3: a multiple of 10 ms in 10 ms..=40.95 s; v2: whole seconds 1..=255.
+    #[serde(with = "duration_text")]
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    #[serde(with = "duration_text")]
+    pub preempt_delay: Duration,
+    /// Never empty; no address appears in two instances.
+    pub virtual_ipaddress: Vec<Ipv4Addr>,
+    /// Empty means multicast adverts (224.0.0.18).
+    pub unicast_peer: Vec<Ipv4Addr>,
+    pub track: Vec<Track>,
+}
+
+impl VrrpInstance {
+    /// keepalived's default, so a migrated config elects the same way.
+    pub const DEFAULT_PRIORITY: u8 = 100;
+    pub const DEFAULT_VERSION: u8 = 3;
+    pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// Something whose failure lowers an instance's priority by `weight`, or, with weight 0, puts
+/// the instance in the Fault state (keepalived's semantics). Weights are in -254..=254.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Track {
+    /// A check Tandem runs from inside the daemon (`{ builtin = "proxy" }`).
+    Builtin { check: BuiltinCheck, weight: i32 },
+    /// A command run through the shell on an interval, like keepalived's `vrrp_script`.
+    Script {
+        script: String,
+        #[serde(with = "duration_text")]
+        interval: Duration,
+        #[serde(with = "duration_text")]
+        timeout: Duration,
+        /// Successes in a row before a failed script counts as up again.
+        rise: u32,
+        /// Failures in a row before a script counts as down.
+        fall: u32,
+        weight: i32,
+    },
+    /// An interface whose link going down counts as a failure.
+    Interface { interface: String, weight: i32 },
+}
+
+impl Track {
+    /// keepalived's `vrrp_script` default interval.
+    pub const DEFAULT_SCRIPT_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The priority change on failure (0: go to Fault instead).
+    pub fn weight(&self) -> i32 {
+        match self {
+            Track::Builtin { weight, .. }
+            | Track::Script { weight, .. }
+            | Track::Interface { weight, .. } => *weight,
+        }
+    }
+}
+
+/// Checks built into the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltinCheck {
+    /// The local proxy accepts and answers (replaces the classic `killall -0 pound`).
+    Proxy,
+}
+
+/// `[[service]]`: an address clients connect to and the backends that serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    /// Unique per (address, port, transport protocol) across services.
+    pub listen: SocketAddrV4,
+    pub mode: ServiceMode,
+    /// Never empty; no address twice.
+    pub backends: Vec<Backend>,
+    pub health: HealthCheck,
+    /// Only for `mode = "http"`.
+    pub session: Option<Session>,
+}
+
+/// How a service is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    /// L7: the kernel passes the traffic up to the proxy.
+    #[default]
+    Http,
+    /// L4 TCP: forwarded in XDP by direct server return (or the userspace relay).
+    Tcp,
+    /// L4 UDP: as `Tcp`.
+    Udp,
+}
+
+impl ServiceMode {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Http => "http",
+            ServiceMode::Tcp => "tcp",
+            ServiceMode::Udp => "udp",
+        }
+    }
+
+    /// The IP protocol number clients use ([`lb_common::IPPROTO_TCP`] or `IPPROTO_UDP`).
+    pub fn ip_protocol(self) -> u8 {
+        match self {
+            ServiceMode::Http | ServiceMode::Tcp => lb_common::IPPROTO_TCP,
+            ServiceMode::Udp => lb_common::IPPROTO_UDP,
+        }
+    }
+
+    /// Whether the service is forwarded at L4 (XDP or the relay) rather than by the proxy.
+    pub fn is_l4(self) -> bool {
+        !matches!(self, ServiceMode::Http)
+    }
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Backend {
+    pub address: SocketAddrV4,
+    /// 1..=1000; the share of new flows and sessions relative to the other backends.
+    pub weight: u32,
+}
+
+impl Backend {
+    pub const DEFAULT_WEIGHT: u32 = 1;
+    pub const MAX_WEIGHT: u32 = 1000;
+}
+
+/// How backends are probed (`health = { ... }`). Pound's defaults: a connect check every 2 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    /// Greater than zero and at most `interval`.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Successful probes in a row before a down backend is up again.
+    pub rise: u32,
+    /// Failed probes in a row before an up backend is down.
+    pub fall: u32,
+    #[serde(flatten)]
+    pub kind: HealthKind,
+}
+
+impl HealthCheck {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    /// Used when it fits in the interval; a shorter interval is the timeout too.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_RISE: u32 = 2;
+    pub const DEFAULT_FALL: u32 = 3;
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            rise: Self::DEFAULT_RISE,
+            fall: Self::DEFAULT_FALL,
+            kind: HealthKind::Tcp,
+        }
+    }
+}
+
+/// What a health probe does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum HealthKind {
+    /// A TCP connect to the backend's address (Pound's check).
+    Tcp,
+    /// `GET path` over HTTP/1.1; healthy when the status equals `expect_status`.
+    Http {
+        path: String,
+        #[serde(rename = "expect")]
+        expect_status: u16,
+    },
+}
+
+impl HealthKind {
+    pub const DEFAULT_HTTP_PATH: &'static str = "/";
+    pub const DEFAULT_HTTP_STATUS: u16 = 200;
+}
+
+/// Session affinity of an L7 service (Pound's `Session` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    #[serde(rename = "type")]
+    pub kind: SessionKind,
+    /// The cookie, header or query parameter name; `None` exactly for `Ip` and `Basic`.
+    pub id: Option<String>,
+    /// Idle time after which an entry is forgotten (greater than zero).
+    #[serde(with = "duration_text")]
+    pub ttl: Duration,
+    /// Bound on the session table (at least 1); the oldest entries go first.
+    pub max_entries: usize,
+}
+
+impl Session {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+}
+
+/// What identifies a client's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// A cookie named `id`, learned from the backend's Set-Cookie.
+    Cookie,
+    /// The client's IP address.
+    Ip,
+    /// A request header named `id`.
+    Header,
+    /// A query parameter named `id`.
+    Url,
+    /// The user name of HTTP basic authentication.
+    Basic,
+}
+
+impl SessionKind {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Cookie => "cookie",
+            SessionKind::Ip => "ip",
+            SessionKind::Header => "header",
+            SessionKind::Url => "url",
+            SessionKind::Basic => "basic",
+        }
+    }
+
+    /// What `id` names for this kind, or `None` when the kind takes no `id`.
+    pub fn id_meaning(self) -> Option<&'static str> {
+        match self {
+            SessionKind::Cookie => Some("the cookie name"),
+            SessionKind::Header => Some("the header name"),
+            SessionKind::Url => Some("the query parameter name"),
+            SessionKind::Ip | SessionKind::Basic => None,
+        }
+    }
+}
+
+/// Serializes durations as the config file writes them ("1s", "1m 30s"), not as
+/// `{ secs, nanos }`, so JSON status output reads like the configuration.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*duration))
+    }
+}

@@ -1,0 +1,699 @@
+//! What a user of `tandem check` sees: configs that load (with their defaults) and mistakes
+//! reported as `FILE:LINE:COL: message` at the offending value.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// Lines 1 to 3 of most test configs; what follows starts on line 4.
+const NODE: &str = "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n";
+/// Lines 4 to 8 when it follows [`NODE`].
+const VRRP: &str = "[[vrrp]]
+name = \"VI_1\"
+virtual_router_id = 51
+priority = 101
+virtual_ipaddress = [\"198.18.0.99\"]
+";
+
+fn parse_ok(text: &str) -> Loaded {
+    match parse(text, Path::new("t.toml")) {
+        Ok(loaded) => loaded,
+        Err(errors) => panic!("expected the config to load, got:\n{errors}"),
+    }
+}
+
+/// The rendered errors of a config that must not load.
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, Path::new("t.toml")) {
+        Ok(loaded) => panic!("expected errors, but it loaded: {:?}", loaded.config),
+        Err(Diagnostics(errors)) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The single rendered error of a config that must not load.
+fn error(text: &str) -> String {
+    let mut errors = errors(text);
+    assert_eq!(errors.len(), 1, "expected exactly one error: {errors:#?}");
+    errors.remove(0)
+}
+
+fn warnings(text: &str) -> Vec<String> {
+    parse_ok(text)
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn addr(text: &str) -> SocketAddrV4 {
+    text.parse().expect("test addresses are valid")
+}
+
+#[test]
+fn design_example_parses_with_defaults_filled() {
+    let text = r#"[node]
+name = "lb1"
+interface = "eth0"
+dataplane = "xdp"            # "xdp" | "xdp-generic" | "none"
+
+[[vrrp]]
+name = "VI_1"
+virtual_router_id = 51
+priority = 101               # 100 on the backup
+advert_interval = "1s"
+virtual_ipaddress = ["198.18.0.99"]
+track = [{ builtin = "proxy", weight = 2 }]   # the classic "killall -0 pound" check, built in
+
+[[service]]
+name = "web"
+listen = "198.18.0.99:80"
+mode = "http"                # "http" (L7 proxy) | "tcp" | "udp" (L4 in XDP, userspace fallback)
+backends = ["198.18.0.102:80", "198.18.0.103:80"]
+health = { interval = "2s" }
+session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
+"#;
+    let loaded = parse_ok(text);
+    assert_eq!(loaded.warnings, Vec::new());
+    let expected = Config {
+        node: Node {
+            name: "lb1".into(),
+            interface: "eth0".into(),
+            dataplane: DataplaneMode::Xdp,
+            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/tandem"),
+            control_socket: PathBuf::from("/run/tandem/tandem.sock"),
+        },
+        vrrp: vec![VrrpInstance {
+            name: "VI_1".into(),
+            interface: "eth0".into(),
+            virtual_router_id: 51,
+            priority: 101,
+            version: 3,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            virtual_ipaddress: vec![Ipv4Addr::new(198, 18, 0, 99)],
+            unicast_peer: vec![],
+            track: vec![Track::Builtin {
+                check: BuiltinCheck::Proxy,
+                weight: 2,
+            }],
+        }],
+        services: vec![Service {
+            name: "web".into(),
+            listen: addr("198.18.0.99:80"),
+            mode: ServiceMode::Http,
+            backends: vec![
+                Backend {
+                    address: addr("198.18.0.102:80"),
+                    weight: 1,
+                },
+                Backend {
+                    address: addr("198.18.0.103:80"),
+                    weight: 1,
+                },
+            ],
+            health: HealthCheck {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                rise: 2,
+                fall: 3,
+                kind: HealthKind::Tcp,
+            },
+            session: Some(Session {
+                kind: SessionKind::Cookie,
+                id: Some("JSESSIONID".into()),
+                ttl: Duration::from_secs(300),
+                max_entries: 100_000,
+            }),
+        }],
+    };
+    assert_eq!(loaded.config, expected);
+}
+
+#[test]
+fn example_files_load_without_errors_or_warnings() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for (file, node, priority) in [("lb1.toml", "lb1", 101), ("lb2.toml", "lb2", 100)] {
+        let loaded = match load(&examples.join(file)) {
+            Ok(loaded) => loaded,
+            Err(errors) => panic!("{file} does not load:\n{errors}"),
+        };
+        assert_eq!(loaded.warnings, Vec::new(), "{file}");
+        let config = loaded.config;
+        assert_eq!(config.node.name, node);
+        assert_eq!(config.vrrp[0].virtual_router_id, 51);
+        assert_eq!(config.vrrp[0].priority, priority);
+        let services: Vec<(&str, ServiceMode)> = config
+            .services
+            .iter()
+            .map(|service| (service.name.as_str(), service.mode))
+            .collect();
+        assert_eq!(
+            services,
+            [("web", ServiceMode::Http), ("tcp-echo", ServiceMode::Tcp)]
+        );
+        assert_eq!(
+            config.services[1].backends[1].address,
+            addr("198.18.0.103:7000")
+        );
+    }
+}
+
+#[test]
+fn unreadable_file_is_reported_without_a_location() {
+    let errors = load(Path::new("/nonexistent/tandem.toml")).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    let shown = errors.to_string();
+    assert!(
+        shown.starts_with("/nonexistent/tandem.toml: cannot read the config file:"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn syntax_error_has_line_and_col() {
+    let text = format!("{NODE}[[vrrp]]\nname = \"VI_1\nvirtual_router_id = 51\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:5:13: TOML syntax: invalid basic string"
+    );
+    let duplicate = format!("{NODE}name = \"lb2\"\n");
+    assert_eq!(
+        error(&duplicate),
+        "t.toml:4:1: TOML syntax: duplicate key `name` in table `node`"
+    );
+}
+
+#[test]
+fn unknown_key_points_at_the_key_and_lists_the_known_ones() {
+    let text = format!("{NODE}{}priorty = 100\n", VRRP);
+    assert_eq!(
+        error(&text),
+        "t.toml:9:1: unknown key `priorty` in [[vrrp]] (expected one of: name, interface, \
+         virtual_router_id, priority, version, advert_interval, preempt, preempt_delay, \
+         virtual_ipaddress, unicast_peer, track)"
+    );
+    let nested = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [\"198.18.0.102:80\"]\nhealth = {{ intervall = \"2s\" }}\n"
+    );
+    assert_eq!(
+        error(&nested),
+        "t.toml:13:12: unknown key `intervall` in health (expected one of: interval, timeout, \
+         rise, fall, type, path, expect)"
+    );
+}
+
+#[test]
+fn duplicate_vrid_points_at_the_second_instances_value() {
+    let text = format!(
+        "{NODE}{VRRP}[[vrrp]]\nname = \"VI_2\"\nvirtual_router_id = 51\n\
+         virtual_ipaddress = [\"198.18.0.98\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "t.toml:11:21: virtual_router_id 51 is already used on interface \"eth0\" by [[vrrp]] \
+         \"VI_1\" (line 6); each instance on one interface needs its own id"
+    );
+    // The same id on another interface is another virtual router.
+    let other_link = text.replace("name = \"VI_2\"", "name = \"VI_2\"\ninterface = \"eth1\"");
+    parse_ok(&other_link);
+}
+
+#[test]
+fn priority_out_of_range_points_at_the_value() {
+    let text = format!("{NODE}{}", VRRP.replace("priority = 101", "priority = 300"));
+    assert_eq!(
+        error(&text),
+        "t.toml:7:12: priority = 300 is out of range (allowed: 1 to 255)"
+    );
+    let zero_vrid = format!("{NODE}{}", VRRP.replace("id = 51", "id = 0"));
+    assert_eq!(
+        error(&zero_vrid),
+        "t.toml:6:21: virtual_router_id = 0 is out of range (allowed: 1 to 255)"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_in_file_order() {
+    let text = format!(
+        "{NODE}{}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [{{ address = \"198.18.0.102:80\", weight = 0 }}]\n",
+        VRRP.replace("priority = 101", "priority = 300")
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "t.toml:7:12: priority = 300 is out of range (allowed: 1 to 255)",
+            "t.toml:12:53: weight = 0 is out of range (allowed: 1 to 1000)",
+        ]
+    );
+}
+
+#[test]
+fn missing_keys_point_at_their_table() {
+    let text = "[node]\nname = \"lb1\"\n\n[[vrrp]]\nname = \"VI_1\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "t.toml:1:1: missing `interface` in [node]",
+            "t.toml:4:1: missing `virtual_router_id` in [[vrrp]]",
+            "t.toml:4:1: missing `virtual_ipaddress` in [[vrrp]]",
+        ]
+    );
+    // Each diagnostic is one line, even the long ones.
+    for error in errors("[[vrrp]]\nname = 1\n") {
+        assert!(
+            error.starts_with("t.toml:") && !error.contains('\n'),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn bare_integer_durations_are_rejected_with_the_fix() {
+    let text = format!("{NODE}{VRRP}advert_interval = 2\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:9:19: advert_interval = 2 has no unit: durations are strings with a unit, \
+         e.g. \"2s\" or \"500ms\"; write advert_interval = \"2s\""
+    );
+    let nonsense = format!("{NODE}{VRRP}advert_interval = \"soon\"\n");
+    assert!(
+        error(&nonsense).starts_with("t.toml:9:19: advert_interval = \"soon\" is not a duration"),
+        "{}",
+        error(&nonsense)
+    );
+}
+
+#[test]
+fn advert_interval_must_fit_the_vrrp_version() {
+    let fast = format!("{NODE}{VRRP}advert_interval = \"100ms\"\n");
+    let loaded = parse_ok(&fast);
+    assert_eq!(
+        loaded.config.vrrp[0].advert_interval,
+        Duration::from_millis(100)
+    );
+
+    let v2 = format!("{NODE}{VRRP}version = 2\nadvert_interval = \"100ms\"\n");
+    assert_eq!(
+        error(&v2),
+        "t.toml:10:19: advert_interval = \"100ms\" does not fit VRRPv2, which counts whole \
+         seconds: allowed 1s to 255s (or set version = 3 for sub-second adverts)"
+    );
+    let odd = format!("{NODE}{VRRP}advert_interval = \"15ms\"\n");
+    assert_eq!(
+        error(&odd),
+        "t.toml:9:19: advert_interval = \"15ms\" is not a multiple of 10ms: VRRPv3 counts \
+         centiseconds"
+    );
+    let long = format!("{NODE}{VRRP}advert_interval = \"41s\"\n");
+    assert_eq!(
+        error(&long),
+        "t.toml:9:19: advert_interval = \"41s\" is out of range for VRRPv3 (allowed: 10ms to \
+         40s 950ms)"
+    );
+    let version = format!("{NODE}{VRRP}version = 4\n");
+    assert_eq!(
+        error(&version),
+        "t.toml:9:11: version = 4 is out of range (allowed: 2 to 3)"
+    );
+}
+
+#[test]
+fn virtual_addresses_are_hosts_and_float_with_one_instance() {
+    let host_prefix = format!(
+        "{NODE}{}",
+        VRRP.replace("198.18.0.99\"", "198.18.0.99/32\"")
+    );
+    assert_eq!(
+        parse_ok(&host_prefix).config.vrrp[0].virtual_ipaddress,
+        [Ipv4Addr::new(198, 18, 0, 99)]
+    );
+    let subnet = format!(
+        "{NODE}{}",
+        VRRP.replace("198.18.0.99\"", "198.18.0.99/24\"")
+    );
+    assert_eq!(
+        error(&subnet),
+        "t.toml:8:22: virtual_ipaddress \"198.18.0.99/24\" has prefix length /24: a virtual \
+         address is a single host; write \"198.18.0.99\" (or \"198.18.0.99/32\")"
+    );
+    let empty = format!("{NODE}{}", VRRP.replace("[\"198.18.0.99\"]", "[]"));
+    assert!(error(&empty).starts_with("t.toml:8:21: virtual_ipaddress is empty"));
+
+    let shared = format!(
+        "{NODE}{VRRP}[[vrrp]]\nname = \"VI_2\"\nvirtual_router_id = 52\n\
+         virtual_ipaddress = [\"198.18.0.98\", \"198.18.0.99\"]\n"
+    );
+    assert_eq!(
+        error(&shared),
+        "t.toml:12:37: virtual address 198.18.0.99 is already listed in [[vrrp]] \"VI_1\" \
+         (line 8); an address can float with only one instance"
+    );
+}
+
+#[test]
+fn duplicate_names_point_at_the_second_occurrence() {
+    let vrrp = format!(
+        "{NODE}{VRRP}[[vrrp]]\nname = \"VI_1\"\nvirtual_router_id = 52\n\
+         virtual_ipaddress = [\"198.18.0.98\"]\n"
+    );
+    assert_eq!(
+        error(&vrrp),
+        "t.toml:10:8: duplicate [[vrrp]] name \"VI_1\" (first used at line 5); give each \
+         instance its own name"
+    );
+    let service = "[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+                   backends = [\"198.18.0.102:80\"]\n";
+    let services = format!(
+        "{NODE}{VRRP}{service}{}",
+        service.replace(":80\"\nb", ":8080\"\nb")
+    );
+    assert_eq!(
+        error(&services),
+        "t.toml:14:8: duplicate [[service]] name \"web\" (first used at line 10); give each \
+         service its own name"
+    );
+}
+
+#[test]
+fn listen_sockets_are_unique_per_transport_protocol() {
+    let web = "[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+               backends = [\"198.18.0.102:80\"]\n";
+    // mode "tcp" listens on TCP like "http": same socket.
+    let tcp = web.replace("\"web\"", "\"raw\"") + "mode = \"tcp\"\n";
+    assert_eq!(
+        error(&format!("{NODE}{VRRP}{web}{tcp}")),
+        "t.toml:15:10: listen 198.18.0.99:80 (tcp) is already used by service \"web\" \
+         (line 11); use another address or port"
+    );
+    // UDP on the same address and port is another socket.
+    let udp = web.replace("\"web\"", "\"dns\"") + "mode = \"udp\"\n";
+    parse_ok(&format!("{NODE}{VRRP}{web}{udp}"));
+}
+
+#[test]
+fn backends_mix_strings_and_tables_and_are_checked() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [\"198.18.0.102:80\", {{ address = \"198.18.0.103:80\", weight = 2 }}]\n"
+    );
+    let backends = parse_ok(&text).config.services[0].backends.clone();
+    assert_eq!(
+        backends,
+        [
+            Backend {
+                address: addr("198.18.0.102:80"),
+                weight: 1
+            },
+            Backend {
+                address: addr("198.18.0.103:80"),
+                weight: 2
+            },
+        ]
+    );
+
+    let twice = text.replace("198.18.0.103:80", "198.18.0.102:80");
+    assert_eq!(
+        error(&twice),
+        "t.toml:12:44: backend 198.18.0.102:80 is listed twice (first at line 12); to give it \
+         more traffic, raise its weight instead"
+    );
+    let heavy = text.replace("weight = 2", "weight = 5000");
+    assert_eq!(
+        error(&heavy),
+        "t.toml:12:72: weight = 5000 is out of range (allowed: 1 to 1000)"
+    );
+    let no_port = text.replace("\"198.18.0.102:80\"", "\"198.18.0.102\"");
+    assert_eq!(
+        error(&no_port),
+        "t.toml:12:13: backends \"198.18.0.102\" is not an IPv4 address with a port: it has no \
+         port; write e.g. \"198.18.0.102:80\""
+    );
+    let empty = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\nbackends = []\n"
+    );
+    assert!(error(&empty).starts_with("t.toml:12:12: backends is empty"));
+}
+
+#[test]
+fn l4_backends_keep_the_listen_port() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"echo\"\nlisten = \"198.18.0.99:7000\"\n\
+         mode = \"tcp\"\nbackends = [\"198.18.0.102:7000\", \"198.18.0.103:7001\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "t.toml:13:34: backend 198.18.0.103:7001 must use port 7000 like the listen address: \
+         mode = \"tcp\" services forward by direct server return, which does not rewrite ports"
+    );
+}
+
+#[test]
+fn session_rules() {
+    let service = |mode: &str, session: &str| {
+        format!(
+            "{NODE}{VRRP}[[service]]\nname = \"s\"\nlisten = \"198.18.0.99:80\"\n\
+             mode = \"{mode}\"\nbackends = [\"198.18.0.102:80\"]\nsession = {session}\n"
+        )
+    };
+    assert_eq!(
+        error(&service("tcp", "{ type = \"ip\" }")),
+        "t.toml:14:11: session affinity needs mode = \"http\"; L4 services keep flows by \
+         connection tracking"
+    );
+    assert_eq!(
+        error(&service("http", "{ type = \"cookie\" }")),
+        "t.toml:14:11: session type \"cookie\" needs `id`, the cookie name: e.g. \
+         id = \"JSESSIONID\""
+    );
+    assert_eq!(
+        error(&service("http", "{ type = \"url\" }")),
+        "t.toml:14:11: session type \"url\" needs `id`, the query parameter name: e.g. \
+         id = \"sid\""
+    );
+    assert_eq!(
+        error(&service("http", "{ type = \"ip\", id = \"x\" }")),
+        "t.toml:14:26: session type \"ip\" takes no `id` (the key is the client's address); \
+         remove it"
+    );
+    assert_eq!(
+        error(&service(
+            "http",
+            "{ type = \"cookie\", id = \"sid\", ttl = \"0s\" }"
+        )),
+        "t.toml:14:48: ttl must be greater than 0, e.g. \"1s\""
+    );
+    assert_eq!(
+        error(&service("http", "{ type = \"sticky\" }")),
+        "t.toml:14:20: unknown type \"sticky\" (expected one of: \"cookie\", \"ip\", \
+         \"header\", \"url\", \"basic\")"
+    );
+    let basic = parse_ok(&service("http", "{ type = \"basic\", ttl = \"10m\" }"));
+    assert_eq!(
+        basic.config.services[0].session,
+        Some(Session {
+            kind: SessionKind::Basic,
+            id: None,
+            ttl: Duration::from_secs(600),
+            max_entries: Session::DEFAULT_MAX_ENTRIES,
+        })
+    );
+}
+
+#[test]
+fn health_check_rules() {
+    let service = |health: &str| {
+        format!(
+            "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+             backends = [\"198.18.0.102:80\"]\nhealth = {health}\n"
+        )
+    };
+    assert_eq!(
+        error(&service("{ interval = \"2s\", timeout = \"3s\" }")),
+        "t.toml:13:39: timeout = \"3s\" is longer than the interval (\"2s\"): a probe must \
+         finish before the next one starts"
+    );
+    assert_eq!(
+        error(&service("{ type = \"http\", path = \"health\" }")),
+        "t.toml:13:34: path \"health\" must start with '/', e.g. \"/health\""
+    );
+    assert_eq!(
+        error(&service("{ type = \"http\", expect = 700 }")),
+        "t.toml:13:36: expect = 700 is out of range (allowed: 100 to 599)"
+    );
+    assert_eq!(
+        error(&service("{ path = \"/up\" }")),
+        "t.toml:13:12: `path` applies only to HTTP health checks; add type = \"http\" to this \
+         health table"
+    );
+    assert_eq!(
+        error(&service("{ rise = 0 }")),
+        "t.toml:13:19: rise = 0 is out of range (allowed: 1 or more)"
+    );
+
+    let http = parse_ok(&service(
+        "{ interval = \"500ms\", type = \"http\", path = \"/up\" }",
+    ));
+    assert_eq!(
+        http.config.services[0].health,
+        HealthCheck {
+            interval: Duration::from_millis(500),
+            // The default timeout (1s) shrinks to fit a shorter interval.
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            kind: HealthKind::Http {
+                path: "/up".into(),
+                expect_status: 200
+            },
+        }
+    );
+    // A dotted key is a table too.
+    let dotted = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [\"198.18.0.102:80\"]\nhealth.interval = \"5s\"\n"
+    );
+    let health = &parse_ok(&dotted).config.services[0].health;
+    assert_eq!(health.interval, Duration::from_secs(5));
+}
+
+#[test]
+fn track_entries() {
+    let with_track = |track: &str| format!("{NODE}{VRRP}track = [{track}]\n");
+    let loaded = parse_ok(&with_track(
+        "{ script = \"killall -0 pound\", interval = \"2s\", weight = 2 }, \
+         { interface = \"eth1\", weight = 0 }",
+    ));
+    assert_eq!(
+        loaded.config.vrrp[0].track,
+        [
+            Track::Script {
+                script: "killall -0 pound".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(2),
+                rise: 1,
+                fall: 1,
+                weight: 2,
+            },
+            Track::Interface {
+                interface: "eth1".into(),
+                weight: 0
+            },
+        ]
+    );
+    assert_eq!(
+        error(&with_track("{ builtin = \"proxy\", weight = 300 }")),
+        "t.toml:9:40: weight = 300 is out of range (allowed: -254 to 254)"
+    );
+    assert_eq!(
+        error(&with_track("{ builtin = \"proxy\", script = \"true\" }")),
+        "t.toml:9:31: a track entry watches one thing, but this one has both `builtin` and \
+         `script`; split it into two entries"
+    );
+    assert_eq!(
+        error(&with_track("{ builtin = \"nginx\" }")),
+        "t.toml:9:22: unknown builtin \"nginx\" (expected one of: \"proxy\")"
+    );
+    assert_eq!(
+        error(&with_track("{ builtin = \"proxy\", interval = \"1s\" }")),
+        "t.toml:9:31: unknown key `interval` in track entry (expected one of: builtin, weight)"
+    );
+}
+
+#[test]
+fn node_rules() {
+    let text = "[node]\nname = \"\"\ninterface = \"a-very-long-ifname\"\ndataplane = \"dpdk\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "t.toml:2:8: `name` must not be empty",
+            "t.toml:3:13: interface \"a-very-long-ifname\" is 18 bytes long; Linux interface \
+             names have at most 15",
+            "t.toml:4:13: unknown dataplane \"dpdk\" (expected one of: \"xdp\", \
+             \"xdp-generic\", \"none\")",
+        ]
+    );
+    let slash = format!("{NODE}{VRRP}interface = \"eth0/1\"\n");
+    assert_eq!(
+        error(&slash),
+        "t.toml:9:13: interface \"eth0/1\" contains '/'; interface names have no '/', ':' or \
+         whitespace"
+    );
+    assert_eq!(
+        error(&format!("{NODE}[vrrp]\nname = \"VI_1\"\n")),
+        "t.toml:4:1: `vrrp` must be a list of tables: write [[vrrp]], one per entry"
+    );
+}
+
+#[test]
+fn listen_address_that_is_not_a_vip_warns() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"admin\"\nlisten = \"198.18.0.100:8080\"\n\
+         backends = [\"198.18.0.102:80\"]\n"
+    );
+    assert_eq!(
+        warnings(&text),
+        [
+            "t.toml:11:10: warning: service \"admin\" listens on 198.18.0.100, which is not a \
+          virtual_ipaddress of any [[vrrp]] instance: it does not fail over, and is reachable \
+          only where that address exists"
+        ]
+    );
+}
+
+#[test]
+fn config_without_vrrp_warns_about_failover() {
+    let text = format!(
+        "{NODE}[[service]]\nname = \"web\"\nlisten = \"198.18.0.100:80\"\n\
+         backends = [\"198.18.0.102:80\"]\n"
+    );
+    assert_eq!(
+        warnings(&text),
+        [
+            "t.toml:1:1: warning: no [[vrrp]] instance: this node has no failover, and services \
+          are reachable only where their listen addresses already exist"
+        ]
+    );
+}
+
+#[test]
+fn unknown_top_level_sections_and_missing_node() {
+    let text = format!("{NODE}{VRRP}[[services]]\nname = \"web\"\n");
+    assert_eq!(
+        error(&text),
+        "t.toml:9:3: unknown key `services` in the top level (expected one of: node, vrrp, \
+         service)"
+    );
+    assert_eq!(
+        errors(VRRP),
+        [
+            "t.toml:1:1: missing [node] table: every config starts with [node] and the node's \
+             `name` and `interface`",
+        ],
+        "the [[vrrp]] entry has no interface to default to, but only the cause is reported"
+    );
+}
+
+#[test]
+fn json_status_shows_the_config_as_written() {
+    let text = format!(
+        "{NODE}dataplane = \"xdp-generic\"\n{VRRP}[[service]]\nname = \"web\"\n\
+         listen = \"198.18.0.99:80\"\nbackends = [\"198.18.0.102:80\"]\n\
+         health = {{ type = \"http\" }}\nsession = {{ type = \"ip\", ttl = \"90s\" }}\n"
+    );
+    let json = serde_json::to_value(parse_ok(&text).config).expect("config serializes");
+    assert_eq!(json["node"]["dataplane"], "xdp-generic");
+    assert_eq!(json["vrrp"][0]["advert_interval"], "1s");
+    assert_eq!(json["vrrp"][0]["virtual_ipaddress"][0], "198.18.0.99");
+    let service = &json["services"][0];
+    assert_eq!(service["listen"], "198.18.0.99:80");
+    assert_eq!(service["health"]["type"], "http");
+    assert_eq!(service["health"]["path"], "/");
+    assert_eq!(service["health"]["expect"], 200);
+    assert_eq!(service["session"]["type"], "ip");
+    assert_eq!(service["session"]["ttl"], "1m 30s");
+}

@@ -1,0 +1,379 @@
+//! Loading, attaching, pinning and detaching the XDP program.
+//!
+//! Layout of a pin directory (default `/sys/fs/bpf/tandem`, one per node):
+//! - `SERVICES`, `COUNTERS`: the maps, pinned by name (lb-common names them). A later load with
+//!   the same directory reuses them, so counters and entries survive a reload.
+//! - `tandem_xdp`: the program most recently loaded.
+//! - `link_<interface>`: one bpf_link per interface the program is attached to. The link, not
+//!   the process, keeps the program attached: removing the pin detaches it.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use aya::programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode};
+use aya::EbpfLoader;
+use lb_common::{COUNTERS_MAP, PROGRAM_NAME, PROGRAM_PIN, SERVICES_MAP};
+use tracing::{info, warn};
+
+/// Where bpffs is mounted on a standard system; mounted on demand when a pin directory is below it.
+const STANDARD_BPFFS: &str = "/sys/fs/bpf";
+/// `statfs(2)` f_type of a bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const LINK_PIN_PREFIX: &str = "link_";
+
+/// The XDP object built by `cargo xtask build-ebpf`, when this binary was built with it.
+pub fn embedded_object() -> Option<&'static [u8]> {
+    #[cfg(tandem_ebpf)]
+    {
+        static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TANDEM_EBPF_OBJECT"));
+        Some(OBJECT)
+    }
+    #[cfg(not(tandem_ebpf))]
+    {
+        None
+    }
+}
+
+/// How to attach: the driver's own hook (native), the generic hook in the stack (generic, works
+/// on every interface, slower), or native when the driver supports it and generic otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        })
+    }
+}
+
+/// What `attach` did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attachment {
+    pub interface: String,
+    pub mode: AttachedMode,
+    pub program_id: u32,
+    pub pin_dir: PathBuf,
+    /// True when the directory already held maps, which this load reused.
+    pub reused_maps: bool,
+}
+
+/// Why the XDP program could not be loaded, attached or detached. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error(
+        "this tandem binary was built without the XDP program: build it with `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("interface `{0}` does not exist in this network namespace: check `ip link` (or run tandem inside the node's namespace)")]
+    NoSuchInterface(String),
+    #[error("{} is not on a bpffs: mount one with `mount -t bpf bpf {STANDARD_BPFFS}`, or choose a pin directory on a mounted bpffs (--pin-dir, or node.bpf_pin_dir in the config)", .0.display())]
+    NotBpffs(PathBuf),
+    #[error("{0} was refused (permission denied): run as root, or give tandem CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")]
+    PermissionDenied(String),
+    #[error("no Tandem XDP program is attached to `{interface}` through {}: nothing to detach (`tandem maps --pin-dir DIR` shows what is loaded)", .pin_dir.display())]
+    NotAttached { interface: String, pin_dir: PathBuf },
+    #[error("no Tandem maps in {}: load the XDP program first (`tandem run` with dataplane = \"xdp\", or `cargo xtask build-and-load --iface IF`)", .0.display())]
+    NoMaps(PathBuf),
+    #[error("{what}: {detail}")]
+    Kernel { what: String, detail: String },
+}
+
+impl XdpError {
+    /// Classifies an error from aya or the kernel: permission problems get their own message,
+    /// everything else keeps the whole chain of causes.
+    pub(crate) fn from_kernel(
+        what: impl Into<String>,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Self {
+        let what = what.into();
+        let mut detail = error.to_string();
+        let mut source = error.source();
+        let mut permission = false;
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = current {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                // Only EPERM: the verifier answers EACCES for a program it rejects, which is a
+                // bug in the program, not a missing capability.
+                permission |= io.raw_os_error() == Some(libc::EPERM);
+            }
+            current = e.source();
+        }
+        while let Some(e) = source {
+            detail.push_str(": ");
+            detail.push_str(&e.to_string());
+            source = e.source();
+        }
+        if permission {
+            XdpError::PermissionDenied(what)
+        } else {
+            XdpError::Kernel { what, detail }
+        }
+    }
+}
+
+fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
+    pin_dir.join(format!("{LINK_PIN_PREFIX}{interface}"))
+}
+
+/// Interfaces that have a pinned Tandem link in `pin_dir`.
+pub fn attached_interfaces(pin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_prefix(LINK_PIN_PREFIX)
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn interface_index(interface: &str) -> Option<u32> {
+    let name = CString::new(interface).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's integer type differs between libc targets
+    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Makes sure `pin_dir` exists on a bpffs, mounting the standard bpffs if the directory is
+/// below it and nothing is mounted there yet (a fresh machine often has none).
+pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), XdpError> {
+    let standard = Path::new(STANDARD_BPFFS);
+    if pin_dir.starts_with(standard) && !is_bpffs(standard).unwrap_or(false) {
+        let target = CString::new(STANDARD_BPFFS).expect("constant has no NUL");
+        let fstype = CString::new("bpf").expect("constant has no NUL");
+        // SAFETY: all pointers are valid NUL-terminated strings; data may be null for bpffs.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return Err(XdpError::PermissionDenied(format!(
+                    "mounting a bpffs on {STANDARD_BPFFS}"
+                )));
+            }
+            return Err(XdpError::NotBpffs(pin_dir.to_owned()));
+        }
+        info!(path = STANDARD_BPFFS, "mounted a bpffs");
+    }
+    if let Err(err) = std::fs::create_dir_all(pin_dir) {
+        if err.kind() == io::ErrorKind::PermissionDenied {
+            return Err(XdpError::PermissionDenied(format!(
+                "creating {}",
+                pin_dir.display()
+            )));
+        }
+        return Err(XdpError::NotBpffs(pin_dir.to_owned()));
+    }
+    match is_bpffs(pin_dir) {
+        Ok(true) => Ok(()),
+        _ => Err(XdpError::NotBpffs(pin_dir.to_owned())),
+    }
+}
+
+/// Loads the embedded program, attaches it to `interface` and pins program, link and maps in
+/// `pin_dir`. An earlier Tandem attachment on the same interface is replaced.
+pub fn attach(interface: &str, mode: AttachMode, pin_dir: &Path) -> Result<Attachment, XdpError> {
+    let object = embedded_object().ok_or(XdpError::NoObject)?;
+    let if_index = interface_index(interface)
+        .ok_or_else(|| XdpError::NoSuchInterface(interface.to_owned()))?;
+    ensure_pin_dir(pin_dir)?;
+    if link_pin(pin_dir, interface).exists() {
+        info!(
+            interface,
+            "replacing the XDP program already attached by Tandem"
+        );
+        detach_link(interface, pin_dir)?;
+    }
+    let reused_maps = pin_dir.join(COUNTERS_MAP).exists() && pin_dir.join(SERVICES_MAP).exists();
+    let result = load_and_attach(object, interface, if_index, mode, pin_dir, reused_maps);
+    if result.is_err() && !reused_maps && attached_interfaces(pin_dir).is_empty() {
+        // A failed first load must not leave maps behind that a later load would "reuse".
+        let _ = remove_pins(pin_dir);
+    }
+    result
+}
+
+fn load_and_attach(
+    object: &[u8],
+    interface: &str,
+    if_index: u32,
+    mode: AttachMode,
+    pin_dir: &Path,
+    reused_maps: bool,
+) -> Result<Attachment, XdpError> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(object)
+        .map_err(|e| XdpError::from_kernel("loading the XDP object", &e))?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| XdpError::Kernel {
+            what: "loading the XDP object".into(),
+            detail: format!(
+                "it has no program named {PROGRAM_NAME}; rebuild with `cargo xtask build`"
+            ),
+        })?
+        .try_into()
+        .map_err(|e| XdpError::from_kernel("loading the XDP program", &e))?;
+    program
+        .load()
+        .map_err(|e| XdpError::from_kernel("verifying the XDP program", &e))?;
+
+    let (link_id, attached_mode) = match mode {
+        AttachMode::Native => (
+            attach_in(program, if_index, interface, XdpMode::Driver)?,
+            AttachedMode::Native,
+        ),
+        AttachMode::Generic => (
+            attach_in(program, if_index, interface, XdpMode::Skb)?,
+            AttachedMode::Generic,
+        ),
+        AttachMode::Auto => match attach_in(program, if_index, interface, XdpMode::Driver) {
+            Ok(id) => (id, AttachedMode::Native),
+            Err(native_error) => {
+                warn!(interface, error = %native_error, "native XDP unavailable; attaching in generic mode");
+                (
+                    attach_in(program, if_index, interface, XdpMode::Skb)?,
+                    AttachedMode::Generic,
+                )
+            }
+        },
+    };
+
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| XdpError::from_kernel("taking the XDP link", &e))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        XdpError::from_kernel(
+            "pinning the XDP link (the kernel attached without bpf_link)",
+            &e,
+        )
+    })?;
+    fd_link.pin(link_pin(pin_dir, interface)).map_err(|e| {
+        XdpError::from_kernel(format!("pinning the XDP link in {}", pin_dir.display()), &e)
+    })?;
+
+    let program_pin = pin_dir.join(PROGRAM_PIN);
+    if program_pin.exists() {
+        // Another interface's (or an older) program: the newest load is the one to inspect.
+        let _ = std::fs::remove_file(&program_pin);
+    }
+    program.pin(&program_pin).map_err(|e| {
+        XdpError::from_kernel(
+            format!("pinning the XDP program in {}", pin_dir.display()),
+            &e,
+        )
+    })?;
+    let program_id = program
+        .info()
+        .map_err(|e| XdpError::from_kernel("reading the program's id", &e))?
+        .id();
+    Ok(Attachment {
+        interface: interface.to_owned(),
+        mode: attached_mode,
+        program_id,
+        pin_dir: pin_dir.to_owned(),
+        reused_maps,
+    })
+}
+
+fn attach_in(
+    program: &mut Xdp,
+    if_index: u32,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId, XdpError> {
+    program.attach_to_if_index(if_index, mode).map_err(|e| {
+        XdpError::from_kernel(
+            format!("attaching XDP to `{interface}` in {mode:?} mode"),
+            &e,
+        )
+    })
+}
+
+fn detach_link(interface: &str, pin_dir: &Path) -> Result<(), XdpError> {
+    let path = link_pin(pin_dir, interface);
+    if !path.exists() {
+        return Err(XdpError::NotAttached {
+            interface: interface.to_owned(),
+            pin_dir: pin_dir.to_owned(),
+        });
+    }
+    let pinned = PinnedLink::from_pin(&path)
+        .map_err(|e| XdpError::from_kernel(format!("opening {}", path.display()), &e))?;
+    // Dropping the unpinned link closes its last descriptor, which detaches the program.
+    let link = pinned
+        .unpin()
+        .map_err(|e| XdpError::from_kernel(format!("removing {}", path.display()), &e))?;
+    drop(link);
+    Ok(())
+}
+
+/// Detaches Tandem's program from `interface`. When no interface is left attached, the program
+/// and map pins and the directory are removed too, so nothing of Tandem stays in the kernel.
+/// Returns true when the pin directory was removed.
+pub fn detach(interface: &str, pin_dir: &Path) -> Result<bool, XdpError> {
+    detach_link(interface, pin_dir)?;
+    if !attached_interfaces(pin_dir).is_empty() {
+        return Ok(false);
+    }
+    remove_pins(pin_dir)
+}
+
+/// Removes the program and map pins, then the directory if nothing else is in it (an
+/// operator's own pins there are kept). Returns true when the directory was removed.
+fn remove_pins(pin_dir: &Path) -> Result<bool, XdpError> {
+    for name in [PROGRAM_PIN, SERVICES_MAP, COUNTERS_MAP] {
+        let path = pin_dir.join(name);
+        if let Err(err) = std::fs::remove_file(&path) {
+            if err.kind() != io::ErrorKind::NotFound {
+                return Err(XdpError::Kernel {
+                    what: format!("removing {}", path.display()),
+                    detail: err.to_string(),
+                });
+            }
+        }
+    }
+    Ok(std::fs::remove_dir(pin_dir).is_ok())
+}

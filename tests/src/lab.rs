@@ -1,0 +1,574 @@
+//! [`Lab`] builds the reference topology out of network namespaces and tears it down; [`Host`]
+//! is one machine of it: running commands, processes and closures inside its namespace.
+//!
+//! Names are unique per run (`tdm{pid}x{counter}`), so several labs can exist at once (tests run
+//! in parallel, `cargo xtask lab` beside a test run). No interface is ever created in the root
+//! namespace: each veth pair is created directly between a host's namespace and the bridge's.
+//! A lab left behind by a killed process is removed by the next [`Lab::new`]: its owner pid is
+//! part of every name.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use crate::netns;
+use crate::process::Process;
+use crate::{HOSTS, SEGMENT_PREFIX_LEN};
+
+/// Every name the lab creates starts with this (namespaces, bpffs dirs, temp dirs), followed by
+/// the owner's pid: `tdm{pid}x{counter}`.
+const ID_PREFIX: &str = "tdm";
+/// Where `ip netns` binds named namespaces.
+const NETNS_DIR: &str = "/var/run/netns";
+/// The bpffs mount under which each run gets its pin directories.
+const BPFFS_DIR: &str = "/sys/fs/bpf";
+/// statfs(2) f_type of a bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// The bridge in the bridge namespace.
+const BRIDGE: &str = "br0";
+/// Every host's interface on the segment.
+const HOST_IFACE: &str = "eth0";
+/// How long processes left in a namespace get for SIGTERM at teardown before SIGKILL.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Distinguishes the labs of one process.
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+/// Serialises the parts of [`Lab::new`] that touch shared state: mounting bpffs, `ip netns add`
+/// (whose first call sets up the /var/run/netns mount) and removing stale labs.
+static SHARED_SETUP: Mutex<()> = Mutex::new(());
+
+/// The reference deployment in network namespaces. Dropping it (also while unwinding from a
+/// panic) stops every process still running in its namespaces, deletes the namespaces, its pin
+/// directories and its work directory.
+///
+/// Backends ([`crate::EchoBackend`], [`crate::Apache`]) own their processes and do not borrow
+/// the lab: drop them before the lab (declare them after it), or the lab's teardown kills their
+/// processes first and they only reap them.
+#[derive(Debug)]
+pub struct Lab {
+    id: String,
+    hosts: Vec<Host>,
+    bridge_netns: String,
+    work_dir: PathBuf,
+    /// Namespaces this lab has asked for, in creation order; teardown deletes those that exist.
+    created_netns: Vec<String>,
+}
+
+/// One machine of the lab: a network namespace with `eth0` on the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The role: [`crate::CLIENT`], [`crate::LB1`], ...
+    pub name: String,
+    /// The namespace's name (as in `ip netns list`).
+    pub netns: String,
+    /// The host's address on the segment (a /24).
+    pub ip: Ipv4Addr,
+    /// The host's interface on the segment: always `eth0`.
+    pub iface: String,
+}
+
+impl Lab {
+    /// Builds a fresh lab: removes leftovers of dead earlier runs, then creates the namespaces,
+    /// the bridge and the veth pairs, and gives each host its address.
+    pub fn new() -> anyhow::Result<Lab> {
+        // SAFETY: geteuid(2) cannot fail and has no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "the lab needs root (network namespaces): run as root, e.g. sudo -E cargo xtask test"
+            );
+        }
+        let id = format!(
+            "{ID_PREFIX}{}x{}",
+            std::process::id(),
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        {
+            let _shared = SHARED_SETUP
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            ensure_bpffs_mounted();
+            remove_stale_labs();
+        }
+        let hosts = HOSTS
+            .iter()
+            .map(|&(name, ip)| Host {
+                name: name.to_owned(),
+                netns: format!("{id}-{name}"),
+                ip,
+                iface: HOST_IFACE.to_owned(),
+            })
+            .collect();
+        let mut lab = Lab {
+            bridge_netns: format!("{id}-br"),
+            work_dir: std::env::temp_dir().join(&id),
+            hosts,
+            id,
+            created_netns: Vec::new(),
+        };
+        // On failure `lab` is dropped here, which removes whatever part was already built.
+        lab.build()
+            .with_context(|| format!("building lab {}", lab.id))?;
+        Ok(lab)
+    }
+
+    /// This run's unique prefix (`tdm{pid}x{counter}`), part of every name the lab creates.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The host with this role name. Panics on an unknown name: that is a bug in the test.
+    pub fn host(&self, name: &str) -> &Host {
+        match self.hosts.iter().find(|host| host.name == name) {
+            Some(host) => host,
+            None => panic!(
+                "the lab has no host {name:?}; it has {:?}",
+                self.hosts.iter().map(|h| &h.name).collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// Every host, in the order of [`crate::HOSTS`].
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter()
+    }
+
+    /// The namespace that holds the bridge `br0` and one port per host.
+    pub fn bridge_netns(&self) -> &str {
+        &self.bridge_netns
+    }
+
+    /// The bridge namespace's bound file, for `nsenter --net=`.
+    pub fn bridge_netns_path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.bridge_netns)
+    }
+
+    /// The name of `host`'s veth end in the bridge namespace (a port of `br0`), e.g. `p-lb1`:
+    /// where a capture sees everything that host sends and receives.
+    pub fn bridge_port(&self, host: &str) -> String {
+        format!("p-{host}")
+    }
+
+    /// The name of the bridge in [`Lab::bridge_netns`].
+    pub fn bridge(&self) -> &str {
+        BRIDGE
+    }
+
+    /// A bpffs directory for this run and host, e.g. `/sys/fs/bpf/tdm123x0-lb1`. Not created
+    /// here (the daemon does that); removed with everything in it when the lab is dropped.
+    pub fn pin_dir(&self, host: &str) -> PathBuf {
+        Path::new(BPFFS_DIR).join(format!("{}-{host}", self.id))
+    }
+
+    /// A temporary directory of this run for configs and logs; removed when the lab is dropped.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// Every namespace of this lab (the hosts' and the bridge's), as `ip netns list` names them.
+    pub fn netns_names(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|host| host.netns.clone())
+            .chain(std::iter::once(self.bridge_netns.clone()))
+            .collect()
+    }
+
+    fn build(&mut self) -> anyhow::Result<()> {
+        create_dir_readable_by_all(&self.work_dir)?;
+
+        let all_netns = self.netns_names();
+        self.created_netns.clone_from(&all_netns);
+        {
+            let _shared = SHARED_SETUP
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let script: String = all_netns
+                .iter()
+                .map(|name| format!("netns add {name}\n"))
+                .collect();
+            run_ip_batch(None, &script).context("creating the lab's network namespaces")?;
+        }
+
+        // Before any link exists, so no interface ever gets an IPv6 link-local address and the
+        // segment carries no router/neighbour solicitations or MLD reports: tests count packets.
+        for name in &all_netns {
+            disable_ipv6(&Path::new(NETNS_DIR).join(name))?;
+        }
+
+        // STP off and no forward delay: ports forward as soon as they are up. Multicast
+        // snooping off: VRRP adverts to 224.0.0.18 must flood to every port.
+        let mut bridge_script = format!(
+            "link set lo up\n\
+             link add {BRIDGE} type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n\
+             link set {BRIDGE} up\n"
+        );
+        for host in &self.hosts {
+            let port = self.bridge_port(&host.name);
+            bridge_script.push_str(&format!(
+                "link add {port} type veth peer name {iface} netns {netns}\n\
+                 link set {port} master {BRIDGE}\n\
+                 link set {port} up\n",
+                iface = host.iface,
+                netns = host.netns,
+            ));
+        }
+        run_ip_batch(Some(&self.bridge_netns), &bridge_script)
+            .context("creating the bridge and the veth pairs")?;
+        bridge_without_netfilter(&Path::new(NETNS_DIR).join(&self.bridge_netns))?;
+
+        for host in &self.hosts {
+            let script = format!(
+                "link set lo up\n\
+                 addr add {ip}/{SEGMENT_PREFIX_LEN} dev {iface}\n\
+                 link set {iface} up\n",
+                ip = host.ip,
+                iface = host.iface,
+            );
+            run_ip_batch(Some(&host.netns), &script)
+                .with_context(|| format!("configuring host {}", host.name))?;
+        }
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        for name in &self.created_netns {
+            let path = Path::new(NETNS_DIR).join(name);
+            if path.exists() {
+                if let Err(error) = netns::stop_processes_in(&path, TEARDOWN_GRACE) {
+                    eprintln!("tandem-lab: stopping processes in namespace {name}: {error:#}");
+                }
+            }
+        }
+        for name in &self.created_netns {
+            if !Path::new(NETNS_DIR).join(name).exists() {
+                continue;
+            }
+            if let Err(error) = delete_netns(name) {
+                eprintln!("tandem-lab: {error:#}");
+            }
+        }
+        self.created_netns.clear();
+        let pin_dirs: Vec<PathBuf> = self.hosts.iter().map(|h| self.pin_dir(&h.name)).collect();
+        for dir in pin_dirs.iter().chain(std::iter::once(&self.work_dir)) {
+            if let Err(error) = remove_dir_if_exists(dir) {
+                eprintln!("tandem-lab: {error:#}");
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl Host {
+    /// The file that binds this host's namespace (`/var/run/netns/NAME`), for `nsenter --net=`
+    /// or setns(2).
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.netns)
+    }
+
+    /// A command that runs `program` inside this host's network namespace. It goes through
+    /// `nsenter --net`, not `ip netns exec`: the latter remounts /sys, which hides /sys/fs/bpf
+    /// (pinned maps). nsenter execs the program, so the child's pid is the program's.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        let mut net = std::ffi::OsString::from("--net=");
+        net.push(self.netns_path());
+        command.arg(net).arg("--").arg(program);
+        command
+    }
+
+    /// Runs `program args..` in this host's namespace to completion and returns its stdout.
+    /// Fails with the command line, exit status and stderr if it did not succeed.
+    pub fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = self.command(program);
+        command.args(args);
+        run_to_completion(&mut command, None).with_context(|| format!("on host {}", self.name))
+    }
+
+    /// Starts `command` (usually made with [`Host::command`]) and hands back the running
+    /// [`Process`], which is stopped and reaped when dropped.
+    pub fn spawn(&self, mut command: Command) -> anyhow::Result<Process> {
+        let description = describe(&command);
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting `{description}` on host {}: is the program installed?",
+                self.name
+            )
+        })?;
+        Ok(Process::new(child, description))
+    }
+
+    /// Runs `f` on a fresh thread inside this host's network namespace and returns its result:
+    /// sockets `f` opens are this host's. A panic in `f` is resumed in the caller.
+    pub fn in_netns<F, R>(&self, f: F) -> anyhow::Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        netns::run_in(&self.netns_path(), f)
+            .with_context(|| format!("running code on host {}", self.name))
+    }
+
+    /// The MAC address of the host's `eth0`.
+    pub fn mac(&self) -> anyhow::Result<[u8; 6]> {
+        let json = self.run("ip", &["-json", "link", "show", "dev", &self.iface])?;
+        let links: serde_json::Value = serde_json::from_str(&json)
+            .with_context(|| format!("parsing `ip -json link show` of host {}", self.name))?;
+        let address = links
+            .get(0)
+            .and_then(|link| link.get("address"))
+            .and_then(|address| address.as_str())
+            .with_context(|| {
+                format!(
+                    "`ip -json link show dev {}` on host {} has no address: {json}",
+                    self.iface, self.name
+                )
+            })?;
+        parse_mac(address).with_context(|| format!("MAC of host {}", self.name))
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts
+            .next()
+            .with_context(|| format!("{text:?} is not a MAC address: too short"))?;
+        *byte = u8::from_str_radix(part, 16)
+            .with_context(|| format!("{text:?} is not a MAC address: bad byte {part:?}"))?;
+    }
+    if parts.next().is_some() {
+        bail!("{text:?} is not a MAC address: too long");
+    }
+    Ok(mac)
+}
+
+/// The command line as a person would type it, for error messages.
+pub(crate) fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `command` to completion (feeding it `stdin` if given) and returns its stdout; the error
+/// names the command line, its exit status and its stderr.
+pub(crate) fn run_to_completion(
+    command: &mut Command,
+    stdin: Option<&str>,
+) -> anyhow::Result<String> {
+    let description = describe(command);
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting `{description}`: is the program installed?"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .with_context(|| format!("writing the input of `{description}`"))?;
+        // Dropping the pipe closes it, so the program sees the end of its input.
+    }
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for `{description}`"))?;
+    if !output.status.success() {
+        bail!(
+            "`{description}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `ip -batch -` with `script` on stdin, inside `netns` if given: one process for many
+/// commands keeps building a lab fast.
+fn run_ip_batch(netns: Option<&str>, script: &str) -> anyhow::Result<()> {
+    let mut command = Command::new("ip");
+    if let Some(netns) = netns {
+        command.args(["-n", netns]);
+    }
+    command.args(["-batch", "-"]);
+    run_to_completion(&mut command, Some(script))
+        .with_context(|| format!("ip commands:\n{}", script.trim_end()))?;
+    Ok(())
+}
+
+fn disable_ipv6(netns_path: &Path) -> anyhow::Result<()> {
+    netns::run_in(netns_path, || -> anyhow::Result<()> {
+        for scope in ["all", "default"] {
+            let knob = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
+            if !Path::new(&knob).exists() {
+                // A kernel without IPv6 sends no IPv6 either.
+                continue;
+            }
+            fs::write(&knob, "1").with_context(|| format!("writing 1 to {knob}"))?;
+        }
+        Ok(())
+    })?
+    .with_context(|| format!("disabling IPv6 in {}", netns_path.display()))
+}
+
+/// Keeps bridged frames out of iptables/nftables in the bridge's namespace (br_netfilter is
+/// built into this kernel and on by default). Otherwise the bridge validates IPv4 headers and
+/// silently drops malformed frames that tests send on purpose, and runs conntrack on every
+/// frame, which is not what a switch between the hosts does.
+fn bridge_without_netfilter(netns_path: &Path) -> anyhow::Result<()> {
+    netns::run_in(netns_path, || -> anyhow::Result<()> {
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let knob = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
+            if !Path::new(&knob).exists() {
+                // No br_netfilter: bridged frames never reach netfilter.
+                continue;
+            }
+            fs::write(&knob, "0").with_context(|| format!("writing 0 to {knob}"))?;
+        }
+        Ok(())
+    })?
+    .with_context(|| format!("turning off bridge netfilter in {}", netns_path.display()))
+}
+
+fn delete_netns(name: &str) -> anyhow::Result<()> {
+    run_to_completion(Command::new("ip").args(["netns", "del", name]), None)
+        .with_context(|| format!("deleting network namespace {name}"))?;
+    Ok(())
+}
+
+fn create_dir_readable_by_all(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Web servers drop to www-data and must read their configs and documents under here.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} readable", dir.display()))
+}
+
+fn remove_dir_if_exists(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// Mounts a bpffs on /sys/fs/bpf if there is none, so pin directories work. Failing that is
+/// only a warning: labs that load no XDP program do not need it.
+fn ensure_bpffs_mounted() {
+    if is_bpffs(Path::new(BPFFS_DIR)) {
+        return;
+    }
+    let result = run_to_completion(
+        Command::new("mount").args(["-t", "bpf", "bpf", BPFFS_DIR]),
+        None,
+    );
+    if let Err(error) = result {
+        eprintln!(
+            "tandem-lab: warning: {BPFFS_DIR} is no bpffs and mounting one failed ({error:#}); \
+             tests that pin eBPF maps will fail"
+        );
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs(2) writes into the zeroed struct we pass; the path is NUL-terminated.
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64 but not on every target
+    unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// The pid in a lab name (`tdm{pid}x...`), if the name is one of ours.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(ID_PREFIX)?;
+    let digits_end = rest.find(|c: char| !c.is_ascii_digit())?;
+    if digits_end == 0 || !rest[digits_end..].starts_with('x') {
+        return None;
+    }
+    rest[..digits_end].parse().ok()
+}
+
+/// The entries of `dir` named like a lab whose owner process is gone.
+fn stale_entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_owned();
+            let pid = owner_pid(&name)?;
+            (!netns::process_alive(pid)).then(|| (name, entry.path()))
+        })
+        .collect()
+}
+
+/// Removes what earlier runs left when they were killed before their labs were dropped:
+/// processes and namespaces, bpffs pin directories, temporary directories. Errors are only
+/// reported: a leftover cannot clash with a new lab (names carry the pid), it only wastes.
+fn remove_stale_labs() {
+    for (name, path) in stale_entries(Path::new(NETNS_DIR)) {
+        if let Err(error) = netns::stop_processes_in(&path, TEARDOWN_GRACE) {
+            eprintln!("tandem-lab: stopping processes in stale namespace {name}: {error:#}");
+        }
+        if let Err(error) = delete_netns(&name) {
+            eprintln!("tandem-lab: removing a stale lab: {error:#}");
+        }
+    }
+    for (_, path) in stale_entries(Path::new(BPFFS_DIR))
+        .into_iter()
+        .chain(stale_entries(&std::env::temp_dir()))
+    {
+        if let Err(error) = remove_dir_if_exists(&path) {
+            eprintln!("tandem-lab: removing a stale lab: {error:#}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_names_carry_their_owner_pid() {
+        assert_eq!(owner_pid("tdm1234x0-lb1"), Some(1234));
+        assert_eq!(owner_pid("tdm1234x12"), Some(1234));
+        assert_eq!(owner_pid("tdmx0-lb1"), None);
+        assert_eq!(owner_pid("tdm1234-lb1"), None);
+        assert_eq!(owner_pid("tandem"), None);
+    }
+
+    #[test]
+    fn mac_addresses_parse() {
+        assert_eq!(
+            parse_mac("02:00:c6:12:00:0a").ok(),
+            Some([0x02, 0x00, 0xc6, 0x12, 0x00, 0x0a])
+        );
+        assert!(parse_mac("02:00:c6:12:00").is_err());
+        assert!(parse_mac("02:00:c6:12:00:0a:01").is_err());
+        assert!(parse_mac("zz:00:c6:12:00:0a").is_err());
+    }
+}

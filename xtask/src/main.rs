@@ -1,0 +1,254 @@
+//! `cargo xtask`: the project's own driver for set-up, builds, loading, tests and the lab.
+//!
+//! Every command that needs a tool first runs `setup`, which installs only what is missing, so
+//! a fresh Debian 12 machine needs nothing by hand: `cargo xtask lab` and `cargo xtask test` are
+//! the two commands of the README. The eBPF crate is built here, not by a build script, because
+//! it needs Debian's rustc and bpf-linker (see ../shared/TOOLCHAIN.md and `build_ebpf`).
+
+mod lab;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Tandem's build, set-up, lab and test driver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what builds and tests need (apt packages, bpf-linker); a no-op when all is there.
+    Setup,
+    /// Build the XDP object (lb-ebpf) with Debian's rustc and bpf-linker.
+    BuildEbpf,
+    /// Build the XDP object, then the `tandem` binary that embeds it (and the lab's echo server).
+    Build {
+        /// Build with optimisations (target/release).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build everything, load the XDP program on an interface and pin it; returns at once.
+    BuildAndLoad {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+        #[arg(long, default_value = "/sys/fs/bpf/tandem")]
+        pin_dir: PathBuf,
+    },
+    /// Detach the XDP program from an interface and remove its pins.
+    Unload {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value = "/sys/fs/bpf/tandem")]
+        pin_dir: PathBuf,
+    },
+    /// Everything CI checks: set-up, build, fmt, clippy, unit tests and the lab tests (root).
+    Test,
+    /// Bring up the lab topology with echo backends and keep it until Ctrl-C.
+    Lab,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl Mode {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Native => "native",
+            Mode::Generic => "generic",
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::BuildEbpf => setup::run().and_then(|_| build_ebpf()),
+        Cmd::Build { release } => setup::run().and_then(|_| build(release)),
+        Cmd::BuildAndLoad {
+            iface,
+            mode,
+            pin_dir,
+        } => build_and_load(&iface, mode, &pin_dir),
+        Cmd::Unload { iface, pin_dir } => unload(&iface, &pin_dir),
+        Cmd::Test => test(),
+        Cmd::Lab => setup::run()
+            .and_then(|_| build(false))
+            .and_then(|_| lab::run(&workspace_root())),
+    };
+    if let Err(error) = result {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// The cargo that runs us (rustup's), for every nested build.
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs a command to completion, failing with its command line when it fails.
+pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn ebpf_object() -> PathBuf {
+    workspace_root().join("target/ebpf/bpfel-unknown-none/release/lb-ebpf")
+}
+
+/// Builds lb-ebpf as its own cargo invocation with Debian's rustc (which ships a prebuilt
+/// `core` for bpfel-unknown-none) and bpf-linker; settings are passed explicitly rather than
+/// read from lb-ebpf/.cargo/config.toml so the build does not depend on the working directory.
+fn build_ebpf() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let root = workspace_root();
+    let linker = setup::bpf_linker_path()?;
+    let mut cmd = cargo();
+    cmd.current_dir(root.join("lb-ebpf"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "--target-dir",
+        ])
+        .arg(root.join("target/ebpf"))
+        .env("RUSTC", setup::DEBIAN_RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            [
+                "--cfg=bpf_target_arch=\"x86_64\"",
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
+        )
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    run_checked(&mut cmd).context("building the XDP program (lb-ebpf)")?;
+    println!(
+        "xtask: built {} in {:.1}s",
+        ebpf_object().display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    build_ebpf()?;
+    let mut cmd = cargo();
+    // lb-userspace's build script finds the object at its default path and embeds it.
+    cmd.args(["build", "--workspace", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_checked(&mut cmd).context("building tandem")
+}
+
+fn tandem_binary(release: bool) -> PathBuf {
+    workspace_root().join(if release {
+        "target/release/tandem"
+    } else {
+        "target/debug/tandem"
+    })
+}
+
+fn build_and_load(iface: &str, mode: Mode, pin_dir: &Path) -> anyhow::Result<()> {
+    setup::run()?;
+    build(true)?;
+    run_checked(
+        Command::new(tandem_binary(true))
+            .args([
+                "xdp",
+                "attach",
+                "--iface",
+                iface,
+                "--mode",
+                mode.as_arg(),
+                "--pin-dir",
+            ])
+            .arg(pin_dir),
+    )
+}
+
+fn unload(iface: &str, pin_dir: &Path) -> anyhow::Result<()> {
+    let binary = tandem_binary(true);
+    if !binary.exists() {
+        setup::run()?;
+        build(true)?;
+    }
+    run_checked(
+        Command::new(binary)
+            .args(["xdp", "detach", "--iface", iface, "--pin-dir"])
+            .arg(pin_dir),
+    )
+}
+
+fn test() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let step = |name: &str| {
+        println!(
+            "\n== xtask test: {name} ({:.0}s so far)",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    step("setup");
+    setup::run()?;
+    step("build the XDP program");
+    build_ebpf()?;
+    step("cargo fmt --check");
+    run_checked(cargo().args(["fmt", "--all", "--check"]))?;
+    run_checked(cargo().args(["fmt", "--check", "--manifest-path", "lb-ebpf/Cargo.toml"]))?;
+    step("clippy -D warnings");
+    run_checked(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("build binaries");
+    run_checked(cargo().args(["build", "--workspace", "--bins"]))?;
+    step("unit and lab tests");
+    run_checked(cargo().args(["test", "--workspace"]))?;
+    println!(
+        "\nxtask test: all green in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
