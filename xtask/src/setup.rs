@@ -62,7 +62,7 @@ pub fn run() -> anyhow::Result<()> {
         run_checked(Command::new("apt-get").args(["update", "-q"]))?;
         run_checked(
             Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(["install", "-y", "-q"])
                 .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
