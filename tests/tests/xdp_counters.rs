@@ -93,6 +93,44 @@ fn xdp_mode_of(host: &Host) -> Option<u64> {
     links[0]["xdp"]["mode"].as_u64()
 }
 
+/// `tandem xdp attach` on `host`'s eth0; asserts it succeeded and returns what it printed.
+fn attach_xdp(host: &Host, mode: &str, pin_dir: &str) -> String {
+    let output = host
+        .command(tandem_binary().expect("tandem binary"))
+        .args([
+            "xdp",
+            "attach",
+            "--iface",
+            "eth0",
+            "--mode",
+            mode,
+            "--pin-dir",
+            pin_dir,
+        ])
+        .output()
+        .expect("run tandem xdp attach");
+    assert!(
+        output.status.success(),
+        "attach failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `tandem xdp detach` on `host`'s eth0; asserts it succeeded.
+fn detach_xdp(host: &Host, pin_dir: &str) {
+    let output = host
+        .command(tandem_binary().expect("tandem binary"))
+        .args(["xdp", "detach", "--iface", "eth0", "--pin-dir", pin_dir])
+        .output()
+        .expect("run tandem xdp detach");
+    assert!(
+        output.status.success(),
+        "detach failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn fmt_mac(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -313,24 +351,7 @@ fn counts_every_frame_by_outcome(mode: &str, expected_ip_link_mode: u64) {
     )
     .expect("static neighbour on lb1");
 
-    let mut attach = lb1.command(tandem_binary().expect("tandem binary"));
-    attach.args([
-        "xdp",
-        "attach",
-        "--iface",
-        "eth0",
-        "--mode",
-        mode,
-        "--pin-dir",
-        &pin_dir_str,
-    ]);
-    let output = attach.output().expect("run tandem xdp attach");
-    assert!(
-        output.status.success(),
-        "attach failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let said = String::from_utf8_lossy(&output.stdout);
+    let said = attach_xdp(lb1, mode, &pin_dir_str);
     assert!(
         said.contains(&format!("in {mode} mode")),
         "attach output names the mode: {said}"
@@ -365,21 +386,7 @@ fn counts_every_frame_by_outcome(mode: &str, expected_ip_link_mode: u64) {
         "every frame lb1 received is counted once, by what it is"
     );
 
-    let mut detach = lb1.command(tandem_binary().expect("tandem binary"));
-    detach.args([
-        "xdp",
-        "detach",
-        "--iface",
-        "eth0",
-        "--pin-dir",
-        &pin_dir_str,
-    ]);
-    let output = detach.output().expect("run tandem xdp detach");
-    assert!(
-        output.status.success(),
-        "detach failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    detach_xdp(lb1, &pin_dir_str);
     assert_eq!(
         xdp_mode_of(lb1),
         None,
@@ -407,27 +414,7 @@ fn maps_still_readable_after_the_attaching_process_exits_and_reload_reuses_them(
     let lb1 = lab.host(LB1);
     let pin_dir = lab.pin_dir(LB1);
     let pin_dir_str = pin_dir.to_str().expect("utf-8").to_owned();
-    let attach = |lb1: &Host| {
-        let mut cmd = lb1.command(tandem_binary().expect("tandem binary"));
-        cmd.args([
-            "xdp",
-            "attach",
-            "--iface",
-            "eth0",
-            "--mode",
-            "generic",
-            "--pin-dir",
-            &pin_dir_str,
-        ]);
-        let out = cmd.output().expect("attach");
-        assert!(
-            out.status.success(),
-            "attach failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    attach(lb1);
+    attach_xdp(lb1, "generic", &pin_dir_str);
     lab.host(CLIENT)
         .run(
             "ping",
@@ -439,7 +426,7 @@ fn maps_still_readable_after_the_attaching_process_exits_and_reload_reuses_them(
         first.ipv4_other >= 3,
         "pings counted after the loader exited: {first:?}"
     );
-    let again = attach(lb1);
+    let again = attach_xdp(lb1, "generic", &pin_dir_str);
     assert!(
         again.contains("reused the pinned maps"),
         "second attach says it reused the maps: {again}"
@@ -457,16 +444,7 @@ fn maps_still_readable_after_the_attaching_process_exits_and_reload_reuses_them(
         text.contains("attached  eth0") && text.contains("ipv4_other"),
         "text view: {text}"
     );
-    let mut detach = lb1.command(tandem_binary().expect("tandem binary"));
-    detach.args([
-        "xdp",
-        "detach",
-        "--iface",
-        "eth0",
-        "--pin-dir",
-        &pin_dir_str,
-    ]);
-    assert!(detach.output().expect("detach").status.success());
+    detach_xdp(lb1, &pin_dir_str);
 }
 
 #[test]
@@ -476,18 +454,7 @@ fn a_packet_for_a_service_in_the_services_map_is_counted_as_a_service_hit() {
     let lb1 = lab.host(LB1);
     let pin_dir = lab.pin_dir(LB1);
     let pin_dir_str = pin_dir.to_str().expect("utf-8").to_owned();
-    let mut attach = lb1.command(tandem_binary().expect("tandem binary"));
-    attach.args([
-        "xdp",
-        "attach",
-        "--iface",
-        "eth0",
-        "--mode",
-        "generic",
-        "--pin-dir",
-        &pin_dir_str,
-    ]);
-    assert!(attach.output().expect("attach").status.success());
+    attach_xdp(lb1, "generic", &pin_dir_str);
 
     // Until the data-plane issue gives userspace a writer, bpftool plays it: the key is the
     // wire-order layout of lb_common::ServiceKey (198.18.0.100, port 5353, UDP) and the value
@@ -541,14 +508,5 @@ fn a_packet_for_a_service_in_the_services_map_is_counted_as_a_service_hit() {
     assert_eq!(service["proto"], "udp");
     assert_eq!(service["mode"], "forward");
 
-    let mut detach = lb1.command(tandem_binary().expect("tandem binary"));
-    detach.args([
-        "xdp",
-        "detach",
-        "--iface",
-        "eth0",
-        "--pin-dir",
-        &pin_dir_str,
-    ]);
-    assert!(detach.output().expect("detach").status.success());
+    detach_xdp(lb1, &pin_dir_str);
 }
