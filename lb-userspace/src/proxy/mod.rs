@@ -1,0 +1,9 @@
+//! The L7 reverse proxy: what the classic pair relied on Pound for, on hyper.
+//!
+//! Two sides meet at [`upstream::Upstream`], one per HTTP service:
+//! - the HTTP engine (listeners, TLS, forwarding, header rewriting, limits, access log) asks it
+//!   which backends to try for a request and tells it what happened;
+//! - the policy side behind it (balancing, health checks, session affinity, replication to the
+//!   peer) decides, and never touches a client connection.
+
+pub mod upstream;
