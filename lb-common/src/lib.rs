@@ -92,11 +92,14 @@ pub struct ServiceValue {
     pub id: u32,
     /// A [`ServiceMode`] as u32 (enums are not safe to read from a map that userspace writes).
     pub mode: u32,
+    /// For [`ServiceMode::Forward`]: which Maglev table in MAGLEV (below [`MAX_L4_SERVICES`]).
+    pub ring: u32,
 }
 
-/// Per-CPU counters, one slot each in the COUNTERS array. Every packet the XDP program sees
-/// is counted in exactly one of the outcome counters (`Ipv4Tcp` .. `Malformed`); the
-/// remaining counters count events on top of that.
+/// Per-CPU counters, one slot each in the COUNTERS array. Three groups:
+/// - what a packet is: every packet lands in exactly one of `Ipv4Tcp` .. `Malformed`;
+/// - what the program did with it: every packet lands in exactly one of `Pass`, `Tx`, `Drop`;
+/// - why, and other events: each counts on top of the two partitions above.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -114,10 +117,38 @@ pub enum Counter {
     Malformed = 5,
     /// A TCP or UDP packet whose destination matched an entry of SERVICES.
     ServiceHit = 6,
+    /// Verdict: handed to the kernel stack (XDP_PASS).
+    Pass = 7,
+    /// Verdict: sent back out of the interface to a backend (XDP_TX).
+    Tx = 8,
+    /// Verdict: dropped (XDP_DROP).
+    Drop = 9,
+    /// Passed: a packet for an L7 service, on its way to the proxy.
+    PassL7 = 10,
+    /// Passed: an IPv4 packet with header options (the program forwards plain headers only).
+    PassIpOptions = 11,
+    /// Passed: an IPv4 fragment (only the first has ports; the kernel reassembles).
+    PassFragment = 12,
+    /// Passed: ICMP for a virtual IP (pings, errors about flows this node does not forward).
+    PassIcmp = 13,
+    /// Dropped: TCP or UDP for a virtual IP on a port with no service.
+    DropNoService = 14,
+    /// Dropped: an L4 service with no backend up (empty Maglev table).
+    DropNoBackend = 15,
+    /// Dropped: the chosen backend's MAC address is not known yet (userspace is resolving it).
+    DropNoMac = 16,
+    /// Forwarded: the flow was in the connection table.
+    FlowHit = 17,
+    /// Forwarded: a new flow, placed by the Maglev table and recorded.
+    FlowNew = 18,
+    /// Forwarded: the flow's recorded backend is down or gone; placed again by Maglev.
+    FlowMoved = 19,
+    /// Forwarded: an ICMP "fragmentation needed" about an L4 flow, sent to that flow's backend.
+    TxIcmpFragNeeded = 20,
 }
 
 /// Number of slots in the COUNTERS array.
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 21;
 
 impl Counter {
     /// Every counter, in index order.
@@ -129,6 +160,20 @@ impl Counter {
         Counter::NonIp,
         Counter::Malformed,
         Counter::ServiceHit,
+        Counter::Pass,
+        Counter::Tx,
+        Counter::Drop,
+        Counter::PassL7,
+        Counter::PassIpOptions,
+        Counter::PassFragment,
+        Counter::PassIcmp,
+        Counter::DropNoService,
+        Counter::DropNoBackend,
+        Counter::DropNoMac,
+        Counter::FlowHit,
+        Counter::FlowNew,
+        Counter::FlowMoved,
+        Counter::TxIcmpFragNeeded,
     ];
 
     /// The name used by `tandem maps` and in its JSON output.
@@ -141,21 +186,226 @@ impl Counter {
             Counter::NonIp => "non_ip",
             Counter::Malformed => "malformed",
             Counter::ServiceHit => "service_hit",
+            Counter::Pass => "pass",
+            Counter::Tx => "tx",
+            Counter::Drop => "drop",
+            Counter::PassL7 => "pass_l7",
+            Counter::PassIpOptions => "pass_ip_options",
+            Counter::PassFragment => "pass_fragment",
+            Counter::PassIcmp => "pass_icmp",
+            Counter::DropNoService => "drop_no_service",
+            Counter::DropNoBackend => "drop_no_backend",
+            Counter::DropNoMac => "drop_no_mac",
+            Counter::FlowHit => "flow_hit",
+            Counter::FlowNew => "flow_new",
+            Counter::FlowMoved => "flow_moved",
+            Counter::TxIcmpFragNeeded => "tx_icmp_frag_needed",
         }
     }
 
-    /// True for the counters that partition all packets (each packet lands in exactly one).
+    /// True for the counters that partition all packets by what they are.
     pub const fn is_outcome(self) -> bool {
-        !matches!(self, Counter::ServiceHit)
+        (self as u32) <= Counter::Malformed as u32
+    }
+
+    /// True for the counters that partition all packets by verdict.
+    pub const fn is_verdict(self) -> bool {
+        matches!(self, Counter::Pass | Counter::Tx | Counter::Drop)
     }
 }
 
+/// Name of the hash map of virtual IPs (key: address in wire order as u32, value: [`VipValue`]).
+/// A TCP or UDP packet for one of them on a port without a service is dropped.
+pub const VIPS_MAP: &str = "VIPS";
+/// Name of the array of backends, indexed by backend id, valued by [`BackendValue`].
+pub const BACKENDS_MAP: &str = "BACKENDS";
+/// Name of the array of Maglev tables: [`MAX_L4_SERVICES`] tables of [`MAGLEV_TABLE_SIZE`]
+/// backend ids each, table `ServiceValue::ring` first. [`NO_BACKEND`] marks an empty table.
+pub const MAGLEV_MAP: &str = "MAGLEV";
+/// Name of the LRU hash of L4 flows (connection tracking), [`FlowKey`] -> [`FlowValue`].
+pub const CONNTRACK_MAP: &str = "CONNTRACK";
+/// Name of the per-CPU array of [`Stats`] per service id.
+pub const SERVICE_STATS_MAP: &str = "SERVICE_STATS";
+/// Name of the per-CPU array of [`Stats`] per backend id.
+pub const BACKEND_STATS_MAP: &str = "BACKEND_STATS";
+/// Name of the one-entry array holding [`IfaceValue`]: what the program needs of its interface.
+pub const IFACE_MAP: &str = "IFACE";
+
+/// Every map the program pins, so userspace can check, reuse or remove them together.
+pub const ALL_MAPS: [&str; 9] = [
+    SERVICES_MAP,
+    COUNTERS_MAP,
+    VIPS_MAP,
+    BACKENDS_MAP,
+    MAGLEV_MAP,
+    CONNTRACK_MAP,
+    SERVICE_STATS_MAP,
+    BACKEND_STATS_MAP,
+    IFACE_MAP,
+];
+
+/// Most virtual IPs in VIPS.
+pub const MAX_VIPS: u32 = 256;
+/// Most L4 services with a Maglev table (each table takes 256 KiB of kernel memory).
+pub const MAX_L4_SERVICES: u32 = 32;
+/// Most backends over all services (ids index BACKENDS and BACKEND_STATS).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Entries of the connection table; the least recently used flow is evicted when it is full
+/// (and then placed again by Maglev, which gives the same backend unless the set changed).
+pub const MAX_FLOWS: u32 = 262_144;
+/// A Maglev table slot with no backend (the service has none up).
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// [`BackendValue::flags`]: the backend takes traffic (healthy and configured).
+pub const BACKEND_UP: u32 = 1;
+
+/// What VIPS holds per virtual IP (nothing yet but a marker; room for flags).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipValue {
+    pub flags: u32,
+}
+
+/// A backend as the XDP program needs it to forward by direct server return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendValue {
+    /// IPv4 address in network byte order.
+    pub addr: u32,
+    /// The backend's MAC on the shared segment; all zero while unknown.
+    pub mac: [u8; 6],
+    /// Port in network byte order (informational: direct server return keeps the client's
+    /// destination port).
+    pub port: u16,
+    /// [`BACKEND_UP`] or 0.
+    pub flags: u32,
+    /// Id of the service the backend belongs to.
+    pub service: u32,
+}
+
+/// An L4 flow as the client sent it: client address and port, virtual IP and port, protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Client address, network byte order.
+    pub src: u32,
+    /// Virtual IP, network byte order.
+    pub dst: u32,
+    /// Client port, network byte order.
+    pub sport: u16,
+    /// Service port, network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// [`flow_hash`] of this key: the value the XDP program looks the Maglev table up with.
+    #[inline(always)]
+    pub const fn hash(&self) -> u64 {
+        flow_hash(
+            self.src.to_ne_bytes(),
+            u16::from_be(self.sport),
+            self.dst.to_ne_bytes(),
+            u16::from_be(self.dport),
+            self.proto,
+        )
+    }
+}
+
+/// Where a flow goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// Backend id (index into BACKENDS).
+    pub backend: u32,
+    /// The backend's address when the flow was recorded: an id reused for another backend
+    /// (after a config change) then does not carry the flow to the wrong host.
+    pub backend_addr: u32,
+}
+
+/// Packets and bytes (whole frames), per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// What the program needs to know of the interface it runs on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceValue {
+    /// Source MAC of forwarded frames; all zero means "the frame's own destination MAC".
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Size of every Maglev lookup table (entries per L4 service). A prime, as Maglev requires
+/// (every backend's permutation then visits every slot); 65537 keeps each backend's share
+/// within a fraction of a percent of its weight for up to a few hundred backends.
+pub const MAGLEV_TABLE_SIZE: u32 = 65537;
+
+/// Hashes bytes to 64 bits, the same on every node, build and architecture (no random seed):
+/// Maglev permutations and L7 session keys depend on it, and two nodes must agree.
+///
+/// FNV-1a over the bytes (simple enough for the eBPF program too), then the 64-bit finaliser of
+/// MurmurHash3 so that keys differing in one byte spread over the whole range.
+pub const fn hash_bytes(bytes: &[u8], seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    mix64(h)
+}
+
+/// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
+#[inline(always)]
+pub const fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// The hash of an L4 flow that chooses its backend from a Maglev table. The XDP program, the
+/// userspace relay and the tests all call this, so a flow gets the same backend whichever of
+/// them handles it and on whichever node. Addresses are the four octets in written order
+/// (198.18.0.10 -> [198, 18, 0, 10]), ports in host order: the client's side first, then the
+/// service's (the VIP and its port).
+#[inline(always)]
+pub const fn flow_hash(
+    client: [u8; 4],
+    client_port: u16,
+    vip: [u8; 4],
+    port: u16,
+    proto: u8,
+) -> u64 {
+    let addrs = ((u32::from_be_bytes(client) as u64) << 32) | u32::from_be_bytes(vip) as u64;
+    let ports = ((client_port as u64) << 32) | ((port as u64) << 16) | proto as u64;
+    mix64(mix64(addrs ^ FLOW_HASH_SEED) ^ ports)
+}
+
+/// Fixed seed of [`flow_hash`]; changing it moves every flow that has no connection entry.
+const FLOW_HASH_SEED: u64 = 0x5441_4e44_454d_0001; // "TANDEM" 0001
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both types are #[repr(C)], Copy, contain only integers and have no padding
+    // SAFETY: these types are #[repr(C)], Copy, contain only integers and have no padding
     // (checked by the layout tests below), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::VipValue {}
+    unsafe impl aya::Pod for super::BackendValue {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::IfaceValue {}
 }
 
 #[cfg(test)]
@@ -167,7 +417,13 @@ mod tests {
     fn map_types_have_the_layout_the_kernel_program_expects() {
         assert_eq!(size_of::<ServiceKey>(), 8);
         assert_eq!(align_of::<ServiceKey>(), 4);
-        assert_eq!(size_of::<ServiceValue>(), 8);
+        assert_eq!(size_of::<ServiceValue>(), 12);
+        assert_eq!(size_of::<VipValue>(), 4);
+        assert_eq!(size_of::<BackendValue>(), 20);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<FlowValue>(), 8);
+        assert_eq!(size_of::<Stats>(), 16);
+        assert_eq!(size_of::<IfaceValue>(), 8);
     }
 
     #[test]
@@ -180,6 +436,59 @@ mod tests {
         assert_eq!(bytes[6], 6);
         assert_eq!(key.vip_octets(), [198, 18, 0, 99]);
         assert_eq!(key.port_host(), 80);
+    }
+
+    #[test]
+    fn hashes_are_fixed_values_so_every_node_and_version_agrees() {
+        // Pinned values: a change here changes every node's backend choices; bump them only
+        // together with a note in the release notes.
+        assert_eq!(hash_bytes(b"", 0), mix64(0xcbf2_9ce4_8422_2325));
+        assert_eq!(hash_bytes(b"198.18.0.102:80", 0), 0xb9fb_4ac3_4c17_7869);
+        assert_eq!(
+            flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 99], 80, IPPROTO_TCP),
+            0x7ef4_159a_1d52_8feb
+        );
+    }
+
+    #[test]
+    fn flow_hash_depends_on_every_field() {
+        let base = flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 99], 80, IPPROTO_TCP);
+        assert_ne!(
+            base,
+            flow_hash([198, 18, 0, 11], 40000, [198, 18, 0, 99], 80, 6)
+        );
+        assert_ne!(
+            base,
+            flow_hash([198, 18, 0, 10], 40001, [198, 18, 0, 99], 80, 6)
+        );
+        assert_ne!(
+            base,
+            flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 98], 80, 6)
+        );
+        assert_ne!(
+            base,
+            flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 99], 81, 6)
+        );
+        assert_ne!(
+            base,
+            flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 99], 80, 17)
+        );
+    }
+
+    #[test]
+    fn flow_key_hash_is_the_flow_hash_of_its_host_order_fields() {
+        let key = FlowKey {
+            src: u32::from_ne_bytes([198, 18, 0, 10]),
+            dst: u32::from_ne_bytes([198, 18, 0, 99]),
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        assert_eq!(
+            key.hash(),
+            flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 99], 80, IPPROTO_TCP)
+        );
     }
 
     #[test]

@@ -1,11 +1,24 @@
 //! Tandem's XDP program: the kernel half of the data plane.
 //!
-//! It parses each frame (Ethernet with at most one 802.1Q/802.1ad tag, IPv4, TCP, UDP) with a
-//! bounds check before every read, looks the destination up in SERVICES, and counts the outcome
-//! in a per-CPU counter. Today every frame is passed to the kernel stack (XDP_PASS); forwarding
-//! decisions for L4 services build on this parse. The program holds no policy: what a service
-//! is, and when the map is filled, is decided by userspace (lb-userspace's dataplane module).
-//! Map names and layouts come from lb-common, the only place both sides agree on them.
+//! It parses each frame (Ethernet with at most one 802.1Q/802.1ad tag, IPv4, TCP, UDP, ICMP)
+//! with a bounds check before every read and decides:
+//! - TCP/UDP for an L7 service (SERVICES, mode Proxy): XDP_PASS, up to the proxy;
+//! - TCP/UDP for an L4 service (mode Forward): the flow's backend from the connection table
+//!   (CONNTRACK), or else from the service's Maglev table by `lb_common::flow_hash` of the
+//!   5-tuple (and the flow is recorded); the frame's MACs are rewritten towards the backend and
+//!   it leaves by the interface it came in on (XDP_TX): direct server return, the backend holds
+//!   the virtual IP on its loopback and answers the client itself;
+//! - TCP/UDP for a virtual IP (VIPS) on a port with no service: XDP_DROP;
+//! - ICMP "fragmentation needed" about an L4 flow: XDP_TX to that flow's backend (so path MTU
+//!   discovery works for the backend that sends the large segments); other ICMP: XDP_PASS;
+//! - IPv4 with options, fragments, anything not for a virtual IP: XDP_PASS.
+//!
+//! Every frame is counted once by what it is and once by verdict, with a reason counter where
+//! there is one (COUNTERS), and forwarded frames per service and per backend (packets, bytes).
+//! The program holds no policy: which services and backends exist, whether the node is master
+//! (the maps are empty when it is not) and which backends are up is decided by userspace
+//! (lb-userspace's dataplane module). Map names and layouts come from lb-common, the only place
+//! both sides agree on them.
 #![no_std]
 #![no_main]
 
@@ -13,11 +26,13 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_xdp_get_buff_len,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{
-    Counter, ServiceKey, ServiceValue, COUNTER_COUNT, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES,
+    BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceMode, ServiceValue,
+    Stats, VipValue, BACKEND_UP, COUNTER_COUNT, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE,
+    MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES, MAX_VIPS, NO_BACKEND,
 };
 
 /// Services this node answers for; filled by userspace while the node is master.
@@ -28,6 +43,34 @@ static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICE
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
 
+/// The virtual IPs (wire order) while the node is master.
+#[map(name = "VIPS")]
+static VIPS: HashMap<u32, VipValue> = HashMap::pinned(MAX_VIPS, 0);
+
+/// Backends by id.
+#[map(name = "BACKENDS")]
+static BACKENDS: Array<BackendValue> = Array::pinned(MAX_BACKENDS, 0);
+
+/// The Maglev tables, one per L4 service (ServiceValue::ring), each MAGLEV_TABLE_SIZE backend ids.
+#[map(name = "MAGLEV")]
+static MAGLEV: Array<u32> = Array::pinned(MAX_L4_SERVICES * MAGLEV_TABLE_SIZE, 0);
+
+/// L4 flows and their backend; least recently used first out.
+#[map(name = "CONNTRACK")]
+static CONNTRACK: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// Forwarded packets and bytes per service id, per CPU.
+#[map(name = "SERVICE_STATS")]
+static SERVICE_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+/// Forwarded packets and bytes per backend id, per CPU.
+#[map(name = "BACKEND_STATS")]
+static BACKEND_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+
+/// Entry 0: the interface's MAC (source of forwarded frames).
+#[map(name = "IFACE")]
+static IFACE: Array<IfaceValue> = Array::pinned(1, 0);
+
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const ETH_P_IP: u16 = 0x0800;
@@ -37,18 +80,33 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const IPV4_MIN_HLEN: usize = 20;
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMP header, then the offending datagram's IPv4 header (without options) and the first
+/// 8 bytes of its TCP/UDP header (both ports).
+const ICMP_QUOTE_LEN: usize = 8 + IPV4_MIN_HLEN + 8;
 /// Fragment offset bits of the IPv4 flags/fragment field: non-zero means "not the first
 /// fragment", which carries no L4 header.
 const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// More-fragments flag: set on every fragment but the last.
+const IP_MORE_FRAGMENTS: u16 = 0x2000;
 
 #[xdp]
 pub fn tandem_xdp(ctx: XdpContext) -> u32 {
-    let outcome = match parse(&ctx) {
-        Ok(counter) => counter,
-        Err(Malformed) => Counter::Malformed,
+    let action = match parse(&ctx) {
+        Ok(action) => action,
+        Err(Malformed) => {
+            count(Counter::Malformed);
+            xdp_action::XDP_PASS
+        }
     };
-    count(outcome);
-    xdp_action::XDP_PASS
+    count(match action {
+        xdp_action::XDP_TX => Counter::Tx,
+        xdp_action::XDP_DROP => Counter::Drop,
+        _ => Counter::Pass,
+    });
+    action
 }
 
 /// Why parsing stopped short: the frame is shorter than a header it announces, or a header
@@ -56,7 +114,7 @@ pub fn tandem_xdp(ctx: XdpContext) -> u32 {
 struct Malformed;
 
 #[inline(always)]
-fn parse(ctx: &XdpContext) -> Result<Counter, Malformed> {
+fn parse(ctx: &XdpContext) -> Result<u32, Malformed> {
     let mut ethertype = read_u16_be(ctx, 12)?;
     let mut l3 = ETH_HLEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
@@ -64,18 +122,25 @@ fn parse(ctx: &XdpContext) -> Result<Counter, Malformed> {
         l3 += VLAN_HLEN;
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
             // Stacked tags are not parsed: leave the frame to the kernel, which knows them.
-            return Ok(Counter::NonIp);
+            count(Counter::NonIp);
+            return Ok(xdp_action::XDP_PASS);
         }
     }
     match ethertype {
         ETH_P_IP => parse_ipv4(ctx, l3),
-        ETH_P_IPV6 => Ok(Counter::Ipv6),
-        _ => Ok(Counter::NonIp),
+        ETH_P_IPV6 => {
+            count(Counter::Ipv6);
+            Ok(xdp_action::XDP_PASS)
+        }
+        _ => {
+            count(Counter::NonIp);
+            Ok(xdp_action::XDP_PASS)
+        }
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Counter, Malformed> {
+fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<u32, Malformed> {
     // The fixed 20 bytes are read behind one bounds check. Lengths announced by the packet are
     // then compared with the frame's length as plain numbers (bpf_xdp_get_buff_len), never as
     // `data + variable > data_end`: the verifier cannot use a pointer compare with a variable
@@ -87,45 +152,248 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Counter, Malformed> {
         return Err(Malformed);
     }
     let total_len = u16::from_be_bytes([header[2], header[3]]) as usize;
-    if total_len < header_len || l3 + total_len > frame_len(ctx) {
+    let frame_len = frame_len(ctx);
+    if total_len < header_len || l3 + total_len > frame_len {
         return Err(Malformed);
     }
     let frag = u16::from_be_bytes([header[6], header[7]]);
     let protocol = header[9];
+    let saddr = u32::from_ne_bytes([header[12], header[13], header[14], header[15]]);
     let daddr = u32::from_ne_bytes([header[16], header[17], header[18], header[19]]);
     if frag & IP_FRAG_OFFSET_MASK != 0 {
-        return Ok(Counter::Ipv4Other);
+        count(Counter::Ipv4Other);
+        return Ok(pass_if_vip(daddr, Counter::PassFragment));
     }
     let l4 = l3 + header_len;
     let l4_len = total_len - header_len;
-    let (counter, dport) = match protocol {
+    let (counter, ports) = match protocol {
         IPPROTO_TCP => {
             let tcp = read_bytes::<TCP_MIN_HLEN>(ctx, l4)?;
             let data_offset = ((tcp[12] >> 4) as usize) * 4;
             if data_offset < TCP_MIN_HLEN || data_offset > l4_len {
                 return Err(Malformed);
             }
-            (Counter::Ipv4Tcp, u16::from_ne_bytes([tcp[2], tcp[3]]))
+            (Counter::Ipv4Tcp, [tcp[0], tcp[1], tcp[2], tcp[3]])
         }
         IPPROTO_UDP => {
             if l4_len < UDP_HLEN {
                 return Err(Malformed);
             }
             let udp = read_bytes::<UDP_HLEN>(ctx, l4)?;
-            (Counter::Ipv4Udp, u16::from_ne_bytes([udp[2], udp[3]]))
+            (Counter::Ipv4Udp, [udp[0], udp[1], udp[2], udp[3]])
         }
-        _ => return Ok(Counter::Ipv4Other),
+        IPPROTO_ICMP => {
+            count(Counter::Ipv4Other);
+            if frag & IP_MORE_FRAGMENTS != 0 || header_len != IPV4_MIN_HLEN {
+                return Ok(pass_if_vip(daddr, Counter::PassIcmp));
+            }
+            return Ok(icmp(ctx, l3, daddr, frame_len));
+        }
+        _ => {
+            count(Counter::Ipv4Other);
+            return Ok(xdp_action::XDP_PASS);
+        }
     };
-    let key = ServiceKey {
+    count(counter);
+    if frag & IP_MORE_FRAGMENTS != 0 {
+        // A first fragment has ports, but the fragments after it do not: the kernel reassembles.
+        return Ok(pass_if_vip(daddr, Counter::PassFragment));
+    }
+    if header_len != IPV4_MIN_HLEN {
+        return Ok(pass_if_vip(daddr, Counter::PassIpOptions));
+    }
+    let key = FlowKey {
+        src: saddr,
+        dst: daddr,
+        sport: u16::from_ne_bytes([ports[0], ports[1]]),
+        dport: u16::from_ne_bytes([ports[2], ports[3]]),
+        proto: protocol,
+        _pad: [0; 3],
+    };
+    let service_key = ServiceKey {
         vip: daddr,
-        port: dport,
+        port: key.dport,
         proto: protocol,
         _pad: 0,
     };
-    if SERVICES.get_ptr(key).is_some() {
-        count(Counter::ServiceHit);
+    let Some(service) = SERVICES.get_ptr(service_key) else {
+        if VIPS.get_ptr(daddr).is_some() {
+            count(Counter::DropNoService);
+            return Ok(xdp_action::XDP_DROP);
+        }
+        return Ok(xdp_action::XDP_PASS);
+    };
+    count(Counter::ServiceHit);
+    // SAFETY: a pointer from a map lookup, valid for this program run; the value is plain
+    // data, copied out at once.
+    let service = unsafe { *service };
+    if service.mode != ServiceMode::Forward as u32 {
+        count(Counter::PassL7);
+        return Ok(xdp_action::XDP_PASS);
     }
-    Ok(counter)
+    let backend = choose_backend(&service, &key, true);
+    Ok(forward(ctx, &service, backend, frame_len))
+}
+
+/// ICMP for `daddr`: a "fragmentation needed" about an L4 flow goes to that flow's backend;
+/// anything else for a virtual IP (pings above all) goes to the kernel.
+#[inline(always)]
+fn icmp(ctx: &XdpContext, l3: usize, daddr: u32, frame_len: usize) -> u32 {
+    let Ok(quote) = read_bytes::<ICMP_QUOTE_LEN>(ctx, l3 + IPV4_MIN_HLEN) else {
+        return pass_if_vip(daddr, Counter::PassIcmp);
+    };
+    // The quoted datagram is one the backend sent from the virtual IP to the client (direct
+    // server return), so its source is the service and its destination the client.
+    let inner_proto = quote[8 + 9];
+    if quote[0] != ICMP_DEST_UNREACH
+        || quote[1] != ICMP_FRAG_NEEDED
+        || quote[8] != 0x45
+        || (inner_proto != IPPROTO_TCP && inner_proto != IPPROTO_UDP)
+    {
+        return pass_if_vip(daddr, Counter::PassIcmp);
+    }
+    let vip = u32::from_ne_bytes([quote[20], quote[21], quote[22], quote[23]]);
+    let client = u32::from_ne_bytes([quote[24], quote[25], quote[26], quote[27]]);
+    let vport = u16::from_ne_bytes([quote[28], quote[29]]);
+    let cport = u16::from_ne_bytes([quote[30], quote[31]]);
+    let service_key = ServiceKey {
+        vip,
+        port: vport,
+        proto: inner_proto,
+        _pad: 0,
+    };
+    let Some(service) = SERVICES.get_ptr(service_key) else {
+        return pass_if_vip(daddr, Counter::PassIcmp);
+    };
+    // SAFETY: as in parse_ipv4.
+    let service = unsafe { *service };
+    if service.mode != ServiceMode::Forward as u32 {
+        return pass_if_vip(daddr, Counter::PassIcmp);
+    }
+    let key = FlowKey {
+        src: client,
+        dst: vip,
+        sport: cport,
+        dport: vport,
+        proto: inner_proto,
+        _pad: [0; 3],
+    };
+    // An error message must not create a flow: only look it up (or compute where it would go).
+    let backend = choose_backend(&service, &key, false);
+    let action = forward(ctx, &service, backend, frame_len);
+    if action == xdp_action::XDP_TX {
+        count(Counter::TxIcmpFragNeeded);
+    }
+    action
+}
+
+/// The backend id for a flow of an L4 service, or a drop reason counter's index at or above
+/// [`MAX_BACKENDS`] (plain integers: the verifier tracks them better than enums with payloads).
+#[inline(always)]
+fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
+    let mut moved = false;
+    if let Some(flow) = CONNTRACK.get_ptr(key) {
+        // SAFETY: map value pointer, plain data, copied at once.
+        let flow = unsafe { *flow };
+        if let Some(backend) = BACKENDS.get(flow.backend) {
+            if backend.flags & BACKEND_UP != 0
+                && backend.addr == flow.backend_addr
+                && backend.service == service.id
+            {
+                count(Counter::FlowHit);
+                return flow.backend;
+            }
+        }
+        moved = true;
+    }
+    if service.ring >= MAX_L4_SERVICES {
+        return MAX_BACKENDS + Counter::DropNoBackend as u32;
+    }
+    let slot = (key.hash() % MAGLEV_TABLE_SIZE as u64) as u32;
+    let id = match MAGLEV.get(service.ring * MAGLEV_TABLE_SIZE + slot) {
+        Some(id) => *id,
+        None => NO_BACKEND,
+    };
+    let Some(backend) = BACKENDS.get(id) else {
+        return MAX_BACKENDS + Counter::DropNoBackend as u32;
+    };
+    if backend.flags & BACKEND_UP == 0 {
+        return MAX_BACKENDS + Counter::DropNoBackend as u32;
+    }
+    if record {
+        let flow = FlowValue {
+            backend: id,
+            backend_addr: backend.addr,
+        };
+        // A full table evicts its least recently used flow; a failed insert only means this
+        // flow is placed by Maglev again on its next packet.
+        let _ = CONNTRACK.insert(key, flow, 0);
+        count(if moved {
+            Counter::FlowMoved
+        } else {
+            Counter::FlowNew
+        });
+    }
+    id
+}
+
+/// Sends the frame to backend `id` (or drops it with the reason `choose_backend` encoded).
+#[inline(always)]
+fn forward(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> u32 {
+    if id >= MAX_BACKENDS {
+        count(Counter::DropNoBackend);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(backend) = BACKENDS.get(id) else {
+        count(Counter::DropNoBackend);
+        return xdp_action::XDP_DROP;
+    };
+    let dst = backend.mac;
+    if dst == [0; 6] {
+        count(Counter::DropNoMac);
+        return xdp_action::XDP_DROP;
+    }
+    let Ok(macs) = bytes_at::<12>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let macs = macs as *mut [u8; 12];
+    // SAFETY: bytes_at checked the 12 bytes lie within the frame, which XDP may write.
+    let old = unsafe { core::ptr::read_unaligned(macs) };
+    let mut src = [old[0], old[1], old[2], old[3], old[4], old[5]];
+    if let Some(iface) = IFACE.get(0) {
+        if iface.mac != [0; 6] {
+            src = iface.mac;
+        }
+    }
+    let new = [
+        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4],
+        src[5],
+    ];
+    // SAFETY: as above.
+    unsafe { core::ptr::write_unaligned(macs, new) };
+    add_stats(&SERVICE_STATS, service.id, frame_len);
+    add_stats(&BACKEND_STATS, id, frame_len);
+    xdp_action::XDP_TX
+}
+
+/// XDP_PASS, counting `reason` when the packet was for one of this node's virtual IPs.
+#[inline(always)]
+fn pass_if_vip(daddr: u32, reason: Counter) -> u32 {
+    if VIPS.get_ptr(daddr).is_some() {
+        count(reason);
+    }
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn add_stats(map: &PerCpuArray<Stats>, index: u32, bytes: usize) {
+    if let Some(stats) = map.get_ptr_mut(index) {
+        // SAFETY: this CPU's own slot, from the map lookup.
+        unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += bytes as u64;
+        }
+    }
 }
 
 /// The frame's length in bytes, as a number the verifier tracks as a scalar.

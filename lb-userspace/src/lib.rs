@@ -2,13 +2,19 @@
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules; tests use them directly.
 //! - `config`: the TOML model and its validation (errors as FILE:LINE:COL).
+//! - `control`: the control socket (`tandem status`) and the status screen.
 //! - `dataplane`: the XDP program's loader and the reader of its pinned maps.
+//! - `health`: backend health (active probes, passive marking), shared by the proxy and L4.
 //! - `maglev`: consistent hashing shared by the L4 data plane and the proxy's sessions.
+//! - `node`: the supervisor `tandem run` is: wires VRRP transitions to the VIPs and data plane.
 //! - `proxy`: the L7 reverse proxy (Pound's feature set on hyper).
 //! - `vrrp`: the virtual IP's election, interoperable with keepalived.
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod maglev;
+pub mod node;
 pub mod proxy;
 pub mod vrrp;

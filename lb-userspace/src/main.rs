@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tandem::config::{self, DataplaneMode};
+use tandem::config;
 use tandem::dataplane::{pinned, xdp, AttachMode};
-use tracing::{info, warn};
 
 const DEFAULT_CONFIG: &str = "/etc/tandem/tandem.toml";
 
@@ -48,12 +47,33 @@ enum Command {
         /// Read the pin directory from this config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// List every connection-table entry, not only how many there are.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show the running daemon's live state: VRRP instances, services, backends, data plane.
+    Status {
+        /// Print JSON instead of the screen for people.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// The daemon's control socket [default: the config's node.control_socket, else /run/tandem/tandem.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Read the control socket path from this config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Attach or detach the XDP program by hand (what `cargo xtask build-and-load` uses).
     Xdp {
         #[command(subcommand)]
         action: XdpAction,
     },
+    /// Translate a classic pound.cfg and keepalived.conf into tandem.toml.
+    #[command(after_help = IMPORT_HELP)]
+    Import(ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -92,8 +112,16 @@ fn main() -> ExitCode {
             json,
             pin_dir,
             config,
-        } => maps(json, pin_dir, config),
+            verbose,
+        } => maps(json, pin_dir, config, verbose),
         Command::Xdp { action } => xdp_command(action),
+        Command::Import(args) => import(args),
+        Command::Status {
+            json,
+            watch,
+            socket,
+            config,
+        } => status(json, watch, socket, config),
     };
     match result {
         Ok(code) => code,
@@ -151,6 +179,7 @@ fn maps(
     json: bool,
     pin_dir: Option<PathBuf>,
     config_path: Option<PathBuf>,
+    verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let pin_dir = match (pin_dir, config_path) {
         (Some(dir), _) => dir,
@@ -160,7 +189,7 @@ fn maps(
         },
         (None, None) => PathBuf::from(lb_common::DEFAULT_PIN_DIR),
     };
-    let snapshot = pinned::read(&pin_dir)?;
+    let snapshot = pinned::read(&pin_dir, verbose)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
     } else {
@@ -216,61 +245,174 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run_node(path, config))?;
+    runtime.block_on(tandem::node::run(path, config))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_node(path: &Path, config: config::Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+fn status(
+    json: bool,
+    watch: bool,
+    socket: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    use tandem::control::{client, render, NodeStatus};
 
-    let node = &config.node;
-    info!(config = %path.display(), node = %node.name, interface = %node.interface, dataplane = node.dataplane.as_str(), "loaded configuration");
-    for instance in &config.vrrp {
-        info!(instance = %instance.name, vrid = instance.virtual_router_id, priority = instance.priority, version = instance.version, vips = ?instance.virtual_ipaddress, "VRRP instance");
-    }
-    for service in &config.services {
-        info!(service = %service.name, listen = %service.listen, mode = service.mode.as_str(), backends = service.backends.len(), "service");
-    }
-
-    // Signals are hooked before the data plane is touched, so a SIGTERM during start-up still
-    // goes through the clean stop below.
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-
-    let attach_mode = match node.dataplane {
-        DataplaneMode::Xdp => Some(AttachMode::Auto),
-        DataplaneMode::XdpGeneric => Some(AttachMode::Generic),
-        DataplaneMode::None => None,
-    };
-    let attachment = match attach_mode {
-        Some(mode) => match xdp::attach(&node.interface, mode, &node.bpf_pin_dir) {
-            Ok(a) => {
-                info!(interface = %a.interface, mode = %a.mode, program_id = a.program_id, pin_dir = %a.pin_dir.display(), "XDP data plane attached");
-                Some(a)
-            }
-            Err(error) => {
-                warn!(%error, "XDP data plane unavailable; the node runs without the kernel fast path");
-                None
-            }
+    let socket = match (socket, config_path) {
+        (Some(socket), _) => socket,
+        (None, Some(path)) => match load_config(&path) {
+            Ok(config) => config.node.control_socket,
+            Err(code) => return Ok(code),
         },
-        None => {
-            info!("dataplane = \"none\": the node runs without the kernel fast path");
-            None
-        }
+        (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
     };
-
-    info!("running; stop with SIGINT or SIGTERM");
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let colour = if std::io::stdout().is_terminal() {
+        render::Colour::On
+    } else {
+        render::Colour::Off
     };
-    info!(signal = signal_name, "stopping");
-    if let Some(a) = attachment {
-        match xdp::detach(&a.interface, &a.pin_dir) {
-            Ok(_) => info!(interface = %a.interface, "XDP data plane detached"),
-            Err(error) => warn!(%error, "detaching the XDP data plane"),
+    loop {
+        let body = client::request(&socket, "status")?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        } else {
+            let status: NodeStatus = serde_json::from_value(body).context(
+                "the daemon's status has an unexpected shape (a different tandem version?)",
+            )?;
+            if watch && colour == render::Colour::On {
+                // Clear the screen and go home, so the screen redraws in place.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", render::render(&status, colour));
         }
+        if !watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    info!("stopped");
-    Ok(())
+}
+
+const IMPORT_HELP: &str = "\
+Writes one node's tandem.toml: give the pound.cfg and that node's keepalived.conf (import lb1's
+and lb2's keepalived files one at a time). Every directive that cannot be translated is listed
+with FILE:LINE and what to do about it, on stderr and in a comment block at the top of the
+output; nothing is dropped silently.
+
+Host names (e.g. `Address http1.example.com` in a BackEnd) are never looked up in DNS: give
+their addresses with --map NAME=ADDR or --hosts FILE; an unmapped name is listed.
+
+Exit status:
+  0  everything was translated, and the output passes `tandem check`
+  1  a file cannot be read, or is not valid Pound or keepalived syntax (FILE:LINE: message)
+  2  something was listed as not translated, or the output does not pass `tandem check` yet
+     (the output is written all the same); also a command-line usage error
+
+Example:
+  tandem import --pound /etc/pound/pound.cfg --keepalived /etc/keepalived/keepalived.conf \\
+      --node lb1 --map http1.example.com=198.18.0.102 --output /etc/tandem/tandem.toml";
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Pound's configuration file.
+    #[arg(long, value_name = "FILE", required_unless_present = "keepalived")]
+    pound: Option<PathBuf>,
+    /// This node's keepalived configuration file.
+    #[arg(long, value_name = "FILE")]
+    keepalived: Option<PathBuf>,
+    /// The node's name [default: keepalived's router_id, else the VRRP interface].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// The address of a host name the files use (repeatable).
+    #[arg(long = "map", value_name = "NAME=ADDR", value_parser = config::import::parse_map)]
+    maps: Vec<(String, std::net::Ipv4Addr)>,
+    /// A hosts file (/etc/hosts format) with addresses for host names; --map wins over it.
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
+    /// Write tandem.toml here instead of to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// `tandem import`: see [`IMPORT_HELP`] for what it does and its exit status.
+fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use config::import::{self, Options, Source};
+
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut hosts = match &args.hosts {
+        Some(path) => import::parse_hosts(&read(path)?),
+        None => Default::default(),
+    };
+    hosts.extend(args.maps);
+    let load = |path: &Option<PathBuf>| -> anyhow::Result<Option<(String, String)>> {
+        path.as_ref()
+            .map(|path| Ok((path.display().to_string(), read(path)?)))
+            .transpose()
+    };
+    let pound = load(&args.pound)?;
+    let keepalived = load(&args.keepalived)?;
+    fn source(file: &Option<(String, String)>) -> Option<Source<'_>> {
+        file.as_ref().map(|(label, text)| Source { label, text })
+    }
+    let options = Options {
+        node: args.node,
+        hosts,
+    };
+    let imported = match import::import(source(&pound), source(&keepalived), &options) {
+        Ok(imported) => imported,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for finding in &imported.untranslated {
+        eprintln!("{}", finding.labelled("not translated"));
+    }
+    for finding in &imported.notes {
+        eprintln!("{}", finding.labelled("note"));
+    }
+    let written_to = match &args.output {
+        Some(path) => {
+            std::fs::write(path, &imported.toml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            path.clone()
+        }
+        None => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(imported.toml.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("cannot write to standard output")?;
+            PathBuf::from("<stdout>")
+        }
+    };
+    // The output is checked like any config, so what still needs a hand shows up here too.
+    let loads = match config::parse(&imported.toml, &written_to) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{warning}");
+            }
+            true
+        }
+        Err(diagnostics) => {
+            eprintln!(
+                "tandem import: the output does not pass `tandem check` yet (see the list \
+                 above):\n{diagnostics}"
+            );
+            false
+        }
+    };
+    if imported.is_complete() && loads {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !imported.is_complete() {
+        eprintln!(
+            "tandem import: {} directive(s) not translated; the list is also at the top of the \
+             output",
+            imported.untranslated.len()
+        );
+    }
+    Ok(ExitCode::from(2))
 }

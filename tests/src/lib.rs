@@ -25,9 +25,14 @@
 
 pub mod backends;
 pub mod client;
+pub mod l4;
 pub mod lab;
 mod netns;
+pub mod packets;
+pub mod pair;
+pub mod probe;
 pub mod process;
+pub mod raw_http;
 
 use std::net::Ipv4Addr;
 

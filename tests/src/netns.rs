@@ -50,6 +50,23 @@ where
     })
 }
 
+/// Moves the calling thread into the network namespace bound at `netns_path`, for a thread
+/// that lives in a host (a request loop). Only this thread moves; see [`run_in`].
+pub(crate) fn enter(netns_path: &Path) -> anyhow::Result<()> {
+    let netns = File::open(netns_path)
+        .with_context(|| format!("opening network namespace {}", netns_path.display()))?;
+    // SAFETY: setns(2) on a valid, open namespace fd; it only changes this thread.
+    let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!(
+            "setns into {} failed: {}",
+            netns_path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// The pids of the processes whose network namespace is the one bound at `netns_path` (what
 /// `ip netns pids` prints), without our own process. Zombies have no namespace any more and
 /// are not listed.

@@ -1,5 +1,6 @@
 //! `tandem run` on a lab node: it starts, logs what it loaded, attaches the XDP program to the
-//! node's interface, and on SIGTERM or SIGINT detaches it and exits 0, leaving nothing pinned.
+//! node's interface, and on SIGTERM or SIGINT exits 0. The program and its pinned maps stay, so
+//! that a restarted daemon keeps established L4 flows; `tandem xdp detach` removes them all.
 
 use std::fs::File;
 use std::path::Path;
@@ -8,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use tandem_lab::{tandem_binary, Host, Lab, LB1};
 
-fn node_config(pin_dir: &Path) -> String {
+fn node_config(pin_dir: &Path, control_socket: &Path) -> String {
     format!(
         r#"[node]
 name = "lb1"
 interface = "eth0"
 dataplane = "xdp-generic"
 bpf_pin_dir = "{}"
+control_socket = "{}"
 
 [[vrrp]]
 name = "VI_1"
@@ -27,7 +29,8 @@ name = "web"
 listen = "198.18.0.99:80"
 backends = ["198.18.0.102:80", "198.18.0.103:80"]
 "#,
-        pin_dir.display()
+        pin_dir.display(),
+        control_socket.display()
     )
 }
 
@@ -58,7 +61,11 @@ fn runs_and_stops_cleanly_on(signal: i32, signal_name: &str) {
     let lb1 = lab.host(LB1);
     let pin_dir = lab.pin_dir(LB1);
     let config = lab.work_dir().join("lb1.toml");
-    std::fs::write(&config, node_config(&pin_dir)).expect("write config");
+    std::fs::write(
+        &config,
+        node_config(&pin_dir, &lab.work_dir().join("tandem.sock")),
+    )
+    .expect("write config");
     let log_path = lab.work_dir().join("tandem.log");
     let log = File::create(&log_path).expect("log file");
 
@@ -103,11 +110,20 @@ fn runs_and_stops_cleanly_on(signal: i32, signal_name: &str) {
         "service=web",
         "XDP data plane attached",
         signal_name,
-        "XDP data plane detached",
+        "leaving the XDP program attached",
         "stopped",
     ] {
         assert!(log.contains(expected), "the log says {expected:?}:\n{log}");
     }
+    assert!(xdp_attached(lb1), "the program stays for the next start");
+    let detached = lb1
+        .command(tandem_binary().expect("tandem binary"))
+        .args(["xdp", "detach", "--iface", "eth0", "--pin-dir"])
+        .arg(&pin_dir)
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
+    assert!(detached, "tandem xdp detach succeeds");
     assert!(!xdp_attached(lb1), "no XDP program is left on lb1's eth0");
     assert!(!pin_dir.exists(), "no pins are left behind");
 }
@@ -130,7 +146,8 @@ fn run_with_a_bad_config_changes_nothing_and_exits_1() {
     let config = lab.work_dir().join("bad.toml");
     std::fs::write(
         &config,
-        node_config(&pin_dir).replace("priority = 101", "priority = 0"),
+        node_config(&pin_dir, &lab.work_dir().join("tandem.sock"))
+            .replace("priority = 101", "priority = 0"),
     )
     .expect("write");
     let output = lb1
@@ -143,7 +160,7 @@ fn run_with_a_bad_config_changes_nothing_and_exits_1() {
     assert_eq!(output.status.code(), Some(1));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(
-        message.contains(&format!("{}:10:12: ", config.display())),
+        message.contains(&format!("{}:11:12: ", config.display())),
         "{message}"
     );
     assert!(

@@ -456,16 +456,16 @@ fn a_packet_for_a_service_in_the_services_map_is_counted_as_a_service_hit() {
     let pin_dir_str = pin_dir.to_str().expect("utf-8").to_owned();
     attach_xdp(lb1, "generic", &pin_dir_str);
 
-    // Until the data-plane issue gives userspace a writer, bpftool plays it: the key is the
-    // wire-order layout of lb_common::ServiceKey (198.18.0.100, port 5353, UDP) and the value
-    // ServiceValue { id: 1, mode: Forward } in host (little-endian) order.
+    // bpftool plays the writer, to check the layout from outside: the key is the wire-order
+    // layout of lb_common::ServiceKey (198.18.0.100, port 5353, UDP) and the value
+    // ServiceValue { id: 1, mode: Proxy, ring: 0 } in host (little-endian) order.
     let services = pin_dir.join("SERVICES");
     let status = Command::new("bpftool")
         .args(["map", "update", "pinned"])
         .arg(&services)
         .args(["key", "hex", "c6", "12", "00", "64", "14", "e9", "11", "00"])
         .args([
-            "value", "hex", "01", "00", "00", "00", "01", "00", "00", "00",
+            "value", "hex", "01", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00",
         ])
         .status()
         .expect("run bpftool");
@@ -506,7 +506,7 @@ fn a_packet_for_a_service_in_the_services_map_is_counted_as_a_service_hit() {
     assert_eq!(service["vip"], "198.18.0.100");
     assert_eq!(service["port"], 5353);
     assert_eq!(service["proto"], "udp");
-    assert_eq!(service["mode"], "forward");
+    assert_eq!(service["mode"], "proxy");
 
     detach_xdp(lb1, &pin_dir_str);
 }

@@ -5,6 +5,11 @@
 //! the two commands of the README. The eBPF crate is built here, not by a build script, because
 //! it needs Debian's rustc and bpf-linker (see ../shared/TOOLCHAIN.md and `build_ebpf`).
 
+mod bench_failover;
+mod bench_l4;
+mod bench_proxy;
+mod bench_report;
+mod fuzz;
 mod lab;
 mod setup;
 
@@ -57,6 +62,50 @@ enum Cmd {
     Test,
     /// Bring up the lab topology with echo backends and keep it until Ctrl-C.
     Lab,
+    /// Fuzz the packet parsers (VRRP, ARP) for N seconds each; installs cargo-fuzz if missing.
+    Fuzz {
+        /// Seconds per fuzz target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Benchmarks against real peers on the lab topology; each prints a table of ratios and
+    /// writes it to docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Time without service when the master stops (SIGKILL and SIGTERM), at 1 s and 100 ms
+    /// adverts, for a Tandem pair and a keepalived pair.
+    Failover {
+        /// Repetitions of each case.
+        #[arg(long, default_value_t = 5)]
+        repetitions: usize,
+        /// Only this pair: tandem or keepalived (the table is then not written to the docs).
+        #[arg(long)]
+        pair: Option<String>,
+        /// Only this advert interval in ms: 1000 or 100 (the table is then not written).
+        #[arg(long)]
+        interval_ms: Option<u64>,
+    },
+    /// Tandem's L7 proxy against HAProxy and nginx: requests/s, p50/p99 latency and peak RSS
+    /// with 1 KiB and 100 KiB bodies at 64 and 256 connections.
+    Proxy {
+        /// Seconds of load per case (each of the 3 proxies runs 4 cases).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// L4 balancing: Tandem XDP (native, generic), nftables DNAT, HAProxy mode tcp and
+    /// Tandem's userspace relay; packets/s (trafgen UDP flood), requests/s (wrk) and the
+    /// balancer's CPU time per packet.
+    L4 {
+        /// Seconds of each load per peer (5 peers, 2 loads).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -92,6 +141,22 @@ fn main() {
         Cmd::Lab => setup::run()
             .and_then(|_| build(false))
             .and_then(|_| lab::run(&workspace_root())),
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::Bench { which } => setup::run()
+            .and_then(|_| build(true))
+            .and_then(|_| match which {
+                BenchCmd::Failover {
+                    repetitions,
+                    pair,
+                    interval_ms,
+                } => bench_failover::run(
+                    &workspace_root(),
+                    repetitions,
+                    bench_failover::Filter { pair, interval_ms },
+                ),
+                BenchCmd::Proxy { seconds } => bench_proxy::run(&workspace_root(), seconds),
+                BenchCmd::L4 { seconds } => bench_l4::run(&workspace_root(), seconds),
+            }),
     };
     if let Err(error) = result {
         eprintln!("xtask: {error:#}");

@@ -9,13 +9,55 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::diagnostic::{Pos, Reporter};
-use super::model::{Service, VrrpInstance};
+use super::model::{Service, SessionMode, VrrpInstance};
 use super::read::{Document, ServiceSpans, VrrpSpans};
 
 pub(super) fn check(report: &mut Reporter, document: &Document) {
     check_vrrp(report, &document.vrrp);
     check_services(report, &document.services);
+    check_replication(report, document);
     warn(report, document);
+}
+
+/// The replication listener is one more TCP socket on the node: it must not take a service's.
+/// And replication that has nothing to send is probably a config that lost its session table.
+fn check_replication(report: &mut Reporter, document: &Document) {
+    let Some((replication, listen_at)) = &document.replication else {
+        return;
+    };
+    let listen = replication.listen;
+    for (service, spans) in &document.services {
+        let overlaps = service.listen.port() == listen.port()
+            && (service.listen.ip() == listen.ip()
+                || service.listen.ip().is_unspecified()
+                || listen.ip().is_unspecified());
+        if overlaps && service.mode.ip_protocol() == lb_common::IPPROTO_TCP {
+            report.error(
+                *listen_at,
+                format!(
+                    "replication listen {listen} overlaps service {:?}'s listen {} (line {}); \
+                     give replication a port of its own, e.g. {}:7946",
+                    service.name,
+                    service.listen,
+                    report.line_of(spans.listen),
+                    listen.ip()
+                ),
+            );
+        }
+    }
+    let learns = document.services.iter().any(|(service, _)| {
+        service
+            .session
+            .as_ref()
+            .is_some_and(|session| session.mode == SessionMode::Learn)
+    });
+    if !learns {
+        report.warning(
+            *listen_at,
+            "[replication] has nothing to replicate: no service has a session with \
+             mode = \"learn\"",
+        );
+    }
 }
 
 fn check_vrrp(report: &mut Reporter, instances: &[(VrrpInstance, VrrpSpans)]) {
@@ -83,8 +125,9 @@ fn check_vrrp(report: &mut Reporter, instances: &[(VrrpInstance, VrrpSpans)]) {
 
 fn check_services(report: &mut Reporter, services: &[(Service, ServiceSpans)]) {
     let mut names: HashMap<&str, Pos> = HashMap::new();
-    // HTTP and TCP services both listen on TCP, so they compete for the same sockets.
-    let mut sockets: HashMap<(SocketAddrV4, u8), (&str, Pos)> = HashMap::new();
+    // HTTP and TCP services both listen on TCP, so they compete for the same sockets; HTTP
+    // services may share one when Host and path tell their requests apart.
+    let mut sockets: HashMap<(SocketAddrV4, u8), Vec<(&Service, Pos)>> = HashMap::new();
     for (index, (service, spans)) in services.iter().enumerate() {
         if index == lb_common::MAX_SERVICES as usize {
             report.error(
@@ -110,7 +153,11 @@ fn check_services(report: &mut Reporter, services: &[(Service, ServiceSpans)]) {
         }
 
         let socket = (service.listen, service.mode.ip_protocol());
-        if let Some(&(owner, first)) = sockets.get(&socket) {
+        let sharing = sockets.entry(socket).or_default();
+        let conflict = sharing.iter().find_map(|&(owner, first)| {
+            share_problem(owner, service).map(|why| (owner, first, why))
+        });
+        if let Some((owner, first, why)) = conflict {
             let transport = if socket.1 == lb_common::IPPROTO_UDP {
                 "udp"
             } else {
@@ -119,16 +166,41 @@ fn check_services(report: &mut Reporter, services: &[(Service, ServiceSpans)]) {
             report.error(
                 spans.listen,
                 format!(
-                    "listen {} ({transport}) is already used by service {owner:?} (line {}); \
-                     use another address or port",
+                    "listen {} ({transport}) is already used by service {:?} (line {}); {why}",
                     service.listen,
+                    owner.name,
                     report.line_of(first)
                 ),
             );
         } else {
-            sockets.insert(socket, (&service.name, spans.listen));
+            sharing.push((service, spans.listen));
         }
     }
+}
+
+/// Why `second` cannot listen where `first` does, or `None` if they can share the socket.
+fn share_problem(first: &Service, second: &Service) -> Option<&'static str> {
+    if first.mode.is_l4() || second.mode.is_l4() {
+        return Some("use another address or port");
+    }
+    if first.http.tls.is_some() != second.http.tls.is_some() {
+        return Some(
+            "services on one listener must agree on TLS: give both a `tls` table or neither",
+        );
+    }
+    let same_hosts = first.http.hosts.is_empty() && second.http.hosts.is_empty()
+        || first
+            .http
+            .hosts
+            .iter()
+            .any(|host| second.http.hosts.contains(host));
+    if same_hosts && first.http.path_prefix == second.http.path_prefix {
+        return Some(
+            "HTTP services can share a listener only when their `host` or `path_prefix` \
+             differ; set one of them, or use another address or port",
+        );
+    }
+    None
 }
 
 fn warn(report: &mut Reporter, document: &Document) {

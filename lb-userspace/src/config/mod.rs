@@ -11,11 +11,15 @@
 //! - `fields.rs`: located, typed access to the parsed TOML tree (types, ranges, unknown keys).
 //! - `read.rs`: the schema, i.e. each section's keys, defaults and single-entry rules.
 //! - `cross_check.rs`: rules across entries (uniqueness) and the warnings.
+//! - `proxy.rs`: the HTTP engine's `[proxy]` table and per-service `host`/`path_prefix`/`tls`,
+//!   model and reading together.
 
 mod cross_check;
 mod diagnostic;
 mod fields;
+pub mod import;
 mod model;
+mod proxy;
 mod read;
 
 #[cfg(test)]
@@ -25,9 +29,10 @@ use std::path::Path;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use model::{
-    Backend, BuiltinCheck, Config, DataplaneMode, HealthCheck, HealthKind, Node, Service,
-    ServiceMode, Session, SessionKind, Track, VrrpInstance, DEFAULT_CONFIG_PATH,
-    DEFAULT_CONTROL_SOCKET,
+    AccessLog, AccessLogLevel, Backend, Balance, BuiltinCheck, CertificateFiles, Config,
+    DataplaneMode, HealthCheck, HealthKind, LogTarget, Node, ProxySettings, Replication, Service,
+    ServiceHttp, ServiceMode, Session, SessionKind, SessionMode, Tls, Track, VrrpInstance,
+    DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET,
 };
 
 use diagnostic::{Pos, Reporter};
@@ -101,5 +106,7 @@ fn read_config(report: &mut Reporter, text: &str) -> Option<Config> {
             .into_iter()
             .map(|(service, _)| service)
             .collect(),
+        proxy: document.proxy?,
+        replication: document.replication.map(|(replication, _)| replication),
     })
 }

@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use super::proxy::{
+    AccessLog, AccessLogLevel, CertificateFiles, LogTarget, ProxySettings, ServiceHttp, Tls,
+};
+
 /// Where `tandem run` and `tandem check` look for the configuration when not told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tandem/tandem.toml";
 /// Where the daemon listens for `tandem status` and friends unless `[node] control_socket` says.
@@ -28,6 +32,21 @@ pub struct Config {
     /// Empty means no failover: the node serves wherever its listen addresses exist.
     pub vrrp: Vec<VrrpInstance>,
     pub services: Vec<Service>,
+    /// `[proxy]`: the HTTP engine's timeouts, limits, headers and access log.
+    pub proxy: ProxySettings,
+    /// `[replication]`: where learned sessions go to and come from; `None` keeps them local.
+    pub replication: Option<Replication>,
+}
+
+/// `[replication]`: the TCP link over which nodes share learned session entries, so a
+/// session keeps its backend after a failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replication {
+    /// Where this node accepts entries from its peers (a real address of the node, not a VIP).
+    pub listen: SocketAddrV4,
+    /// The other nodes' `listen` addresses; never empty. Entries are accepted only from these
+    /// hosts.
+    pub peers: Vec<SocketAddrV4>,
 }
 
 /// `[node]`: who this node is and how it drives the data plane.
@@ -89,9 +108,25 @@ pub struct VrrpInstance {
     /// Empty means multicast adverts (224.0.0.18).
     pub unicast_peer: Vec<Ipv4Addr>,
     pub track: Vec<Track>,
+    /// Gratuitous ARPs per address on becoming master, sent at once and again after
+    /// `garp_master_delay` (keepalived's `garp_master_repeat`; 0 sends none).
+    pub garp_master_repeat: u32,
+    /// Delay before the second burst of gratuitous ARPs (keepalived's `garp_master_delay`;
+    /// zero means no second burst).
+    #[serde(with = "duration_text")]
+    pub garp_master_delay: Duration,
+    /// Run on every transition as `SCRIPT INSTANCE name state priority`, like keepalived's
+    /// `notify`.
+    pub notify: Option<String>,
+    /// Version 3 only: whether the checksum covers the IPv4 pseudo-header (keepalived and
+    /// RFC 5798 do; RFC 9568 and some vendors do not).
+    pub checksum_pseudo_header: bool,
 }
 
 impl VrrpInstance {
+    /// keepalived's defaults.
+    pub const DEFAULT_GARP_REPEAT: u32 = 5;
+    pub const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
     /// keepalived's default, so a migrated config elects the same way.
     pub const DEFAULT_PRIORITY: u8 = 100;
     pub const DEFAULT_VERSION: u8 = 3;
@@ -156,6 +191,33 @@ pub struct Service {
     pub health: HealthCheck,
     /// Only for `mode = "http"`.
     pub session: Option<Session>,
+    /// How the proxy spreads requests without a session (`mode = "http"` only; L4 services
+    /// are placed by Maglev).
+    pub balance: Balance,
+    /// `host`, `path_prefix`, `tls`: only for `mode = "http"` (empty otherwise).
+    #[serde(flatten)]
+    pub http: ServiceHttp,
+}
+
+/// `balance`: how an HTTP service picks a backend for a request without a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's): weights 3:1 give A A B A, not A A A B.
+    #[default]
+    RoundRobin,
+    /// A weighted random choice per request.
+    Random,
+}
+
+impl Balance {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::Random => "random",
+        }
+    }
 }
 
 /// How a service is forwarded.
@@ -201,6 +263,9 @@ pub struct Backend {
     pub address: SocketAddrV4,
     /// 1..=1000; the share of new flows and sessions relative to the other backends.
     pub weight: u32,
+    /// Used only while every regular (non-emergency) backend is down (Pound's `Emergency`);
+    /// `mode = "http"` only.
+    pub emergency: bool,
 }
 
 impl Backend {
@@ -275,6 +340,32 @@ pub struct Session {
     pub ttl: Duration,
     /// Bound on the session table (at least 1); the oldest entries go first.
     pub max_entries: usize,
+    /// Whether the proxy learns sessions into a table, or (cookie only) inserts a cookie of
+    /// its own that names the backend.
+    pub mode: SessionMode,
+}
+
+/// `session.mode`: where a session's backend is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// Pound's way: a table of keys seen (and, for cookies, set by the backend), each with
+    /// the backend that served it; replicated to the peer when `[replication]` is set.
+    #[default]
+    Learn,
+    /// The proxy sets the cookie `id` to an opaque backend id and reads it back: no table,
+    /// nothing to replicate. Only for `type = "cookie"`.
+    Insert,
+}
+
+impl SessionMode {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Learn => "learn",
+            SessionMode::Insert => "insert",
+        }
+    }
 }
 
 impl Session {
@@ -323,7 +414,7 @@ impl SessionKind {
 
 /// Serializes durations as the config file writes them ("1s", "1m 30s"), not as
 /// `{ secs, nanos }`, so JSON status output reads like the configuration.
-mod duration_text {
+pub(super) mod duration_text {
     use std::time::Duration;
 
     use serde::Serializer;

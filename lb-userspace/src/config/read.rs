@@ -16,11 +16,13 @@ use toml_edit::Table;
 use super::diagnostic::{Pos, Reporter};
 use super::fields::{Field, Section};
 use super::model::{
-    Backend, BuiltinCheck, DataplaneMode, HealthCheck, HealthKind, Node, Service, ServiceMode,
-    Session, SessionKind, Track, VrrpInstance, DEFAULT_CONTROL_SOCKET,
+    Backend, Balance, BuiltinCheck, DataplaneMode, HealthCheck, HealthKind, Node, Replication,
+    Service, ServiceMode, Session, SessionKind, SessionMode, Track, VrrpInstance,
+    DEFAULT_CONTROL_SOCKET,
 };
+use super::proxy::{self, ProxySettings};
 
-const TOP_LEVEL_KEYS: &[&str] = &["node", "vrrp", "service"];
+const TOP_LEVEL_KEYS: &[&str] = &["node", "vrrp", "service", "proxy", "replication"];
 const NODE_KEYS: &[&str] = &[
     "name",
     "interface",
@@ -40,13 +42,20 @@ const VRRP_KEYS: &[&str] = &[
     "virtual_ipaddress",
     "unicast_peer",
     "track",
+    "garp_master_repeat",
+    "garp_master_delay",
+    "notify",
+    "checksum_pseudo_header",
 ];
-const SERVICE_KEYS: &[&str] = &["name", "listen", "mode", "backends", "health", "session"];
-const BACKEND_KEYS: &[&str] = &["address", "weight"];
+const SERVICE_KEYS: &[&str] = &[
+    "name", "listen", "mode", "backends", "health", "session", "balance",
+];
+const BACKEND_KEYS: &[&str] = &["address", "weight", "emergency"];
+const REPLICATION_KEYS: &[&str] = &["listen", "peers"];
 const HEALTH_KEYS: &[&str] = &[
     "interval", "timeout", "rise", "fall", "type", "path", "expect",
 ];
-const SESSION_KEYS: &[&str] = &["type", "id", "ttl", "max_entries"];
+const SESSION_KEYS: &[&str] = &["type", "id", "ttl", "max_entries", "mode"];
 
 /// What a track entry watches, named by the key that says so; an entry has exactly one.
 #[derive(Clone, Copy)]
@@ -96,6 +105,11 @@ pub(super) struct Document {
     /// Whether the file has `[[vrrp]]` entries at all, complete or not.
     pub has_vrrp_entries: bool,
     pub services: Vec<(Service, ServiceSpans)>,
+    /// `[proxy]`, defaults when absent; `None` if it has errors.
+    pub proxy: Option<ProxySettings>,
+    /// `[replication]` with where its `listen` is written; `None` when absent or with errors
+    /// (which are reported).
+    pub replication: Option<(Replication, Pos)>,
 }
 
 /// Reads the whole document; problems go to `report`.
@@ -135,7 +149,21 @@ pub(super) fn read_document(report: &mut Reporter, root: &Table) -> Document {
         })
         .collect();
 
+    let proxy = match root.field("proxy") {
+        Some(field) => field
+            .section(report, "[proxy]")
+            .and_then(|section| proxy::read_proxy(report, section)),
+        None => Some(ProxySettings::default()),
+    };
+
+    let replication = root.field("replication").and_then(|field| {
+        let section = field.section(report, "[replication]")?;
+        read_replication(report, section)
+    });
+
     Document {
+        proxy,
+        replication,
         has_vrrp_entries: !vrrp_entries.is_empty(),
         node,
         vrrp,
@@ -295,6 +323,28 @@ fn read_vrrp(
         None => Some(Vec::new()),
     };
 
+    let garp_master_repeat = optional(
+        &section,
+        "garp_master_repeat",
+        VrrpInstance::DEFAULT_GARP_REPEAT,
+        |field| field.int(report, 0u32, 100u32),
+    );
+    let garp_master_delay = optional(
+        &section,
+        "garp_master_delay",
+        VrrpInstance::DEFAULT_GARP_DELAY,
+        |field| field.duration(report),
+    );
+    let notify = match section.field("notify") {
+        Some(field) => field
+            .non_empty_str(report)
+            .map(|script| Some(script.to_owned())),
+        None => Some(None),
+    };
+    let checksum_pseudo_header = optional(&section, "checksum_pseudo_header", true, |field| {
+        field.bool(report)
+    });
+
     let (virtual_ipaddress, vip_spans) = virtual_ipaddress?.into_iter().unzip();
     let spans = VrrpSpans {
         name: name_field?.at,
@@ -313,6 +363,10 @@ fn read_vrrp(
         virtual_ipaddress,
         unicast_peer: unicast_peer?,
         track: track?,
+        garp_master_repeat: garp_master_repeat?,
+        garp_master_delay: garp_master_delay?,
+        notify: notify?,
+        checksum_pseudo_header: checksum_pseudo_header?,
     };
     Some((instance, spans))
 }
@@ -517,7 +571,12 @@ fn track_weight(report: &mut Reporter, section: &Section) -> Option<i32> {
 }
 
 fn read_service(report: &mut Reporter, section: Section) -> Option<(Service, ServiceSpans)> {
-    section.reject_unknown_keys(report, SERVICE_KEYS);
+    let known: Vec<&str> = SERVICE_KEYS
+        .iter()
+        .chain(proxy::SERVICE_HTTP_KEYS)
+        .copied()
+        .collect();
+    section.reject_unknown_keys(report, &known);
     let name_field = section.required(report, "name");
     let name = name_field.and_then(|field| field.non_empty_str(report));
     let listen_field = section.required(report, "listen");
@@ -559,8 +618,14 @@ fn read_service(report: &mut Reporter, section: Section) -> Option<(Service, Ser
         (Some(_), None) => None,
     };
 
+    let http = proxy::read_service_http(report, &section, mode);
+    let balance = read_balance(report, &section, mode);
+
     let (listen_field, listen, mode, backends) = (listen_field?, listen?, mode?, backends?);
     if mode.is_l4() && !l4_addresses_fit(report, listen_field.at, listen, mode, &backends) {
+        return None;
+    }
+    if !emergency_backends_fit(report, &section, mode, &backends) {
         return None;
     }
     let spans = ServiceSpans {
@@ -574,8 +639,79 @@ fn read_service(report: &mut Reporter, section: Section) -> Option<(Service, Ser
         backends: backends.into_iter().map(|(backend, _)| backend).collect(),
         health: health?,
         session: session?,
+        http: http?,
+        balance: balance?,
     };
     Some((service, spans))
+}
+
+/// `balance`, which only the proxy uses: L4 services are placed by Maglev.
+fn read_balance(
+    report: &mut Reporter,
+    section: &Section,
+    mode: Option<ServiceMode>,
+) -> Option<Balance> {
+    let Some(field) = section.field("balance") else {
+        return Some(Balance::default());
+    };
+    let balance = field.choice(
+        report,
+        &[
+            (Balance::RoundRobin.as_str(), Balance::RoundRobin),
+            (Balance::Random.as_str(), Balance::Random),
+        ],
+    )?;
+    match mode {
+        Some(mode) if mode.is_l4() => {
+            report.error(
+                field.at,
+                format!(
+                    "balance applies to mode = \"http\" services; mode = \"{}\" services are \
+                     placed by Maglev consistent hashing; remove `balance`",
+                    mode.as_str()
+                ),
+            );
+            None
+        }
+        _ => Some(balance),
+    }
+}
+
+/// Emergency backends stand in while every regular backend is down, which only the proxy
+/// does; so they need mode = "http" and at least one regular backend to stand in for.
+fn emergency_backends_fit(
+    report: &mut Reporter,
+    section: &Section,
+    mode: ServiceMode,
+    backends: &[(Backend, Pos)],
+) -> bool {
+    let mut fits = true;
+    if mode.is_l4() {
+        for (backend, at) in backends.iter().filter(|(backend, _)| backend.emergency) {
+            report.error(
+                *at,
+                format!(
+                    "backend {} is an emergency backend, which needs mode = \"http\"; mode = \
+                     \"{}\" services spread flows by Maglev over every healthy backend, with no \
+                     emergency tier",
+                    backend.address,
+                    mode.as_str()
+                ),
+            );
+            fits = false;
+        }
+    } else if backends.iter().all(|(backend, _)| backend.emergency) {
+        let at = section
+            .field("backends")
+            .map_or(section.at, |field| field.at);
+        report.error(
+            at,
+            "every backend is an emergency backend: emergency backends serve only while all \
+             regular ones are down; make at least one regular (drop `emergency = true`)",
+        );
+        fits = false;
+    }
+    fits
 }
 
 /// L4 services are forwarded in XDP by direct server return: the kernel program finds the
@@ -666,6 +802,7 @@ fn read_backend(report: &mut Reporter, field: Field) -> Option<(Backend, Pos)> {
         let backend = Backend {
             address,
             weight: Backend::DEFAULT_WEIGHT,
+            emergency: false,
         };
         return Some((backend, field.at));
     }
@@ -686,9 +823,11 @@ fn read_backend(report: &mut Reporter, field: Field) -> Option<(Backend, Pos)> {
     let weight = optional(&section, "weight", Backend::DEFAULT_WEIGHT, |field| {
         field.int(report, 1, Backend::MAX_WEIGHT)
     });
+    let emergency = optional(&section, "emergency", false, |field| field.bool(report));
     let backend = Backend {
         address: address?,
         weight: weight?,
+        emergency: emergency?,
     };
     Some((backend, address_field?.at))
 }
@@ -865,10 +1004,90 @@ fn read_session(report: &mut Reporter, section: Section) -> Option<Session> {
         f.int(report, 1, u32::MAX)
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     });
+    let mode = match section.field("mode") {
+        Some(field) => field
+            .choice(
+                report,
+                &[
+                    (SessionMode::Learn.as_str(), SessionMode::Learn),
+                    (SessionMode::Insert.as_str(), SessionMode::Insert),
+                ],
+            )
+            .filter(|&mode| match kind {
+                Some(kind) if mode == SessionMode::Insert && kind != SessionKind::Cookie => {
+                    report.error(
+                        field.at,
+                        format!(
+                            "mode = \"insert\" sets a cookie of the proxy's own, so it needs \
+                             type = \"cookie\" (this session has type = \"{}\"); remove \
+                             `mode` to learn sessions instead",
+                            kind.as_str()
+                        ),
+                    );
+                    false
+                }
+                _ => true,
+            }),
+        None => Some(SessionMode::default()),
+    };
     Some(Session {
         kind: kind?,
         id: id?,
         ttl: ttl?,
         max_entries: max_entries?,
+        mode: mode?,
     })
+}
+
+/// `[replication]`: this node's listen address and its peers'.
+fn read_replication(report: &mut Reporter, section: Section) -> Option<(Replication, Pos)> {
+    section.reject_unknown_keys(report, REPLICATION_KEYS);
+    let listen_field = section.required(report, "listen");
+    let listen = listen_field.and_then(|field| field.socket_addr(report));
+    let peers = section.required(report, "peers").and_then(|field| {
+        let elements = field.list(report)?;
+        if elements.is_empty() {
+            report.error(
+                field.at,
+                "peers is empty: list the other node's replication address, e.g. \
+                 [\"198.18.0.101:7946\"] (or remove [replication])",
+            );
+            return None;
+        }
+        let mut peers = Vec::with_capacity(elements.len());
+        let mut complete = true;
+        for element in elements {
+            match element.socket_addr(report) {
+                Some(peer) if peer.ip().is_unspecified() => {
+                    report.error(
+                        element.at,
+                        format!(
+                            "peer {peer} has no address: give the other node's own address, \
+                             e.g. \"198.18.0.101:{}\"",
+                            peer.port()
+                        ),
+                    );
+                    complete = false;
+                }
+                Some(peer) if Some(peer) == listen => {
+                    report.error(
+                        element.at,
+                        format!(
+                            "peer {peer} is this node's own listen address: list the other \
+                             nodes here"
+                        ),
+                    );
+                    complete = false;
+                }
+                Some(peer) => peers.push(peer),
+                None => complete = false,
+            }
+        }
+        complete.then_some(peers)
+    });
+    let replication = Replication {
+        listen: listen?,
+        peers: peers?,
+    };
+    Some((replication, listen_field?.at))
 }

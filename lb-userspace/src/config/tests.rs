@@ -99,6 +99,10 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
                 check: BuiltinCheck::Proxy,
                 weight: 2,
             }],
+            garp_master_repeat: VrrpInstance::DEFAULT_GARP_REPEAT,
+            garp_master_delay: VrrpInstance::DEFAULT_GARP_DELAY,
+            notify: None,
+            checksum_pseudo_header: true,
         }],
         services: vec![Service {
             name: "web".into(),
@@ -108,10 +112,12 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
                 Backend {
                     address: addr("198.18.0.102:80"),
                     weight: 1,
+                    emergency: false,
                 },
                 Backend {
                     address: addr("198.18.0.103:80"),
                     weight: 1,
+                    emergency: false,
                 },
             ],
             health: HealthCheck {
@@ -126,8 +132,13 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
                 id: Some("JSESSIONID".into()),
                 ttl: Duration::from_secs(300),
                 max_entries: 100_000,
+                mode: SessionMode::Learn,
             }),
+            http: ServiceHttp::default(),
+            balance: Balance::RoundRobin,
         }],
+        proxy: ProxySettings::default(),
+        replication: None,
     };
     assert_eq!(loaded.config, expected);
 }
@@ -193,7 +204,8 @@ fn unknown_key_points_at_the_key_and_lists_the_known_ones() {
         error(&text),
         "t.toml:9:1: unknown key `priorty` in [[vrrp]] (expected one of: name, interface, \
          virtual_router_id, priority, version, advert_interval, preempt, preempt_delay, \
-         virtual_ipaddress, unicast_peer, track)"
+         virtual_ipaddress, unicast_peer, track, garp_master_repeat, garp_master_delay, notify, \
+         checksum_pseudo_header)"
     );
     let nested = format!(
         "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
@@ -407,11 +419,13 @@ fn backends_mix_strings_and_tables_and_are_checked() {
         [
             Backend {
                 address: addr("198.18.0.102:80"),
-                weight: 1
+                weight: 1,
+                emergency: false,
             },
             Backend {
                 address: addr("198.18.0.103:80"),
-                weight: 2
+                weight: 2,
+                emergency: false,
             },
         ]
     );
@@ -500,6 +514,7 @@ fn session_rules() {
             id: None,
             ttl: Duration::from_secs(600),
             max_entries: Session::DEFAULT_MAX_ENTRIES,
+            mode: SessionMode::Learn,
         })
     );
 }
@@ -666,7 +681,7 @@ fn unknown_top_level_sections_and_missing_node() {
     assert_eq!(
         error(&text),
         "t.toml:9:3: unknown key `services` in the top level (expected one of: node, vrrp, \
-         service)"
+         service, proxy, replication)"
     );
     assert_eq!(
         errors(VRRP),
@@ -696,4 +711,225 @@ fn json_status_shows_the_config_as_written() {
     assert_eq!(service["health"]["expect"], 200);
     assert_eq!(service["session"]["type"], "ip");
     assert_eq!(service["session"]["ttl"], "1m 30s");
+}
+
+#[test]
+fn vrrp_announcement_notify_and_checksum_settings_are_read() {
+    let text = format!(
+        "{NODE}{VRRP}garp_master_repeat = 2\ngarp_master_delay = \"1s\"\nnotify = \"/usr/local/bin/on-vrrp\"\nchecksum_pseudo_header = false\n"
+    );
+    let instance = parse_ok(&text).config.vrrp.remove(0);
+    assert_eq!(instance.garp_master_repeat, 2);
+    assert_eq!(instance.garp_master_delay, Duration::from_secs(1));
+    assert_eq!(instance.notify.as_deref(), Some("/usr/local/bin/on-vrrp"));
+    assert!(!instance.checksum_pseudo_header);
+}
+
+#[test]
+fn garp_repeat_out_of_range_points_at_the_value() {
+    let text = format!("{NODE}{VRRP}garp_master_repeat = 1000\n");
+    let message = error(&text);
+    assert!(message.starts_with("t.toml:9:22:"), "{message}");
+}
+
+#[test]
+fn balance_defaults_to_round_robin_and_is_for_http_only() {
+    let service = |mode: &str, balance: &str| {
+        format!(
+            "{NODE}{VRRP}[[service]]\nname = \"s\"\nlisten = \"198.18.0.99:80\"\n\
+             mode = \"{mode}\"\nbackends = [\"198.18.0.102:80\"]\n{balance}"
+        )
+    };
+    let default = parse_ok(&service("http", ""));
+    assert_eq!(default.config.services[0].balance, Balance::RoundRobin);
+    let random = parse_ok(&service("http", "balance = \"random\"\n"));
+    assert_eq!(random.config.services[0].balance, Balance::Random);
+    assert_eq!(
+        error(&service("http", "balance = \"least-conn\"\n")),
+        "t.toml:14:11: unknown balance \"least-conn\" (expected one of: \"round-robin\", \
+         \"random\")"
+    );
+    assert_eq!(
+        error(&service("tcp", "balance = \"random\"\n")),
+        "t.toml:14:11: balance applies to mode = \"http\" services; mode = \"tcp\" services \
+         are placed by Maglev consistent hashing; remove `balance`"
+    );
+}
+
+#[test]
+fn emergency_backends_need_a_regular_one_and_http() {
+    let service = |mode: &str, backends: &str| {
+        format!(
+            "{NODE}{VRRP}[[service]]\nname = \"s\"\nlisten = \"198.18.0.99:80\"\n\
+             mode = \"{mode}\"\nbackends = {backends}\n"
+        )
+    };
+    let loaded = parse_ok(&service(
+        "http",
+        "[\"198.18.0.102:80\", { address = \"198.18.0.103:80\", emergency = true }]",
+    ));
+    assert_eq!(
+        loaded.config.services[0].backends,
+        [
+            Backend {
+                address: addr("198.18.0.102:80"),
+                weight: 1,
+                emergency: false,
+            },
+            Backend {
+                address: addr("198.18.0.103:80"),
+                weight: 1,
+                emergency: true,
+            },
+        ]
+    );
+    assert_eq!(
+        error(&service(
+            "http",
+            "[{ address = \"198.18.0.103:80\", emergency = true }]"
+        )),
+        "t.toml:13:12: every backend is an emergency backend: emergency backends serve only \
+         while all regular ones are down; make at least one regular (drop `emergency = true`)"
+    );
+    assert_eq!(
+        error(&service(
+            "tcp",
+            "[\"198.18.0.99:80\", { address = \"198.18.0.103:80\", emergency = true }]"
+        )),
+        "t.toml:13:43: backend 198.18.0.103:80 is an emergency backend, which needs mode = \
+         \"http\"; mode = \"tcp\" services spread flows by Maglev over every healthy backend, \
+         with no emergency tier"
+    );
+    assert_eq!(
+        error(&service(
+            "http",
+            "[{ address = \"198.18.0.103:80\", emergency = \"yes\" }]"
+        )),
+        "t.toml:13:56: `emergency` must be true or false, found string"
+    );
+}
+
+#[test]
+fn session_insert_mode_is_for_cookies() {
+    let service = |session: &str| {
+        format!(
+            "{NODE}{VRRP}[[service]]\nname = \"s\"\nlisten = \"198.18.0.99:80\"\n\
+             backends = [\"198.18.0.102:80\"]\nsession = {session}\n"
+        )
+    };
+    let insert = parse_ok(&service(
+        "{ type = \"cookie\", id = \"TANDEM\", mode = \"insert\" }",
+    ));
+    let session = insert.config.services[0].session.clone().expect("session");
+    assert_eq!(session.mode, SessionMode::Insert);
+    assert_eq!(session.id.as_deref(), Some("TANDEM"));
+    let learn = parse_ok(&service("{ type = \"header\", id = \"X-S\" }"));
+    assert_eq!(
+        learn.config.services[0].session.as_ref().map(|s| s.mode),
+        Some(SessionMode::Learn)
+    );
+    assert_eq!(
+        error(&service("{ type = \"ip\", mode = \"insert\" }")),
+        "t.toml:13:33: mode = \"insert\" sets a cookie of the proxy's own, so it needs \
+         type = \"cookie\" (this session has type = \"ip\"); remove `mode` to learn sessions \
+         instead"
+    );
+    assert_eq!(
+        error(&service(
+            "{ type = \"cookie\", id = \"A\", mode = \"rewrite\" }"
+        )),
+        "t.toml:13:47: unknown mode \"rewrite\" (expected one of: \"learn\", \"insert\")"
+    );
+}
+
+/// A config with one learning HTTP service, then `replication` (from line 14 on).
+fn with_replication(replication: &str) -> String {
+    format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [\"198.18.0.102:80\"]\nsession = {{ type = \"cookie\", id = \"JSESSIONID\" }}\n\
+         {replication}"
+    )
+}
+
+#[test]
+fn replication_names_this_nodes_listen_address_and_its_peers() {
+    let loaded = parse_ok(&with_replication(
+        "[replication]\nlisten = \"198.18.0.100:7946\"\npeers = [\"198.18.0.101:7946\"]\n",
+    ));
+    assert_eq!(loaded.warnings, Vec::new());
+    assert_eq!(
+        loaded.config.replication,
+        Some(Replication {
+            listen: addr("198.18.0.100:7946"),
+            peers: vec![addr("198.18.0.101:7946")],
+        })
+    );
+    assert_eq!(parse_ok(&with_replication("")).config.replication, None);
+}
+
+#[test]
+fn replication_mistakes_are_located() {
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.100:7946\"\n"
+        )),
+        "t.toml:14:1: missing `peers` in [replication]"
+    );
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.100:7946\"\npeers = []\n"
+        )),
+        "t.toml:16:9: peers is empty: list the other node's replication address, e.g. \
+         [\"198.18.0.101:7946\"] (or remove [replication])"
+    );
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.100:7946\"\n\
+             peers = [\"198.18.0.101:7946\", \"198.18.0.100:7946\"]\n"
+        )),
+        "t.toml:16:31: peer 198.18.0.100:7946 is this node's own listen address: list the \
+         other nodes here"
+    );
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.100:7946\"\npeers = [\"0.0.0.0:7946\"]\n"
+        )),
+        "t.toml:16:10: peer 0.0.0.0:7946 has no address: give the other node's own address, \
+         e.g. \"198.18.0.101:7946\""
+    );
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.100\"\npeers = [\"198.18.0.101:7946\"]\n"
+        )),
+        "t.toml:15:10: listen \"198.18.0.100\" is not an IPv4 address with a port: it has no \
+         port; write e.g. \"198.18.0.100:80\""
+    );
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.100:7946\"\npeers = [\"198.18.0.101:7946\"]\n\
+             queue = 5\n"
+        )),
+        "t.toml:17:1: unknown key `queue` in [replication] (expected one of: listen, peers)"
+    );
+    assert_eq!(
+        error(&with_replication(
+            "[replication]\nlisten = \"198.18.0.99:80\"\npeers = [\"198.18.0.101:7946\"]\n"
+        )),
+        "t.toml:15:10: replication listen 198.18.0.99:80 overlaps service \"web\"'s listen \
+         198.18.0.99:80 (line 11); give replication a port of its own, e.g. 198.18.0.99:7946"
+    );
+}
+
+#[test]
+fn replication_without_learned_sessions_warns() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [\"198.18.0.102:80\"]\n\
+         [replication]\nlisten = \"198.18.0.100:7946\"\npeers = [\"198.18.0.101:7946\"]\n"
+    );
+    assert_eq!(
+        warnings(&text),
+        ["t.toml:14:10: warning: [replication] has nothing to replicate: no service has a session \
+          with mode = \"learn\""]
+    );
 }

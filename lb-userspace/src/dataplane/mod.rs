@@ -1,12 +1,203 @@
 //! The data plane: how packets for the virtual IPs are handled below the proxy.
 //!
-//! `xdp` loads Tandem's XDP program (built by xtask, embedded in the binary), attaches it to an
-//! interface and pins program, link and maps under a bpffs directory, so they outlive the
-//! process and can be read by `tandem maps` with no daemon running. `pinned` reads those maps.
-//! The policy (which services exist, when the node is master) stays in the rest of userspace;
-//! this module only moves it into the kernel.
+//! [`Dataplane`] is what the node supervisor drives, without knowing which implementation it
+//! has: [`activate`](Dataplane::activate) when the node becomes master,
+//! [`deactivate`](Dataplane::deactivate) when it stops being master, backend health as it
+//! changes, and [`status`](Dataplane::status) for `tandem status`. [`open`] picks the
+//! implementation from the config:
+//! - [`kernel::XdpDataplane`]: Tandem's XDP program (lb-ebpf, embedded in the binary) on the
+//!   node's interface, native mode with a fall back to generic (or generic when the config says
+//!   `xdp-generic`). L4 services are forwarded in the kernel by direct server return; L7
+//!   services pass up to the proxy. Program, link and maps are pinned under a bpffs directory,
+//!   so they outlive the process: a restarted daemon picks them up and established L4 flows go
+//!   on, and `tandem maps` reads them with no daemon running.
+//! - [`relay::RelayDataplane`]: the userspace fallback, a TCP and UDP relay in tokio for the L4
+//!   services, with the same Maglev choice of backend. Used with `dataplane = "none"` and when
+//!   XDP cannot be loaded (no BPF permission, an interface that refuses it, a binary built
+//!   without the object).
+//!
+//! Layout: `plan` numbers services and backends and builds Maglev tables (pure); `maps` is the
+//! only reader and writer of the kernel maps; `xdp` loads, attaches and pins; `link` and
+//! `neighbour` ask the kernel about the interface and the backends' MACs; `pinned` is what
+//! `tandem maps` shows. Policy (which node is master, which backend is healthy) stays outside:
+//! this module carries it out.
 
+pub mod kernel;
+pub mod link;
+pub mod maps;
+pub mod neighbour;
 pub mod pinned;
+pub mod plan;
+pub mod relay;
 pub mod xdp;
 
-pub use xdp::{AttachMode, Attachment, XdpError};
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::{Config, DataplaneMode};
+use crate::health::HealthTable;
+
+pub use plan::{Plan, Share};
+pub use xdp::{AttachMode, AttachedMode, Attachment, XdpError};
+
+/// What the node supervisor drives. Implementations are cheap to share (`Arc` inside); every
+/// method may be called from any task.
+pub trait Dataplane: Send + Sync {
+    /// The node became master: start forwarding the services (fill the kernel maps, or start
+    /// the relay's listeners). Called before the VIPs are added, so the first packet for a VIP
+    /// finds everything ready. Calling it while active brings the state up to date.
+    fn activate(&self) -> BoxFuture<'_, anyhow::Result<()>>;
+
+    /// The node is no longer master: stop forwarding (empty SERVICES and VIPS, or close the
+    /// relay's listeners). Called after the VIPs are removed. Recorded flows are kept, so a
+    /// node that becomes master again sends them where they went before.
+    fn deactivate(&self) -> BoxFuture<'_, anyhow::Result<()>>;
+
+    /// Backend `backend` of service `service` went up or down. Its L4 flows move to other
+    /// backends when it goes down (Maglev moves only its share); new flows reach it again
+    /// when it comes back. Unknown services or backends are ignored (an HTTP service's
+    /// backends are the proxy's business).
+    fn set_backend_up(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        up: bool,
+    ) -> BoxFuture<'_, anyhow::Result<()>>;
+
+    /// Follows `table` (the health checks of `service`) for as long as the data plane lives:
+    /// every change of its generation updates the backends as [`Dataplane::set_backend_up`].
+    fn follow_health(&self, service: &str, table: Arc<HealthTable>);
+
+    /// The daemon is stopping (not the node losing mastership: call
+    /// [`deactivate`](Dataplane::deactivate) for that first). The XDP program stays attached
+    /// and the maps stay as they are, so a restart does not interrupt established flows; the
+    /// relay closes its sockets.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+
+    /// The data plane as `tandem status` shows it.
+    fn status(&self) -> DataplaneStatus;
+}
+
+/// Which implementation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataplaneKind {
+    Xdp,
+    Relay,
+}
+
+/// `tandem status`'s view of the data plane.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataplaneStatus {
+    pub kind: DataplaneKind,
+    pub interface: String,
+    /// For XDP: the mode the program is attached in.
+    pub attach_mode: Option<AttachedMode>,
+    /// For XDP: where program, link and maps are pinned.
+    pub pin_dir: Option<std::path::PathBuf>,
+    /// Whether the node is forwarding (master).
+    pub active: bool,
+    /// Why the relay runs although the config asked for XDP.
+    pub fallback_reason: Option<String>,
+    /// The L4 services; HTTP services appear only in the proxy's status.
+    pub services: Vec<ServiceStatus>,
+    /// For XDP: entries in the connection table.
+    pub flows: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub listen: SocketAddrV4,
+    pub mode: &'static str,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendStatus {
+    pub address: SocketAddrV4,
+    pub weight: u32,
+    pub up: bool,
+    /// Its part of the service's Maglev table (new flows).
+    pub share: Share,
+    /// For XDP: the MAC frames are sent to (`None` while unresolved).
+    pub mac: Option<String>,
+    /// Frames (XDP) or connections and datagrams (relay) sent to it.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Backend health as the data plane sees it: every backend starts up (as the health tables
+/// do) and follows what it is told.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HealthView {
+    down: HashMap<(String, SocketAddrV4), ()>,
+}
+
+impl HealthView {
+    pub(crate) fn is_up(&self, service: &str, backend: SocketAddrV4) -> bool {
+        !self.down.contains_key(&(service.to_owned(), backend))
+    }
+
+    /// Records a state; returns true when it changed.
+    pub(crate) fn set(&mut self, service: &str, backend: SocketAddrV4, up: bool) -> bool {
+        let key = (service.to_owned(), backend);
+        if up {
+            self.down.remove(&key).is_some()
+        } else {
+            self.down.insert(key, ()).is_none()
+        }
+    }
+}
+
+/// Spawns the task behind [`Dataplane::follow_health`]: on every generation change, the
+/// table's verdict for each backend goes to `apply`.
+pub(crate) fn spawn_health_follower<F>(service: &str, table: Arc<HealthTable>, apply: F)
+where
+    F: Fn(String, SocketAddrV4, bool) -> BoxFuture<'static, anyhow::Result<()>> + Send + 'static,
+{
+    let service = service.to_owned();
+    let mut changes = table.subscribe();
+    tokio::spawn(async move {
+        loop {
+            for (index, backend) in table.backends().iter().enumerate() {
+                if let Err(err) = apply(service.clone(), *backend, table.is_up_at(index)).await {
+                    warn!(service, %backend, "updating the data plane after a health change: {err:#}");
+                }
+            }
+            if changes.changed().await.is_err() {
+                return; // the table is gone
+            }
+        }
+    });
+}
+
+/// Opens the data plane `config` asks for: XDP (native, falling back to generic; or generic
+/// with `xdp-generic`), and the userspace relay when that cannot load or with
+/// `dataplane = "none"`. Must run inside the tokio runtime (and network namespace) the node
+/// runs in. Nothing forwards until [`Dataplane::activate`].
+pub async fn open(config: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
+    let mode = match config.node.dataplane {
+        DataplaneMode::Xdp => AttachMode::Auto,
+        DataplaneMode::XdpGeneric => AttachMode::Generic,
+        DataplaneMode::None => {
+            info!("dataplane = \"none\": L4 services go through the userspace relay");
+            return Ok(Box::new(relay::RelayDataplane::new(config, None)?));
+        }
+    };
+    match kernel::XdpDataplane::open(config, mode).await {
+        Ok(xdp) => Ok(Box::new(xdp)),
+        Err(err) => {
+            let reason = format!("{err:#}");
+            warn!(
+                "XDP data plane unavailable ({reason}); L4 services go through the userspace relay"
+            );
+            Ok(Box::new(relay::RelayDataplane::new(config, Some(reason))?))
+        }
+    }
+}

@@ -1,21 +1,33 @@
 //! Loading, attaching, pinning and detaching the XDP program.
 //!
 //! Layout of a pin directory (default `/sys/fs/bpf/tandem`, one per node):
-//! - `SERVICES`, `COUNTERS`: the maps, pinned by name (lb-common names them). A later load with
-//!   the same directory reuses them, so counters and entries survive a reload.
+//! - the maps (`lb_common::ALL_MAPS`), pinned by name. A later load with the same directory
+//!   reuses them, so counters, tables and the connection table survive a reload; a pinned map
+//!   whose layout differs from this build's (an older version's) is replaced, with a warning.
 //! - `tandem_xdp`: the program most recently loaded.
 //! - `link_<interface>`: one bpf_link per interface the program is attached to. The link, not
-//!   the process, keeps the program attached: removing the pin detaches it.
+//!   the process, keeps the program attached: removing the pin detaches it. A new load swaps
+//!   the program inside the existing link (one atomic BPF_LINK_UPDATE), so not one packet
+//!   meets an interface without the program during a daemon restart or upgrade.
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use aya::programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode};
+use aya::maps::MapData;
+use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, Xdp, XdpMode};
+pub use aya::Ebpf;
 use aya::EbpfLoader;
-use lb_common::{COUNTERS_MAP, PROGRAM_NAME, PROGRAM_PIN, SERVICES_MAP};
+use lb_common::{
+    BackendValue, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceValue, Stats, VipValue,
+    ALL_MAPS, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, COUNTER_COUNT,
+    IFACE_MAP, MAGLEV_MAP, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES,
+    MAX_SERVICES, MAX_VIPS, PROGRAM_NAME, PROGRAM_PIN, SERVICES_MAP, SERVICE_STATS_MAP, VIPS_MAP,
+};
 use tracing::{info, warn};
+
+use super::link;
 
 /// Where bpffs is mounted on a standard system; mounted on demand when a pin directory is below it.
 const STANDARD_BPFFS: &str = "/sys/fs/bpf";
@@ -149,7 +161,7 @@ pub fn attached_interfaces(pin_dir: &Path) -> Vec<String> {
     names
 }
 
-fn interface_index(interface: &str) -> Option<u32> {
+pub fn interface_index(interface: &str) -> Option<u32> {
     let name = CString::new(interface).ok()?;
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -212,26 +224,186 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), XdpError> {
 }
 
 /// Loads the embedded program, attaches it to `interface` and pins program, link and maps in
-/// `pin_dir`. An earlier Tandem attachment on the same interface is replaced.
+/// `pin_dir`. When Tandem's link is already there (a restart, an upgrade), the new program
+/// replaces the old one inside that link atomically and the pinned maps are kept, so flows in
+/// the connection table go on; a link in another mode than the one asked for is replaced.
 pub fn attach(interface: &str, mode: AttachMode, pin_dir: &Path) -> Result<Attachment, XdpError> {
     let object = embedded_object().ok_or(XdpError::NoObject)?;
     let if_index = interface_index(interface)
         .ok_or_else(|| XdpError::NoSuchInterface(interface.to_owned()))?;
     ensure_pin_dir(pin_dir)?;
-    if link_pin(pin_dir, interface).exists() {
-        info!(
-            interface,
-            "replacing the XDP program already attached by Tandem"
-        );
-        detach_link(interface, pin_dir)?;
+    remove_incompatible_maps(pin_dir)?;
+    let link_path = link_pin(pin_dir, interface);
+    let mut existing = None;
+    if link_path.exists() {
+        let current = link::link_state(if_index).ok().and_then(|state| state.xdp);
+        let fits = match (mode, current) {
+            (_, None) => false,
+            (AttachMode::Auto, Some(_)) => true,
+            (AttachMode::Native, Some(m)) => m == AttachedMode::Native,
+            (AttachMode::Generic, Some(m)) => m == AttachedMode::Generic,
+        };
+        if fits {
+            existing = current;
+        } else {
+            info!(
+                interface,
+                ?current,
+                "replacing Tandem's XDP attachment (another mode was asked for)"
+            );
+            detach_link(interface, pin_dir)?;
+        }
     }
-    let reused_maps = pin_dir.join(COUNTERS_MAP).exists() && pin_dir.join(SERVICES_MAP).exists();
-    let result = load_and_attach(object, interface, if_index, mode, pin_dir, reused_maps);
+    let reused_maps = ALL_MAPS.iter().all(|name| pin_dir.join(name).exists());
+    let result = load_and_attach(object, interface, if_index, mode, pin_dir, existing);
     if result.is_err() && !reused_maps && attached_interfaces(pin_dir).is_empty() {
         // A failed first load must not leave maps behind that a later load would "reuse".
         let _ = remove_pins(pin_dir);
     }
-    result
+    result.map(|mut attachment| {
+        attachment.reused_maps = reused_maps;
+        attachment
+    })
+}
+
+/// Loads the embedded program with its maps pinned in `pin_dir` (reusing compatible ones
+/// there), without attaching it anywhere: for BPF_PROG_TEST_RUN (packet fixtures) and tools.
+/// The caller owns the returned object; the map pins stay until removed with [`remove_pins`].
+pub fn load_unattached(pin_dir: &Path) -> Result<Ebpf, XdpError> {
+    let object = embedded_object().ok_or(XdpError::NoObject)?;
+    ensure_pin_dir(pin_dir)?;
+    remove_incompatible_maps(pin_dir)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(object)
+        .map_err(|e| XdpError::from_kernel("loading the XDP object", &e))?;
+    program_of(&mut ebpf)?
+        .load()
+        .map_err(|e| XdpError::from_kernel("verifying the XDP program", &e))?;
+    Ok(ebpf)
+}
+
+/// Runs the loaded program once on `frame` with BPF_PROG_TEST_RUN, the kernel's own way of
+/// feeding a packet to a program without a network, and returns the verdict (an `xdp_action`)
+/// and the frame as the program left it. The maps are the real ones: what a run records (a
+/// flow, a counter) is there for the next run and for [`super::maps::KernelMaps`] to read.
+pub fn test_run(ebpf: &mut Ebpf, frame: &[u8]) -> Result<(u32, Vec<u8>), XdpError> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let program = program_of(ebpf)?;
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| XdpError::from_kernel("running the XDP program (BPF_PROG_TEST_RUN)", &e))?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out))
+}
+
+/// The XDP program of a loaded object.
+pub fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| XdpError::Kernel {
+            what: "loading the XDP object".into(),
+            detail: format!(
+                "it has no program named {PROGRAM_NAME}; rebuild with `cargo xtask build`"
+            ),
+        })?
+        .try_into()
+        .map_err(|e| XdpError::from_kernel("loading the XDP program", &e))
+}
+
+/// The layout each map must have: (name, map type, key size, value size, max entries). It
+/// mirrors lb-ebpf's definitions (both built from lb-common), so a pinned map left by another
+/// version is recognised before the program is loaded against it.
+fn expected_layouts() -> [(&'static str, aya::maps::MapType, u32, u32, u32); 9] {
+    use aya::maps::MapType as T;
+    use std::mem::size_of;
+    let size = |n: usize| n as u32;
+    [
+        (
+            SERVICES_MAP,
+            T::Hash,
+            size(size_of::<ServiceKey>()),
+            size(size_of::<ServiceValue>()),
+            MAX_SERVICES,
+        ),
+        (COUNTERS_MAP, T::PerCpuArray, 4, 8, COUNTER_COUNT),
+        (VIPS_MAP, T::Hash, 4, size(size_of::<VipValue>()), MAX_VIPS),
+        (
+            BACKENDS_MAP,
+            T::Array,
+            4,
+            size(size_of::<BackendValue>()),
+            MAX_BACKENDS,
+        ),
+        (
+            MAGLEV_MAP,
+            T::Array,
+            4,
+            4,
+            MAX_L4_SERVICES * MAGLEV_TABLE_SIZE,
+        ),
+        (
+            CONNTRACK_MAP,
+            T::LruHash,
+            size(size_of::<FlowKey>()),
+            size(size_of::<FlowValue>()),
+            MAX_FLOWS,
+        ),
+        (
+            SERVICE_STATS_MAP,
+            T::PerCpuArray,
+            4,
+            size(size_of::<Stats>()),
+            MAX_SERVICES,
+        ),
+        (
+            BACKEND_STATS_MAP,
+            T::PerCpuArray,
+            4,
+            size(size_of::<Stats>()),
+            MAX_BACKENDS,
+        ),
+        (IFACE_MAP, T::Array, 4, size(size_of::<IfaceValue>()), 1),
+    ]
+}
+
+/// Removes pinned maps whose layout is not this build's, so the loader creates them afresh
+/// instead of handing the program a map it would misread. Returns their names.
+fn remove_incompatible_maps(pin_dir: &Path) -> Result<Vec<&'static str>, XdpError> {
+    let mut removed = Vec::new();
+    for (name, map_type, key_size, value_size, max_entries) in expected_layouts() {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path).and_then(|m| m.info());
+        let fits = match &info {
+            Ok(info) => {
+                info.map_type().ok() == Some(map_type)
+                    && info.key_size() == key_size
+                    && info.value_size() == value_size
+                    && info.max_entries() == max_entries
+            }
+            Err(_) => false,
+        };
+        if !fits {
+            warn!(
+                map = name,
+                pin_dir = %pin_dir.display(),
+                "the pinned map has another layout than this version's: replacing it (what it held is lost)"
+            );
+            std::fs::remove_file(&path).map_err(|e| XdpError::Kernel {
+                what: format!("removing {}", path.display()),
+                detail: e.to_string(),
+            })?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }
 
 fn load_and_attach(
@@ -240,25 +412,38 @@ fn load_and_attach(
     if_index: u32,
     mode: AttachMode,
     pin_dir: &Path,
-    reused_maps: bool,
+    existing: Option<AttachedMode>,
 ) -> Result<Attachment, XdpError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(object)
         .map_err(|e| XdpError::from_kernel("loading the XDP object", &e))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| XdpError::Kernel {
-            what: "loading the XDP object".into(),
-            detail: format!(
-                "it has no program named {PROGRAM_NAME}; rebuild with `cargo xtask build`"
-            ),
-        })?
-        .try_into()
-        .map_err(|e| XdpError::from_kernel("loading the XDP program", &e))?;
+    let program = program_of(&mut ebpf)?;
     program
         .load()
         .map_err(|e| XdpError::from_kernel("verifying the XDP program", &e))?;
+
+    if let Some(attached_mode) = existing {
+        let path = link_pin(pin_dir, interface);
+        let pinned = PinnedLink::from_pin(&path)
+            .map_err(|e| XdpError::from_kernel(format!("opening {}", path.display()), &e))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))
+            .map_err(|e| XdpError::from_kernel(format!("using {}", path.display()), &e))?;
+        let link_id = program.attach_to_link(link).map_err(|e| {
+            XdpError::from_kernel(
+                format!("replacing the program attached to `{interface}`"),
+                &e,
+            )
+        })?;
+        // The pin keeps the link (and so the attachment); this descriptor is not needed.
+        drop(program.take_link(link_id));
+        info!(
+            interface,
+            mode = %attached_mode,
+            "replaced the XDP program inside the existing link"
+        );
+        return pin_program(program, interface, attached_mode, pin_dir);
+    }
 
     let (link_id, attached_mode) = match mode {
         AttachMode::Native => (
@@ -293,7 +478,15 @@ fn load_and_attach(
     fd_link.pin(link_pin(pin_dir, interface)).map_err(|e| {
         XdpError::from_kernel(format!("pinning the XDP link in {}", pin_dir.display()), &e)
     })?;
+    pin_program(program, interface, attached_mode, pin_dir)
+}
 
+fn pin_program(
+    program: &mut Xdp,
+    interface: &str,
+    attached_mode: AttachedMode,
+    pin_dir: &Path,
+) -> Result<Attachment, XdpError> {
     let program_pin = pin_dir.join(PROGRAM_PIN);
     if program_pin.exists() {
         // Another interface's (or an older) program: the newest load is the one to inspect.
@@ -314,7 +507,7 @@ fn load_and_attach(
         mode: attached_mode,
         program_id,
         pin_dir: pin_dir.to_owned(),
-        reused_maps,
+        reused_maps: false,
     })
 }
 
@@ -363,8 +556,8 @@ pub fn detach(interface: &str, pin_dir: &Path) -> Result<bool, XdpError> {
 
 /// Removes the program and map pins, then the directory if nothing else is in it (an
 /// operator's own pins there are kept). Returns true when the directory was removed.
-fn remove_pins(pin_dir: &Path) -> Result<bool, XdpError> {
-    for name in [PROGRAM_PIN, SERVICES_MAP, COUNTERS_MAP] {
+pub fn remove_pins(pin_dir: &Path) -> Result<bool, XdpError> {
+    for name in std::iter::once(PROGRAM_PIN).chain(ALL_MAPS) {
         let path = pin_dir.join(name);
         if let Err(err) = std::fs::remove_file(&path) {
             if err.kind() != io::ErrorKind::NotFound {

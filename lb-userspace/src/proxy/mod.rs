@@ -6,4 +6,21 @@
 //! - the policy side behind it (balancing, health checks, session affinity, replication to the
 //!   peer) decides, and never touches a client connection.
 
+pub mod affinity;
+pub mod balance;
+pub mod replicate;
 pub mod upstream;
+
+// The HTTP engine: client and backend connections.
+pub mod access_log;
+pub mod body;
+pub mod dispatch;
+pub mod forward;
+pub mod guard;
+pub mod handle;
+pub mod headers;
+pub mod server;
+pub mod tls;
+
+pub use handle::{ProxyHandle, ProxyStats};
+pub use server::start;

@@ -2,25 +2,55 @@
 //!
 //! The engine calls [`Upstream::route`] for each request, tries the candidates in order, and
 //! reports back with [`Upstream::connect_failed`] and [`Upstream::responded`]. Everything that
-//! decides (balancing, health, affinity) lives behind these calls.
+//! decides lives behind these calls:
+//! - health ([`crate::health`]): only backends that are up are candidates; emergency backends
+//!   only while every regular one is down; none at all means the engine answers 503;
+//! - balancing ([`super::balance`]): the order for requests without a session;
+//! - affinity ([`super::affinity`]): a request with a known session key goes to its backend
+//!   first; a key seen for the first time (or whose backend is down) is placed by Maglev over
+//!   the backends in use, so both nodes agree; in insert mode the proxy's own cookie names the
+//!   backend;
+//! - replication ([`super::replicate`]): what is learned is sent to the peer node.
 //!
-//! INTERFACE NOTE: the signatures below are the contract between the engine and the policy side.
-//! The bodies are a first plain round robin so the engine can be built against it.
+//! [`Upstreams`] builds every HTTP service's upstream from a [`config::Config`] and starts
+//! their background tasks (probes, session sweeps, replication) in one call.
+//!
+//! INTERFACE NOTE: `new`, `service`, `spawn_health_checks`, `route`, `connect_failed` and
+//! `responded` are the contract with the HTTP engine; their signatures stay as they are.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant};
 
+use http::header::SET_COOKIE;
+use http::HeaderValue;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
-use crate::config;
+use super::affinity::{self, InsertIds, SessionKey, SessionTable};
+use super::balance::{self, BackendSelection, Candidates, Consistent};
+use super::replicate::{self, Replicator, SessionSink};
+use crate::config::{self, SessionKind, SessionMode};
+use crate::health::{self, BackendHealth, HealthTable};
+
+/// Bounds of the period of the background sweep of expired sessions.
+const MIN_SWEEP_PERIOD: Duration = Duration::from_secs(1);
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
 /// One HTTP service's backends and the policy that picks among them.
 #[derive(Debug)]
 pub struct Upstream {
     service: config::Service,
-    next: AtomicUsize,
+    health: Arc<HealthTable>,
+    /// The backends in use and the selections over them, rebuilt when health changes.
+    plan: RwLock<Arc<Plan>>,
+    affinity: Affinity,
+    replicator: Option<Arc<Replicator>>,
+    /// Requests answered per backend, in config order.
+    requests: Vec<AtomicU64>,
 }
 
 /// The backends to try for one request, best first, and what the policy needs to learn from
@@ -28,16 +58,156 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub candidates: Vec<SocketAddrV4>,
-    /// The request's session key, when the service has affinity and the request carries one.
+    /// The request's session key, when the service has affinity and the request carries one
+    /// (in cookie-insert mode: the value of the proxy's cookie as the client sent it).
     pub session_key: Option<String>,
 }
 
+/// How the service keeps sessions.
+#[derive(Debug)]
+enum Affinity {
+    None,
+    /// Pound's way: a table of keys, learned from requests (and Set-Cookie).
+    Learn {
+        key: SessionKey,
+        /// For `type = "cookie"`: the cookie whose Set-Cookie teaches a session.
+        set_cookie: Option<String>,
+        table: Mutex<SessionTable>,
+        /// How often a session in use is sent to the peers again, so their copy (which ages
+        /// on its own clock) does not expire while the session lives here.
+        refresh: Duration,
+        ttl: Duration,
+    },
+    /// The proxy's own cookie names the backend: no table.
+    Insert {
+        cookie: String,
+        ids: InsertIds,
+    },
+}
+
+/// Which backends are in use, for one health generation.
+#[derive(Debug)]
+struct Plan {
+    generation: u64,
+    tier: Tier,
+    /// Usable backends; the selections index into this.
+    usable: Vec<SocketAddrV4>,
+    selection: Box<dyn BackendSelection>,
+    /// Only when the service learns sessions: where new keys go.
+    consistent: Option<Consistent>,
+}
+
+/// Which backends a plan uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// The regular backends that are up.
+    Regular,
+    /// Every regular backend is down: the emergency backends that are up.
+    Emergency,
+    /// Nothing is up.
+    Nothing,
+}
+
+/// One service as `tandem status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamStatus {
+    pub service: String,
+    pub balance: config::Balance,
+    pub session: Option<SessionStatus>,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionStatus {
+    #[serde(rename = "type")]
+    pub kind: SessionKind,
+    pub mode: SessionMode,
+    /// Live entries in the table (always 0 in insert mode, which keeps none).
+    pub entries: usize,
+}
+
+/// One backend as `tandem status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendStatus {
+    pub address: SocketAddrV4,
+    pub weight: u32,
+    pub emergency: bool,
+    pub up: bool,
+    /// Why it is up or down, e.g. "connect refused".
+    pub reason: String,
+    /// Since when (RFC 3339, UTC).
+    pub since: String,
+    /// Live session entries pointing at it.
+    pub sessions: usize,
+    /// Requests it answered since start.
+    pub requests: u64,
+}
+
 impl Upstream {
+    /// The upstream of `service`, without replication.
     pub fn new(service: &config::Service) -> Arc<Self> {
-        Arc::new(Upstream {
+        Upstream::with_replicator(service, None)
+    }
+
+    /// The upstream of `service`; its learned sessions go to (and come from) the peers through
+    /// `replicator` when given.
+    pub fn with_replicator(
+        service: &config::Service,
+        replicator: Option<Arc<Replicator>>,
+    ) -> Arc<Self> {
+        Upstream::with_health(service, HealthTable::new(service), replicator)
+    }
+
+    /// [`Upstream::with_replicator`] judging health by `health` (a table over the service's
+    /// backends that someone else may share, e.g. the node's status).
+    pub fn with_health(
+        service: &config::Service,
+        health: Arc<HealthTable>,
+        replicator: Option<Arc<Replicator>>,
+    ) -> Arc<Self> {
+        let addresses: Vec<SocketAddrV4> = service.backends.iter().map(|b| b.address).collect();
+        let affinity = match &service.session {
+            None => Affinity::None,
+            Some(session) => match (session.mode, SessionKey::new(session)) {
+                (SessionMode::Insert, _) => Affinity::Insert {
+                    cookie: session.id.clone().unwrap_or_default(),
+                    ids: InsertIds::new(&service.name, &addresses),
+                },
+                (SessionMode::Learn, Some(key)) => Affinity::Learn {
+                    set_cookie: (session.kind == SessionKind::Cookie)
+                        .then(|| session.id.clone())
+                        .flatten(),
+                    key,
+                    table: Mutex::new(SessionTable::new(session.ttl, session.max_entries)),
+                    refresh: session.ttl / 2,
+                    ttl: session.ttl,
+                },
+                (SessionMode::Learn, None) => {
+                    warn!(
+                        service = %service.name,
+                        "service {}: session id {:?} is not a valid header name; no affinity",
+                        service.name,
+                        session.id
+                    );
+                    Affinity::None
+                }
+            },
+        };
+        let learns = matches!(affinity, Affinity::Learn { .. });
+        let plan = Plan::build(service, &health, learns, health.generation());
+        let upstream = Arc::new(Upstream {
             service: service.clone(),
-            next: AtomicUsize::new(0),
-        })
+            health,
+            plan: RwLock::new(Arc::new(plan)),
+            affinity,
+            requests: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
+            replicator: replicator.filter(|_| learns),
+        });
+        if let Some(replicator) = &upstream.replicator {
+            let sink: Arc<dyn SessionSink> = upstream.clone();
+            replicator.register(&service.name, Arc::downgrade(&sink));
+        }
+        upstream
     }
 
     /// The service this upstream serves.
@@ -45,29 +215,67 @@ impl Upstream {
         &self.service
     }
 
-    /// Starts the active health checks; they stop when `shutdown` is cancelled.
+    /// The health table the upstream reads (and `connect_failed` writes).
+    pub fn health(&self) -> &Arc<HealthTable> {
+        &self.health
+    }
+
+    /// Starts the active health checks and the sweep of expired sessions; they stop when
+    /// `shutdown` is cancelled. Must be called inside a tokio runtime.
     pub fn spawn_health_checks(self: &Arc<Self>, shutdown: CancellationToken) {
-        let _ = shutdown;
+        health::spawn_checks(&self.service, self.health.clone(), shutdown.clone());
+        if let Affinity::Learn { ttl, .. } = &self.affinity {
+            let period = (*ttl / 4).clamp(MIN_SWEEP_PERIOD, MAX_SWEEP_PERIOD);
+            let upstream: Weak<Upstream> = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = ticks.tick() => {}
+                    }
+                    let Some(upstream) = upstream.upgrade() else {
+                        return;
+                    };
+                    upstream.sweep_sessions(Instant::now());
+                }
+            });
+        }
     }
 
     /// The backends to try for this request, best first.
     pub fn route(&self, request: &http::request::Parts, client: SocketAddr, now: Instant) -> Route {
-        let _ = (request, client, now);
-        let backends = &self.service.backends;
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % backends.len();
-        let candidates = (0..backends.len())
-            .map(|i| backends[(start + i) % backends.len()].address)
-            .collect();
+        let plan = self.plan();
+        let (preferred, session_key) = match &self.affinity {
+            Affinity::None => (None, None),
+            Affinity::Learn { key, table, .. } => {
+                let session_key = key.extract(request, client);
+                let preferred = session_key
+                    .as_deref()
+                    .and_then(|key| self.session_backend(&plan, table, key, now));
+                (preferred, session_key)
+            }
+            Affinity::Insert { cookie, ids } => {
+                let value = affinity::cookie_value(&request.headers, cookie);
+                let preferred = value
+                    .as_deref()
+                    .and_then(|id| ids.backend(id))
+                    .filter(|backend| plan.usable.contains(backend));
+                (preferred, value)
+            }
+        };
         Route {
-            candidates,
-            session_key: None,
+            candidates: plan.candidates(preferred),
+            session_key,
         }
     }
 
     /// Connecting to `backend` failed (refused, reset or timed out): the request never reached
     /// it. Passive health: the backend is marked down at once.
     pub fn connect_failed(&self, backend: SocketAddrV4, reason: &str) {
-        let _ = (backend, reason);
+        self.health
+            .mark_down(backend, &health::connect_failure(reason));
     }
 
     /// `backend` answered the request routed by `route`: learn the session (e.g. from the
@@ -80,6 +288,348 @@ impl Upstream {
         response: &mut http::response::Parts,
         now: Instant,
     ) {
-        let _ = (route, backend, response, now);
+        if let Some(i) = self.backend_index(backend) {
+            self.requests[i].fetch_add(1, Ordering::Relaxed);
+        }
+        match &self.affinity {
+            Affinity::None => {}
+            Affinity::Learn { set_cookie, .. } => {
+                if let Some(key) = &route.session_key {
+                    self.learn(key, backend, now);
+                }
+                let learned = set_cookie
+                    .as_deref()
+                    .and_then(|name| affinity::set_cookie_value(&response.headers, name));
+                if let Some(key) = learned.filter(|key| Some(key) != route.session_key.as_ref()) {
+                    if key.len() <= affinity::MAX_KEY_BYTES {
+                        self.learn(&key, backend, now);
+                    }
+                }
+            }
+            Affinity::Insert { cookie, ids } => {
+                let Some(id) = ids.of(backend) else { return };
+                if route.session_key.as_deref() == Some(id) {
+                    return;
+                }
+                // A session cookie (no Max-Age): it names a backend, not a login, and must
+                // not outlive the browser's idea of the visit.
+                let value = format!("{cookie}={id}; Path=/; HttpOnly");
+                match HeaderValue::from_str(&value) {
+                    Ok(value) => {
+                        response.headers.append(SET_COOKIE, value);
+                    }
+                    Err(_) => debug!(
+                        service = %self.service.name,
+                        "cookie name {cookie:?} cannot be sent in a header"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The session table's backend for `key` (or none, if the service keeps no table).
+    pub fn session(&self, key: &str, now: Instant) -> Option<SocketAddrV4> {
+        match &self.affinity {
+            Affinity::Learn { table, .. } => lock(table).peek(key, now),
+            _ => None,
+        }
+    }
+
+    /// Where a session key seen for the first time goes now: Maglev's placement over the
+    /// backends in use (the same on every node with the same backends up). `None` when the
+    /// service learns no sessions or nothing is up.
+    pub fn placement(&self, key: &str) -> Option<SocketAddrV4> {
+        self.plan().place(key)
+    }
+
+    /// Removes expired sessions; returns how many.
+    pub fn sweep_sessions(&self, now: Instant) -> usize {
+        match &self.affinity {
+            Affinity::Learn { table, .. } => lock(table).sweep(now),
+            _ => 0,
+        }
+    }
+
+    /// The service's backends, health and sessions, for `tandem status`.
+    pub fn status(&self) -> UpstreamStatus {
+        let now = Instant::now();
+        let (session_counts, entries) = match &self.affinity {
+            Affinity::Learn { table, .. } => {
+                let table = lock(table);
+                (table.count_by_backend(now), table.entries(now).len())
+            }
+            _ => (HashMap::new(), 0),
+        };
+        let health: Vec<BackendHealth> = self.health.snapshot();
+        let backends = self
+            .service
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, backend)| {
+                let health = health.iter().find(|h| h.address == backend.address);
+                BackendStatus {
+                    address: backend.address,
+                    weight: backend.weight,
+                    emergency: backend.emergency,
+                    up: health.is_some_and(|h| h.up),
+                    reason: health.map(|h| h.reason.clone()).unwrap_or_default(),
+                    since: health.map(|h| h.since.clone()).unwrap_or_default(),
+                    sessions: session_counts.get(&backend.address).copied().unwrap_or(0),
+                    requests: self.requests[i].load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        UpstreamStatus {
+            service: self.service.name.clone(),
+            balance: self.service.balance,
+            session: self.service.session.as_ref().map(|session| SessionStatus {
+                kind: session.kind,
+                mode: session.mode,
+                entries,
+            }),
+            backends,
+        }
+    }
+
+    /// Where a request with session `key` goes first: its table entry if that backend is in
+    /// use, else Maglev's placement over the backends in use (recorded at once when an entry
+    /// moves, so concurrent requests of the session agree).
+    fn session_backend(
+        &self,
+        plan: &Plan,
+        table: &Mutex<SessionTable>,
+        key: &str,
+        now: Instant,
+    ) -> Option<SocketAddrV4> {
+        let known = lock(table).get(key, now);
+        if let Some(backend) = known.filter(|backend| plan.usable.contains(backend)) {
+            return Some(backend);
+        }
+        let placed = plan.place(key)?;
+        if let Some(from) = known {
+            debug!(
+                service = %self.service.name,
+                "session moves from {from} (not in use) to {placed}"
+            );
+            self.learn(key, placed, now);
+        }
+        Some(placed)
+    }
+
+    /// Records that `backend` serves `key`, and sends it to the peers when it is new, moved, or
+    /// due for a refresh.
+    fn learn(&self, key: &str, backend: SocketAddrV4, now: Instant) {
+        let Affinity::Learn { table, refresh, .. } = &self.affinity else {
+            return;
+        };
+        let publish = {
+            let mut table = lock(table);
+            // New and moved entries are due at once (`needs_replication` sees them unsent).
+            table.learn(key, backend, now);
+            self.replicator.is_some() && table.needs_replication(key, now, *refresh)
+        };
+        if publish {
+            if let Some(replicator) = &self.replicator {
+                replicator.publish(replicate::Entry {
+                    service: self.service.name.clone(),
+                    key: key.to_owned(),
+                    backend,
+                });
+            }
+        }
+    }
+
+    fn backend_index(&self, backend: SocketAddrV4) -> Option<usize> {
+        self.service
+            .backends
+            .iter()
+            .position(|b| b.address == backend)
+    }
+
+    /// The plan for the current health generation, rebuilt if health changed since.
+    fn plan(&self) -> Arc<Plan> {
+        let generation = self.health.generation();
+        {
+            let plan = self.plan.read().unwrap_or_else(|p| p.into_inner());
+            if plan.generation == generation {
+                return plan.clone();
+            }
+        }
+        let mut slot = self.plan.write().unwrap_or_else(|p| p.into_inner());
+        if slot.generation == generation {
+            return slot.clone();
+        }
+        let learns = matches!(self.affinity, Affinity::Learn { .. });
+        let plan = Arc::new(Plan::build(&self.service, &self.health, learns, generation));
+        log_tier_change(&self.service.name, slot.tier, &plan);
+        *slot = plan.clone();
+        plan
     }
 }
+
+impl SessionSink for Upstream {
+    fn apply_replicated(&self, key: &str, backend: SocketAddrV4, now: Instant) -> bool {
+        let Affinity::Learn { table, .. } = &self.affinity else {
+            return false;
+        };
+        if self.backend_index(backend).is_none()
+            || key.is_empty()
+            || key.len() > affinity::MAX_KEY_BYTES
+        {
+            return false;
+        }
+        let mut table = lock(table);
+        table.learn(key, backend, now);
+        table.mark_replicated(key, now);
+        true
+    }
+
+    fn replication_snapshot(&self, now: Instant) -> Vec<(String, SocketAddrV4)> {
+        match &self.affinity {
+            Affinity::Learn { table, .. } => lock(table).entries(now),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Plan {
+    fn build(
+        service: &config::Service,
+        health: &HealthTable,
+        learns: bool,
+        generation: u64,
+    ) -> Plan {
+        let up: Vec<&config::Backend> = service
+            .backends
+            .iter()
+            .filter(|b| health.is_up(b.address))
+            .collect();
+        let regular: Vec<&config::Backend> = up.iter().copied().filter(|b| !b.emergency).collect();
+        let (tier, in_use) = if !regular.is_empty() {
+            (Tier::Regular, regular)
+        } else if !up.is_empty() {
+            (Tier::Emergency, up)
+        } else {
+            (Tier::Nothing, Vec::new())
+        };
+        let weights: Vec<u32> = in_use.iter().map(|b| b.weight).collect();
+        let weighted: Vec<(SocketAddrV4, u32)> =
+            in_use.iter().map(|b| (b.address, b.weight)).collect();
+        Plan {
+            generation,
+            tier,
+            usable: in_use.iter().map(|b| b.address).collect(),
+            selection: balance::build(service.balance, &weights),
+            consistent: learns.then(|| Consistent::build(&weighted)),
+        }
+    }
+
+    /// The balancer's order; or, for a request whose session decides, its backend first and
+    /// the others in ring order after it. A session's request does not take a turn from the
+    /// balancer: the turns are for requests that need a choice (else a session of an even
+    /// number of requests would send every new session to the same backend).
+    fn candidates(&self, preferred: Option<SocketAddrV4>) -> Vec<SocketAddrV4> {
+        let start = preferred.and_then(|p| self.usable.iter().position(|&b| b == p));
+        let order = match start {
+            Some(start) => Candidates::starting_at(start, self.usable.len()),
+            None => self.selection.select(),
+        };
+        let mut candidates = Vec::with_capacity(self.usable.len());
+        candidates.extend(order.map(|i| self.usable[i]));
+        candidates
+    }
+
+    /// Maglev's backend for a session key, among the backends in use.
+    fn place(&self, key: &str) -> Option<SocketAddrV4> {
+        let index = self.consistent.as_ref()?.place(key)?;
+        self.usable.get(index).copied()
+    }
+}
+
+/// Logs when a service starts or stops relying on emergency backends, or has none left.
+fn log_tier_change(service: &str, before: Tier, plan: &Plan) {
+    if before == plan.tier {
+        return;
+    }
+    match plan.tier {
+        Tier::Nothing => warn!(
+            service = %service,
+            "service {service}: no backend is up; answering 503 until one comes back"
+        ),
+        Tier::Emergency => warn!(
+            service = %service,
+            "service {service}: every regular backend is down; using emergency backends {:?}",
+            plan.usable
+        ),
+        Tier::Regular => info!(
+            service = %service,
+            "service {service}: regular backends are up again: {:?}",
+            plan.usable
+        ),
+    }
+}
+
+fn lock(table: &Mutex<SessionTable>) -> MutexGuard<'_, SessionTable> {
+    table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Every HTTP service's upstream of one node, with the replication they share.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    upstreams: Vec<Arc<Upstream>>,
+    replicator: Option<Arc<Replicator>>,
+}
+
+impl Upstreams {
+    /// Builds the upstream of every `mode = "http"` service and, with `[replication]`, the
+    /// replicator they share. Nothing runs until [`Upstreams::spawn`].
+    pub fn new(config: &config::Config) -> Upstreams {
+        let replicator = config.replication.as_ref().map(Replicator::new);
+        let upstreams = config
+            .services
+            .iter()
+            .filter(|service| !service.mode.is_l4())
+            .map(|service| Upstream::with_replicator(service, replicator.clone()))
+            .collect();
+        Upstreams {
+            upstreams,
+            replicator,
+        }
+    }
+
+    /// Starts the health checks, session sweeps and replication; they stop when `shutdown` is
+    /// cancelled. Must be called inside a tokio runtime.
+    pub fn spawn(&self, shutdown: &CancellationToken) {
+        for upstream in &self.upstreams {
+            upstream.spawn_health_checks(shutdown.clone());
+        }
+        if let Some(replicator) = &self.replicator {
+            replicator.spawn(shutdown.clone());
+        }
+    }
+
+    /// The upstream of the service named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.service.name == name)
+    }
+
+    /// Every upstream, in config order.
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    pub fn replicator(&self) -> Option<&Arc<Replicator>> {
+        self.replicator.as_ref()
+    }
+
+    /// Every service's status, in config order.
+    pub fn status(&self) -> Vec<UpstreamStatus> {
+        self.upstreams.iter().map(|u| u.status()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

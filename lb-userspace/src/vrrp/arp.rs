@@ -1,1 +1,485 @@
-//! (being written)
+//! The gratuitous ARP a new master broadcasts for each virtual address, so that hosts and
+//! switches move the address to its MAC at once instead of when their caches expire.
+//!
+//! A smoltcp-style codec for one Ethernet II frame carrying an ARP packet for IPv4 over
+//! Ethernet (RFC 826): [`Frame`] is the zero-copy view, [`ArpRepr`] its meaning, and
+//! [`gratuitous_arp`] the 42 bytes an `AF_PACKET` socket sends (the driver pads them to the
+//! 60-byte Ethernet minimum). [`parse`] reads frames back, for tests and the lab's captures.
+//!
+//! Not here: the socket, the timing and repetition of announcements (the supervisor's), and
+//! IPv6 neighbour advertisements.
+
+use std::net::Ipv4Addr;
+
+/// An Ethernet MAC address.
+pub type MacAddr = [u8; 6];
+
+/// The Ethernet broadcast address.
+pub const BROADCAST: MacAddr = [0xff; 6];
+/// Ethernet header (14 bytes) and ARP packet for IPv4 over Ethernet (28 bytes).
+pub const FRAME_LEN: usize = 42;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// ARP hardware type of Ethernet.
+pub const HARDWARE_ETHERNET: u16 = 1;
+/// ARP protocol type of IPv4 (its EtherType).
+pub const PROTOCOL_IPV4: u16 = 0x0800;
+
+/// Offsets in the frame: Ethernet II header, then the ARP packet.
+mod field {
+    pub type Field = core::ops::Range<usize>;
+
+    pub const ETH_DESTINATION: Field = 0..6;
+    pub const ETH_SOURCE: Field = 6..12;
+    pub const ETHERTYPE: Field = 12..14;
+    pub const HARDWARE_TYPE: Field = 14..16;
+    pub const PROTOCOL_TYPE: Field = 16..18;
+    pub const HARDWARE_LEN: usize = 18;
+    pub const PROTOCOL_LEN: usize = 19;
+    pub const OPERATION: Field = 20..22;
+    pub const SENDER_MAC: Field = 22..28;
+    pub const SENDER_IP: Field = 28..32;
+    pub const TARGET_MAC: Field = 32..38;
+    pub const TARGET_IP: Field = 38..42;
+}
+
+/// Why a frame is not an ARP packet for IPv4 over Ethernet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArpError {
+    #[error("frame of {0} bytes is shorter than Ethernet + ARP ({FRAME_LEN} bytes)")]
+    Truncated(usize),
+    #[error("EtherType {0:#06x} is not ARP (0x0806)")]
+    NotArp(u16),
+    #[error("ARP for hardware type {hardware_type} / protocol {protocol_type:#06x} with address lengths {hardware_len}/{protocol_len}, not IPv4 over Ethernet")]
+    Unsupported {
+        hardware_type: u16,
+        protocol_type: u16,
+        hardware_len: u8,
+        protocol_len: u8,
+    },
+    #[error("ARP operation {0} is neither request (1) nor reply (2)")]
+    UnknownOperation(u16),
+}
+
+/// The ARP operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Request,
+    Reply,
+}
+
+impl Operation {
+    pub fn number(self) -> u16 {
+        match self {
+            Operation::Request => 1,
+            Operation::Reply => 2,
+        }
+    }
+
+    pub fn from_number(n: u16) -> Option<Operation> {
+        match n {
+            1 => Some(Operation::Request),
+            2 => Some(Operation::Reply),
+            _ => None,
+        }
+    }
+}
+
+/// A zero-copy view over an Ethernet II frame that carries ARP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Frame<T> {
+    /// Wraps a buffer without checking it; accessors may panic until [`Frame::check_len`]
+    /// succeeds.
+    pub const fn new_unchecked(buffer: T) -> Frame<T> {
+        Frame { buffer }
+    }
+
+    /// Wraps a buffer long enough for every field; then no accessor can panic.
+    pub fn new_checked(buffer: T) -> Result<Frame<T>, ArpError> {
+        let frame = Frame::new_unchecked(buffer);
+        frame.check_len()?;
+        Ok(frame)
+    }
+
+    /// Checks the buffer holds the whole frame. Longer buffers are fine: Ethernet pads short
+    /// frames to 60 bytes.
+    pub fn check_len(&self) -> Result<(), ArpError> {
+        let len = self.buffer.as_ref().len();
+        if len < FRAME_LEN {
+            return Err(ArpError::Truncated(len));
+        }
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn eth_destination(&self) -> MacAddr {
+        self.mac(field::ETH_DESTINATION.start)
+    }
+
+    pub fn eth_source(&self) -> MacAddr {
+        self.mac(field::ETH_SOURCE.start)
+    }
+
+    pub fn ethertype(&self) -> u16 {
+        self.u16_at(field::ETHERTYPE.start)
+    }
+
+    pub fn hardware_type(&self) -> u16 {
+        self.u16_at(field::HARDWARE_TYPE.start)
+    }
+
+    pub fn protocol_type(&self) -> u16 {
+        self.u16_at(field::PROTOCOL_TYPE.start)
+    }
+
+    pub fn hardware_len(&self) -> u8 {
+        self.buffer.as_ref()[field::HARDWARE_LEN]
+    }
+
+    pub fn protocol_len(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL_LEN]
+    }
+
+    /// The operation as a number (1 request, 2 reply).
+    pub fn operation(&self) -> u16 {
+        self.u16_at(field::OPERATION.start)
+    }
+
+    pub fn sender_mac(&self) -> MacAddr {
+        self.mac(field::SENDER_MAC.start)
+    }
+
+    pub fn sender_ip(&self) -> Ipv4Addr {
+        self.ipv4(field::SENDER_IP.start)
+    }
+
+    pub fn target_mac(&self) -> MacAddr {
+        self.mac(field::TARGET_MAC.start)
+    }
+
+    pub fn target_ip(&self) -> Ipv4Addr {
+        self.ipv4(field::TARGET_IP.start)
+    }
+
+    fn u16_at(&self, at: usize) -> u16 {
+        let data = self.buffer.as_ref();
+        u16::from_be_bytes([data[at], data[at + 1]])
+    }
+
+    fn mac(&self, at: usize) -> MacAddr {
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&self.buffer.as_ref()[at..at + 6]);
+        mac
+    }
+
+    fn ipv4(&self, at: usize) -> Ipv4Addr {
+        let data = self.buffer.as_ref();
+        Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+    }
+}
+
+/// Setters, for emitting. They panic on a buffer shorter than [`FRAME_LEN`].
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    pub fn set_eth_destination(&mut self, mac: MacAddr) {
+        self.buffer.as_mut()[field::ETH_DESTINATION].copy_from_slice(&mac);
+    }
+
+    pub fn set_eth_source(&mut self, mac: MacAddr) {
+        self.buffer.as_mut()[field::ETH_SOURCE].copy_from_slice(&mac);
+    }
+
+    pub fn set_ethertype(&mut self, ethertype: u16) {
+        self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&ethertype.to_be_bytes());
+    }
+
+    pub fn set_hardware_type(&mut self, hardware_type: u16) {
+        self.buffer.as_mut()[field::HARDWARE_TYPE].copy_from_slice(&hardware_type.to_be_bytes());
+    }
+
+    pub fn set_protocol_type(&mut self, protocol_type: u16) {
+        self.buffer.as_mut()[field::PROTOCOL_TYPE].copy_from_slice(&protocol_type.to_be_bytes());
+    }
+
+    pub fn set_hardware_len(&mut self, len: u8) {
+        self.buffer.as_mut()[field::HARDWARE_LEN] = len;
+    }
+
+    pub fn set_protocol_len(&mut self, len: u8) {
+        self.buffer.as_mut()[field::PROTOCOL_LEN] = len;
+    }
+
+    pub fn set_operation(&mut self, operation: u16) {
+        self.buffer.as_mut()[field::OPERATION].copy_from_slice(&operation.to_be_bytes());
+    }
+
+    pub fn set_sender_mac(&mut self, mac: MacAddr) {
+        self.buffer.as_mut()[field::SENDER_MAC].copy_from_slice(&mac);
+    }
+
+    pub fn set_sender_ip(&mut self, ip: Ipv4Addr) {
+        self.buffer.as_mut()[field::SENDER_IP].copy_from_slice(&ip.octets());
+    }
+
+    pub fn set_target_mac(&mut self, mac: MacAddr) {
+        self.buffer.as_mut()[field::TARGET_MAC].copy_from_slice(&mac);
+    }
+
+    pub fn set_target_ip(&mut self, ip: Ipv4Addr) {
+        self.buffer.as_mut()[field::TARGET_IP].copy_from_slice(&ip.octets());
+    }
+}
+
+/// What an Ethernet + ARP frame for IPv4 says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ArpRepr {
+    /// Ethernet destination ([`BROADCAST`] for requests and announcements).
+    pub eth_destination: MacAddr,
+    /// Ethernet source: the interface that sent the frame.
+    pub eth_source: MacAddr,
+    pub operation: Operation,
+    pub sender_mac: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: MacAddr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRepr {
+    /// The announcement a new master sends for `address` from the interface `mac`.
+    ///
+    /// A broadcast ARP request with sender IP = target IP = the address, as keepalived sends
+    /// (vrrp_arp.c, `send_gratuitous_arp_immediate`). The target MAC is 00:00:00:00:00:00, as
+    /// RFC 5227 §2.3 says for an ARP Announcement (the field is "ignored and SHOULD be set to all
+    /// zeroes"); keepalived writes ff:ff:ff:ff:ff:ff there instead (seen in a capture of 2.2.7,
+    /// see the tests). Receivers ignore the field in a request, so both update neighbour
+    /// caches the same way: Linux learns from the sender fields.
+    pub fn gratuitous(mac: MacAddr, address: Ipv4Addr) -> ArpRepr {
+        ArpRepr {
+            eth_destination: BROADCAST,
+            eth_source: mac,
+            operation: Operation::Request,
+            sender_mac: mac,
+            sender_ip: address,
+            target_mac: [0; 6],
+            target_ip: address,
+        }
+    }
+
+    /// Whether this announces its sender's own address (sender IP = target IP).
+    pub fn is_gratuitous(&self) -> bool {
+        self.sender_ip == self.target_ip
+    }
+
+    /// Reads a frame, refusing anything but ARP for IPv4 over Ethernet, request or reply.
+    pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<ArpRepr, ArpError> {
+        frame.check_len()?;
+        if frame.ethertype() != ETHERTYPE_ARP {
+            return Err(ArpError::NotArp(frame.ethertype()));
+        }
+        if frame.hardware_type() != HARDWARE_ETHERNET
+            || frame.protocol_type() != PROTOCOL_IPV4
+            || frame.hardware_len() != 6
+            || frame.protocol_len() != 4
+        {
+            return Err(ArpError::Unsupported {
+                hardware_type: frame.hardware_type(),
+                protocol_type: frame.protocol_type(),
+                hardware_len: frame.hardware_len(),
+                protocol_len: frame.protocol_len(),
+            });
+        }
+        let operation = Operation::from_number(frame.operation())
+            .ok_or(ArpError::UnknownOperation(frame.operation()))?;
+        Ok(ArpRepr {
+            eth_destination: frame.eth_destination(),
+            eth_source: frame.eth_source(),
+            operation,
+            sender_mac: frame.sender_mac(),
+            sender_ip: frame.sender_ip(),
+            target_mac: frame.target_mac(),
+            target_ip: frame.target_ip(),
+        })
+    }
+
+    /// Writes the frame. Panics if the buffer is shorter than [`FRAME_LEN`].
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut Frame<T>) {
+        frame.set_eth_destination(self.eth_destination);
+        frame.set_eth_source(self.eth_source);
+        frame.set_ethertype(ETHERTYPE_ARP);
+        frame.set_hardware_type(HARDWARE_ETHERNET);
+        frame.set_protocol_type(PROTOCOL_IPV4);
+        frame.set_hardware_len(6);
+        frame.set_protocol_len(4);
+        frame.set_operation(self.operation.number());
+        frame.set_sender_mac(self.sender_mac);
+        frame.set_sender_ip(self.sender_ip);
+        frame.set_target_mac(self.target_mac);
+        frame.set_target_ip(self.target_ip);
+    }
+}
+
+/// The gratuitous ARP frame for `address` from the interface whose MAC is `sender_mac`
+/// ([`ArpRepr::gratuitous`]).
+pub fn gratuitous_arp(sender_mac: MacAddr, address: Ipv4Addr) -> [u8; FRAME_LEN] {
+    let mut buffer = [0; FRAME_LEN];
+    ArpRepr::gratuitous(sender_mac, address).emit(&mut Frame::new_unchecked(&mut buffer[..]));
+    buffer
+}
+
+/// Reads an Ethernet + ARP frame (trailing padding allowed).
+pub fn parse(frame: &[u8]) -> Result<ArpRepr, ArpError> {
+    ArpRepr::parse(&Frame::new_checked(frame)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: MacAddr = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+
+    /// Written out by hand from RFC 826 and RFC 5227 §2.3.
+    const GARP: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // Ethernet destination: broadcast
+        0x02, 0x00, 0x5e, 0x10, 0x00, 0x01, // Ethernet source
+        0x08, 0x06, // EtherType ARP
+        0x00, 0x01, // hardware type Ethernet
+        0x08, 0x00, // protocol type IPv4
+        6, 4, // address lengths
+        0x00, 0x01, // request
+        0x02, 0x00, 0x5e, 0x10, 0x00, 0x01, // sender MAC
+        198, 18, 0, 99, // sender IP
+        0, 0, 0, 0, 0, 0, // target MAC: zero in an announcement
+        198, 18, 0, 99, // target IP = sender IP
+    ];
+
+    #[test]
+    fn gratuitous_arp_is_byte_exact() {
+        assert_eq!(gratuitous_arp(MAC, VIP), GARP);
+    }
+
+    #[test]
+    fn gratuitous_arp_parses_back() {
+        let repr = parse(&gratuitous_arp(MAC, VIP)).unwrap();
+        assert_eq!(repr, ArpRepr::gratuitous(MAC, VIP));
+        assert!(repr.is_gratuitous());
+        assert_eq!(repr.operation, Operation::Request);
+        assert_eq!(repr.eth_destination, BROADCAST);
+        assert_eq!(repr.sender_mac, MAC);
+    }
+
+    #[test]
+    fn reply_round_trips() {
+        let repr = ArpRepr {
+            eth_destination: MAC,
+            eth_source: [2, 0, 0, 0, 0, 2],
+            operation: Operation::Reply,
+            sender_mac: [2, 0, 0, 0, 0, 2],
+            sender_ip: Ipv4Addr::new(198, 18, 0, 100),
+            target_mac: MAC,
+            target_ip: Ipv4Addr::new(198, 18, 0, 10),
+        };
+        let mut buffer = [0; FRAME_LEN];
+        repr.emit(&mut Frame::new_unchecked(&mut buffer[..]));
+        assert_eq!(parse(&buffer), Ok(repr));
+        assert!(!repr.is_gratuitous());
+    }
+
+    /// The first gratuitous ARP keepalived 2.2.7 (Debian 12) sent on becoming master for
+    /// 192.168.0.99, captured with tcpdump in a network namespace: as ours but for the target
+    /// MAC, which keepalived sets to broadcast.
+    const KEEPALIVED_2_2_7_GARP: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfa, 0x6d, 0x19, 0x40, 0x30, 0x13, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0xfa, 0x6d, 0x19, 0x40, 0x30, 0x13, 0xc0, 0xa8,
+        0x00, 0x63, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xa8, 0x00, 0x63,
+    ];
+
+    #[test]
+    fn keepalived_gratuitous_arp_differs_only_in_target_mac() {
+        let mac = [0xfa, 0x6d, 0x19, 0x40, 0x30, 0x13];
+        let address = Ipv4Addr::new(192, 168, 0, 99);
+        let repr = parse(&KEEPALIVED_2_2_7_GARP).unwrap();
+        assert!(repr.is_gratuitous());
+        assert_eq!(repr.target_mac, BROADCAST);
+        assert_eq!(
+            repr,
+            ArpRepr {
+                target_mac: BROADCAST,
+                ..ArpRepr::gratuitous(mac, address)
+            }
+        );
+        let ours = gratuitous_arp(mac, address);
+        assert_eq!(ours[..32], KEEPALIVED_2_2_7_GARP[..32]);
+        assert_eq!(ours[32..38], [0; 6]);
+        assert_eq!(ours[38..], KEEPALIVED_2_2_7_GARP[38..]);
+    }
+
+    #[test]
+    fn padded_frame_is_accepted() {
+        let mut frame = GARP.to_vec();
+        frame.resize(60, 0);
+        assert_eq!(parse(&frame), Ok(ArpRepr::gratuitous(MAC, VIP)));
+    }
+
+    #[test]
+    fn truncated_frames_are_refused() {
+        for len in 0..FRAME_LEN {
+            assert_eq!(parse(&GARP[..len]), Err(ArpError::Truncated(len)));
+        }
+    }
+
+    #[test]
+    fn other_ethertypes_are_refused() {
+        let mut frame = GARP;
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(parse(&frame), Err(ArpError::NotArp(0x0800)));
+    }
+
+    #[test]
+    fn other_address_families_are_refused() {
+        for (at, value) in [(15, 6u8), (16, 0x86), (18, 8), (19, 16)] {
+            let mut frame = GARP;
+            frame[at] = value;
+            assert!(
+                matches!(parse(&frame), Err(ArpError::Unsupported { .. })),
+                "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_operations_are_refused() {
+        for op in [0u16, 3, 8, 0xffff] {
+            let mut frame = GARP;
+            frame[20..22].copy_from_slice(&op.to_be_bytes());
+            assert_eq!(parse(&frame), Err(ArpError::UnknownOperation(op)));
+        }
+    }
+
+    #[test]
+    fn every_byte_mutation_parses_without_panic() {
+        let mut frame = GARP;
+        for at in 0..FRAME_LEN {
+            for value in 0..=u8::MAX {
+                frame[at] = value;
+                let _ = parse(&frame);
+            }
+            frame[at] = GARP[at];
+        }
+    }
+
+    #[test]
+    fn errors_say_what_was_wrong() {
+        assert_eq!(
+            ArpError::NotArp(0x86dd).to_string(),
+            "EtherType 0x86dd is not ARP (0x0806)"
+        );
+        assert!(ArpError::Truncated(14).to_string().contains("14 bytes"));
+    }
+}

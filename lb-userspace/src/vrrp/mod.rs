@@ -6,7 +6,18 @@
 //! - `arp`: the gratuitous ARP frame a new master broadcasts.
 //! - `machine`: the per-instance state machine; time is injected, it never touches a socket.
 //! - `priority`: effective priority and Fault from the trackers (keepalived's weight rules).
-pub mod wire;
+//!
+//! The I/O shell around them:
+//! - `socket`: the raw protocol-112 socket (TTL 255, 224.0.0.18 or unicast peers).
+//! - `link`: the interface, the VIPs (rtnetlink), `arp_announce`, gratuitous ARP sending.
+//! - `track`: tracker tasks (built-in proxy check, scripts, interfaces).
+//! - `instance`: one instance's task: drives the machine, carries out its actions, keeps the
+//!   status `tandem status` shows.
 pub mod arp;
+pub mod instance;
+pub mod link;
 pub mod machine;
 pub mod priority;
+pub mod socket;
+pub mod track;
+pub mod wire;

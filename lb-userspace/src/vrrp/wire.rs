@@ -1,1 +1,1356 @@
-//! (being written)
+//! The VRRP advertisement on the wire: version 3 (RFC 5798, RFC 9568) and version 2 (RFC 3768),
+//! both over IPv4.
+//!
+//! Two layers, after smoltcp's `wire` module. [`Packet`] is a zero-copy view over the VRRP
+//! message; once [`Packet::new_checked`] has accepted a buffer none of its accessors can panic.
+//! [`Advert`] is what the message means, and [`Advert::parse`] is the only way to get one from
+//! bytes, so a malformed advert never reaches the state machine. [`parse_ipv4`] takes what a raw
+//! `IPPROTO_VRRP` socket returns (IPv4 header included) and names one [`DropReason`] for every
+//! datagram it refuses, so an instance can count its drops by reason instead of logging them.
+//!
+//! Checksums: v2 sums the VRRP message alone. For v3 over IPv4, RFC 5798 §5.2.8 adds the
+//! pseudo-header {source, destination, zero, 112, VRRP length}, and keepalived does so by default
+//! (Debian 12's 2.2.7 always does; a test below holds its captured advert). RFC 9568, which
+//! obsoletes 5798, says the IPv4 checksum covers the message alone, as Cisco, Arista and newer
+//! FRR compute it, and as keepalived does since 2.2.8 with `v3_checksum_as_v2` (keepalived issue
+//! #2324 tracks its default). A packet cannot tell which rule its sender used, so it is
+//! configuration: [`ChecksumMode`], keepalived's default unless set otherwise.
+//!
+//! Not here: deciding whether an advert is for this instance (VRID, version, the v2 interval
+//! rule: the instance does that, though its drop reasons are listed in [`DropReason`] so every
+//! drop is counted in one place), sockets, and IPv6 (Tandem's virtual addresses are IPv4).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// IP protocol number of VRRP (`IPPROTO_VRRP`).
+pub const PROTOCOL: u8 = 112;
+/// Where adverts are sent: the all-VRRP-routers group (RFC 5798 §5.1.1.2).
+pub const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// The only TTL an advert may carry: anything else was routed or forged off-link (§5.1.1.3).
+pub const TTL: u8 = 255;
+/// The only VRRP packet type, ADVERTISEMENT (RFC 5798 §5.2.2).
+pub const TYPE_ADVERTISEMENT: u8 = 1;
+/// The fixed VRRP header, before the addresses.
+pub const HEADER_LEN: usize = 8;
+/// Authentication Data that follows the addresses in every v2 advert (RFC 3768 §5.3.10).
+pub const V2_AUTH_DATA_LEN: usize = 8;
+/// The type of service [`Advert::emit_ipv4`] writes: network control precedence, as keepalived.
+pub const IPV4_TOS: u8 = 0xc0;
+/// The most addresses one advert can list (Count IPvX Addr is 8 bits).
+pub const MAX_ADDRESSES: usize = 255;
+
+/// Offsets in the VRRP message (RFC 5798 §5.1, RFC 3768 §5.1).
+mod field {
+    pub type Field = core::ops::Range<usize>;
+
+    /// Version in the high nibble, type in the low one.
+    pub const VER_TYPE: usize = 0;
+    pub const VRID: usize = 1;
+    pub const PRIORITY: usize = 2;
+    pub const COUNT: usize = 3;
+    /// v2 only: Auth Type.
+    pub const V2_AUTH_TYPE: usize = 4;
+    /// v2 only: Adver Int, whole seconds.
+    pub const V2_ADVER_INT: usize = 5;
+    /// v3 only: 4 reserved bits, then Max Adver Int in centiseconds (12 bits).
+    pub const V3_MAX_ADVER_INT: Field = 4..6;
+    pub const CHECKSUM: Field = 6..8;
+    pub const ADDRESSES: usize = 8;
+    pub const ADDRESS_LEN: usize = 4;
+}
+
+/// Offsets in the IPv4 header (RFC 791 §3.1).
+mod ipv4_field {
+    pub type Field = core::ops::Range<usize>;
+
+    pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const LENGTH: Field = 2..4;
+    pub const FLAGS_FRAGMENT: Field = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: Field = 10..12;
+    pub const SOURCE: Field = 12..16;
+    pub const DESTINATION: Field = 16..20;
+    /// An IPv4 header without options.
+    pub const MIN_HEADER_LEN: usize = 20;
+    /// More-fragments flag and fragment offset: non-zero in any fragment.
+    pub const FRAGMENT_MASK: u16 = 0x3fff;
+}
+
+/// The VRRP version an advert speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Version {
+    /// RFC 3768: keepalived's default, interval in whole seconds.
+    V2,
+    /// RFC 5798 / RFC 9568: interval in centiseconds.
+    V3,
+}
+
+impl Version {
+    /// The number in the Version field.
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V2 => 2,
+            Version::V3 => 3,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Version> {
+        match n {
+            2 => Some(Version::V2),
+            3 => Some(Version::V3),
+            _ => None,
+        }
+    }
+
+    /// What one unit of the interval field is worth: a second (v2), a centisecond (v3).
+    pub fn interval_unit(self) -> Duration {
+        match self {
+            Version::V2 => Duration::from_secs(1),
+            Version::V3 => Duration::from_millis(10),
+        }
+    }
+
+    /// The longest interval the field holds: 255 s (8 bits, v2), 40.95 s (12 bits, v3).
+    pub fn max_interval(self) -> Duration {
+        self.interval_from_wire(self.max_interval_units())
+    }
+
+    /// The interval as this version's field holds it, or `None` when it is zero, longer than
+    /// [`Version::max_interval`] or not a whole number of units. Configuration validation calls
+    /// this so that [`Advert::emit`] never has to round.
+    pub fn interval_to_wire(self, interval: Duration) -> Option<u16> {
+        let unit = self.interval_unit().as_nanos();
+        let nanos = interval.as_nanos();
+        if !nanos.is_multiple_of(unit) {
+            return None;
+        }
+        let units = u16::try_from(nanos / unit).ok()?;
+        (1..=self.max_interval_units())
+            .contains(&units)
+            .then_some(units)
+    }
+
+    /// The interval a field value stands for.
+    pub fn interval_from_wire(self, units: u16) -> Duration {
+        self.interval_unit() * u32::from(units)
+    }
+
+    fn max_interval_units(self) -> u16 {
+        match self {
+            Version::V2 => u16::from(u8::MAX),
+            Version::V3 => 0x0fff,
+        }
+    }
+
+    /// Bytes after the addresses: v2's Authentication Data, nothing in v3.
+    fn trailer_len(self) -> usize {
+        match self {
+            Version::V2 => V2_AUTH_DATA_LEN,
+            Version::V3 => 0,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VRRPv{}", self.number())
+    }
+}
+
+/// Whether a v3 checksum over IPv4 includes the IPv4 pseudo-header.
+///
+/// v3 over IPv4: keepalived includes the IPv4 pseudo-header in the checksum (RFC 5798 says so);
+/// RFC 9568 / some vendors omit it. v2 never uses a pseudo-header, whatever the mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ChecksumMode {
+    /// RFC 5798 §5.2.8 and keepalived's default.
+    #[default]
+    WithPseudoHeader,
+    /// The VRRP message alone, as in v2 (keepalived's `v3_checksum_as_v2`).
+    WithoutPseudoHeader,
+}
+
+impl ChecksumMode {
+    fn uses_pseudo_header(self, version: Version) -> bool {
+        version == Version::V3 && self == ChecksumMode::WithPseudoHeader
+    }
+}
+
+/// Why a received datagram was not handed to the instance; one variant per reason, so drops
+/// can be counted by reason. The codec decides all of them but the last two.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, thiserror::Error,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    #[error("datagram shorter than an IPv4 header or than its header says")]
+    Truncated,
+    #[error(
+        "malformed IPv4 header (version, header length, total length, fragment or header checksum)"
+    )]
+    BadIpHeader,
+    #[error("not VRRP: the IP protocol is not 112")]
+    NotVrrp,
+    #[error("IP TTL is not 255: the advert was routed or sent from off the link")]
+    #[serde(rename = "ttl_not_255")]
+    TtlNot255,
+    #[error("VRRP version is neither 2 nor 3")]
+    BadVersion,
+    #[error("VRRP type is not 1 (advertisement)")]
+    BadType,
+    #[error("VRRP message length does not fit the header and whole addresses")]
+    BadLength,
+    #[error("count of addresses does not match the VRRP message length")]
+    AddressCountMismatch,
+    #[error("VRRP checksum is wrong: a corrupt packet, or a v3 peer that computes it with the other checksum mode (IPv4 pseudo-header or not)")]
+    BadChecksum,
+    #[error("advertisement interval is zero")]
+    ZeroInterval,
+    #[error("VRRPv2 authentication type is not 0 (none); Tandem supports no VRRP authentication")]
+    UnsupportedAuthentication,
+    #[error("VRRP version differs from this instance's")]
+    VersionMismatch,
+    #[error("VRRPv2 advertisement interval differs from this instance's (RFC 3768 drops it)")]
+    IntervalMismatch,
+}
+
+impl DropReason {
+    /// Every reason, in declaration order (for counters and status tables).
+    pub const ALL: &'static [DropReason] = &[
+        DropReason::Truncated,
+        DropReason::BadIpHeader,
+        DropReason::NotVrrp,
+        DropReason::TtlNot255,
+        DropReason::BadVersion,
+        DropReason::BadType,
+        DropReason::BadLength,
+        DropReason::AddressCountMismatch,
+        DropReason::BadChecksum,
+        DropReason::ZeroInterval,
+        DropReason::UnsupportedAuthentication,
+        DropReason::VersionMismatch,
+        DropReason::IntervalMismatch,
+    ];
+
+    /// A stable snake_case name for metrics and JSON (the same as the serde form).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::BadIpHeader => "bad_ip_header",
+            DropReason::NotVrrp => "not_vrrp",
+            DropReason::TtlNot255 => "ttl_not_255",
+            DropReason::BadVersion => "bad_version",
+            DropReason::BadType => "bad_type",
+            DropReason::BadLength => "bad_length",
+            DropReason::AddressCountMismatch => "address_count_mismatch",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::ZeroInterval => "zero_interval",
+            DropReason::UnsupportedAuthentication => "unsupported_authentication",
+            DropReason::VersionMismatch => "version_mismatch",
+            DropReason::IntervalMismatch => "interval_mismatch",
+        }
+    }
+}
+
+/// RFC 1071 Internet checksum arithmetic.
+mod checksum {
+    use std::net::Ipv4Addr;
+
+    /// Adds `data` as big-endian 16-bit words to `sum`, an odd last byte padded with zero.
+    /// 64 bits cannot overflow for any slice that fits in memory.
+    pub fn add(mut sum: u64, data: &[u8]) -> u64 {
+        let mut words = data.chunks_exact(2);
+        for word in &mut words {
+            sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
+        }
+        if let [last] = words.remainder() {
+            sum += u64::from(*last) << 8;
+        }
+        sum
+    }
+
+    /// Adds the IPv4 pseudo-header {source, destination, zero, protocol, length}.
+    pub fn add_pseudo_header(
+        sum: u64,
+        source: Ipv4Addr,
+        destination: Ipv4Addr,
+        protocol: u8,
+        length: usize,
+    ) -> u64 {
+        let sum = add(sum, &source.octets());
+        let sum = add(sum, &destination.octets());
+        // VRRP messages are at most 1,036 bytes; a longer slice only ever fails verification.
+        let length = u16::try_from(length).unwrap_or(u16::MAX);
+        sum + u64::from(protocol) + u64::from(length)
+    }
+
+    /// Folds the carries back in: the 16-bit ones' complement sum.
+    pub fn fold(mut sum: u64) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        // The loop leaves at most 16 bits.
+        sum as u16
+    }
+}
+
+/// A zero-copy view over one VRRP message (v2 or v3), from the Version field to the end of
+/// the addresses (v3) or of the Authentication Data (v2): exactly the IP payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it; accessors may panic until [`Packet::check_len`]
+    /// succeeds. For emitting into a buffer sized with [`Advert::buffer_len`].
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer that [`Packet::check_len`] accepts; then no accessor can panic.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
+        let packet = Packet::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Checks that the buffer is exactly one VRRP message with as many addresses as it counts.
+    ///
+    /// The layout depends on the version (v2 appends 8 bytes of Authentication Data), so an
+    /// unknown version is refused here already, as [`DropReason::BadVersion`]. The buffer must
+    /// not be longer than the message: the length comes from the IP header, and bytes the count
+    /// does not explain make the advert ambiguous.
+    pub fn check_len(&self) -> Result<(), DropReason> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(DropReason::BadLength);
+        }
+        let version = self.version().ok_or(DropReason::BadVersion)?;
+        let fixed = HEADER_LEN + version.trailer_len();
+        if len < fixed || !(len - fixed).is_multiple_of(field::ADDRESS_LEN) {
+            return Err(DropReason::BadLength);
+        }
+        if (len - fixed) / field::ADDRESS_LEN != usize::from(self.address_count()) {
+            return Err(DropReason::AddressCountMismatch);
+        }
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The Version field as a number, whatever it holds.
+    pub fn version_number(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_TYPE] >> 4
+    }
+
+    pub fn version(&self) -> Option<Version> {
+        Version::from_number(self.version_number())
+    }
+
+    /// The Type field (1 is the only type there is).
+    pub fn msg_type(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_TYPE] & 0x0f
+    }
+
+    pub fn vrid(&self) -> u8 {
+        self.buffer.as_ref()[field::VRID]
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.buffer.as_ref()[field::PRIORITY]
+    }
+
+    pub fn address_count(&self) -> u8 {
+        self.buffer.as_ref()[field::COUNT]
+    }
+
+    /// v2 only: Auth Type.
+    pub fn v2_auth_type(&self) -> u8 {
+        self.buffer.as_ref()[field::V2_AUTH_TYPE]
+    }
+
+    /// v2 only: Adver Int in seconds.
+    pub fn v2_adver_int(&self) -> u8 {
+        self.buffer.as_ref()[field::V2_ADVER_INT]
+    }
+
+    /// v3 only: Max Adver Int in centiseconds, the reserved bits masked off (RFC 5798 §5.2.4
+    /// says to ignore them on reception).
+    pub fn v3_max_adver_int(&self) -> u16 {
+        let data = self.buffer.as_ref();
+        u16::from_be_bytes([
+            data[field::V3_MAX_ADVER_INT.start],
+            data[field::V3_MAX_ADVER_INT.start + 1],
+        ]) & 0x0fff
+    }
+
+    /// The interval field in its version's unit (v2 when the version is 2, else v3's layout).
+    pub fn interval_units(&self) -> u16 {
+        if self.version() == Some(Version::V2) {
+            u16::from(self.v2_adver_int())
+        } else {
+            self.v3_max_adver_int()
+        }
+    }
+
+    pub fn checksum(&self) -> u16 {
+        let data = self.buffer.as_ref();
+        u16::from_be_bytes([data[field::CHECKSUM.start], data[field::CHECKSUM.start + 1]])
+    }
+
+    /// The addresses, as many as the count says.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let end = field::ADDRESSES + usize::from(self.address_count()) * field::ADDRESS_LEN;
+        self.buffer.as_ref()[field::ADDRESSES..end]
+            .chunks_exact(field::ADDRESS_LEN)
+            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    }
+
+    /// v2 only: the Authentication Data after the addresses (ignored with auth type 0).
+    pub fn v2_auth_data(&self) -> &[u8] {
+        let start = field::ADDRESSES + usize::from(self.address_count()) * field::ADDRESS_LEN;
+        &self.buffer.as_ref()[start..start + V2_AUTH_DATA_LEN]
+    }
+
+    /// Whether the checksum is right for a message sent from `source` to `destination`.
+    pub fn verify_checksum(
+        &self,
+        source: Ipv4Addr,
+        destination: Ipv4Addr,
+        mode: ChecksumMode,
+    ) -> bool {
+        checksum::fold(self.checksum_sum(source, destination, mode)) == 0xffff
+    }
+
+    fn checksum_sum(&self, source: Ipv4Addr, destination: Ipv4Addr, mode: ChecksumMode) -> u64 {
+        let data = self.buffer.as_ref();
+        let mut sum = checksum::add(0, data);
+        if self
+            .version()
+            .is_some_and(|version| mode.uses_pseudo_header(version))
+        {
+            sum = checksum::add_pseudo_header(sum, source, destination, PROTOCOL, data.len());
+        }
+        sum
+    }
+}
+
+/// Setters, for emitting. They panic on a buffer shorter than the field they write; size it
+/// with [`Advert::buffer_len`].
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_version_and_type(&mut self, version: Version, msg_type: u8) {
+        self.buffer.as_mut()[field::VER_TYPE] = (version.number() << 4) | (msg_type & 0x0f);
+    }
+
+    pub fn set_vrid(&mut self, vrid: u8) {
+        self.buffer.as_mut()[field::VRID] = vrid;
+    }
+
+    pub fn set_priority(&mut self, priority: u8) {
+        self.buffer.as_mut()[field::PRIORITY] = priority;
+    }
+
+    pub fn set_address_count(&mut self, count: u8) {
+        self.buffer.as_mut()[field::COUNT] = count;
+    }
+
+    pub fn set_v2_auth_type(&mut self, auth_type: u8) {
+        self.buffer.as_mut()[field::V2_AUTH_TYPE] = auth_type;
+    }
+
+    pub fn set_v2_adver_int(&mut self, seconds: u8) {
+        self.buffer.as_mut()[field::V2_ADVER_INT] = seconds;
+    }
+
+    /// Writes the 12-bit Max Adver Int with the reserved bits zero (higher bits are dropped).
+    pub fn set_v3_max_adver_int(&mut self, centiseconds: u16) {
+        self.buffer.as_mut()[field::V3_MAX_ADVER_INT]
+            .copy_from_slice(&(centiseconds & 0x0fff).to_be_bytes());
+    }
+
+    pub fn set_checksum(&mut self, checksum: u16) {
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&checksum.to_be_bytes());
+    }
+
+    /// Writes address number `index` (from 0).
+    pub fn set_address(&mut self, index: usize, address: Ipv4Addr) {
+        let start = field::ADDRESSES + index * field::ADDRESS_LEN;
+        self.buffer.as_mut()[start..start + field::ADDRESS_LEN].copy_from_slice(&address.octets());
+    }
+
+    /// v2 only: the Authentication Data after the addresses.
+    pub fn v2_auth_data_mut(&mut self) -> &mut [u8] {
+        let start = field::ADDRESSES + usize::from(self.address_count()) * field::ADDRESS_LEN;
+        &mut self.buffer.as_mut()[start..start + V2_AUTH_DATA_LEN]
+    }
+
+    /// Computes the checksum over the whole buffer (and the pseudo-header when `mode` and the
+    /// version call for it) and writes it; every other field must be in place first.
+    pub fn fill_checksum(&mut self, source: Ipv4Addr, destination: Ipv4Addr, mode: ChecksumMode) {
+        self.set_checksum(0);
+        let sum = self.checksum_sum(source, destination, mode);
+        self.set_checksum(!checksum::fold(sum));
+    }
+}
+
+/// One advertisement: what a VRRP message means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advert {
+    pub version: Version,
+    pub vrid: u8,
+    /// 0 is valid: the master is shutting down (or in Fault) and hands over at once.
+    pub priority: u8,
+    /// v3: Max Advert Interval in centiseconds (12 bits); v2: Adver Int in whole seconds (8 bits).
+    pub interval: Duration,
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+impl Advert {
+    /// Reads an advert from a message sent from `source` to `destination`, checking everything
+    /// the message alone can tell: layout, type, checksum, authentication, interval.
+    pub fn parse<T: AsRef<[u8]>>(
+        packet: &Packet<T>,
+        source: Ipv4Addr,
+        destination: Ipv4Addr,
+        checksum: ChecksumMode,
+    ) -> Result<Advert, DropReason> {
+        packet.check_len()?;
+        let version = packet.version().ok_or(DropReason::BadVersion)?;
+        if packet.msg_type() != TYPE_ADVERTISEMENT {
+            return Err(DropReason::BadType);
+        }
+        if !packet.verify_checksum(source, destination, checksum) {
+            return Err(DropReason::BadChecksum);
+        }
+        // RFC 3768 §5.3.6: types 1 (plain text) and 2 (IP AH) are deprecated; RFC 5798 removed
+        // the field. The Authentication Data is ignored with type 0.
+        if version == Version::V2 && packet.v2_auth_type() != 0 {
+            return Err(DropReason::UnsupportedAuthentication);
+        }
+        let units = packet.interval_units();
+        if units == 0 {
+            return Err(DropReason::ZeroInterval);
+        }
+        Ok(Advert {
+            version,
+            vrid: packet.vrid(),
+            priority: packet.priority(),
+            interval: version.interval_from_wire(units),
+            addresses: packet.addresses().collect(),
+        })
+    }
+
+    /// Length of the VRRP message [`Advert::emit`] writes.
+    pub fn buffer_len(&self) -> usize {
+        HEADER_LEN
+            + self.emitted_addresses().len() * field::ADDRESS_LEN
+            + self.version.trailer_len()
+    }
+
+    /// Writes the advert into `packet`, checksum included.
+    ///
+    /// The interval must fit the version ([`Version::interval_to_wire`]); configuration
+    /// validation makes sure of it. Otherwise debug builds panic, and release builds round to
+    /// the nearest unit within 1..=max. Addresses past the 255th are left out (debug builds
+    /// panic). Panics if the buffer is shorter than [`Advert::buffer_len`].
+    pub fn emit_into<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut Packet<T>,
+        source: Ipv4Addr,
+        destination: Ipv4Addr,
+        checksum: ChecksumMode,
+    ) {
+        let addresses = self.emitted_addresses();
+        packet.set_version_and_type(self.version, TYPE_ADVERTISEMENT);
+        packet.set_vrid(self.vrid);
+        packet.set_priority(self.priority);
+        // emitted_addresses() keeps at most 255.
+        packet.set_address_count(u8::try_from(addresses.len()).unwrap_or(u8::MAX));
+        let units = self.wire_interval();
+        match self.version {
+            Version::V2 => {
+                packet.set_v2_auth_type(0);
+                packet.set_v2_adver_int(u8::try_from(units).unwrap_or(u8::MAX));
+            }
+            Version::V3 => packet.set_v3_max_adver_int(units),
+        }
+        for (index, address) in addresses.iter().enumerate() {
+            packet.set_address(index, *address);
+        }
+        if self.version == Version::V2 {
+            packet.v2_auth_data_mut().fill(0);
+        }
+        packet.fill_checksum(source, destination, checksum);
+    }
+
+    /// The VRRP part only (what a raw socket with the kernel building the IP header sends),
+    /// checksum filled in. `source` and `destination` are the IP addresses the datagram will
+    /// carry: a v3 checksum with the pseudo-header depends on them.
+    pub fn emit(&self, source: Ipv4Addr, destination: Ipv4Addr, checksum: ChecksumMode) -> Vec<u8> {
+        let mut buffer = vec![0; self.buffer_len()];
+        self.emit_into(
+            &mut Packet::new_unchecked(&mut buffer[..]),
+            source,
+            destination,
+            checksum,
+        );
+        buffer
+    }
+
+    /// The whole IPv4 datagram, header included (TTL 255, protocol 112, TOS 0xc0, no options,
+    /// identification 0): for `IP_HDRINCL` sockets, packet fixtures and tests.
+    pub fn emit_ipv4(
+        &self,
+        source: Ipv4Addr,
+        destination: Ipv4Addr,
+        checksum: ChecksumMode,
+    ) -> Vec<u8> {
+        let vrrp = self.emit(source, destination, checksum);
+        let header_len = ipv4_field::MIN_HEADER_LEN;
+        let mut datagram = vec![0; header_len + vrrp.len()];
+        // 20 + 1,036 bytes at most: always fits.
+        let total = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
+        datagram[ipv4_field::VER_IHL] = 0x45;
+        datagram[ipv4_field::TOS] = IPV4_TOS;
+        datagram[ipv4_field::LENGTH].copy_from_slice(&total.to_be_bytes());
+        datagram[ipv4_field::TTL] = TTL;
+        datagram[ipv4_field::PROTOCOL] = PROTOCOL;
+        datagram[ipv4_field::SOURCE].copy_from_slice(&source.octets());
+        datagram[ipv4_field::DESTINATION].copy_from_slice(&destination.octets());
+        let sum = !checksum::fold(checksum::add(0, &datagram[..header_len]));
+        datagram[ipv4_field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+        datagram[header_len..].copy_from_slice(&vrrp);
+        datagram
+    }
+
+    fn emitted_addresses(&self) -> &[Ipv4Addr] {
+        debug_assert!(
+            self.addresses.len() <= MAX_ADDRESSES,
+            "a VRRP advert lists at most {MAX_ADDRESSES} addresses, got {}",
+            self.addresses.len()
+        );
+        &self.addresses[..self.addresses.len().min(MAX_ADDRESSES)]
+    }
+
+    fn wire_interval(&self) -> u16 {
+        let version = self.version;
+        if let Some(units) = version.interval_to_wire(self.interval) {
+            return units;
+        }
+        let max = version.max_interval();
+        debug_assert!(
+            !self.interval.is_zero() && self.interval <= max,
+            "{version} interval {:?} outside 1 unit..={max:?}: configuration validation must refuse it",
+            self.interval
+        );
+        let unit = version.interval_unit().as_nanos();
+        let rounded = (self.interval.as_nanos() + unit / 2) / unit;
+        let units = u16::try_from(rounded).unwrap_or(u16::MAX);
+        units.clamp(1, version.max_interval_units())
+    }
+}
+
+impl fmt::Display for Advert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} vrid {} priority {} interval {:?} addresses [",
+            self.version, self.vrid, self.priority, self.interval
+        )?;
+        for (index, address) in self.addresses.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{address}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// An advert with the IP fields the instance needs to judge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The sender's primary address: the tie-breaker between equal priorities.
+    pub source: Ipv4Addr,
+    /// [`MULTICAST_GROUP`], or the node's own address when the peer sends unicast.
+    pub destination: Ipv4Addr,
+    /// Always [`TTL`] in an accepted advert; kept for diagnostics.
+    pub ttl: u8,
+    pub advert: Advert,
+}
+
+/// Parses a whole IPv4 datagram as a raw IPPROTO 112 socket returns it (IP header included).
+///
+/// Checks the IPv4 header (version 4, header length, total length against the buffer, header
+/// checksum, not a fragment), protocol 112, TTL 255, then the VRRP message ([`Advert::parse`]).
+/// Bytes after the IP total length (Ethernet padding when read from a packet socket) are
+/// ignored. The kernel has already checked the header checksum of what a raw socket returns;
+/// it is checked again so the function is right for any source of bytes.
+pub fn parse_ipv4(datagram: &[u8], checksum: ChecksumMode) -> Result<Received, DropReason> {
+    if datagram.len() < ipv4_field::MIN_HEADER_LEN {
+        return Err(DropReason::Truncated);
+    }
+    let ver_ihl = datagram[ipv4_field::VER_IHL];
+    if ver_ihl >> 4 != 4 {
+        return Err(DropReason::BadIpHeader);
+    }
+    let header_len = usize::from(ver_ihl & 0x0f) * 4;
+    if header_len < ipv4_field::MIN_HEADER_LEN {
+        return Err(DropReason::BadIpHeader);
+    }
+    if datagram.len() < header_len {
+        return Err(DropReason::Truncated);
+    }
+    let total_len = usize::from(be16(datagram, ipv4_field::LENGTH.start));
+    if total_len < header_len {
+        return Err(DropReason::BadIpHeader);
+    }
+    if datagram.len() < total_len {
+        return Err(DropReason::Truncated);
+    }
+    if checksum::fold(checksum::add(0, &datagram[..header_len])) != 0xffff {
+        return Err(DropReason::BadIpHeader);
+    }
+    // A raw socket returns reassembled datagrams; a fragment here has no VRRP header to read.
+    if be16(datagram, ipv4_field::FLAGS_FRAGMENT.start) & ipv4_field::FRAGMENT_MASK != 0 {
+        return Err(DropReason::BadIpHeader);
+    }
+    if datagram[ipv4_field::PROTOCOL] != PROTOCOL {
+        return Err(DropReason::NotVrrp);
+    }
+    let ttl = datagram[ipv4_field::TTL];
+    if ttl != TTL {
+        return Err(DropReason::TtlNot255);
+    }
+    let source = ipv4_at(datagram, ipv4_field::SOURCE.start);
+    let destination = ipv4_at(datagram, ipv4_field::DESTINATION.start);
+    let packet = Packet::new_checked(&datagram[header_len..total_len])?;
+    let advert = Advert::parse(&packet, source, destination, checksum)?;
+    Ok(Received {
+        source,
+        destination,
+        ttl,
+        advert,
+    })
+}
+
+/// The big-endian u16 at `at`; the caller has checked the length.
+fn be16(data: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([data[at], data[at + 1]])
+}
+
+/// The IPv4 address at `at`; the caller has checked the length.
+fn ipv4_at(data: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LB1: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 99);
+    const MODES: [ChecksumMode; 2] = [
+        ChecksumMode::WithPseudoHeader,
+        ChecksumMode::WithoutPseudoHeader,
+    ];
+
+    /// A ones' complement checksum written separately from the codec's, so byte-exact tests
+    /// do not check the codec against itself.
+    fn internet_checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        let mut i = 0;
+        while i < data.len() {
+            let hi = u32::from(data[i]) << 8;
+            let lo = data.get(i + 1).map_or(0, |b| u32::from(*b));
+            sum += hi | lo;
+            i += 2;
+        }
+        while sum > 0xffff {
+            sum = (sum >> 16) + (sum & 0xffff);
+        }
+        !(sum as u16)
+    }
+
+    /// An IPv4 header around `payload`, its checksum computed by `internet_checksum`.
+    fn datagram(ttl: u8, protocol: u8, source: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let total = (20 + payload.len()) as u16;
+        let mut d = vec![0x45, 0xc0];
+        d.extend_from_slice(&total.to_be_bytes());
+        d.extend_from_slice(&[0, 0, 0, 0, ttl, protocol, 0, 0]);
+        d.extend_from_slice(&source.octets());
+        d.extend_from_slice(&MULTICAST_GROUP.octets());
+        let sum = internet_checksum(&d);
+        d[10..12].copy_from_slice(&sum.to_be_bytes());
+        d.extend_from_slice(payload);
+        d
+    }
+
+    fn v2_advert() -> Advert {
+        Advert {
+            version: Version::V2,
+            vrid: 51,
+            priority: 101,
+            interval: Duration::from_secs(1),
+            addresses: vec![VIP],
+        }
+    }
+
+    fn v3_advert() -> Advert {
+        Advert {
+            version: Version::V3,
+            ..v2_advert()
+        }
+    }
+
+    /// A valid advert's VRRP message, edited by `edit`, then its checksum refilled, so that
+    /// the edit is the only thing wrong with it.
+    fn edited(advert: &Advert, edit: impl FnOnce(&mut Packet<&mut [u8]>)) -> Vec<u8> {
+        let mut bytes = advert.emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        let mut packet = Packet::new_unchecked(&mut bytes[..]);
+        edit(&mut packet);
+        packet.fill_checksum(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        bytes
+    }
+
+    fn parse_vrrp(vrrp: &[u8]) -> Result<Received, DropReason> {
+        parse_ipv4(&datagram(TTL, PROTOCOL, LB1, vrrp), ChecksumMode::default())
+    }
+
+    /// The advert keepalived sends for the classic pair's VI_1 with `vrrp_version 2` (its
+    /// default): VRID 51, priority 101, advert_int 1, one address 192.168.0.99, from
+    /// 192.168.0.1 to 224.0.0.18. Laid out by hand from RFC 3768 §5.1; the checksum was worked
+    /// out on paper: 0x2133 + 0x6501 + 0x0001 + 0xc0a8 + 0x0063 = 0x14740, folded 0x4741,
+    /// complemented 0xb8be. `KEEPALIVED_2_2_7_V2` below shows keepalived sends exactly this.
+    const KEEPALIVED_V2: [u8; 20] = [
+        0x21, // version 2, type 1 (advertisement)
+        51,   // virtual router id
+        101,  // priority
+        1,    // count of addresses
+        0,    // auth type 0 (none)
+        1,    // adver int: 1 s
+        0xb8, 0xbe, // checksum
+        192, 168, 0, 99, // the virtual address
+        0, 0, 0, 0, 0, 0, 0, 0, // authentication data, zero
+    ];
+
+    /// Whole datagrams keepalived 2.2.7 (Debian 12) sent for that instance, captured with
+    /// tcpdump on a veth pair between two network namespaces (`vrrp_version 2`, then 3). Its IP
+    /// header: TOS 0xc0, identification counting from 1, no flags, TTL 255.
+    const KEEPALIVED_2_2_7_V2: [u8; 40] = [
+        0x45, 0xc0, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0xff, 0x70, 0x19, 0xe9, 0xc0, 0xa8, 0x00,
+        0x01, 0xe0, 0x00, 0x00, 0x12, 0x21, 0x33, 0x65, 0x01, 0x00, 0x01, 0xb8, 0xbe, 0xc0, 0xa8,
+        0x00, 0x63, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    const KEEPALIVED_2_2_7_V3: [u8; 32] = [
+        0x45, 0xc0, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xff, 0x70, 0x19, 0xf1, 0xc0, 0xa8, 0x00,
+        0x01, 0xe0, 0x00, 0x00, 0x12, 0x31, 0x33, 0x65, 0x01, 0x00, 0x64, 0x07, 0x23, 0xc0, 0xa8,
+        0x00, 0x63,
+    ];
+
+    #[test]
+    fn keepalived_captures_parse_and_match_what_we_emit() {
+        let received = parse_ipv4(&KEEPALIVED_2_2_7_V2, ChecksumMode::default()).unwrap();
+        assert_eq!(received.advert, v2_advert());
+        assert_eq!(
+            (received.source, received.destination, received.ttl),
+            (LB1, MULTICAST_GROUP, 255)
+        );
+        assert_eq!(KEEPALIVED_2_2_7_V2[20..], KEEPALIVED_V2);
+        let emitted = v2_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(emitted, KEEPALIVED_2_2_7_V2[20..]);
+
+        // keepalived 2.2.7 puts the IPv4 pseudo-header in the v3 checksum.
+        let received = parse_ipv4(&KEEPALIVED_2_2_7_V3, ChecksumMode::WithPseudoHeader).unwrap();
+        assert_eq!(received.advert, v3_advert());
+        let emitted = v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::WithPseudoHeader);
+        assert_eq!(emitted, KEEPALIVED_2_2_7_V3[20..]);
+        assert_eq!(
+            parse_ipv4(&KEEPALIVED_2_2_7_V3, ChecksumMode::WithoutPseudoHeader),
+            Err(DropReason::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn v2_advert_is_byte_exact_with_keepalived_layout() {
+        assert_eq!(internet_checksum(&KEEPALIVED_V2), 0, "fixture checksum");
+        let mut zeroed = KEEPALIVED_V2;
+        zeroed[6..8].fill(0);
+        assert_eq!(internet_checksum(&zeroed), 0xb8be);
+        for mode in MODES {
+            assert_eq!(v2_advert().emit(LB1, MULTICAST_GROUP, mode), KEEPALIVED_V2);
+            let received = parse_ipv4(&datagram(255, 112, LB1, &KEEPALIVED_V2), mode).unwrap();
+            assert_eq!(received.advert, v2_advert());
+            assert_eq!(received.source, LB1);
+            assert_eq!(received.destination, MULTICAST_GROUP);
+            assert_eq!(received.ttl, 255);
+        }
+    }
+
+    #[test]
+    fn v3_advert_is_byte_exact_in_both_checksum_modes() {
+        // keepalived with `vrrp_version 3`, same instance, advert_int 1 = 100 centiseconds,
+        // laid out from RFC 5798 §5.1.
+        let body = [0x31, 51, 101, 1, 0x00, 0x64, 0, 0, 192, 168, 0, 99];
+        // Without the pseudo-header, by hand: 0x3133 + 0x6501 + 0x0064 + 0xc0a8 + 0x0063
+        // = 0x157a3, folded 0x57a4, complemented 0xa85b.
+        assert_eq!(internet_checksum(&body), 0xa85b);
+        // With it: add 0xc0a8 + 0x0001 (source), 0xe000 + 0x0012 (group), 0x0070 (protocol
+        // 112), 0x000c (length 12) = 0x2f8da, folded 0xf8dc, complemented 0x0723.
+        let mut pseudo = vec![192, 168, 0, 1, 224, 0, 0, 18, 0, 112, 0, 12];
+        pseudo.extend_from_slice(&body);
+        assert_eq!(internet_checksum(&pseudo), 0x0723);
+
+        for (mode, sum) in [
+            (ChecksumMode::WithPseudoHeader, [0x07, 0x23]),
+            (ChecksumMode::WithoutPseudoHeader, [0xa8, 0x5b]),
+        ] {
+            let mut expected = body;
+            expected[6..8].copy_from_slice(&sum);
+            assert_eq!(v3_advert().emit(LB1, MULTICAST_GROUP, mode), expected);
+            let received = parse_ipv4(&datagram(255, 112, LB1, &expected), mode).unwrap();
+            assert_eq!(received.advert, v3_advert());
+        }
+    }
+
+    #[test]
+    fn round_trips_both_versions_and_checksum_modes() {
+        let addresses = vec![
+            Ipv4Addr::new(198, 18, 0, 99),
+            Ipv4Addr::new(198, 18, 0, 98),
+            Ipv4Addr::new(198, 18, 1, 1),
+        ];
+        let adverts = [
+            Advert {
+                version: Version::V2,
+                vrid: 1,
+                priority: 255,
+                interval: Duration::from_secs(255),
+                addresses: addresses.clone(),
+            },
+            Advert {
+                version: Version::V3,
+                vrid: 255,
+                priority: 100,
+                interval: Duration::from_millis(40_950),
+                addresses: addresses.clone(),
+            },
+            Advert {
+                version: Version::V3,
+                vrid: 7,
+                priority: 1,
+                interval: Duration::from_millis(10),
+                addresses: vec![],
+            },
+        ];
+        for advert in adverts {
+            for mode in MODES {
+                let datagram = advert.emit_ipv4(LB1, MULTICAST_GROUP, mode);
+                let received = parse_ipv4(&datagram, mode).unwrap();
+                assert_eq!(received.advert, advert, "{mode:?}");
+                let packet = Packet::new_checked(&datagram[20..]).unwrap();
+                let parsed = Advert::parse(&packet, LB1, MULTICAST_GROUP, mode).unwrap();
+                assert_eq!(parsed, advert);
+                assert_eq!(datagram.len(), 20 + advert.buffer_len());
+            }
+        }
+    }
+
+    #[test]
+    fn emit_ipv4_header_is_what_keepalived_sends() {
+        let d = v2_advert().emit_ipv4(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(d, datagram(255, 112, LB1, &KEEPALIVED_V2));
+    }
+
+    #[test]
+    fn priority_zero_is_a_valid_advert() {
+        for advert in [v2_advert(), v3_advert()] {
+            let advert = Advert {
+                priority: 0,
+                ..advert
+            };
+            let d = advert.emit_ipv4(LB1, MULTICAST_GROUP, ChecksumMode::default());
+            assert_eq!(
+                parse_ipv4(&d, ChecksumMode::default())
+                    .unwrap()
+                    .advert
+                    .priority,
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn v3_checksum_mode_must_match_the_sender() {
+        for (sent, read) in [
+            (
+                ChecksumMode::WithPseudoHeader,
+                ChecksumMode::WithoutPseudoHeader,
+            ),
+            (
+                ChecksumMode::WithoutPseudoHeader,
+                ChecksumMode::WithPseudoHeader,
+            ),
+        ] {
+            let d = v3_advert().emit_ipv4(LB1, MULTICAST_GROUP, sent);
+            assert_eq!(parse_ipv4(&d, read), Err(DropReason::BadChecksum));
+            // v2 has no pseudo-header in either mode.
+            let d = v2_advert().emit_ipv4(LB1, MULTICAST_GROUP, sent);
+            assert!(parse_ipv4(&d, read).is_ok());
+        }
+    }
+
+    #[test]
+    fn v3_pseudo_header_checksum_covers_the_addresses() {
+        // A v3 advert replayed with another source fails, as RFC 5798 intends.
+        let vrrp = v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::WithPseudoHeader);
+        let other = Ipv4Addr::new(192, 168, 0, 2);
+        let d = datagram(255, 112, other, &vrrp);
+        assert_eq!(
+            parse_ipv4(&d, ChecksumMode::WithPseudoHeader),
+            Err(DropReason::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn v3_reserved_bits_are_ignored() {
+        let vrrp = edited(&v3_advert(), |p| p.buffer[4] |= 0xf0);
+        assert_eq!(vrrp[4] & 0xf0, 0xf0);
+        assert_eq!(parse_vrrp(&vrrp).unwrap().advert, v3_advert());
+    }
+
+    #[test]
+    fn v2_authentication_data_is_ignored_with_type_0() {
+        let vrrp = edited(&v2_advert(), |p| {
+            p.v2_auth_data_mut().copy_from_slice(b"1111\0\0\0\0")
+        });
+        assert_eq!(parse_vrrp(&vrrp).unwrap().advert, v2_advert());
+    }
+
+    #[test]
+    fn ip_options_and_trailing_padding_are_accepted() {
+        let vrrp = v2_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        // IHL 6: one 4-byte option word (router alert, RFC 2113).
+        let mut d = datagram(255, 112, LB1, &[]);
+        d[0] = 0x46;
+        d.extend_from_slice(&[0x94, 0x04, 0x00, 0x00]);
+        d.extend_from_slice(&vrrp);
+        let total = d.len() as u16;
+        d[2..4].copy_from_slice(&total.to_be_bytes());
+        d[10..12].fill(0);
+        let sum = internet_checksum(&d[..24]);
+        d[10..12].copy_from_slice(&sum.to_be_bytes());
+        // Ethernet pads frames to 60 bytes; a packet socket would return the padding.
+        d.resize(60, 0);
+        assert_eq!(
+            parse_ipv4(&d, ChecksumMode::default()).unwrap().advert,
+            v2_advert()
+        );
+    }
+
+    #[test]
+    fn drops_truncated() {
+        let d = v3_advert().emit_ipv4(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        for len in [0, 19, 20, d.len() - 1] {
+            assert_eq!(
+                parse_ipv4(&d[..len], ChecksumMode::default()),
+                Err(DropReason::Truncated),
+                "{len} bytes"
+            );
+        }
+        // IHL says 60 bytes of header in a 32-byte datagram.
+        let mut short = d.clone();
+        short[0] = 0x4f;
+        assert_eq!(
+            parse_ipv4(&short, ChecksumMode::default()),
+            Err(DropReason::Truncated)
+        );
+    }
+
+    #[test]
+    fn drops_bad_ip_header() {
+        let good = v3_advert().emit_ipv4(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        // (what, byte, value): each with the header checksum fixed up afterwards.
+        let with = |at: usize, value: u8| {
+            let mut d = good.clone();
+            d[at] = value;
+            d[10..12].fill(0);
+            let sum = internet_checksum(&d[..20]);
+            d[10..12].copy_from_slice(&sum.to_be_bytes());
+            parse_ipv4(&d, ChecksumMode::default())
+        };
+        for (what, at, value) in [
+            ("IPv6 version", 0, 0x65),
+            ("IHL 4", 0, 0x44),
+            ("total length 19, below IHL", 3, 19),
+            ("more fragments", 6, 0x20),
+            ("fragment offset", 7, 1),
+        ] {
+            assert_eq!(with(at, value), Err(DropReason::BadIpHeader), "{what}");
+        }
+        // Don't Fragment is fine.
+        assert!(with(6, 0x40).is_ok());
+        let mut bad_sum = good.clone();
+        bad_sum[11] ^= 1;
+        assert_eq!(
+            parse_ipv4(&bad_sum, ChecksumMode::default()),
+            Err(DropReason::BadIpHeader)
+        );
+    }
+
+    #[test]
+    fn drops_not_vrrp() {
+        let vrrp = v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        let d = datagram(255, 17, LB1, &vrrp);
+        assert_eq!(
+            parse_ipv4(&d, ChecksumMode::default()),
+            Err(DropReason::NotVrrp)
+        );
+    }
+
+    #[test]
+    fn drops_ttl_not_255() {
+        let vrrp = v2_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        for ttl in [0, 1, 64, 254] {
+            let d = datagram(ttl, 112, LB1, &vrrp);
+            assert_eq!(
+                parse_ipv4(&d, ChecksumMode::default()),
+                Err(DropReason::TtlNot255)
+            );
+        }
+    }
+
+    #[test]
+    fn drops_bad_version() {
+        for version in [0u8, 1, 4, 15] {
+            let vrrp = edited(&v3_advert(), |p| p.buffer[0] = (version << 4) | 1);
+            assert_eq!(parse_vrrp(&vrrp), Err(DropReason::BadVersion), "v{version}");
+        }
+    }
+
+    #[test]
+    fn drops_bad_type() {
+        for msg_type in [0, 2, 15] {
+            let vrrp = edited(&v3_advert(), |p| {
+                p.set_version_and_type(Version::V3, msg_type)
+            });
+            assert_eq!(parse_vrrp(&vrrp), Err(DropReason::BadType));
+        }
+    }
+
+    #[test]
+    fn drops_bad_length() {
+        // Shorter than the fixed header.
+        let vrrp = v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(parse_vrrp(&vrrp[..7]), Err(DropReason::BadLength));
+        // A v2 message without room for its Authentication Data.
+        let vrrp = v2_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(parse_vrrp(&vrrp[..12]), Err(DropReason::BadLength));
+        // Not a whole number of addresses.
+        let mut vrrp = v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        vrrp.push(0);
+        assert_eq!(parse_vrrp(&vrrp), Err(DropReason::BadLength));
+    }
+
+    #[test]
+    fn drops_address_count_mismatch() {
+        for count in [0, 2, 255] {
+            let vrrp = edited(&v3_advert(), |p| p.set_address_count(count));
+            assert_eq!(
+                parse_vrrp(&vrrp),
+                Err(DropReason::AddressCountMismatch),
+                "count {count}"
+            );
+        }
+        let vrrp = edited(&v2_advert(), |p| p.set_address_count(3));
+        assert_eq!(parse_vrrp(&vrrp), Err(DropReason::AddressCountMismatch));
+    }
+
+    #[test]
+    fn drops_bad_checksum() {
+        let mut vrrp = v2_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        vrrp[2] = 100; // priority changed after the checksum was computed
+        assert_eq!(parse_vrrp(&vrrp), Err(DropReason::BadChecksum));
+    }
+
+    #[test]
+    fn drops_zero_interval() {
+        let vrrp = edited(&v2_advert(), |p| p.set_v2_adver_int(0));
+        assert_eq!(parse_vrrp(&vrrp), Err(DropReason::ZeroInterval));
+        // Only the reserved bits set: still zero.
+        let vrrp = edited(&v3_advert(), |p| p.buffer[4..6].copy_from_slice(&[0xf0, 0]));
+        assert_eq!(parse_vrrp(&vrrp), Err(DropReason::ZeroInterval));
+    }
+
+    #[test]
+    fn drops_unsupported_authentication() {
+        // keepalived's `auth_type PASS` is type 1; `AH` is 2.
+        for auth_type in [1, 2, 254] {
+            let vrrp = edited(&v2_advert(), |p| p.set_v2_auth_type(auth_type));
+            assert_eq!(
+                parse_vrrp(&vrrp),
+                Err(DropReason::UnsupportedAuthentication)
+            );
+        }
+    }
+
+    /// Every truncation and every single-byte change of a valid datagram: the parser never
+    /// panics, and since a one-byte change always moves a ones' complement sum, every one of
+    /// them is dropped (by the IP header checksum, the VRRP checksum or an earlier check).
+    #[test]
+    fn every_truncation_and_byte_mutation_is_dropped_without_panic() {
+        for advert in [v2_advert(), v3_advert()] {
+            for mode in MODES {
+                let good = advert.emit_ipv4(LB1, MULTICAST_GROUP, mode);
+                assert!(parse_ipv4(&good, mode).is_ok());
+                for len in 0..good.len() {
+                    assert!(parse_ipv4(&good[..len], mode).is_err(), "{len} bytes");
+                }
+                let mut bad = good.clone();
+                for at in 0..good.len() {
+                    for value in 0..=u8::MAX {
+                        if value == good[at] {
+                            continue;
+                        }
+                        bad[at] = value;
+                        for read in MODES {
+                            let result = parse_ipv4(&bad, read);
+                            if read == mode {
+                                assert!(result.is_err(), "byte {at} = {value:#04x}: {result:?}");
+                            }
+                        }
+                    }
+                    bad[at] = good[at];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packet_accessors_read_the_fields() {
+        let advert = Advert {
+            addresses: vec![VIP, LB1],
+            ..v2_advert()
+        };
+        let vrrp = advert.emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        let packet = Packet::new_checked(&vrrp[..]).unwrap();
+        assert_eq!(packet.version(), Some(Version::V2));
+        assert_eq!(packet.msg_type(), TYPE_ADVERTISEMENT);
+        assert_eq!(packet.vrid(), 51);
+        assert_eq!(packet.priority(), 101);
+        assert_eq!(packet.address_count(), 2);
+        assert_eq!(packet.v2_auth_type(), 0);
+        assert_eq!(packet.v2_adver_int(), 1);
+        assert_eq!(packet.interval_units(), 1);
+        assert_eq!(packet.addresses().collect::<Vec<_>>(), [VIP, LB1]);
+        assert_eq!(packet.v2_auth_data(), [0; 8]);
+        assert!(packet.verify_checksum(LB1, MULTICAST_GROUP, ChecksumMode::default()));
+        assert_eq!(packet.into_inner().len(), 24);
+        assert_eq!(Packet::new_checked(&vrrp[..5]), Err(DropReason::BadLength));
+    }
+
+    #[test]
+    fn interval_encoding_per_version() {
+        assert_eq!(
+            Version::V2.interval_to_wire(Duration::from_secs(1)),
+            Some(1)
+        );
+        assert_eq!(
+            Version::V2.interval_to_wire(Duration::from_secs(255)),
+            Some(255)
+        );
+        assert_eq!(Version::V2.interval_to_wire(Duration::from_secs(256)), None);
+        assert_eq!(
+            Version::V2.interval_to_wire(Duration::from_millis(1500)),
+            None
+        );
+        assert_eq!(Version::V2.interval_to_wire(Duration::ZERO), None);
+        assert_eq!(
+            Version::V3.interval_to_wire(Duration::from_millis(100)),
+            Some(10)
+        );
+        assert_eq!(
+            Version::V3.interval_to_wire(Duration::from_millis(40_950)),
+            Some(4095)
+        );
+        assert_eq!(
+            Version::V3.interval_to_wire(Duration::from_millis(40_960)),
+            None
+        );
+        assert_eq!(
+            Version::V3.interval_to_wire(Duration::from_millis(15)),
+            None
+        );
+        assert_eq!(Version::V2.max_interval(), Duration::from_secs(255));
+        assert_eq!(Version::V3.max_interval(), Duration::from_millis(40_950));
+        // A fraction of a unit is rounded to the nearest one (validation should refuse it).
+        let advert = Advert {
+            interval: Duration::from_millis(1004),
+            ..v3_advert()
+        };
+        let vrrp = advert.emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(Packet::new_unchecked(&vrrp[..]).v3_max_adver_int(), 100);
+    }
+
+    #[test]
+    fn versions_number_both_ways() {
+        for version in [Version::V2, Version::V3] {
+            assert_eq!(Version::from_number(version.number()), Some(version));
+        }
+        assert_eq!(Version::from_number(1), None);
+        assert_eq!(Version::V3.to_string(), "VRRPv3");
+    }
+
+    #[test]
+    fn drop_reasons_have_unique_snake_case_names_matching_serde() {
+        // An exhaustive match, so a new variant that is missing from ALL fails to compile here.
+        let listed = |reason: DropReason| match reason {
+            DropReason::Truncated
+            | DropReason::BadIpHeader
+            | DropReason::NotVrrp
+            | DropReason::TtlNot255
+            | DropReason::BadVersion
+            | DropReason::BadType
+            | DropReason::BadLength
+            | DropReason::AddressCountMismatch
+            | DropReason::BadChecksum
+            | DropReason::ZeroInterval
+            | DropReason::UnsupportedAuthentication
+            | DropReason::VersionMismatch
+            | DropReason::IntervalMismatch => DropReason::ALL.contains(&reason),
+        };
+        assert!(DropReason::ALL.iter().all(|r| listed(*r)));
+        assert_eq!(DropReason::ALL.len(), 13);
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        for (reason, name) in DropReason::ALL.iter().zip(&names) {
+            assert!(name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            assert_eq!(
+                serde_json::to_string(reason).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert!(!reason.to_string().is_empty());
+        }
+        assert_eq!(DropReason::TtlNot255.name(), "ttl_not_255");
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        assert!(DropReason::ALL.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn advert_displays_for_logs() {
+        assert_eq!(
+            v3_advert().to_string(),
+            "VRRPv3 vrid 51 priority 101 interval 1s addresses [192.168.0.99]"
+        );
+    }
+}

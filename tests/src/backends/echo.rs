@@ -48,11 +48,31 @@ impl EchoBackend {
         port: u16,
         name: &str,
     ) -> anyhow::Result<EchoBackend> {
-        let addr = SocketAddrV4::new(host.ip, port);
+        EchoBackend::start_listening(binary, host, SocketAddrV4::new(host.ip, port), name)
+    }
+
+    /// Starts the echo server on all of `host`'s addresses (0.0.0.0:`port`), so it also answers
+    /// on a VIP that VRRP adds later: the "plain web server on each node" of a classic pair.
+    pub fn start_on_all_addresses(
+        host: &Host,
+        port: u16,
+        name: &str,
+    ) -> anyhow::Result<EchoBackend> {
+        let listen = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
+        EchoBackend::start_listening(&echo_binary()?, host, listen, name)
+    }
+
+    fn start_listening(
+        binary: &Path,
+        host: &Host,
+        listen: SocketAddrV4,
+        name: &str,
+    ) -> anyhow::Result<EchoBackend> {
+        let addr = SocketAddrV4::new(host.ip, listen.port());
         let mut command = host.command(binary);
         command
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(listen.to_string())
             .arg("--name")
             .arg(name)
             .stdin(Stdio::null())
@@ -73,6 +93,14 @@ impl EchoBackend {
             if let Err(error) = process.terminate(STOP_GRACE) {
                 eprintln!("tandem-lab: stopping echo backend {}: {error:#}", self.name);
             }
+        }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill(libc::SIGKILL);
+            let _ = process.wait_exit(STOP_GRACE);
         }
     }
 

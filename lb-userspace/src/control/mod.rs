@@ -1,0 +1,36 @@
+//! The control socket: how `tandem status` (and later `tandem reload`) talk to a running daemon.
+//!
+//! A Unix stream socket (default /run/tandem/tandem.sock, `[node] control_socket`), one request
+//! per connection: the client writes a command line ("status"), the daemon answers with one JSON
+//! document and closes. `server` is the daemon's side, `client` the CLI's, `render` turns a
+//! [`NodeStatus`] into the screen a person reads.
+
+pub mod client;
+pub mod render;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::vrrp::instance::InstanceStatus;
+
+/// Everything `tandem status` shows about a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub pid: u32,
+    pub uptime_seconds: f64,
+    pub vrrp: Vec<InstanceStatus>,
+    /// Per service: its backends, health and counters (as the proxy and data plane report them).
+    #[serde(default)]
+    pub services: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub dataplane: Option<serde_json::Value>,
+}
+
+/// The daemon's answer to one command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Reply {
+    Ok { body: serde_json::Value },
+    Error { message: String },
+}

@@ -1,0 +1,263 @@
+//! Typed access to the XDP program's pinned maps: the one place in userspace that reads and
+//! writes them.
+//!
+//! [`KernelMaps`] opens every map of a pin directory by its lb-common name and layout. The XDP
+//! data plane is its only writer (while the daemon runs); `tandem maps` and the tests read
+//! through it too. What to write (which services, which backends, which tables) is decided by
+//! `plan`; this module only moves values in and out of the kernel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use lb_common::{
+    BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceValue, Stats,
+    VipValue, ALL_MAPS, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, IFACE_MAP,
+    MAGLEV_MAP, MAGLEV_TABLE_SIZE, MAX_L4_SERVICES, SERVICES_MAP, SERVICE_STATS_MAP, VIPS_MAP,
+};
+
+use super::xdp::XdpError;
+
+/// Handles on every map of one pin directory.
+pub struct KernelMaps {
+    pin_dir: PathBuf,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    vips: HashMap<MapData, u32, VipValue>,
+    backends: Array<MapData, BackendValue>,
+    maglev: Array<MapData, u32>,
+    conntrack: HashMap<MapData, FlowKey, FlowValue>,
+    counters: PerCpuArray<MapData, u64>,
+    service_stats: PerCpuArray<MapData, Stats>,
+    backend_stats: PerCpuArray<MapData, Stats>,
+    iface: Array<MapData, IfaceValue>,
+}
+
+fn open(pin_dir: &Path, name: &str) -> Result<Map, XdpError> {
+    let path = pin_dir.join(name);
+    if !path.exists() {
+        return Err(XdpError::NoMaps(pin_dir.to_owned()));
+    }
+    let data = MapData::from_pin(&path)
+        .map_err(|e| XdpError::from_kernel(format!("opening {}", path.display()), &e))?;
+    Map::from_map_data(data)
+        .map_err(|e| XdpError::from_kernel(format!("opening {}", path.display()), &e))
+}
+
+macro_rules! typed {
+    ($pin_dir:expr, $name:expr, $ty:ty) => {{
+        let map = open($pin_dir, $name)?;
+        <$ty>::try_from(map).map_err(|e| {
+            XdpError::from_kernel(
+                format!(
+                    "map {} in {} has another layout than this tandem expects (an older \
+                     version's pins?)",
+                    $name,
+                    $pin_dir.display()
+                ),
+                &e,
+            )
+        })?
+    }};
+}
+
+fn kernel(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> XdpError {
+    let what = what.into();
+    move |e| XdpError::from_kernel(what, &e)
+}
+
+impl KernelMaps {
+    /// Opens every map pinned in `pin_dir`; fails when one is missing or has another layout.
+    pub fn open(pin_dir: &Path) -> Result<KernelMaps, XdpError> {
+        Ok(KernelMaps {
+            pin_dir: pin_dir.to_owned(),
+            services: typed!(pin_dir, SERVICES_MAP, HashMap<MapData, ServiceKey, ServiceValue>),
+            vips: typed!(pin_dir, VIPS_MAP, HashMap<MapData, u32, VipValue>),
+            backends: typed!(pin_dir, BACKENDS_MAP, Array<MapData, BackendValue>),
+            maglev: typed!(pin_dir, MAGLEV_MAP, Array<MapData, u32>),
+            conntrack: typed!(pin_dir, CONNTRACK_MAP, HashMap<MapData, FlowKey, FlowValue>),
+            counters: typed!(pin_dir, COUNTERS_MAP, PerCpuArray<MapData, u64>),
+            service_stats: typed!(pin_dir, SERVICE_STATS_MAP, PerCpuArray<MapData, Stats>),
+            backend_stats: typed!(pin_dir, BACKEND_STATS_MAP, PerCpuArray<MapData, Stats>),
+            iface: typed!(pin_dir, IFACE_MAP, Array<MapData, IfaceValue>),
+        })
+    }
+
+    /// True when every map of the program is pinned in `pin_dir`.
+    pub fn all_pinned(pin_dir: &Path) -> bool {
+        ALL_MAPS.iter().all(|name| pin_dir.join(name).exists())
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Sets the source MAC of forwarded frames.
+    pub fn set_iface_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
+        self.iface
+            .set(0, IfaceValue { mac, _pad: [0; 2] }, 0)
+            .map_err(kernel("writing IFACE"))
+    }
+
+    pub fn iface(&self) -> Result<IfaceValue, XdpError> {
+        self.iface.get(&0, 0).map_err(kernel("reading IFACE"))
+    }
+
+    pub fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), XdpError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(kernel("writing SERVICES"))
+    }
+
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), XdpError> {
+        ignore_missing(self.services.remove(key)).map_err(kernel("removing from SERVICES"))
+    }
+
+    pub fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, XdpError> {
+        self.services
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(kernel("reading SERVICES"))
+    }
+
+    pub fn put_vip(&mut self, vip: u32) -> Result<(), XdpError> {
+        self.vips
+            .insert(vip, VipValue::default(), 0)
+            .map_err(kernel("writing VIPS"))
+    }
+
+    pub fn remove_vip(&mut self, vip: u32) -> Result<(), XdpError> {
+        ignore_missing(self.vips.remove(&vip)).map_err(kernel("removing from VIPS"))
+    }
+
+    /// The virtual IPs, in wire order (`u32::from_ne_bytes(octets)`).
+    pub fn vips(&self) -> Result<Vec<u32>, XdpError> {
+        self.vips
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(kernel("reading VIPS"))
+    }
+
+    pub fn put_backend(&mut self, id: u32, value: BackendValue) -> Result<(), XdpError> {
+        self.backends
+            .set(id, value, 0)
+            .map_err(kernel(format!("writing backend {id}")))
+    }
+
+    pub fn backend(&self, id: u32) -> Result<BackendValue, XdpError> {
+        self.backends
+            .get(&id, 0)
+            .map_err(kernel(format!("reading backend {id}")))
+    }
+
+    /// Writes Maglev table `ring` (backend ids, [`MAGLEV_TABLE_SIZE`] of them). With
+    /// `previous`, only the slots that differ are written. Returns how many were written.
+    pub fn write_table(
+        &mut self,
+        ring: u32,
+        table: &[u32],
+        previous: Option<&[u32]>,
+    ) -> Result<usize, XdpError> {
+        debug_assert!(ring < MAX_L4_SERVICES);
+        debug_assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize);
+        let base = ring * MAGLEV_TABLE_SIZE;
+        let mut written = 0;
+        for (slot, &id) in table.iter().enumerate() {
+            if previous.is_some_and(|p| p.get(slot) == Some(&id)) {
+                continue;
+            }
+            self.maglev
+                .set(base + slot as u32, id, 0)
+                .map_err(kernel(format!("writing Maglev table {ring}")))?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Reads Maglev table `ring` back.
+    pub fn read_table(&self, ring: u32) -> Result<Vec<u32>, XdpError> {
+        let base = ring * MAGLEV_TABLE_SIZE;
+        (0..MAGLEV_TABLE_SIZE)
+            .map(|slot| self.maglev.get(&(base + slot), 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(kernel(format!("reading Maglev table {ring}")))
+    }
+
+    /// Every recorded flow.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, XdpError> {
+        // Entries can be evicted while we walk the map; a vanished key is not an error.
+        let mut flows = Vec::new();
+        for key in self.conntrack.keys() {
+            let key = key.map_err(kernel("reading CONNTRACK"))?;
+            if let Ok(value) = self.conntrack.get(&key, 0) {
+                flows.push((key, value));
+            }
+        }
+        Ok(flows)
+    }
+
+    /// Number of recorded flows.
+    pub fn flow_count(&self) -> Result<usize, XdpError> {
+        let mut count = 0;
+        for key in self.conntrack.keys() {
+            key.map_err(kernel("reading CONNTRACK"))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    pub fn put_flow(&mut self, key: FlowKey, value: FlowValue) -> Result<(), XdpError> {
+        self.conntrack
+            .insert(key, value, 0)
+            .map_err(kernel("writing CONNTRACK"))
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.conntrack.get(key, 0).ok()
+    }
+
+    /// The counters summed over CPUs, by [`Counter::name`].
+    pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>, XdpError> {
+        let mut out = BTreeMap::new();
+        for counter in Counter::ALL {
+            let per_cpu = self
+                .counters
+                .get(&(counter as u32), 0)
+                .map_err(kernel(format!("reading counter {}", counter.name())))?;
+            out.insert(counter.name(), per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Packets and bytes forwarded for service `id`, summed over CPUs.
+    pub fn service_stats(&self, id: u32) -> Result<Stats, XdpError> {
+        sum_stats(&self.service_stats, id, "SERVICE_STATS")
+    }
+
+    /// Packets and bytes forwarded to backend `id`, summed over CPUs.
+    pub fn backend_stats(&self, id: u32) -> Result<Stats, XdpError> {
+        sum_stats(&self.backend_stats, id, "BACKEND_STATS")
+    }
+}
+
+fn sum_stats(map: &PerCpuArray<MapData, Stats>, id: u32, name: &str) -> Result<Stats, XdpError> {
+    let per_cpu = map
+        .get(&id, 0)
+        .map_err(kernel(format!("reading {name}[{id}]")))?;
+    Ok(per_cpu.iter().fold(Stats::default(), |sum, s| Stats {
+        packets: sum.packets + s.packets,
+        bytes: sum.bytes + s.bytes,
+    }))
+}
+
+/// Removing an entry that is not there is what we wanted anyway.
+fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,614 @@
+//! Backend health: which backends of a service may get traffic, and the probes that decide it.
+//!
+//! [`HealthTable`] holds one service's verdicts. Two kinds of evidence change them:
+//! - active checks ([`spawn_checks`]): a TCP connect, or an HTTP/1.1 `GET path` that must answer
+//!   the expected status, every `interval`; `fall` failures in a row take an up backend down,
+//!   `rise` successes in a row bring a down one back (Pound's `Alive`, keepalived's rise/fall);
+//! - passive marking ([`HealthTable::mark_down`]): a request that could not reach a backend
+//!   (refused, reset, timed out) takes it down at once, so the next request does not try it;
+//!   only the active checks bring it back.
+//!
+//! Both the proxy and the L4 data plane read the same table: the proxy on every request
+//! ([`HealthTable::is_up`]), the data plane by watching [`HealthTable::subscribe`] and rebuilding
+//! its Maglev table when the generation moves. Each transition is logged once, with the reason.
+//! What does not live here: choosing among healthy backends (the balancers) and sessions.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{self, HealthCheck, HealthKind};
+
+/// The most of an HTTP probe's answer that is read: the status line is all that counts.
+const MAX_STATUS_LINE: usize = 1024;
+
+/// One service's backend health, shared by the probes, the proxy and the data plane.
+#[derive(Debug)]
+pub struct HealthTable {
+    service: String,
+    /// Config order; indices into this are what [`HealthTable::is_up_at`] takes.
+    backends: Vec<SocketAddrV4>,
+    /// The verdicts, readable without a lock on the request path.
+    up: Vec<AtomicBool>,
+    /// Counters and reasons behind the verdicts; index-aligned with `backends`.
+    state: Mutex<Vec<State>>,
+    rise: u32,
+    fall: u32,
+    /// How often probes run, for the log line that says when a down backend is tried again.
+    interval: Duration,
+    /// Bumped on every transition; `watch` lets subscribers await it.
+    generation: AtomicU64,
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    up: bool,
+    /// Why the backend is in its state ("started", "connect refused", ...).
+    reason: String,
+    since: SystemTime,
+    since_instant: Instant,
+    /// Consecutive probe results in the direction that would change the state.
+    successes: u32,
+    failures: u32,
+}
+
+/// A backend's health as `tandem status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendHealth {
+    pub address: SocketAddrV4,
+    pub up: bool,
+    /// Why it is up or down, e.g. "connect refused" or "2 checks passed".
+    pub reason: String,
+    /// When it entered this state (RFC 3339, UTC).
+    pub since: String,
+}
+
+/// A change of a backend's state, as returned to the caller that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Down { reason: String },
+    Up { reason: String },
+}
+
+/// What one probe found.
+pub type ProbeResult = Result<(), String>;
+
+impl HealthTable {
+    /// The table for `service`'s backends, all up (Pound starts that way: a backend that is
+    /// down is found by the first probe or the first request).
+    pub fn new(service: &config::Service) -> Arc<HealthTable> {
+        let backends: Vec<SocketAddrV4> = service.backends.iter().map(|b| b.address).collect();
+        HealthTable::with_backends(&service.name, &backends, &service.health)
+    }
+
+    /// A table for any list of backends (no address twice), judged with `check`'s rise and
+    /// fall counts.
+    pub fn with_backends(
+        service: &str,
+        backends: &[SocketAddrV4],
+        check: &HealthCheck,
+    ) -> Arc<HealthTable> {
+        let now = (SystemTime::now(), Instant::now());
+        let state = backends
+            .iter()
+            .map(|_| State {
+                up: true,
+                reason: "started".to_owned(),
+                since: now.0,
+                since_instant: now.1,
+                successes: 0,
+                failures: 0,
+            })
+            .collect();
+        Arc::new(HealthTable {
+            service: service.to_owned(),
+            backends: backends.to_vec(),
+            up: backends.iter().map(|_| AtomicBool::new(true)).collect(),
+            state: Mutex::new(state),
+            rise: check.rise.max(1),
+            fall: check.fall.max(1),
+            interval: check.interval,
+            generation: AtomicU64::new(0),
+            changes: watch::Sender::new(0),
+        })
+    }
+
+    /// The backends, in the order given at creation.
+    pub fn backends(&self) -> &[SocketAddrV4] {
+        &self.backends
+    }
+
+    /// Whether `backend` may get traffic; `false` for an address the table does not know.
+    pub fn is_up(&self, backend: SocketAddrV4) -> bool {
+        self.index(backend).is_some_and(|i| self.is_up_at(i))
+    }
+
+    /// [`HealthTable::is_up`] by position in [`HealthTable::backends`].
+    pub fn is_up_at(&self, index: usize) -> bool {
+        self.up
+            .get(index)
+            .is_some_and(|up| up.load(Ordering::Acquire))
+    }
+
+    /// Counts every transition so far; changes exactly when some verdict changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees the generation move, for rebuilding tables on change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Passive marking: a request could not reach `backend` (`reason`, e.g. "connect
+    /// refused"). An up backend goes down at once; the probes bring it back after `rise`
+    /// successes. Returns the transition, if this caused one.
+    pub fn mark_down(&self, backend: SocketAddrV4, reason: &str) -> Option<Transition> {
+        let index = self.index(backend)?;
+        let mut state = self.lock();
+        let entry = &mut state[index];
+        entry.successes = 0;
+        if !entry.up {
+            return None;
+        }
+        let transition = Transition::Down {
+            reason: reason.to_owned(),
+        };
+        self.apply(&mut state, index, &transition);
+        Some(transition)
+    }
+
+    /// Counts one probe result; returns the transition, if `rise` or `fall` was reached.
+    pub fn record_probe(&self, backend: SocketAddrV4, result: ProbeResult) -> Option<Transition> {
+        let index = self.index(backend)?;
+        let mut state = self.lock();
+        let entry = &mut state[index];
+        let transition = match (entry.up, result) {
+            (true, Ok(())) => {
+                entry.failures = 0;
+                None
+            }
+            (true, Err(error)) => {
+                entry.failures += 1;
+                (entry.failures >= self.fall).then(|| Transition::Down {
+                    reason: if self.fall == 1 {
+                        error
+                    } else {
+                        format!("{error} ({} checks failed in a row)", entry.failures)
+                    },
+                })
+            }
+            (false, Ok(())) => {
+                entry.successes += 1;
+                (entry.successes >= self.rise).then(|| Transition::Up {
+                    reason: format!("{} checks passed", entry.successes),
+                })
+            }
+            (false, Err(_)) => {
+                entry.successes = 0;
+                None
+            }
+        };
+        if let Some(transition) = &transition {
+            self.apply(&mut state, index, transition);
+        }
+        transition
+    }
+
+    /// Every backend's health, in table order.
+    pub fn snapshot(&self) -> Vec<BackendHealth> {
+        let state = self.lock();
+        self.backends
+            .iter()
+            .zip(state.iter())
+            .map(|(&address, entry)| BackendHealth {
+                address,
+                up: entry.up,
+                reason: entry.reason.clone(),
+                since: humantime::format_rfc3339_seconds(entry.since).to_string(),
+            })
+            .collect()
+    }
+
+    fn index(&self, backend: SocketAddrV4) -> Option<usize> {
+        self.backends.iter().position(|&b| b == backend)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<State>> {
+        // A panic elsewhere while holding the lock leaves counters, never a broken invariant.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records and logs a transition, then tells subscribers; called with the state locked,
+    /// so each transition is logged exactly once.
+    fn apply(&self, state: &mut [State], index: usize, transition: &Transition) {
+        let backend = self.backends[index];
+        let entry = &mut state[index];
+        let now = Instant::now();
+        let was_for = humantime::format_duration(round_to_millis(
+            now.saturating_duration_since(entry.since_instant),
+        ));
+        let every = humantime::format_duration(self.interval);
+        match transition {
+            Transition::Down { reason } => {
+                warn!(
+                    service = %self.service,
+                    backend = %backend,
+                    "backend {backend} down: {reason}; probing every {every}"
+                );
+                entry.up = false;
+                entry.reason = reason.clone();
+            }
+            Transition::Up { reason } => {
+                info!(
+                    service = %self.service,
+                    backend = %backend,
+                    "backend {backend} up: {reason} (was down {was_for}: {})",
+                    entry.reason
+                );
+                entry.up = true;
+                entry.reason = reason.clone();
+            }
+        }
+        entry.since = SystemTime::now();
+        entry.since_instant = now;
+        entry.successes = 0;
+        entry.failures = 0;
+        self.up[index].store(entry.up, Ordering::Release);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changes.send_replace(generation);
+    }
+}
+
+fn round_to_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Starts one probe task per backend of `service`, each probing every `health.interval`
+/// (the first at once) and recording into `table`, until `shutdown` is cancelled. Must be
+/// called inside a tokio runtime.
+pub fn spawn_checks(
+    service: &config::Service,
+    table: Arc<HealthTable>,
+    shutdown: CancellationToken,
+) {
+    for backend in service.backends.iter().map(|b| b.address) {
+        let table = table.clone();
+        let check = service.health.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(check.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let result = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    result = probe(backend, &check) => result,
+                };
+                table.record_probe(backend, result);
+            }
+        });
+    }
+}
+
+/// Runs one probe of `backend` as `check` says, within `check.timeout`.
+pub async fn probe(backend: SocketAddrV4, check: &HealthCheck) -> ProbeResult {
+    let timeout = check.timeout;
+    let attempt = async {
+        let mut stream = TcpStream::connect(backend).await.map_err(connect_error)?;
+        match &check.kind {
+            HealthKind::Tcp => Ok(()),
+            HealthKind::Http {
+                path,
+                expect_status,
+            } => http_probe(&mut stream, backend, path, *expect_status).await,
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// How a failed connect reads in logs and status: short, and the same words for the same cause.
+pub fn connect_error(error: std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect refused".to_owned(),
+        std::io::ErrorKind::TimedOut => "connect timed out".to_owned(),
+        _ => format!("connect failed: {error}"),
+    }
+}
+
+/// A connect failure as reported by a client library ("client error (Connect): tcp connect
+/// error: Connection refused (os error 111)") in the words [`connect_error`] uses, so logs and
+/// status read the same whoever noticed; unknown causes are kept as they are.
+pub fn connect_failure(reason: &str) -> String {
+    let lower = reason.to_ascii_lowercase();
+    let known = [
+        ("connection refused", "connect refused"),
+        ("timed out", "connect timed out"),
+        ("timeout", "connect timed out"),
+        ("connection reset", "connection reset"),
+        ("no route to host", "no route to host"),
+        ("network is unreachable", "network unreachable"),
+    ];
+    known
+        .iter()
+        .find(|(needle, _)| lower.contains(needle))
+        .map_or_else(|| reason.to_owned(), |(_, short)| (*short).to_owned())
+}
+
+async fn http_probe(
+    stream: &mut TcpStream,
+    backend: SocketAddrV4,
+    path: &str,
+    expect: u16,
+) -> ProbeResult {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {backend}\r\nUser-Agent: tandem-health-check\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|error| format!("sending GET {path} failed: {error}"))?;
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < MAX_STATUS_LINE {
+        let read = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|error| format!("reading the answer to GET {path} failed: {error}"))?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..read]);
+    }
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let status = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.split(' ').nth(1))
+        .and_then(|code| code.trim().parse::<u16>().ok());
+    match status {
+        Some(status) if status == expect => Ok(()),
+        Some(status) => Err(format!("GET {path} answered {status}, expected {expect}")),
+        None if head.is_empty() => Err(format!("GET {path}: connection closed without answer")),
+        None => Err(format!(
+            "GET {path}: not an HTTP/1.x status line: {:?}",
+            line.trim_end()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddrV4 {
+        text.parse().expect("test address")
+    }
+
+    fn table(rise: u32, fall: u32) -> Arc<HealthTable> {
+        let check = HealthCheck {
+            rise,
+            fall,
+            ..HealthCheck::default()
+        };
+        HealthTable::with_backends(
+            "web",
+            &[addr("198.18.0.102:80"), addr("198.18.0.103:80")],
+            &check,
+        )
+    }
+
+    #[test]
+    fn backends_start_up() {
+        let table = table(2, 3);
+        assert!(table.is_up(addr("198.18.0.102:80")));
+        assert!(table.is_up(addr("198.18.0.103:80")));
+        assert!(!table.is_up(addr("198.18.0.104:80")), "unknown is not up");
+        assert_eq!(table.generation(), 0);
+    }
+
+    #[test]
+    fn fall_failures_in_a_row_take_a_backend_down() {
+        let table = table(2, 3);
+        let b = addr("198.18.0.102:80");
+        assert_eq!(table.record_probe(b, Err("connect refused".into())), None);
+        assert_eq!(table.record_probe(b, Err("connect refused".into())), None);
+        // A success in between starts the count again.
+        assert_eq!(table.record_probe(b, Ok(())), None);
+        assert_eq!(table.record_probe(b, Err("connect refused".into())), None);
+        assert_eq!(table.record_probe(b, Err("connect refused".into())), None);
+        assert!(table.is_up(b));
+        let transition = table.record_probe(b, Err("connect refused".into()));
+        assert_eq!(
+            transition,
+            Some(Transition::Down {
+                reason: "connect refused (3 checks failed in a row)".into()
+            })
+        );
+        assert!(!table.is_up(b));
+        assert!(
+            table.is_up(addr("198.18.0.103:80")),
+            "the other is untouched"
+        );
+        assert_eq!(table.generation(), 1);
+        // Further failures are no new transition.
+        assert_eq!(table.record_probe(b, Err("connect refused".into())), None);
+        assert_eq!(table.generation(), 1);
+    }
+
+    #[test]
+    fn rise_successes_in_a_row_bring_it_back() {
+        let table = table(2, 1);
+        let b = addr("198.18.0.103:80");
+        assert!(table
+            .record_probe(b, Err("connect refused".into()))
+            .is_some());
+        assert_eq!(table.record_probe(b, Ok(())), None);
+        assert_eq!(table.record_probe(b, Err("no answer".into())), None);
+        assert_eq!(table.record_probe(b, Ok(())), None);
+        assert!(!table.is_up(b));
+        assert_eq!(
+            table.record_probe(b, Ok(())),
+            Some(Transition::Up {
+                reason: "2 checks passed".into()
+            })
+        );
+        assert!(table.is_up(b));
+        assert_eq!(table.generation(), 2);
+    }
+
+    #[test]
+    fn passive_marking_is_immediate_and_only_probes_bring_it_back() {
+        let table = table(2, 3);
+        let b = addr("198.18.0.102:80");
+        let mut changes = table.subscribe();
+        assert_eq!(
+            table.mark_down(b, "connect refused"),
+            Some(Transition::Down {
+                reason: "connect refused".into()
+            })
+        );
+        assert!(!table.is_up(b));
+        assert!(changes.has_changed().unwrap_or(false));
+        assert_eq!(*changes.borrow_and_update(), 1);
+        // Marking again is no transition and logs nothing.
+        assert_eq!(table.mark_down(b, "connect refused"), None);
+        assert_eq!(table.generation(), 1);
+        // A passive failure between probe successes starts the rise count again.
+        assert_eq!(table.record_probe(b, Ok(())), None);
+        assert_eq!(table.mark_down(b, "connect timed out"), None);
+        assert_eq!(table.record_probe(b, Ok(())), None);
+        assert!(table.record_probe(b, Ok(())).is_some());
+        assert!(table.is_up(b));
+        let snapshot = table.snapshot();
+        assert!(snapshot[0].up);
+        assert_eq!(snapshot[0].reason, "2 checks passed");
+        assert!(snapshot[0].since.ends_with('Z'), "{}", snapshot[0].since);
+    }
+
+    #[test]
+    fn connect_failures_read_the_same_whoever_noticed() {
+        assert_eq!(
+            connect_failure(
+                "client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
+            "connect refused"
+        );
+        assert_eq!(
+            connect_failure(
+                "client error (Connect): tcp connect error: deadline has elapsed: timed out"
+            ),
+            "connect timed out"
+        );
+        assert_eq!(connect_failure("connect refused"), "connect refused");
+        assert_eq!(connect_failure("tls handshake eof"), "tls handshake eof");
+    }
+
+    #[test]
+    fn unknown_backends_change_nothing() {
+        let table = table(1, 1);
+        assert_eq!(table.mark_down(addr("10.0.0.1:80"), "refused"), None);
+        assert_eq!(
+            table.record_probe(addr("10.0.0.1:80"), Err("x".into())),
+            None
+        );
+        assert_eq!(table.generation(), 0);
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_succeeds_on_a_listener_and_fails_on_a_closed_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let std::net::SocketAddr::V4(open) = listener.local_addr().expect("addr") else {
+            panic!("v4 listener");
+        };
+        let check = HealthCheck::default();
+        assert_eq!(probe(open, &check).await, Ok(()));
+        drop(listener);
+        assert_eq!(probe(open, &check).await, Err("connect refused".into()));
+    }
+
+    #[tokio::test]
+    async fn http_probe_checks_the_status() {
+        async fn serve_once(answer: &'static str) -> SocketAddrV4 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let std::net::SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
+                panic!("v4 listener");
+            };
+            tokio::spawn(async move {
+                if let Ok((mut stream, _)) = listener.accept().await {
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                }
+            });
+            addr
+        }
+        let check = |expect| HealthCheck {
+            kind: HealthKind::Http {
+                path: "/health".into(),
+                expect_status: expect,
+            },
+            ..HealthCheck::default()
+        };
+        let ok = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(probe(ok, &check(200)).await, Ok(()));
+        let wrong = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
+        assert_eq!(
+            probe(wrong, &check(200)).await,
+            Err("GET /health answered 503, expected 200".into())
+        );
+        let garbage = serve_once("SSH-2.0-OpenSSH\r\n").await;
+        assert!(probe(garbage, &check(200))
+            .await
+            .is_err_and(|e| e.contains("not an HTTP/1.x status line")));
+    }
+
+    #[tokio::test]
+    async fn silent_backends_time_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
+            panic!("v4 listener");
+        };
+        // Accepts (the kernel does) but never answers.
+        let check = HealthCheck {
+            timeout: Duration::from_millis(100),
+            kind: HealthKind::Http {
+                path: "/".into(),
+                expect_status: 200,
+            },
+            ..HealthCheck::default()
+        };
+        assert_eq!(
+            probe(addr, &check).await,
+            Err("no answer within 100ms".into())
+        );
+        drop(listener);
+    }
+}

@@ -1,0 +1,236 @@
+//! The node supervisor: what `tandem run` is. It starts the parts in order, wires VRRP
+//! transitions to the data plane and the VIPs, serves the control socket, and on SIGINT or
+//! SIGTERM stops them in the reverse order (a master sends priority 0 and drops its VIPs first,
+//! so the backup takes over after its skew time alone).
+//!
+//! With no `[[vrrp]]` instance the node serves on its own, as if it were always master.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config;
+use crate::control::{self, NodeStatus, Reply};
+use crate::dataplane::{self, Dataplane};
+use crate::vrrp::instance::{self, InstanceHandle, Mastership};
+use crate::vrrp::link::Netlink;
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let node = &config.node;
+    info!(config = %path.display(), node = %node.name, interface = %node.interface, dataplane = node.dataplane.as_str(), "loaded configuration");
+    for instance in &config.vrrp {
+        info!(instance = %instance.name, vrid = instance.virtual_router_id, priority = instance.priority, version = instance.version, vips = ?instance.virtual_ipaddress, "VRRP instance");
+    }
+    for service in &config.services {
+        info!(service = %service.name, listen = %service.listen, mode = service.mode.as_str(), backends = service.backends.len(), "service");
+    }
+
+    // Signals are hooked before anything is touched, so a SIGTERM during start-up still goes
+    // through the clean stop below.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = CancellationToken::new();
+
+    // The L7 proxy binds its listeners (IP_FREEBIND) before any VIP is here.
+    let proxy = crate::proxy::start(&config, shutdown.child_token())
+        .await
+        .context("starting the L7 proxy")?;
+
+    // XDP when it loads (native, else generic), the userspace relay otherwise; nothing is
+    // forwarded until the node becomes master.
+    let dataplane: Arc<dyn Dataplane> = Arc::from(dataplane::open(&config).await?);
+    let mastership: Arc<dyn Mastership> = Arc::new(NodeMastership {
+        dataplane: dataplane.clone(),
+    });
+
+    let proxy = Arc::new(proxy);
+    let proxy_up = if config.services.iter().any(|service| !service.mode.is_l4()) {
+        Some(spawn_proxy_probe(proxy.clone(), shutdown.child_token()))
+    } else {
+        None
+    };
+
+    let mut instances: Vec<InstanceHandle> = Vec::new();
+    let mut instance_tasks = Vec::new();
+    let vrrp_shutdown = shutdown.child_token();
+    if !config.vrrp.is_empty() {
+        let netlink = Netlink::connect()?;
+        for instance_config in &config.vrrp {
+            let resources = instance::Resources {
+                netlink: netlink.clone(),
+                mastership: mastership.clone(),
+                proxy_up: proxy_up.clone(),
+            };
+            match instance::start(instance_config.clone(), resources, vrrp_shutdown.clone()).await {
+                Ok((handle, task)) => {
+                    instances.push(handle);
+                    instance_tasks.push(task);
+                }
+                Err(err) => {
+                    // Stop what was started: no instance may be left half-running.
+                    vrrp_shutdown.cancel();
+                    for task in instance_tasks {
+                        let _ = task.await;
+                    }
+                    dataplane.shutdown().await;
+                    return Err(
+                        err.context(format!("starting VRRP instance {}", instance_config.name))
+                    );
+                }
+            }
+        }
+    } else {
+        mastership.becoming_master("(no VRRP: always active)").await;
+    }
+
+    let status_source = {
+        let instances = instances.clone();
+        let name = config.node.name.clone();
+        let dataplane = dataplane.clone();
+        Arc::new(move || NodeStatus {
+            node: name.clone(),
+            pid: std::process::id(),
+            uptime_seconds: started.elapsed().as_secs_f64(),
+            vrrp: instances.iter().map(InstanceHandle::status).collect(),
+            services: Vec::new(),
+            dataplane: serde_json::to_value(dataplane.status()).ok(),
+        })
+    };
+    let handler: control::server::Handler = Arc::new(move |words: Vec<String>| {
+        let status_source = status_source.clone();
+        Box::pin(async move {
+            match words[0].as_str() {
+                "status" => match serde_json::to_value(status_source()) {
+                    Ok(body) => Reply::Ok { body },
+                    Err(err) => Reply::Error {
+                        message: format!("encoding the status: {err}"),
+                    },
+                },
+                other => Reply::Error {
+                    message: format!("unknown command {other:?}; this daemon knows: status"),
+                },
+            }
+        }) as BoxFuture<'static, Reply>
+    });
+    let control_task =
+        match control::server::serve(&config.node.control_socket, handler, shutdown.child_token())
+            .await
+        {
+            Ok(task) => Some(task),
+            Err(err) => {
+                warn!("{err:#}; `tandem status` will not reach this daemon");
+                None
+            }
+        };
+
+    info!("running; stop with SIGINT or SIGTERM");
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    info!(signal = signal_name, "stopping");
+    vrrp_shutdown.cancel();
+    for task in instance_tasks {
+        if let Err(err) = task.await {
+            error!("a VRRP instance task failed: {err}");
+        }
+    }
+    // Without VRRP the node stays "master" across a restart: the data plane is left as it is
+    // (Dataplane::shutdown below), so established L4 flows go on while the daemon restarts.
+    shutdown.cancel();
+    // A probe in flight holds the proxy for at most its timeout.
+    let mut proxy = proxy;
+    for _ in 0..100 {
+        match Arc::try_unwrap(proxy) {
+            Ok(owned) => {
+                owned.stopped().await;
+                break;
+            }
+            Err(shared) => {
+                proxy = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    if let Some(task) = control_task {
+        let _ = task.await;
+    }
+    dataplane.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// How often the built-in proxy check probes the proxy, and how many probes in a row must fail
+/// before it counts as down (one slow answer under load is not a dead proxy).
+const PROXY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+const PROXY_PROBE_FALL: u32 = 2;
+
+/// The built-in VRRP tracker (`track = [{ builtin = "proxy" }]`): probes the proxy from inside
+/// the process and publishes whether it is up. The probe task ends with `shutdown`; the probe
+/// holds its own reference to the proxy only while a probe runs.
+fn spawn_proxy_probe(
+    proxy: Arc<crate::proxy::ProxyHandle>,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (sender, receiver) = tokio::sync::watch::channel(true);
+    let weak = Arc::downgrade(&proxy);
+    drop(proxy);
+    tokio::spawn(async move {
+        let mut failures = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(PROXY_PROBE_INTERVAL) => {}
+            }
+            let Some(proxy) = weak.upgrade() else { break };
+            let ok = proxy.probe().await;
+            drop(proxy);
+            failures = if ok { 0 } else { failures + 1 };
+            let up = failures < PROXY_PROBE_FALL;
+            if *sender.borrow() != up {
+                if up {
+                    info!("built-in proxy check: the proxy answers again");
+                } else {
+                    warn!("built-in proxy check: the proxy does not answer ({failures} probes in a row)");
+                }
+                sender.send_replace(up);
+            }
+        }
+    });
+    receiver
+}
+
+/// What the node does when an instance gains or loses mastership.
+struct NodeMastership {
+    dataplane: Arc<dyn Dataplane>,
+}
+
+impl Mastership for NodeMastership {
+    fn becoming_master(&self, instance: &str) -> BoxFuture<'_, ()> {
+        let instance = instance.to_owned();
+        Box::pin(async move {
+            info!(instance, "activating the data plane");
+            if let Err(err) = self.dataplane.activate().await {
+                error!(instance, "activating the data plane: {err:#}");
+            }
+        })
+    }
+
+    fn left_master(&self, instance: &str) -> BoxFuture<'_, ()> {
+        let instance = instance.to_owned();
+        Box::pin(async move {
+            info!(instance, "deactivating the data plane");
+            if let Err(err) = self.dataplane.deactivate().await {
+                error!(instance, "deactivating the data plane: {err:#}");
+            }
+        })
+    }
+}

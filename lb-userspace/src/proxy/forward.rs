@@ -1,0 +1,331 @@
+//! One request's way through the proxy: pick the service (Host, path), ask its [`Upstream`]
+//! for backends, rewrite the headers, try the backends in order over pooled connections, and
+//! answer with the backend's response or a short error of our own.
+//!
+//! Retries: a backend that refused or did not accept the connection never saw the request, so
+//! any request moves on to the next candidate (its body was not read yet: see
+//! [`ForwardBody`]). A request that was sent and then lost with its connection is retried only
+//! when repeating it is harmless: an idempotent method (RFC 9110 9.2.2) and no body. No
+//! candidate left: 503. A backend that does not start answering within `backend_timeout`: 504.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use tracing::debug;
+
+use super::access_log::{AccessLogger, Record};
+use super::body::{Finish, ForwardBody, ResponseBody};
+use super::dispatch;
+use super::guard::ConnActivity;
+use super::handle::Counters;
+use super::headers::{self, Forwarded};
+use super::upstream::Upstream;
+
+/// The pool of backend connections (keep-alive, HTTP/1.1).
+pub type BackendClient = Client<HttpConnector, ForwardBody>;
+
+/// What every request of the proxy shares.
+pub struct Engine {
+    pub client: BackendClient,
+    pub forwarded: Forwarded,
+    pub backend_timeout: std::time::Duration,
+    pub access_log: AccessLogger,
+}
+
+/// A service as the engine sees it.
+pub struct ServiceEntry {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub counters: Counters,
+}
+
+/// One listening socket and the services behind it.
+pub struct ListenerEntry {
+    pub addr: SocketAddrV4,
+    pub https: bool,
+    pub port_header: HeaderValue,
+    pub rules: Vec<dispatch::Rule>,
+    pub services: Vec<Arc<ServiceEntry>>,
+    /// Requests no service took, and requests refused before routing (400/431/501).
+    pub unrouted: Counters,
+}
+
+/// One client connection.
+pub struct Connection {
+    pub engine: Arc<Engine>,
+    pub listener: Arc<ListenerEntry>,
+    pub client: SocketAddr,
+    pub activity: Arc<ConnActivity>,
+}
+
+/// What the access log and the counters need once the response is over.
+struct Done {
+    activity: Arc<ConnActivity>,
+    counters: Option<Arc<ServiceEntry>>,
+    log: Option<(AccessLogger, Record)>,
+    started: Instant,
+}
+
+impl Finish for Done {
+    fn finish(&mut self, bytes: u64) {
+        self.activity.request_finished();
+        if let Some(service) = &self.counters {
+            service.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some((logger, record)) = &mut self.log {
+            record.bytes = bytes;
+            record.took = self.started.elapsed();
+            logger.log(record);
+        }
+    }
+}
+
+/// Answers one request.
+pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    conn.activity.request_started();
+    let (mut parts, body) = request.into_parts();
+
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+    let mut done = Done {
+        activity: Arc::clone(&conn.activity),
+        counters: None,
+        log: None,
+        started,
+    };
+
+    // `OPTIONS *` asks about the server itself: answered here (also the built-in probe).
+    if parts.method == Method::OPTIONS && parts.uri == "*" {
+        let mut response = local(StatusCode::OK, "", Some(Box::new(done)));
+        response.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE"),
+        );
+        return response;
+    }
+
+    let selected = dispatch::select(&conn.listener.rules, host.as_deref(), parts.uri.path())
+        .map(|index| Arc::clone(&conn.listener.services[index]));
+    if conn.engine.access_log.enabled() {
+        done.log = Some((
+            conn.engine.access_log.clone(),
+            record(&conn, &parts, host.clone(), selected.as_ref()),
+        ));
+    }
+    let Some(service) = selected else {
+        conn.listener.unrouted.count(StatusCode::NOT_FOUND);
+        return refuse(
+            done,
+            StatusCode::NOT_FOUND,
+            "no service for this host and path\n",
+        );
+    };
+    service.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    done.counters = Some(Arc::clone(&service));
+    if parts.method == Method::CONNECT {
+        service.counters.count(StatusCode::METHOD_NOT_ALLOWED);
+        return refuse(
+            done,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported\n",
+        );
+    }
+
+    let route = service.upstream.route(&parts, conn.client, Instant::now());
+
+    // The backend sees the client's Host; HTTP/2 clients send it as the authority.
+    if !parts.headers.contains_key(HOST) {
+        if let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::add_forwarded(
+        &mut parts.headers,
+        conn.engine.forwarded,
+        client_ip(conn.client),
+        conn.listener.https,
+        &conn.listener.port_header,
+    );
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+
+    let body = ForwardBody::new(body);
+    let mut last_failure = "no backend available";
+    'candidates: for &backend in &route.candidates {
+        // A request lost on a reused connection (the backend closed it as we sent) is sent
+        // once more on a fresh one before moving on.
+        for try_on_backend in 0..2 {
+            let Some(this_body) = body.again() else {
+                break 'candidates;
+            };
+            let Ok(uri) = Uri::try_from(format!("http://{backend}{path}")) else {
+                service.counters.count(StatusCode::BAD_REQUEST);
+                return refuse(done, StatusCode::BAD_REQUEST, "invalid request target\n");
+            };
+            let mut outgoing = Request::new(this_body);
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri;
+            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.headers_mut() = parts.headers.clone();
+
+            let sent = tokio::time::timeout(
+                conn.engine.backend_timeout,
+                conn.engine.client.request(outgoing),
+            )
+            .await;
+            match sent {
+                Ok(Ok(response)) => {
+                    let (mut head, backend_body) = response.into_parts();
+                    headers::remove_hop_by_hop(&mut head.headers);
+                    service
+                        .upstream
+                        .responded(&route, backend, &mut head, Instant::now());
+                    service.counters.count(head.status);
+                    if let Some((_, record)) = &mut done.log {
+                        record.status = head.status;
+                        record.backend = Some(backend);
+                    }
+                    let body = ResponseBody::backend(backend_body, Box::new(done));
+                    return Response::from_parts(head, body);
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    let reason = error_chain(&error);
+                    debug!(service = %service.name, %backend, %reason, "connect failed; trying the next backend");
+                    service.upstream.connect_failed(backend, &reason);
+                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    last_failure = "no backend could be reached";
+                    continue 'candidates;
+                }
+                Ok(Err(error)) => {
+                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(service = %service.name, %backend, try_on_backend, error = %error_chain(&error), "backend connection lost before the response");
+                    if !(idempotent && body.is_empty()) {
+                        service.counters.count(StatusCode::BAD_GATEWAY);
+                        return refuse(
+                            done,
+                            StatusCode::BAD_GATEWAY,
+                            "the backend closed the connection before answering\n",
+                        );
+                    }
+                    last_failure = "the backends closed the connection before answering";
+                }
+                Err(_elapsed) => {
+                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    service.counters.count(StatusCode::GATEWAY_TIMEOUT);
+                    if let Some((_, record)) = &mut done.log {
+                        record.backend = Some(backend);
+                    }
+                    return refuse(
+                        done,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the backend did not answer in time\n",
+                    );
+                }
+            }
+        }
+    }
+    service.counters.count(StatusCode::SERVICE_UNAVAILABLE);
+    refuse(
+        done,
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("503 Service Unavailable: {last_failure}\n"),
+    )
+}
+
+/// The request's line in the access log, completed when the response is known.
+fn record(
+    conn: &Connection,
+    parts: &http::request::Parts,
+    host: Option<String>,
+    service: Option<&Arc<ServiceEntry>>,
+) -> Record {
+    let text = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Record {
+        client: client_ip(conn.client),
+        method: parts.method.clone(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_owned()),
+        version: parts.version,
+        host,
+        status: StatusCode::OK,
+        bytes: 0,
+        service: service.map_or_else(|| Arc::from("-"), |s| Arc::clone(&s.name)),
+        backend: None,
+        took: std::time::Duration::ZERO,
+        at: SystemTime::now(),
+        referer: text(REFERER),
+        user_agent: text(USER_AGENT),
+    }
+}
+
+/// The client's address as logged and forwarded (IPv4-mapped IPv6 shown as IPv4).
+fn client_ip(client: SocketAddr) -> IpAddr {
+    match client.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn refuse(
+    mut done: Done,
+    status: StatusCode,
+    text: impl Into<bytes::Bytes>,
+) -> Response<ResponseBody> {
+    if let Some((_, record)) = &mut done.log {
+        record.status = status;
+    }
+    local(status, text, Some(Box::new(done)))
+}
+
+fn local(
+    status: StatusCode,
+    text: impl Into<bytes::Bytes>,
+    finish: Option<Box<dyn Finish>>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::local(text, finish));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// The error and its causes on one line ("client error (Connect): tcp connect error: ...").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

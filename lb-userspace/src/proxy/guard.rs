@@ -1,0 +1,932 @@
+//! The client connection's first line of defence, below hyper: [`ClientIo`] wraps the socket
+//! (or the TLS stream), checks every HTTP/1 request head before hyper sees it, and enforces the
+//! header and idle timeouts.
+//!
+//! Why not leave it to hyper: hyper accepts a request with both `Content-Length` and
+//! `Transfer-Encoding: chunked` (it drops the length and closes the connection afterwards), and
+//! a `Content-Length` that follows `Transfer-Encoding` is not even visible afterwards; it answers
+//! an unknown transfer coding with 400 where RFC 9112 6.1 says 501. A proxy must refuse such
+//! requests outright, because the backend may frame them differently (request smuggling). So
+//! [`Scanner`], a sans-I/O tracker of HTTP/1 message framing, holds each request head back until
+//! it is complete, checks its framing headers, and follows the body (by length or by chunks) to
+//! find the next head. A head it refuses never reaches hyper: hyper sees the end of the stream,
+//! finishes the responses it owes, and when it shuts the connection down the refusal (400, 431
+//! or 501 with `Connection: close`) is written in its place.
+//!
+//! HTTP/2 connections (the preface, or ALPN h2) pass through untouched: HTTP/2 frames messages
+//! itself and the h2 crate rejects connection-specific headers.
+//!
+//! Timeouts live here too because this is where bytes are seen: the header timeout runs from
+//! the first byte of a request head to its end (slowloris), the idle timeout while no request is
+//! in progress and nothing moves.
+
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf as _, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The connection preface of HTTP/2 over cleartext (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Bytes read from the socket at once while heads or chunked bodies are being checked.
+const READ_CHUNK: usize = 8 * 1024;
+/// Longest chunk-size line (size and extensions) accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Longest trailer section of a chunked body.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A request refused before hyper saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    /// Short text for the client and the log, e.g. "both Content-Length and Transfer-Encoding".
+    pub reason: &'static str,
+    /// The refused request's first line, when it could be read.
+    pub request_line: Option<String>,
+    /// Whether to answer: not when hyper already has the request and will answer it (a body
+    /// that turned out malformed); then the connection is just closed.
+    pub respond: bool,
+}
+
+impl Rejection {
+    fn new(status: u16, reason: &'static str) -> Self {
+        Rejection {
+            status,
+            reason,
+            request_line: None,
+            respond: true,
+        }
+    }
+
+    /// The whole response written in place of the refused request.
+    pub fn response_bytes(&self) -> Vec<u8> {
+        let phrase = match self.status {
+            400 => "Bad Request",
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            _ => "Error",
+        };
+        let body = format!("{} {phrase}: {}\n", self.status, self.reason);
+        format!(
+            "HTTP/1.1 {} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            self.status,
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// Where the scanner is in the byte stream of one client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing seen yet: HTTP/2 preface or an HTTP/1 head.
+    Start,
+    /// Waiting for a complete request head; `searched` bytes of it have no terminator.
+    Head {
+        searched: usize,
+    },
+    /// A body of known length; this many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Not HTTP/1 framing (HTTP/2): nothing more to check.
+    Passthrough,
+}
+
+/// Where the scanner is inside a chunked body (RFC 9112 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the hex size; `digits` so far, `line` bytes of the line so far.
+    Size {
+        size: u64,
+        digits: u32,
+        line: usize,
+        in_ext: bool,
+    },
+    /// `left` bytes of chunk data to go.
+    Data { left: u64 },
+    /// After the data: expecting CRLF (or LF).
+    DataEnd { seen_cr: bool },
+    /// After the last chunk: trailer lines until an empty one. `line` bytes into the current
+    /// line, `total` bytes of trailers so far.
+    Trailers { line: usize, total: usize },
+}
+
+/// Tracks HTTP/1 request framing in a client's byte stream and checks each head. Sans-I/O: it
+/// is fed the bytes not yet handed on and says how many of them may go on.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    max_head: usize,
+    /// A refusal found behind bytes that were cleared in the same call: reported once those
+    /// bytes have gone on, so the requests before it are answered.
+    pending: Option<Rejection>,
+}
+
+impl Scanner {
+    pub fn new(max_head: usize) -> Self {
+        Scanner {
+            state: State::Start,
+            max_head,
+            pending: None,
+        }
+    }
+
+    /// A scanner that checks nothing (the connection speaks HTTP/2).
+    pub fn passthrough() -> Self {
+        Scanner {
+            state: State::Passthrough,
+            max_head: 0,
+            pending: None,
+        }
+    }
+
+    /// Whether part of a request head has been received but not all of it.
+    pub fn in_head(&self, held: usize) -> bool {
+        matches!(self.state, State::Head { .. } | State::Start) && held > 0
+    }
+
+    /// Whether nothing is being checked any more (HTTP/2).
+    pub fn is_passthrough(&self) -> bool {
+        self.state == State::Passthrough
+    }
+
+    /// At most this many bytes can be read straight into hyper's buffer without looking at
+    /// them (the rest of a body of known length, or anything in passthrough); 0 when the bytes
+    /// must be checked first.
+    fn direct_budget(&self) -> u64 {
+        match self.state {
+            State::Length(left) => left,
+            State::Passthrough => u64::MAX,
+            _ => 0,
+        }
+    }
+
+    /// Accounts for `n` bytes that went straight to hyper (see [`Scanner::direct_budget`]).
+    fn consumed_direct(&mut self, n: usize) {
+        if let State::Length(left) = self.state {
+            let left = left.saturating_sub(n as u64);
+            self.state = if left == 0 {
+                State::Head { searched: 0 }
+            } else {
+                State::Length(left)
+            };
+        }
+    }
+
+    /// Looks at `data`, the bytes received and not yet handed on (a head in progress always
+    /// starts at `data[0]`), and returns how many leading bytes may be handed on now. The
+    /// others must be offered again, with more behind them.
+    pub fn scan(&mut self, data: &[u8]) -> Result<usize, Rejection> {
+        if let Some(rejection) = self.pending.take() {
+            return Err(rejection);
+        }
+        let mut pos = 0;
+        let result = self.scan_from(data, &mut pos);
+        match result {
+            Err(rejection) if pos > 0 => {
+                self.pending = Some(rejection);
+                Ok(pos)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a refusal waits behind bytes already cleared.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn scan_from(&mut self, data: &[u8], pos: &mut usize) -> Result<usize, Rejection> {
+        loop {
+            let rest = &data[*pos..];
+            if rest.is_empty() {
+                return Ok(*pos);
+            }
+            match self.state {
+                State::Passthrough => return Ok(data.len()),
+                State::Start => {
+                    let n = rest.len().min(H2_PREFACE.len());
+                    if rest[..n] != H2_PREFACE[..n] {
+                        self.state = State::Head { searched: 0 };
+                    } else if n == H2_PREFACE.len() {
+                        self.state = State::Passthrough;
+                    } else {
+                        return Ok(*pos);
+                    }
+                }
+                State::Length(left) => {
+                    let n = (rest.len() as u64).min(left);
+                    *pos += n as usize;
+                    self.state = if n == left {
+                        State::Head { searched: 0 }
+                    } else {
+                        State::Length(left - n)
+                    };
+                }
+                State::Chunked(chunk) => {
+                    let (used, next) = scan_chunked(chunk, rest)?;
+                    *pos += used;
+                    self.state = next;
+                }
+                State::Head { searched } => {
+                    // Empty lines before a request line are ignored (RFC 9112 2.2).
+                    if searched == 0 {
+                        let blank = rest
+                            .iter()
+                            .take_while(|&&b| b == b'\r' || b == b'\n')
+                            .count();
+                        if blank > 0 {
+                            *pos += blank;
+                            continue;
+                        }
+                    }
+                    match find_head_end(rest, searched) {
+                        Some(end) if end > self.max_head => {
+                            return Err(Rejection {
+                                request_line: first_line(rest),
+                                ..Rejection::new(431, "request head too large")
+                            });
+                        }
+                        Some(end) => {
+                            self.state = check_head(&rest[..end])?;
+                            *pos += end;
+                        }
+                        None => {
+                            if rest.len() > self.max_head {
+                                return Err(Rejection {
+                                    request_line: first_line(rest),
+                                    ..Rejection::new(431, "request head too large")
+                                });
+                            }
+                            // The terminator may straddle the end: search its last 3 bytes again.
+                            self.state = State::Head {
+                                searched: rest.len().saturating_sub(3),
+                            };
+                            return Ok(*pos);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The end (exclusive) of the head at the start of `data`: after the empty line. Accepts LF as
+/// well as CRLF line ends, as hyper's parser does.
+fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(offset) = data[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + offset;
+        // "\n\n" or "\n\r\n" ends the head.
+        if data.get(lf + 1) == Some(&b'\n') {
+            return Some(lf + 2);
+        }
+        if data.get(lf + 1) == Some(&b'\r') && data.get(lf + 2) == Some(&b'\n') {
+            return Some(lf + 3);
+        }
+        i = lf + 1;
+    }
+    None
+}
+
+fn first_line(head: &[u8]) -> Option<String> {
+    let end = head.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let line = String::from_utf8_lossy(&head[..end.min(200)]).into_owned();
+    Some(line)
+}
+
+/// Checks one complete request head and says how its body is framed.
+fn check_head(head: &[u8]) -> Result<State, Rejection> {
+    let reject = |status, reason| Rejection {
+        request_line: first_line(head),
+        ..Rejection::new(status, reason)
+    };
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(reject(400, "malformed request line"));
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_token(b)) || target.is_empty() {
+        return Err(reject(400, "malformed request line"));
+    }
+    let http10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(reject(400, "unsupported HTTP version")),
+    };
+
+    let mut length: Option<u64> = None;
+    let mut codings: Vec<Vec<u8>> = Vec::new();
+    let mut has_te = false;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(reject(400, "obsolete line folding in a header"));
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(reject(400, "header line without a colon"));
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+            return Err(reject(400, "malformed header name"));
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for element in value.split(|&b| b == b',').map(trim) {
+                let parsed =
+                    parse_decimal(element).ok_or_else(|| reject(400, "invalid Content-Length"))?;
+                match length {
+                    Some(previous) if previous != parsed => {
+                        return Err(reject(400, "conflicting Content-Length values"));
+                    }
+                    _ => length = Some(parsed),
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            has_te = true;
+            for element in value.split(|&b| b == b',').map(trim) {
+                let coding = element
+                    .split(|&b| b == b';')
+                    .next()
+                    .map(trim)
+                    .unwrap_or_default();
+                if !coding.is_empty() {
+                    codings.push(coding.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+
+    if has_te {
+        if http10 {
+            return Err(reject(400, "Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if length.is_some() {
+            return Err(reject(400, "both Content-Length and Transfer-Encoding"));
+        }
+        if codings.iter().any(|coding| coding != b"chunked") {
+            return Err(reject(501, "unsupported transfer coding"));
+        }
+        if codings.len() != 1 {
+            return Err(reject(400, "invalid Transfer-Encoding"));
+        }
+        return Ok(State::Chunked(Chunk::Size {
+            size: 0,
+            digits: 0,
+            line: 0,
+            in_ext: false,
+        }));
+    }
+    Ok(match length {
+        Some(n) if n > 0 => State::Length(n),
+        _ => State::Head { searched: 0 },
+    })
+}
+
+/// RFC 9110 5.6.2 token characters.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Follows a chunked body through `data`; returns the bytes used and the state after them.
+fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), Rejection> {
+    let bad = || Rejection {
+        respond: false,
+        ..Rejection::new(400, "malformed chunked body")
+    };
+    let mut i = 0;
+    while i < data.len() {
+        if let Chunk::Data { left } = chunk {
+            let n = ((data.len() - i) as u64).min(left);
+            i += n as usize;
+            chunk = if n == left {
+                Chunk::DataEnd { seen_cr: false }
+            } else {
+                Chunk::Data { left: left - n }
+            };
+            continue;
+        }
+        let b = data[i];
+        i += 1;
+        chunk = match chunk {
+            Chunk::Size {
+                size,
+                digits,
+                line,
+                in_ext,
+            } => {
+                if line >= MAX_CHUNK_LINE {
+                    return Err(bad());
+                }
+                let line = line + 1;
+                match b {
+                    b'\n' => {
+                        if digits == 0 {
+                            return Err(bad());
+                        }
+                        if size == 0 {
+                            Chunk::Trailers { line: 0, total: 0 }
+                        } else {
+                            Chunk::Data { left: size }
+                        }
+                    }
+                    _ if in_ext => Chunk::Size {
+                        size,
+                        digits,
+                        line,
+                        in_ext,
+                    },
+                    b';' | b' ' | b'\t' | b'\r' => Chunk::Size {
+                        size,
+                        digits,
+                        line,
+                        in_ext: true,
+                    },
+                    _ => {
+                        let digit = (b as char).to_digit(16).ok_or_else(bad)?;
+                        if digits >= 16 {
+                            return Err(bad());
+                        }
+                        Chunk::Size {
+                            size: size * 16 + u64::from(digit),
+                            digits: digits + 1,
+                            line,
+                            in_ext,
+                        }
+                    }
+                }
+            }
+            Chunk::DataEnd { seen_cr } => match b {
+                b'\r' if !seen_cr => Chunk::DataEnd { seen_cr: true },
+                b'\n' => Chunk::Size {
+                    size: 0,
+                    digits: 0,
+                    line: 0,
+                    in_ext: false,
+                },
+                _ => return Err(bad()),
+            },
+            Chunk::Trailers { line, total } => {
+                if total >= MAX_TRAILERS {
+                    return Err(bad());
+                }
+                match b {
+                    b'\n' if line == 0 => return Ok((i, State::Head { searched: 0 })),
+                    b'\n' => Chunk::Trailers {
+                        line: 0,
+                        total: total + 1,
+                    },
+                    // A CR alone does not start a line's content.
+                    b'\r' => Chunk::Trailers {
+                        line,
+                        total: total + 1,
+                    },
+                    _ => Chunk::Trailers {
+                        line: line + 1,
+                        total: total + 1,
+                    },
+                }
+            }
+            Chunk::Data { .. } => unreachable!("handled above"),
+        };
+    }
+    Ok((i, State::Chunked(chunk)))
+}
+
+/// What the connection and its requests share with the I/O wrapper.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    /// Requests whose response has not been finished or dropped yet.
+    pub in_flight: AtomicUsize,
+}
+
+impl ConnActivity {
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Timeouts enforced on one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+/// Called once with a refused request, when its refusal is written.
+pub type OnReject = Box<dyn FnOnce(&Rejection) + Send>;
+
+/// A client connection's I/O as hyper sees it: request heads checked, timeouts enforced.
+pub struct ClientIo<T> {
+    inner: T,
+    scanner: Scanner,
+    /// Received bytes not yet handed to hyper; the first `cleared` of them are checked.
+    held: BytesMut,
+    cleared: usize,
+    /// The client closed its side: hand hyper what is left, then the end.
+    client_eof: bool,
+    /// A refused request: hyper gets the end of the stream, the refusal is written at shutdown.
+    rejection: Option<(Rejection, Vec<u8>, usize)>,
+    rejection_reported: bool,
+    timeouts: Timeouts,
+    last_activity: Instant,
+    head_started: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+    activity: Arc<ConnActivity>,
+    on_reject: Option<OnReject>,
+}
+
+impl<T> ClientIo<T> {
+    /// `http2` skips the HTTP/1 checks (ALPN chose h2).
+    pub fn new(
+        inner: T,
+        max_head: usize,
+        http2: bool,
+        timeouts: Timeouts,
+        activity: Arc<ConnActivity>,
+        on_reject: OnReject,
+    ) -> Self {
+        let now = Instant::now();
+        ClientIo {
+            inner,
+            scanner: if http2 {
+                Scanner::passthrough()
+            } else {
+                Scanner::new(max_head)
+            },
+            held: BytesMut::new(),
+            cleared: 0,
+            client_eof: false,
+            rejection: None,
+            rejection_reported: false,
+            timeouts,
+            last_activity: now,
+            head_started: None,
+            timer: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
+            activity,
+            on_reject: Some(on_reject),
+        }
+    }
+
+    /// When the connection must be closed if nothing happens before.
+    fn deadline(&mut self) -> Option<Instant> {
+        if self.scanner.in_head(self.held.len()) {
+            let started = *self.head_started.get_or_insert(self.last_activity);
+            return Some(started + self.timeouts.header);
+        }
+        self.head_started = None;
+        let idle = self.activity.in_flight.load(Ordering::Relaxed) == 0
+            && (self.held.is_empty() || self.scanner.is_passthrough());
+        idle.then(|| self.last_activity + self.timeouts.idle)
+    }
+}
+
+impl<T: AsyncRead + Unpin> ClientIo<T> {
+    fn hand_over(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.cleared.min(buf.remaining());
+        buf.put_slice(&self.held[..n]);
+        self.held.advance(n);
+        self.cleared -= n;
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.cleared > 0 {
+                this.hand_over(buf);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some((rejection, _, _)) = &this.rejection {
+                if !rejection.respond {
+                    let error = io::Error::new(io::ErrorKind::InvalidData, rejection.reason);
+                    return Poll::Ready(Err(error));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.client_eof {
+                return Poll::Ready(Ok(()));
+            }
+            if this.scanner.has_pending() {
+                if let Err(rejection) = this.scanner.scan(&this.held) {
+                    let bytes = rejection.response_bytes();
+                    this.rejection = Some((rejection, bytes, 0));
+                }
+                continue;
+            }
+
+            // Bytes that need no checking go straight into hyper's buffer.
+            let direct = this.scanner.direct_budget();
+            let polled = if direct > 0 && this.held.is_empty() {
+                let limit = usize::try_from(direct)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.remaining());
+                let mut limited = buf.take(limit);
+                match Pin::new(&mut this.inner).poll_read(cx, &mut limited) {
+                    Poll::Ready(Ok(())) => {
+                        let n = limited.filled().len();
+                        if n == 0 {
+                            this.client_eof = true;
+                            return Poll::Ready(Ok(()));
+                        }
+                        // SAFETY: `limited` is a view of `buf`'s unfilled part whose first `n`
+                        // bytes the reader has just initialised and filled.
+                        unsafe { buf.assume_init(n) };
+                        buf.advance(n);
+                        this.scanner.consumed_direct(n);
+                        this.last_activity = Instant::now();
+                        return Poll::Ready(Ok(()));
+                    }
+                    other => other,
+                }
+            } else {
+                let start = this.held.len();
+                this.held.reserve(READ_CHUNK);
+                let mut chunk = ReadBuf::uninit(this.held.spare_capacity_mut());
+                let polled = Pin::new(&mut this.inner).poll_read(cx, &mut chunk);
+                let n = chunk.filled().len();
+                // SAFETY: the reader initialised and filled the first `n` spare bytes.
+                unsafe { this.held.set_len(start + n) };
+                match polled {
+                    Poll::Ready(Ok(())) if n == 0 => {
+                        // Let hyper see whatever partial head there is and fail on it.
+                        this.client_eof = true;
+                        this.cleared = this.held.len();
+                        continue;
+                    }
+                    Poll::Ready(Ok(())) => {
+                        this.last_activity = Instant::now();
+                        match this.scanner.scan(&this.held) {
+                            Ok(cleared) => this.cleared = cleared,
+                            Err(rejection) => {
+                                let bytes = rejection.response_bytes();
+                                this.rejection = Some((rejection, bytes, 0));
+                            }
+                        }
+                        continue;
+                    }
+                    other => other,
+                }
+            };
+            match polled {
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Pending => {}
+            }
+
+            // Nothing to read: is a timeout due?
+            let Some(deadline) = this.deadline() else {
+                return Poll::Pending;
+            };
+            if Instant::now() >= deadline {
+                let what = if this.head_started.is_some() {
+                    "request head not complete within the header timeout"
+                } else {
+                    "idle timeout"
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+            }
+            if this.timer.deadline() != deadline {
+                this.timer.as_mut().reset(deadline);
+            }
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.last_activity = Instant::now();
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.last_activity = Instant::now();
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some((rejection, bytes, written)) = this.rejection.as_mut().filter(|r| r.0.respond) {
+            if !this.rejection_reported {
+                this.rejection_reported = true;
+                if let Some(report) = this.on_reject.take() {
+                    report(rejection);
+                }
+            }
+            while *written < bytes.len() {
+                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+            ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` to a fresh scanner in pieces of `step` bytes, as a socket would deliver
+    /// it, and returns the bytes handed on or the rejection.
+    fn run(input: &[u8], step: usize) -> Result<Vec<u8>, Rejection> {
+        let mut scanner = Scanner::new(1024);
+        let mut held = Vec::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(step) {
+            held.extend_from_slice(piece);
+            let cleared = scanner.scan(&held)?;
+            out.extend(held.drain(..cleared));
+            if scanner.has_pending() {
+                scanner.scan(&held)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn status(input: &[u8]) -> Option<u16> {
+        run(input, input.len()).err().map(|r| r.status)
+    }
+
+    #[test]
+    fn plain_requests_pass_whole_and_in_pieces() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\n\
+                      Content-Length: 5\r\n\r\nhelloGET /y HTTP/1.1\r\nHost: a\r\n\r\n";
+        for step in [1, 3, 7, input.len()] {
+            assert_eq!(run(input, step).expect("valid"), input, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_head_is_held_back_until_complete() {
+        let mut scanner = Scanner::new(1024);
+        assert_eq!(scanner.scan(b"GET / HTTP/1.1\r\nHo"), Ok(0));
+        assert_eq!(scanner.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), Ok(0));
+        assert_eq!(scanner.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(27));
+    }
+
+    #[test]
+    fn chunked_bodies_are_followed_to_the_next_head() {
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n\
+                      GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // The second request is a smuggling attempt: found only if the body was followed.
+        for step in [1, 5, input.len()] {
+            let rejection = run(input, step).expect_err("second request refused");
+            assert_eq!(rejection.status, 400);
+            assert_eq!(
+                rejection.reason,
+                "both Content-Length and Transfer-Encoding"
+            );
+            assert_eq!(rejection.request_line.as_deref(), Some("GET / HTTP/1.1"));
+        }
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused_with_400() {
+        for input in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            b"GET /\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+        ] {
+            assert_eq!(
+                status(input),
+                Some(400),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Equal duplicates are one length (RFC 9110 8.6).
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"),
+            None
+        );
+    }
+
+    #[test]
+    fn requests_before_a_refused_one_go_on_first() {
+        let mut scanner = Scanner::new(1024);
+        let good = b"GET / HTTP/1.1\r\n\r\n";
+        let mut input = good.to_vec();
+        input
+            .extend_from_slice(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(scanner.scan(&input), Ok(good.len()));
+        assert_eq!(
+            scanner.scan(&input[good.len()..]).map_err(|r| r.status),
+            Err(400)
+        );
+    }
+
+    #[test]
+    fn unknown_transfer_codings_get_501() {
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Some(501)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: foo\r\n\r\n"),
+            Some(501)
+        );
+    }
+
+    #[test]
+    fn oversized_heads_get_431() {
+        let mut input = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 2000));
+        assert_eq!(status(&input), Some(431));
+    }
+
+    #[test]
+    fn http2_preface_turns_checking_off() {
+        let mut input = H2_PREFACE.to_vec();
+        input.extend_from_slice(b"\x00\x00\x00anything at all");
+        assert_eq!(run(&input, 1).expect("passes"), input);
+    }
+
+    #[test]
+    fn leading_empty_lines_and_bare_lf_are_accepted() {
+        let input = b"\r\n\nGET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(run(input, 2).expect("valid"), input);
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(status(input), Some(400));
+    }
+}

@@ -1,0 +1,628 @@
+//! Listeners and client connections: [`start`] runs the proxy on `workers` threads, each with
+//! its own single-threaded tokio runtime, its own socket per listen address (SO_REUSEPORT: the
+//! kernel spreads connections over them) and its own pool of backend connections. A request is
+//! then handled from accept to response on one thread, without waking another: that is what
+//! HAProxy and nginx do, and on a small machine the cross-thread wake-ups of one shared runtime
+//! cost more than the proxying itself.
+//!
+//! Sockets are bound with IP_FREEBIND, so a node can listen on the virtual address before it
+//! holds it. Connections are accepted within the `max_connections` budget, TLS is terminated
+//! where the listener has certificates, and each connection is served by hyper (HTTP/1.1 and
+//! HTTP/2) behind [`ClientIo`]'s checks and timeouts. Requests go to [`forward::handle`].
+//!
+//! Shutdown: when the token is cancelled the accept loops stop, every connection is asked to
+//! finish (HTTP/1.1: after the current response; HTTP/2: GOAWAY) for up to 5 s, then closed;
+//! [`ProxyHandle::stopped`] waits for the worker threads.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::access_log::{AccessLogger, Record};
+use super::dispatch;
+use super::forward::{self, Connection, Engine, ListenerEntry, ServiceEntry};
+use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
+use super::handle::{self, ConnectionCounters, Counters, ProxyHandle};
+use super::headers::Forwarded;
+use super::replicate::Replicator;
+use super::tls;
+use super::upstream::Upstream;
+use crate::config::{CertificateFiles, Config, ProxySettings, ServiceMode};
+
+/// The kernel's queue of connections not yet accepted, per socket.
+const LISTEN_BACKLOG: i32 = 1024;
+/// Pause after a failed accept (out of file descriptors...), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long an idle pooled backend connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Largest read buffer of a backend connection.
+const BACKEND_READ_BUFFER: usize = 64 * 1024;
+/// Idle connections kept per backend and worker.
+const POOL_MAX_IDLE: usize = 128;
+/// Response bytes buffered per HTTP/2 stream while the client's window is closed (h2's
+/// default, 400 KiB, adds up with many streams of large bodies).
+const H2_SEND_BUFFER: usize = 64 * 1024;
+/// HTTP/2 streams one client connection may have open at once.
+const MAX_STREAMS: u32 = 256;
+/// How long open connections get to finish after shutdown before they are closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts the proxy for the config's `mode = "http"` services. Returns once every listener is
+/// bound; a config without HTTP services gives a handle with no listeners and no workers.
+pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<ProxyHandle> {
+    let settings = &config.proxy;
+    raise_fd_limit();
+    let access_log = AccessLogger::start(&settings.access_log)?;
+    let listeners = listener_entries(config, &shutdown)?;
+    let mut acceptors: Vec<Option<TlsAcceptor>> = Vec::with_capacity(listeners.len());
+    for (entry, certificates) in &listeners {
+        acceptors.push(match certificates {
+            Some(certificates) => Some(
+                tls::acceptor(certificates)
+                    .with_context(|| format!("setting up TLS for listener {}", entry.addr))?,
+            ),
+            None => None,
+        });
+    }
+    let listeners: Vec<Arc<ListenerEntry>> = listeners.into_iter().map(|(l, _)| l).collect();
+    let workers = if listeners.is_empty() {
+        0
+    } else {
+        settings.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    };
+    // Bound here, so a port in use fails the start instead of a worker.
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let per_worker = listeners
+            .iter()
+            .map(|listener| bind(listener.addr))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        sockets.push(per_worker);
+    }
+
+    let shared = Arc::new(WorkerShared {
+        listeners: listeners.clone(),
+        acceptors,
+        settings: settings.clone(),
+        access_log: access_log.clone(),
+        budget: Arc::new(Semaphore::new(
+            settings.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        counters: Arc::new(ConnectionCounters::default()),
+        shutdown: shutdown.clone(),
+        force_close: CancellationToken::new(),
+        live_accept_loops: Arc::new(AtomicUsize::new(0)),
+    });
+    let mut threads = Vec::with_capacity(workers);
+    let mut finished = Vec::with_capacity(workers);
+    let mut starting = Vec::with_capacity(workers);
+    for (index, sockets) in sockets.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let (done, done_rx) = oneshot::channel();
+        let (ready, ready_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("tandem-proxy-{index}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run_worker(&shared, sockets, ready)),
+                    Err(error) => warn!(%error, "proxy worker {index}: cannot start its runtime"),
+                }
+                let _ = done.send(());
+            })
+            .context("starting a proxy worker thread")?;
+        threads.push(thread);
+        finished.push(done_rx);
+        starting.push(ready_rx);
+    }
+    // Serving when this returns: the probe may run at once.
+    for ready in starting {
+        let _ = ready.await;
+    }
+    for listener in &listeners {
+        info!(listen = %listener.addr, https = listener.https, services = listener.services.len(), workers, "proxy listening");
+    }
+
+    let probe_server = ServeProbe {
+        server: Arc::new(ServerSide::new(settings, access_log.clone())),
+        listener: listeners.first().cloned(),
+    };
+    Ok(ProxyHandle {
+        listeners,
+        expected_accept_loops: workers * shared.listeners.len(),
+        live_accept_loops: Arc::clone(&shared.live_accept_loops),
+        threads,
+        finished,
+        connection_counters: Arc::clone(&shared.counters),
+        access_log,
+        shutdown,
+        probe_server,
+    })
+}
+
+/// What every worker thread shares.
+struct WorkerShared {
+    listeners: Vec<Arc<ListenerEntry>>,
+    acceptors: Vec<Option<TlsAcceptor>>,
+    settings: ProxySettings,
+    access_log: AccessLogger,
+    budget: Arc<Semaphore>,
+    counters: Arc<ConnectionCounters>,
+    shutdown: CancellationToken,
+    /// Cancelled after the grace period: connections still open are closed.
+    force_close: CancellationToken,
+    live_accept_loops: Arc<AtomicUsize>,
+}
+
+/// One worker thread: an accept loop per listener and the connections it accepted, until
+/// shutdown; then the connections get [`SHUTDOWN_GRACE`] to finish.
+async fn run_worker(
+    shared: &WorkerShared,
+    sockets: Vec<std::net::TcpListener>,
+    ready: oneshot::Sender<()>,
+) {
+    let server = Arc::new(ServerSide::new(&shared.settings, shared.access_log.clone()));
+    let connections = TaskTracker::new();
+    let mut accept_loops = Vec::with_capacity(sockets.len());
+    for ((socket, listener), acceptor) in sockets
+        .into_iter()
+        .zip(&shared.listeners)
+        .zip(&shared.acceptors)
+    {
+        let socket = match TcpListener::from_std(socket) {
+            Ok(socket) => socket,
+            Err(error) => {
+                warn!(listen = %listener.addr, %error, "registering a listening socket");
+                continue;
+            }
+        };
+        let accept = AcceptLoop {
+            socket,
+            acceptor: acceptor.clone(),
+            listener: Arc::clone(listener),
+            server: Arc::clone(&server),
+            budget: Arc::clone(&shared.budget),
+            connections: connections.clone(),
+            counters: Arc::clone(&shared.counters),
+            shutdown: shared.shutdown.clone(),
+            force_close: shared.force_close.clone(),
+            _live: Live::new(&shared.live_accept_loops),
+        };
+        accept_loops.push(tokio::spawn(accept.run()));
+    }
+    let _ = ready.send(());
+    for accept_loop in accept_loops {
+        let _ = accept_loop.await;
+    }
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        shared.force_close.cancel();
+        connections.wait().await;
+    }
+}
+
+/// What serving a client connection needs; one per worker (its backend pool included).
+pub(super) struct ServerSide {
+    builder: auto::Builder<TokioExecutor>,
+    max_head: usize,
+    timeouts: Timeouts,
+    engine: Arc<Engine>,
+}
+
+impl ServerSide {
+    fn new(settings: &ProxySettings, access_log: AccessLogger) -> Self {
+        ServerSide {
+            builder: server_builder(settings),
+            max_head: settings.max_header_size,
+            timeouts: Timeouts {
+                header: settings.header_timeout,
+                idle: settings.idle_timeout,
+            },
+            engine: Arc::new(Engine {
+                client: backend_client(settings),
+                forwarded: Forwarded {
+                    for_: settings.x_forwarded_for,
+                    proto: settings.x_forwarded_proto,
+                    port: settings.x_forwarded_port,
+                },
+                backend_timeout: settings.backend_timeout,
+                access_log,
+            }),
+        }
+    }
+}
+
+/// Serves the probe over an in-memory pipe (see [`ProxyHandle::probe`]).
+pub(super) struct ServeProbe {
+    server: Arc<ServerSide>,
+    listener: Option<Arc<ListenerEntry>>,
+}
+
+impl ServeProbe {
+    pub(super) async fn probe(&self) -> bool {
+        let Some(listener) = &self.listener else {
+            // No HTTP service: nothing to fail.
+            return true;
+        };
+        let (mut near, far) = tokio::io::duplex(4096);
+        let server = Arc::clone(&self.server);
+        let listener = Arc::clone(listener);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let never = CancellationToken::new();
+        let serving = tokio::spawn(async move {
+            serve(far, false, server, listener, peer, never.clone(), never).await;
+        });
+        let answered = handle::answers_probe(&mut near).await;
+        serving.abort();
+        answered
+    }
+}
+
+/// hyper's server side: HTTP/1.1 with keep-alive and HTTP/2, chosen per connection.
+fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        // The client's EOF is seen only between requests: ClientIo relies on it to answer a
+        // refused head after the responses before it.
+        .half_close(true)
+        .timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
+    builder
+}
+
+/// The pool of backend connections, with the connect timeout.
+fn backend_client(settings: &ProxySettings) -> forward::BackendClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        // hyper's read buffer grows with large responses up to ~400 KiB per connection; bodies
+        // stream through, so a bounded buffer costs a few more reads and saves most memory.
+        .http1_max_buf_size(BACKEND_READ_BUFFER)
+        // After a burst, keep a bounded number of idle connections per backend and worker.
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
+
+/// Groups the HTTP services by listen address (in config order) and builds their upstreams.
+#[allow(clippy::type_complexity)]
+fn listener_entries(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<(Arc<ListenerEntry>, Option<Vec<CertificateFiles>>)>> {
+    let mut order: Vec<SocketAddrV4> = Vec::new();
+    let mut grouped: HashMap<SocketAddrV4, Vec<&crate::config::Service>> = HashMap::new();
+    for service in config
+        .services
+        .iter()
+        .filter(|s| s.mode == ServiceMode::Http)
+    {
+        let group = grouped.entry(service.listen).or_default();
+        if group.is_empty() {
+            order.push(service.listen);
+        }
+        group.push(service);
+    }
+    // Learned sessions go to the peer node (and come from it) when `[replication]` is set.
+    let replicator = config.replication.as_ref().map(Replicator::new);
+    let mut entries = Vec::with_capacity(order.len());
+    for addr in order {
+        let services = &grouped[&addr];
+        let mut certificates: Vec<CertificateFiles> = Vec::new();
+        for files in services
+            .iter()
+            .filter_map(|s| s.http.tls.as_ref())
+            .flat_map(|tls| &tls.certificates)
+        {
+            if !certificates.contains(files) {
+                certificates.push(files.clone());
+            }
+        }
+        let rules = services
+            .iter()
+            .map(|s| dispatch::Rule {
+                hosts: s.http.hosts.clone(),
+                path_prefix: s.http.path_prefix.clone(),
+            })
+            .collect();
+        let entries_of_services = services
+            .iter()
+            .map(|service| {
+                let upstream = Upstream::with_replicator(service, replicator.clone());
+                upstream.spawn_health_checks(shutdown.child_token());
+                Arc::new(ServiceEntry {
+                    name: Arc::from(service.name.as_str()),
+                    upstream,
+                    counters: Counters::default(),
+                })
+            })
+            .collect();
+        let entry = Arc::new(ListenerEntry {
+            addr,
+            https: !certificates.is_empty(),
+            port_header: HeaderValue::from(addr.port()),
+            rules,
+            services: entries_of_services,
+            unrouted: Counters::default(),
+        });
+        entries.push((entry, (!certificates.is_empty()).then_some(certificates)));
+    }
+    if let Some(replicator) = &replicator {
+        replicator.spawn(shutdown.child_token());
+    }
+    Ok(entries)
+}
+
+/// A listening socket on `addr`, even if the address is not (yet) on this node; one of
+/// several on the same address (one per worker).
+fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .context("creating a listening socket")?;
+    let setup = || -> std::io::Result<()> {
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_freebind_v4(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&SocketAddr::V4(addr).into())?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    setup().with_context(|| {
+        format!(
+            "listening on {addr}: is another program using the port, or is the port privileged?"
+        )
+    })?;
+    Ok(socket.into())
+}
+
+/// Each connection needs a descriptor for the client and one for the backend: raise the soft
+/// limit to the hard one (Debian's default soft limit, 1024, is far below `max_connections`).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+struct AcceptLoop {
+    socket: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    listener: Arc<ListenerEntry>,
+    server: Arc<ServerSide>,
+    budget: Arc<Semaphore>,
+    connections: TaskTracker,
+    counters: Arc<ConnectionCounters>,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+    /// Counts this loop as running, for the probe.
+    _live: Live,
+}
+
+/// Counts an accept loop as live while it exists.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Live(Arc::clone(count))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AcceptLoop {
+    async fn run(self) {
+        let mut failures_logged = 0u32;
+        loop {
+            // Over the budget, connections wait in the kernel's queue: the ones already
+            // accepted are served at full speed meanwhile.
+            let permit = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                permit = Arc::clone(&self.budget).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_closed) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                accepted = self.socket.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if failures_logged < 10 {
+                        failures_logged += 1;
+                        warn!(listen = %self.listener.addr, %error, "accept failed; retrying");
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            self.counters.total.fetch_add(1, Ordering::Relaxed);
+            self.counters.open.fetch_add(1, Ordering::Relaxed);
+            let acceptor = self.acceptor.clone();
+            let server = Arc::clone(&self.server);
+            let listener = Arc::clone(&self.listener);
+            let counters = Arc::clone(&self.counters);
+            let shutdown = self.shutdown.clone();
+            let force_close = self.force_close.clone();
+            self.connections.spawn(async move {
+                handle_client(
+                    stream,
+                    peer,
+                    acceptor,
+                    server,
+                    listener,
+                    shutdown,
+                    force_close,
+                )
+                .await;
+                counters.open.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn handle_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    server: Arc<ServerSide>,
+    listener: Arc<ListenerEntry>,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+) {
+    let Some(acceptor) = acceptor else {
+        serve(stream, false, server, listener, peer, shutdown, force_close).await;
+        return;
+    };
+    // The handshake is part of what a client must finish in the header timeout.
+    let handshake = tokio::time::timeout(server.timeouts.header, acceptor.accept(stream)).await;
+    let Ok(Ok(tls)) = handshake else {
+        return;
+    };
+    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve(tls, http2, server, listener, peer, shutdown, force_close).await;
+}
+
+/// Serves one client connection until it ends, or until shutdown (graceful, then forced).
+async fn serve<I>(
+    io: I,
+    http2: bool,
+    server: Arc<ServerSide>,
+    listener: Arc<ListenerEntry>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(ConnActivity::default());
+    let on_reject = {
+        let listener = Arc::clone(&listener);
+        let log = server.engine.access_log.clone();
+        Box::new(move |rejection: &Rejection| report_rejection(&listener, &log, peer, rejection))
+    };
+    let io = ClientIo::new(
+        io,
+        server.max_head,
+        http2,
+        server.timeouts,
+        Arc::clone(&activity),
+        on_reject,
+    );
+    let connection = Arc::new(Connection {
+        engine: Arc::clone(&server.engine),
+        listener,
+        client: peer,
+        activity,
+    });
+    let service = service_fn(move |request| {
+        let connection = Arc::clone(&connection);
+        async move { Ok::<_, Infallible>(forward::handle(connection, request).await) }
+    });
+    let serving = server.builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(serving);
+    tokio::select! {
+        _ = serving.as_mut() => return,
+        () = shutdown.cancelled() => {}
+    }
+    serving.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = serving.as_mut() => {}
+        () = force_close.cancelled() => {}
+    }
+}
+
+/// A head refused by [`ClientIo`]: counted and logged like any answered request.
+fn report_rejection(
+    listener: &ListenerEntry,
+    log: &AccessLogger,
+    peer: SocketAddr,
+    rejection: &Rejection,
+) {
+    let status =
+        http::StatusCode::from_u16(rejection.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    listener.unrouted.count(status);
+    tracing::debug!(listen = %listener.addr, client = %peer, status = rejection.status, reason = rejection.reason, "refused a request head");
+    if !log.enabled() {
+        return;
+    }
+    let line = rejection.request_line.as_deref().unwrap_or("-");
+    let mut words = line.splitn(3, ' ');
+    let method = words
+        .next()
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(http::Method::GET);
+    let target = words.next().unwrap_or("-").to_owned();
+    let version = match words.next() {
+        Some("HTTP/1.0") => http::Version::HTTP_10,
+        _ => http::Version::HTTP_11,
+    };
+    log.log(&Record {
+        client: peer.ip(),
+        method,
+        target,
+        version,
+        host: None,
+        status,
+        bytes: 0,
+        service: Arc::from("-"),
+        backend: None,
+        took: Duration::ZERO,
+        at: std::time::SystemTime::now(),
+        referer: None,
+        user_agent: None,
+    });
+}

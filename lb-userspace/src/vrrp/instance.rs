@@ -1,0 +1,546 @@
+//! The async shell around one instance's [`Machine`]: it feeds the machine received adverts,
+//! expired timers and tracker changes, and carries out what the machine returns (send an
+//! advert, take or give up the virtual addresses, announce them, run the notify script).
+//!
+//! Order on a transition (DESIGN.md): to Master, the node's [`Mastership`] hook runs first (the
+//! data plane is filled), then the VIPs are added, then gratuitous ARPs go out; leaving Master,
+//! the VIPs go first and the hook runs after. Every received packet is either handled or
+//! counted under a drop reason shown by `tandem status`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::link::{self, ArpSender, InterfaceInfo, Netlink};
+use super::machine::{Action, Event, Machine, Settings, State};
+use super::priority::{self, TrackerState};
+use super::socket::VrrpSocket;
+use super::wire::{self, Advert, ChecksumMode, DropReason, Version};
+use crate::config::VrrpInstance;
+
+/// What the node does around a change of mastership; the instance awaits each call.
+pub trait Mastership: Send + Sync {
+    /// Before the VIPs are added: make the node ready to serve them (fill the data plane).
+    fn becoming_master(&self, instance: &str) -> BoxFuture<'_, ()>;
+    /// After the VIPs are removed: stop serving them (empty the data plane).
+    fn left_master(&self, instance: &str) -> BoxFuture<'_, ()>;
+}
+
+/// One instance as `tandem status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub virtual_router_id: u8,
+    pub version: u8,
+    pub state: String,
+    pub configured_priority: u8,
+    pub effective_priority: u8,
+    /// The current master's address as this node knows it.
+    pub master: Option<Ipv4Addr>,
+    pub virtual_ipaddress: Vec<Ipv4Addr>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Received packets dropped, by reason (only reasons seen at least once).
+    pub drops: BTreeMap<String, u64>,
+    /// Seconds since the Unix epoch of the last transition.
+    pub last_transition_unix: Option<f64>,
+    pub transitions: u64,
+}
+
+/// A running instance: its status, readable at any time.
+#[derive(Clone)]
+pub struct InstanceHandle {
+    status: Arc<Mutex<InstanceStatus>>,
+    state: watch::Receiver<State>,
+}
+
+impl InstanceHandle {
+    pub fn status(&self) -> InstanceStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Follows the instance's state (tests and the metrics use it).
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+}
+
+/// Everything an instance needs from the node.
+pub struct Resources {
+    pub netlink: Netlink,
+    pub mastership: Arc<dyn Mastership>,
+    /// The built-in proxy check, if the node runs a proxy.
+    pub proxy_up: Option<watch::Receiver<bool>>,
+}
+
+/// Prepares the instance (removes VIPs a crashed run left, sets arp_announce, opens sockets)
+/// and spawns its task. The task ends after `shutdown` is cancelled and the instance has sent
+/// its priority-0 advert and removed its VIPs; await the returned join handle for that.
+pub async fn start(
+    config: VrrpInstance,
+    resources: Resources,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(InstanceHandle, tokio::task::JoinHandle<()>)> {
+    let netlink = resources.netlink.clone();
+    let interface = netlink
+        .interface(&config.interface, &config.virtual_ipaddress)
+        .await?;
+    // A node killed with SIGKILL could not remove its VIPs; holding them while not master
+    // would answer ARP for them and steal clients from the real master.
+    for &vip in &config.virtual_ipaddress {
+        if netlink.remove_vip(interface.index, vip).await? {
+            warn!(
+                instance = config.name,
+                "removed virtual address {vip} left on {} by an earlier run", interface.name
+            );
+        }
+    }
+    if let Err(err) = link::prefer_own_address_in_arp(&interface.name) {
+        warn!(
+            instance = config.name,
+            "cannot set arp_announce=2 on {}: {err}; the node may announce a VIP it does not hold",
+            interface.name
+        );
+    }
+    let socket = VrrpSocket::open(&interface, &config.unicast_peer).map_err(|err| {
+        anyhow::anyhow!(
+            "instance {}: cannot open the VRRP socket on {}: {err} (it needs CAP_NET_RAW)",
+            config.name,
+            interface.name
+        )
+    })?;
+    let arp = ArpSender::open(&interface).map_err(|err| {
+        anyhow::anyhow!(
+            "instance {}: cannot open a packet socket on {} for gratuitous ARP: {err}",
+            config.name,
+            interface.name
+        )
+    })?;
+    let trackers = super::track::spawn(
+        &config.name,
+        &config.track,
+        resources.proxy_up.clone(),
+        shutdown.clone(),
+    );
+    let settings = Settings::from_config(&config, interface.primary_address);
+    let machine = Machine::new(settings);
+    let status = Arc::new(Mutex::new(InstanceStatus {
+        name: config.name.clone(),
+        interface: interface.name.clone(),
+        virtual_router_id: config.virtual_router_id,
+        version: config.version,
+        state: state_name(machine.state()).to_owned(),
+        configured_priority: config.priority,
+        effective_priority: machine.effective_priority(),
+        master: None,
+        virtual_ipaddress: config.virtual_ipaddress.clone(),
+        adverts_sent: 0,
+        adverts_received: 0,
+        drops: BTreeMap::new(),
+        last_transition_unix: None,
+        transitions: 0,
+    }));
+    let (state_tx, state_rx) = watch::channel(machine.state());
+    let weights: Vec<i32> = config.track.iter().map(|track| track.weight()).collect();
+    for warning in priority::weight_warnings(
+        &config.name,
+        config.priority,
+        config.preempt,
+        &weights,
+        None,
+    ) {
+        warn!(instance = config.name, "{warning}");
+    }
+    let shell = Shell {
+        checksum: if config.checksum_pseudo_header {
+            ChecksumMode::WithPseudoHeader
+        } else {
+            ChecksumMode::WithoutPseudoHeader
+        },
+        version: if config.version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        },
+        config,
+        interface,
+        socket,
+        arp,
+        netlink,
+        mastership: resources.mastership,
+        machine,
+        status: status.clone(),
+        state_tx,
+        timer: None,
+        garp_second_burst: None,
+        holds_vips: false,
+        warned: BTreeSet::new(),
+        trackers,
+    };
+    let task = tokio::spawn(shell.run(shutdown));
+    Ok((
+        InstanceHandle {
+            status,
+            state: state_rx,
+        },
+        task,
+    ))
+}
+
+struct Shell {
+    config: VrrpInstance,
+    version: Version,
+    checksum: ChecksumMode,
+    interface: InterfaceInfo,
+    socket: VrrpSocket,
+    arp: ArpSender,
+    netlink: Netlink,
+    mastership: Arc<dyn Mastership>,
+    machine: Machine,
+    status: Arc<Mutex<InstanceStatus>>,
+    state_tx: watch::Sender<State>,
+    timer: Option<Instant>,
+    garp_second_burst: Option<Instant>,
+    holds_vips: bool,
+    /// Weight warnings already logged, so each is said once.
+    warned: BTreeSet<String>,
+    trackers: watch::Receiver<Vec<TrackerState>>,
+}
+
+impl Shell {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; 2048];
+        self.apply_trackers(Instant::now()).await;
+        self.handle(Event::Startup).await;
+        loop {
+            let timer = self.timer;
+            let garp = self.garp_second_burst;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                received = self.socket.recv(&mut buf) => match received {
+                    Ok(len) => {
+                        let datagram = buf[..len].to_vec();
+                        self.on_datagram(&datagram).await;
+                    }
+                    Err(err) => {
+                        error!(instance = self.config.name, "receiving VRRP: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = sleep_until(timer), if timer.is_some() => {
+                    self.timer = None;
+                    self.handle(Event::TimerFired).await;
+                }
+                _ = sleep_until(garp), if garp.is_some() => {
+                    self.garp_second_burst = None;
+                    if self.holds_vips {
+                        self.announce("second burst after garp_master_delay");
+                    }
+                }
+                changed = self.trackers.changed() => {
+                    if changed.is_ok() {
+                        self.apply_trackers(Instant::now()).await;
+                    }
+                }
+            }
+        }
+        self.handle(Event::Shutdown).await;
+        // Whatever the machine did, a stopping node must not keep the VIPs.
+        self.release_vips().await;
+        info!(instance = self.config.name, "stopped");
+    }
+
+    async fn apply_trackers(&mut self, now: Instant) {
+        let states = self.trackers.borrow_and_update().clone();
+        let (effective, faulty) = priority::effective_priority(self.config.priority, &states);
+        if effective != self.machine.effective_priority() {
+            info!(
+                instance = self.config.name,
+                "effective priority {} -> {effective}",
+                self.machine.effective_priority()
+            );
+            self.handle_at(Event::PriorityChanged { effective }, now)
+                .await;
+        }
+        let is_fault = self.machine.state() == State::Fault;
+        if faulty != is_fault {
+            self.handle_at(Event::FaultChanged { faulty }, now).await;
+        }
+    }
+
+    async fn on_datagram(&mut self, datagram: &[u8]) {
+        let received = match wire::parse_ipv4(datagram, self.checksum) {
+            Ok(received) => received,
+            Err(reason) => return self.drop_packet(reason),
+        };
+        if received.source == self.interface.primary_address {
+            return;
+        }
+        let advert = &received.advert;
+        if advert.vrid != self.config.virtual_router_id {
+            // Another virtual router on the same segment: not ours, not an error.
+            return;
+        }
+        if advert.version != self.version {
+            return self.drop_packet(DropReason::VersionMismatch);
+        }
+        if self.version == Version::V2 && advert.interval != self.config.advert_interval {
+            return self.drop_packet(DropReason::IntervalMismatch);
+        }
+        {
+            let mut status = self.lock_status();
+            status.adverts_received += 1;
+        }
+        let mut expected: Vec<Ipv4Addr> = self.config.virtual_ipaddress.clone();
+        let mut got = advert.addresses.clone();
+        expected.sort();
+        got.sort();
+        if expected != got {
+            self.warn_once(format!(
+                "adverts from {} list addresses {:?}, this node is configured with {:?}; \
+                 check virtual_ipaddress on both nodes",
+                received.source, advert.addresses, self.config.virtual_ipaddress
+            ));
+        }
+        if advert.priority != 0 {
+            let weights: Vec<i32> = self
+                .config
+                .track
+                .iter()
+                .map(|track| track.weight())
+                .collect();
+            for warning in priority::weight_warnings(
+                &self.config.name,
+                self.config.priority,
+                self.config.preempt,
+                &weights,
+                Some(advert.priority),
+            ) {
+                self.warn_once(warning);
+            }
+        }
+        debug!(
+            instance = self.config.name,
+            source = %received.source,
+            priority = advert.priority,
+            "advert received"
+        );
+        self.handle(Event::AdvertReceived {
+            source: received.source,
+            priority: advert.priority,
+            interval: advert.interval,
+        })
+        .await;
+    }
+
+    fn warn_once(&mut self, warning: String) {
+        if self.warned.insert(warning.clone()) {
+            warn!(instance = self.config.name, "{warning}");
+        }
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) {
+        debug!(
+            instance = self.config.name,
+            "dropped a VRRP packet: {reason}"
+        );
+        let mut status = self.lock_status();
+        *status.drops.entry(reason.name().to_owned()).or_default() += 1;
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, InstanceStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn handle(&mut self, event: Event) {
+        self.handle_at(event, Instant::now()).await;
+    }
+
+    async fn handle_at(&mut self, event: Event, now: Instant) {
+        let before = self.machine.state();
+        let actions = self.machine.handle(event, now);
+        for action in actions {
+            self.perform(action, before).await;
+        }
+        let after = self.machine.state();
+        let mut status = self.lock_status();
+        status.effective_priority = self.machine.effective_priority();
+        status.master = self.machine.master_address();
+        status.state = state_name(after).to_owned();
+    }
+
+    async fn perform(&mut self, action: Action, before: State) {
+        match action {
+            Action::SendAdvert { priority } => self.send_advert(priority).await,
+            Action::ArmTimer(at) => self.timer = Some(at),
+            Action::CancelTimer => self.timer = None,
+            Action::SendGratuitousArp => {
+                if self.holds_vips {
+                    self.announce("a lower-priority master was heard (split brain healed)");
+                }
+            }
+            Action::BecomeMaster => {
+                self.transition(before, State::Master);
+                self.mastership.becoming_master(&self.config.name).await;
+                for &vip in &self.config.virtual_ipaddress {
+                    if let Err(err) = self.netlink.add_vip(self.interface.index, vip).await {
+                        error!(instance = self.config.name, "{err:#}");
+                    }
+                }
+                self.holds_vips = true;
+                self.announce("became master");
+                if !self.config.garp_master_delay.is_zero() {
+                    self.garp_second_burst = Some(Instant::now() + self.config.garp_master_delay);
+                }
+                self.notify(State::Master);
+            }
+            Action::BecomeBackup => self.leave(before, State::Backup).await,
+            Action::BecomeFault => self.leave(before, State::Fault).await,
+            Action::BecomeInitialize => self.leave(before, State::Initialize).await,
+        }
+    }
+
+    async fn leave(&mut self, before: State, to: State) {
+        self.transition(before, to);
+        self.garp_second_burst = None;
+        self.release_vips().await;
+        self.notify(to);
+    }
+
+    async fn release_vips(&mut self) {
+        let held = self.holds_vips;
+        for &vip in &self.config.virtual_ipaddress {
+            if let Err(err) = self.netlink.remove_vip(self.interface.index, vip).await {
+                error!(instance = self.config.name, "{err:#}");
+            }
+        }
+        self.holds_vips = false;
+        if held {
+            self.mastership.left_master(&self.config.name).await;
+        }
+    }
+
+    fn transition(&mut self, from: State, to: State) {
+        let priority = self.machine.effective_priority();
+        info!(
+            instance = self.config.name,
+            "{} -> {} (priority {priority}{})",
+            state_name(from),
+            state_name(to),
+            match self.machine.master_address() {
+                Some(master) if to != State::Master => format!(", master {master}"),
+                _ => String::new(),
+            }
+        );
+        self.state_tx.send_replace(to);
+        let mut status = self.lock_status();
+        status.transitions += 1;
+        status.last_transition_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|elapsed| elapsed.as_secs_f64());
+    }
+
+    async fn send_advert(&mut self, priority: u8) {
+        let advert = Advert {
+            version: self.version,
+            vrid: self.config.virtual_router_id,
+            priority,
+            interval: self.config.advert_interval,
+            addresses: self.config.virtual_ipaddress.clone(),
+        };
+        let mut sent = 0;
+        for destination in self.socket.destinations().to_vec() {
+            let payload = advert.emit(self.interface.primary_address, destination, self.checksum);
+            match self.socket.send(&payload, destination).await {
+                Ok(()) => sent += 1,
+                Err(err) => warn!(
+                    instance = self.config.name,
+                    "sending an advert to {destination}: {err}"
+                ),
+            }
+        }
+        self.lock_status().adverts_sent += sent;
+    }
+
+    /// Gratuitous ARPs for every VIP, `garp_master_repeat` times.
+    fn announce(&self, why: &str) {
+        let repeat = self.config.garp_master_repeat;
+        if repeat == 0 {
+            return;
+        }
+        for _ in 0..repeat {
+            for &vip in &self.config.virtual_ipaddress {
+                if let Err(err) = self.arp.announce(vip) {
+                    warn!(
+                        instance = self.config.name,
+                        "gratuitous ARP for {vip}: {err}"
+                    );
+                }
+            }
+        }
+        debug!(
+            instance = self.config.name,
+            repeat, "gratuitous ARPs sent: {why}"
+        );
+    }
+
+    fn notify(&self, state: State) {
+        let Some(script) = self.config.notify.clone() else {
+            return;
+        };
+        let name = self.config.name.clone();
+        let priority = self.machine.effective_priority().to_string();
+        let state = state_name(state).to_uppercase();
+        // keepalived's notify arguments: TYPE NAME STATE PRIORITY.
+        tokio::spawn(async move {
+            let result = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{script} \"$@\""))
+                .arg("tandem-notify")
+                .args(["INSTANCE", &name, &state, &priority])
+                .stdin(std::process::Stdio::null())
+                .status()
+                .await;
+            match result {
+                Ok(status) if status.success() => {}
+                Ok(status) => warn!(
+                    instance = name,
+                    "notify script {script} exited with {status}"
+                ),
+                Err(err) => warn!(instance = name, "notify script {script}: {err}"),
+            }
+        });
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The state as status and logs spell it.
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "initialize",
+        State::Backup => "backup",
+        State::Master => "master",
+        State::Fault => "fault",
+    }
+}

@@ -1,0 +1,302 @@
+//! The HA pair's members in the lab: a Tandem node (`tandem run` with a config written for the
+//! test) and real keepalived (Debian's package) as the classic peer, plus what a test checks
+//! after an election: which hosts hold the VIP, and whose MAC the client's ARP entry names.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::{tandem_binary, Host, Lab, Process, VIP};
+
+/// One VRRP instance's settings as both daemons are configured in a test.
+#[derive(Debug, Clone)]
+pub struct VrrpSettings {
+    pub version: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub vrid: u8,
+    pub preempt: bool,
+}
+
+impl VrrpSettings {
+    pub fn new(version: u8, priority: u8) -> VrrpSettings {
+        VrrpSettings {
+            version,
+            priority,
+            advert_interval: Duration::from_secs(1),
+            vrid: 51,
+            preempt: true,
+        }
+    }
+}
+
+/// A `tandem run` on a lab host; stopped (SIGTERM) when dropped.
+pub struct TandemNode {
+    pub process: Process,
+    pub host: String,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl TandemNode {
+    /// The `[node]` and `[[vrrp]]` part of a node's config for `settings`, with its control
+    /// socket in the lab's work directory. Append `[[service]]` sections to taste.
+    pub fn vrrp_config(lab: &Lab, host: &Host, settings: &VrrpSettings) -> String {
+        let interval_ms = settings.advert_interval.as_millis();
+        format!(
+            r#"[node]
+name = "{name}"
+interface = "{iface}"
+dataplane = "none"
+control_socket = "{socket}"
+
+[[vrrp]]
+name = "VI_1"
+virtual_router_id = {vrid}
+priority = {priority}
+version = {version}
+advert_interval = "{interval_ms}ms"
+preempt = {preempt}
+virtual_ipaddress = ["{VIP}"]
+"#,
+            name = host.name,
+            iface = host.iface,
+            socket = Self::socket_path(lab, host).display(),
+            vrid = settings.vrid,
+            priority = settings.priority,
+            version = settings.version,
+            preempt = settings.preempt,
+        )
+    }
+
+    fn socket_path(lab: &Lab, host: &Host) -> PathBuf {
+        lab.work_dir().join(format!("{}-tandem.sock", host.name))
+    }
+
+    /// Starts `tandem run` on `host` with `config` (TOML text); its log goes to a file in the
+    /// lab's work directory (appended, so a restarted node keeps its history).
+    pub fn start(lab: &Lab, host: &Host, config: &str) -> anyhow::Result<TandemNode> {
+        let config_path = lab.work_dir().join(format!("{}.toml", host.name));
+        std::fs::write(&config_path, config).context("writing the node's config")?;
+        let log = lab.work_dir().join(format!("{}-tandem.log", host.name));
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .context("opening the node's log")?;
+        let mut command = host.command(tandem_binary()?);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("TANDEM_LOG", "info,tandem=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let process = host.spawn(command)?;
+        Ok(TandemNode {
+            process,
+            host: host.name.clone(),
+            log,
+            config: config_path,
+            socket: Self::socket_path(lab, host),
+        })
+    }
+
+    /// The node's log so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `tandem status --json` of this node.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let output = std::process::Command::new(tandem_binary()?)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .context("running tandem status")?;
+        if !output.status.success() {
+            bail!(
+                "tandem status failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        serde_json::from_slice(&output.stdout).context("parsing tandem status --json")
+    }
+}
+
+/// keepalived on a lab host with the classic keepalived.conf, lab addresses filled in; stopped
+/// when dropped.
+pub struct Keepalived {
+    pub process: Process,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Keepalived {
+    /// The classic tutorial's vrrp_instance (without its track script) for `settings`.
+    pub fn config_text(host: &Host, settings: &VrrpSettings) -> String {
+        let interval = settings.advert_interval.as_secs_f64();
+        let state = if settings.priority > 100 {
+            "MASTER"
+        } else {
+            "BACKUP"
+        };
+        let nopreempt = if settings.preempt {
+            ""
+        } else {
+            "        nopreempt\n"
+        };
+        format!(
+            r#"global_defs {{
+        router_id {name}
+        vrrp_version {version}
+        enable_script_security
+}}
+
+vrrp_instance VI_1 {{
+        interface {iface}
+        state {state}
+        virtual_router_id {vrid}
+        priority {priority}
+        advert_int {interval}
+{nopreempt}        virtual_ipaddress {{
+            {VIP}
+        }}
+}}
+"#,
+            name = host.name,
+            version = settings.version,
+            iface = host.iface,
+            vrid = settings.vrid,
+            priority = settings.priority,
+        )
+    }
+
+    pub fn start(lab: &Lab, host: &Host, settings: &VrrpSettings) -> anyhow::Result<Keepalived> {
+        let dir = lab.work_dir();
+        let config = dir.join(format!("{}-keepalived.conf", host.name));
+        std::fs::write(&config, Self::config_text(host, settings))?;
+        let log = dir.join(format!("{}-keepalived.log", host.name));
+        let log_file = File::options().create(true).append(true).open(&log)?;
+        let pid_files = [
+            dir.join(format!("{}-keepalived.pid", host.name)),
+            dir.join(format!("{}-keepalived-vrrp.pid", host.name)),
+        ];
+        // After a crash (SIGKILL) the pid files stay, and keepalived refuses to start while a
+        // process with that pid exists, even a zombie not yet reaped.
+        for file in &pid_files {
+            let _ = std::fs::remove_file(file);
+        }
+        let mut command = host.command("/usr/sbin/keepalived");
+        command
+            .args(["--dont-fork", "--log-console", "--log-detail", "--vrrp"])
+            .arg("--use-file")
+            .arg(&config)
+            .arg("--pid")
+            .arg(&pid_files[0])
+            .arg("--vrrp_pid")
+            .arg(&pid_files[1])
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let process = host.spawn(command)?;
+        Ok(Keepalived {
+            process,
+            config,
+            log,
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The names of the hosts that have `address` on their interface.
+pub fn holders(lab: &Lab, address: Ipv4Addr) -> Vec<String> {
+    let needle = format!("inet {address}/");
+    lab.hosts()
+        .filter(|host| {
+            host.run("ip", &["-4", "addr", "show", "dev", &host.iface])
+                .map(|text| text.contains(&needle))
+                .unwrap_or(false)
+        })
+        .map(|host| host.name.clone())
+        .collect()
+}
+
+/// The MAC the client's neighbour table has for `address`, if it has a usable entry.
+pub fn neighbour_mac(client: &Host, address: Ipv4Addr) -> Option<[u8; 6]> {
+    let json = client
+        .run("ip", &["-json", "neigh", "show", &address.to_string()])
+        .ok()?;
+    let entries: serde_json::Value = serde_json::from_str(&json).ok()?;
+    let entry = entries.as_array()?.first()?;
+    let states = entry["state"].as_array()?;
+    if states
+        .iter()
+        .any(|state| matches!(state.as_str(), Some("FAILED" | "INCOMPLETE")))
+    {
+        return None;
+    }
+    parse_mac(entry["lladdr"].as_str()?)
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns how long it took.
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until exactly `host` holds the VIP and the client's ARP entry for it names `host`'s
+/// MAC (the client pings the VIP once first so that it has an entry to follow).
+pub fn wait_for_sole_master(lab: &Lab, host: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    wait_until(timeout, &format!("{host} alone to hold {VIP}"), || {
+        last = holders(lab, VIP);
+        last == vec![host.to_owned()]
+    })
+    .with_context(|| format!("held by {last:?}"))?;
+    let client = lab.host(crate::CLIENT);
+    if neighbour_mac(client, VIP).is_none() {
+        // No entry to follow yet: make one. An existing entry is left alone, so that what
+        // moves it is the new master's gratuitous ARP, not a fresh resolution.
+        let _ = client.run("ping", &["-c", "1", "-W", "1", &VIP.to_string()]);
+    }
+    let mac = lab.host(host).mac()?;
+    let left = timeout
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_secs(3));
+    wait_until(
+        left,
+        &format!("the client's ARP entry for {VIP} to name {host}"),
+        || neighbour_mac(client, VIP) == Some(mac),
+    )?;
+    Ok(start.elapsed())
+}

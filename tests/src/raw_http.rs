@@ -1,0 +1,187 @@
+//! Hand-made HTTP for proxy tests: bytes a real client library would never send (smuggling
+//! attempts, malformed heads, a client that trickles its head), sent over a plain TCP socket
+//! from a lab host, and the proxy's answer read back as bytes.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::lab::Host;
+
+/// What came back on one connection.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub bytes: Vec<u8>,
+    /// The server closed the connection (as opposed to the read timing out).
+    pub closed: bool,
+    /// How long until the close or the timeout.
+    pub elapsed: Duration,
+}
+
+impl RawReply {
+    /// The status codes of every response in the reply, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        let needle = b"HTTP/1.1 ";
+        let mut statuses = Vec::new();
+        let mut at = 0;
+        while let Some(offset) = self.bytes[at..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+        {
+            let start = at + offset + needle.len();
+            let code = self
+                .bytes
+                .get(start..start + 3)
+                .and_then(|digits| std::str::from_utf8(digits).ok())
+                .and_then(|digits| digits.parse().ok());
+            if let Some(code) = code {
+                statuses.push(code);
+            }
+            at = start;
+        }
+        statuses
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Sends `request` to `addr` from inside `host` and reads until the server closes the
+/// connection or `timeout` passes.
+pub fn exchange(
+    host: &Host,
+    addr: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<RawReply> {
+    host.in_netns(|| -> anyhow::Result<RawReply> {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.write_all(request).context("sending the request")?;
+        read_reply(&mut stream, started, timeout)
+    })?
+}
+
+/// Sends `request` one byte every `pace` (a slowloris client) and reports how the server
+/// reacted: whether it closed the connection, and when.
+pub fn trickle(
+    host: &Host,
+    addr: SocketAddr,
+    request: &[u8],
+    pace: Duration,
+    timeout: Duration,
+) -> anyhow::Result<RawReply> {
+    host.in_netns(|| -> anyhow::Result<RawReply> {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {addr}"))?;
+        for byte in request {
+            if started.elapsed() > timeout || stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            thread::sleep(pace);
+            // A closed connection shows as a read of 0 bytes (or a reset).
+            stream
+                .set_read_timeout(Some(Duration::from_millis(1)))
+                .context("setting a read timeout")?;
+            let mut probe = [0u8; 1024];
+            match stream.read(&mut probe) {
+                Ok(0) => {
+                    return Ok(RawReply {
+                        bytes: Vec::new(),
+                        closed: true,
+                        elapsed: started.elapsed(),
+                    })
+                }
+                Ok(n) => {
+                    let mut reply = read_reply(&mut stream, started, timeout)?;
+                    reply.bytes.splice(0..0, probe[..n].iter().copied());
+                    return Ok(reply);
+                }
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_reset) => {
+                    return Ok(RawReply {
+                        bytes: Vec::new(),
+                        closed: true,
+                        elapsed: started.elapsed(),
+                    })
+                }
+            }
+        }
+        read_reply(&mut stream, started, timeout)
+    })?
+}
+
+fn read_reply(
+    stream: &mut TcpStream,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<RawReply> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(RawReply {
+                bytes,
+                closed: false,
+                elapsed: started.elapsed(),
+            });
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .context("setting a read timeout")?;
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Ok(RawReply {
+                    bytes,
+                    closed: true,
+                    elapsed: started.elapsed(),
+                })
+            }
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // A reset after the answer counts as a close.
+            Err(_) => {
+                return Ok(RawReply {
+                    bytes,
+                    closed: true,
+                    elapsed: started.elapsed(),
+                })
+            }
+        }
+    }
+}
+
+/// A backend that accepts connections (in the kernel) and never answers: what a hung
+/// application server looks like to a proxy. Listens until dropped.
+pub struct SilentBackend {
+    _listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl SilentBackend {
+    pub fn start(host: &Host, port: u16) -> anyhow::Result<SilentBackend> {
+        let addr = SocketAddr::from((host.ip, port));
+        let listener = host
+            .in_netns(move || TcpListener::bind(addr))?
+            .with_context(|| format!("listening on {addr} on host {}", host.name))?;
+        Ok(SilentBackend {
+            _listener: listener,
+            addr,
+        })
+    }
+}

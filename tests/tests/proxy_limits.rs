@@ -1,0 +1,113 @@
+//! `max_connections`: connections beyond the budget wait (in the kernel's accept queue)
+//! rather than being served late or refused, while the connections already accepted keep being
+//! served; a waiting client is served as soon as a connection closes. And an idle connection is
+//! closed after `idle_timeout`.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tandem_lab::pair::TandemNode;
+use tandem_lab::{http_get, wait_for_tcp, EchoBackend, Host, Lab, CLIENT, HTTP1, LB1};
+
+const PORT: u16 = 8080;
+
+fn node_config(lab: &Lab, node: &Host) -> String {
+    format!(
+        r#"[node]
+name = "{name}"
+interface = "{iface}"
+dataplane = "none"
+control_socket = "{socket}"
+
+[proxy]
+max_connections = 2
+idle_timeout = "3s"
+workers = 1
+
+[[service]]
+name = "web"
+listen = "{ip}:{PORT}"
+backends = ["{http1}:80"]
+"#,
+        name = node.name,
+        iface = node.iface,
+        socket = lab.work_dir().join("lb1-limits.sock").display(),
+        ip = node.ip,
+        http1 = lab.host(HTTP1).ip,
+    )
+}
+
+/// One keep-alive request on an open connection; returns the status line.
+fn request_on(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: lb1\r\n\r\n")
+        .expect("send on an accepted connection");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut buffer = [0u8; 4096];
+    let n = stream.read(&mut buffer).expect("a response");
+    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn connections_over_the_budget_wait_without_stalling_accepted_ones() {
+    let lab = Lab::new().expect("lab");
+    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
+    let lb1 = lab.host(LB1);
+    let node = TandemNode::start(&lab, lb1, &node_config(&lab, lb1)).expect("tandem run");
+    let client = lab.host(CLIENT);
+    let proxy = SocketAddr::V4(SocketAddrV4::new(lb1.ip, PORT));
+    if let Err(error) = wait_for_tcp(client, proxy, Duration::from_secs(10)) {
+        panic!("the proxy does not accept: {error:#}\n{}", node.log_text());
+    }
+    // wait_for_tcp's own connection closes at once; give the proxy a moment to see it.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let connect = || {
+        client
+            .in_netns(|| TcpStream::connect(proxy))
+            .expect("netns")
+            .expect("connect")
+    };
+    let mut first = connect();
+    let second = connect();
+    assert_eq!(request_on(&mut first), "HTTP/1.1 200 OK");
+
+    let (done, waiting) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let reply = http_get(client, proxy, "/third", &[]);
+            let _ = done.send(reply.map(|r| r.status));
+        });
+        // The third connection waits for a slot; the accepted ones are served meanwhile.
+        for _ in 0..5 {
+            assert_eq!(request_on(&mut first), "HTTP/1.1 200 OK");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            waiting.try_recv().is_err(),
+            "the third client is not served while two connections hold the budget"
+        );
+        drop(second);
+        let status = waiting
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the third client is served once a slot frees")
+            .expect("its request succeeds");
+        assert_eq!(status, 200);
+    });
+
+    // Left idle past idle_timeout (3 s), the first connection is closed by the proxy.
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut buffer = [0u8; 16];
+    let read = first.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the idle connection was closed: {read:?}"
+    );
+}

@@ -1,0 +1,215 @@
+//! One Tandem node's VRRP as an operator sees it through `tandem status`: it becomes master
+//! alone, counts every malformed advert under its reason without being disturbed by it, and a
+//! failing track script with weight 0 puts it in Fault (VIP released, notify script called with
+//! keepalived's arguments) until the script succeeds again.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use tandem::vrrp::wire::{Advert, ChecksumMode, Version};
+use tandem_lab::pair::{holders, wait_until, TandemNode, VrrpSettings};
+use tandem_lab::{Host, Lab, CLIENT, LB1, VIP};
+
+fn fast_settings() -> VrrpSettings {
+    let mut settings = VrrpSettings::new(3, 101);
+    settings.advert_interval = Duration::from_millis(100);
+    settings
+}
+
+fn instance_status(node: &TandemNode) -> serde_json::Value {
+    let status = node
+        .status()
+        .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+    status["vrrp"][0].clone()
+}
+
+/// Sends `payload` as IP protocol 112 from `host` to `to` with IP TTL `ttl`.
+fn send_vrrp(host: &Host, to: Ipv4Addr, ttl: u32, payload: Vec<u8>) {
+    host.in_netns(move || {
+        // SAFETY: plain socket(2)/setsockopt(2)/sendto(2)/close(2) on a descriptor we own, with
+        // buffers that outlive the calls.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let ttl = ttl as libc::c_int;
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_TTL,
+                (&ttl as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+            let mut target: libc::sockaddr_in = std::mem::zeroed();
+            target.sin_family = libc::AF_INET as u16;
+            target.sin_addr.s_addr = u32::from_ne_bytes(to.octets());
+            let sent = libc::sendto(
+                fd,
+                payload.as_ptr().cast(),
+                payload.len(),
+                0,
+                (&target as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert!(sent >= 0, "sendto: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+        }
+    })
+    .expect("send from the client");
+}
+
+#[test]
+fn lone_node_becomes_master_and_status_shows_priority_master_and_adverts() {
+    let lab = Lab::new().expect("lab");
+    let lb1 = lab.host(LB1);
+    let config = TandemNode::vrrp_config(&lab, lb1, &fast_settings());
+    let node = TandemNode::start(&lab, lb1, &config).expect("start");
+    wait_until(Duration::from_secs(5), "lb1 to hold the VIP", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = instance_status(&node);
+    assert_eq!(status["state"], "master");
+    assert_eq!(status["configured_priority"], 101);
+    assert_eq!(status["effective_priority"], 101);
+    assert_eq!(status["master"], "198.18.0.100");
+    assert!(
+        status["adverts_sent"].as_u64().unwrap_or(0) >= 2,
+        "{status}"
+    );
+    assert_eq!(
+        status["transitions"], 2,
+        "initialize -> backup -> master: {status}"
+    );
+
+    let text = std::process::Command::new(tandem_lab::tandem_binary().expect("binary"))
+        .args(["status", "--socket"])
+        .arg(&node.socket)
+        .output()
+        .expect("tandem status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("VI_1") && text.contains("MASTER"), "{text}");
+    assert!(!text.contains('\x1b'), "no colour when piped: {text}");
+}
+
+#[test]
+fn malformed_adverts_are_dropped_counted_by_reason_and_change_nothing() {
+    let lab = Lab::new().expect("lab");
+    let lb1 = lab.host(LB1);
+    let config = TandemNode::vrrp_config(&lab, lb1, &fast_settings());
+    let node = TandemNode::start(&lab, lb1, &config).expect("start");
+    wait_until(Duration::from_secs(5), "lb1 to hold the VIP", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+
+    let client = lab.host(CLIENT);
+    let lb1_address = lb1.ip;
+    // A higher priority than lb1's: had any of these been accepted, lb1 would step down.
+    let advert = Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: 200,
+        interval: Duration::from_millis(100),
+        addresses: vec![VIP],
+    };
+    let valid = advert.emit(client.ip, lb1_address, ChecksumMode::WithPseudoHeader);
+    for _ in 0..3 {
+        // Sent with TTL 64: could have come from off the segment.
+        send_vrrp(client, lb1_address, 64, valid.clone());
+    }
+    let mut bad_checksum = valid.clone();
+    bad_checksum[6] ^= 0xff;
+    for _ in 0..2 {
+        send_vrrp(client, lb1_address, 255, bad_checksum.clone());
+    }
+    // Shorter than the VRRP header.
+    send_vrrp(client, lb1_address, 255, valid[..6].to_vec());
+    let v2 = Advert {
+        version: Version::V2,
+        interval: Duration::from_secs(1),
+        ..advert.clone()
+    }
+    .emit(client.ip, lb1_address, ChecksumMode::WithPseudoHeader);
+    send_vrrp(client, lb1_address, 255, v2);
+
+    let expected = serde_json::json!({
+        "ttl_not_255": 3,
+        "bad_checksum": 2,
+        "bad_length": 1,
+        "version_mismatch": 1,
+    });
+    let mut status = serde_json::Value::Null;
+    let counted = wait_until(Duration::from_secs(3), "the drops to be counted", || {
+        status = instance_status(&node);
+        status["drops"] == expected
+    });
+    assert!(counted.is_ok(), "drops: {}", status["drops"]);
+    assert_eq!(
+        status["state"], "master",
+        "nothing malformed moves the master"
+    );
+    assert_eq!(status["adverts_received"], 0, "{status}");
+    assert_eq!(holders(&lab, VIP), vec![LB1.to_owned()]);
+}
+
+#[test]
+fn failing_weight_0_track_script_means_fault_and_notify_hears_every_transition() {
+    let lab = Lab::new().expect("lab");
+    let lb1 = lab.host(LB1);
+    let healthy = lab.work_dir().join("healthy");
+    std::fs::write(&healthy, "").expect("flag file");
+    let notified = lab.work_dir().join("notified");
+    let notify = lab.work_dir().join("notify.sh");
+    std::fs::write(
+        &notify,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", notified.display()),
+    )
+    .expect("notify script");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&notify)
+        .status()
+        .expect("chmod");
+    let config = format!(
+        "{}notify = \"{}\"\ntrack = [{{ script = \"test -e {}\", interval = \"100ms\", weight = 0, rise = 1, fall = 1 }}]\n",
+        TandemNode::vrrp_config(&lab, lb1, &fast_settings()),
+        notify.display(),
+        healthy.display()
+    );
+    let node = TandemNode::start(&lab, lb1, &config).expect("start");
+    let on_vip = |expected: &[&str]| {
+        wait_until(Duration::from_secs(5), "the VIP holders", || {
+            holders(&lab, VIP) == expected.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        })
+        .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+    };
+    on_vip(&[LB1]);
+
+    std::fs::remove_file(&healthy).expect("remove the flag");
+    on_vip(&[]);
+    assert_eq!(instance_status(&node)["state"], "fault");
+
+    std::fs::write(&healthy, "").expect("flag file");
+    on_vip(&[LB1]);
+    let lines = wait_until(Duration::from_secs(3), "five notifications", || {
+        std::fs::read_to_string(&notified)
+            .map(|text| text.lines().count() >= 5)
+            .unwrap_or(false)
+    });
+    let text = std::fs::read_to_string(&notified).unwrap_or_default();
+    assert!(lines.is_ok(), "notify got: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "INSTANCE VI_1 BACKUP 101",
+            "INSTANCE VI_1 MASTER 101",
+            "INSTANCE VI_1 FAULT 101",
+            "INSTANCE VI_1 BACKUP 101",
+            "INSTANCE VI_1 MASTER 101",
+        ],
+        "{}",
+        node.log_text()
+    );
+}

@@ -1,0 +1,326 @@
+//! `cargo xtask bench failover`: how long the VIP is without service when the master stops,
+//! for a Tandem pair and a keepalived pair run in the same command on the lab topology.
+//!
+//! Each pair runs VRRP only (version 3, which both speak at 100 ms adverts) in front of a plain
+//! web server on each node (`tandem-echo` on 0.0.0.0:80, answering with its node's name). The
+//! client runs a bounded request loop against the VIP (one request at a time, 20 ms timeouts,
+//! 5 ms apart). Stopping the master is either a crash (SIGKILL of the VRRP daemon and of the web
+//! server on that node: the service is gone and nothing removes the VIP) or graceful (SIGTERM of
+//! the daemon only). The outage is the time from the stop to the end of the first request
+//! answered by the new master; failed requests are those that started in between. After each
+//! repetition the old master is started again and must take the VIP back before the next one.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tandem_lab::pair::{wait_for_sole_master, Keepalived, TandemNode, VrrpSettings};
+use tandem_lab::probe::{outage, LoopSettings, Outage, RequestLoop};
+use tandem_lab::{EchoBackend, Lab, CLIENT, LB1, LB2, VIP};
+
+/// Which daemon runs VRRP on both nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    Tandem,
+    Keepalived,
+}
+
+impl Pair {
+    fn name(self) -> &'static str {
+        match self {
+            Pair::Tandem => "Tandem",
+            Pair::Keepalived => "keepalived",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Crash,
+    Graceful,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Crash => "crash (SIGKILL)",
+            Stop::Graceful => "graceful (SIGTERM)",
+        }
+    }
+}
+
+enum Daemon {
+    Tandem(TandemNode),
+    Keepalived(Keepalived),
+}
+
+struct Node {
+    daemon: Option<Daemon>,
+    web: Option<EchoBackend>,
+}
+
+/// One measured case: a pair, an advert interval and a way to stop, repeated.
+struct Case {
+    pair: Pair,
+    interval: Duration,
+    stop: Stop,
+    outages: Vec<Outage>,
+}
+
+/// A request that has no answer in this time counts as failed. The lab's round trip is well
+/// under a millisecond, so this only bounds how late the loop notices that service is back.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(20);
+const REQUEST_PAUSE: Duration = Duration::from_millis(5);
+
+const BACKUP_PRIORITY: u8 = 100;
+const MASTER_PRIORITY: u8 = 101;
+
+/// Which cases to run; `None` means all.
+pub struct Filter {
+    pub pair: Option<String>,
+    pub interval_ms: Option<u64>,
+}
+
+pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()> {
+    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
+    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
+    let mut cases = Vec::new();
+    for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
+        for pair in [Pair::Tandem, Pair::Keepalived] {
+            for stop in [Stop::Crash, Stop::Graceful] {
+                let wanted = filter
+                    .pair
+                    .as_deref()
+                    .is_none_or(|name| name.eq_ignore_ascii_case(pair.name()))
+                    && filter
+                        .interval_ms
+                        .is_none_or(|ms| u128::from(ms) == interval.as_millis());
+                if !wanted {
+                    continue;
+                }
+                eprintln!(
+                    "bench failover: {} pair, adverts every {:?}, {}: {repetitions} repetitions",
+                    pair.name(),
+                    interval,
+                    stop.name()
+                );
+                let outages = measure(pair, interval, stop, repetitions).with_context(|| {
+                    format!("{} pair, {interval:?}, {}", pair.name(), stop.name())
+                })?;
+                cases.push(Case {
+                    pair,
+                    interval,
+                    stop,
+                    outages,
+                });
+            }
+        }
+    }
+    let table = render(&cases, repetitions);
+    println!("{table}");
+    if filter.pair.is_none() && filter.interval_ms.is_none() {
+        crate::bench_report::replace_section(root, "Failover", &table)?;
+    }
+    Ok(())
+}
+
+fn measure(
+    pair: Pair,
+    interval: Duration,
+    stop: Stop,
+    repetitions: usize,
+) -> anyhow::Result<Vec<Outage>> {
+    let lab = Lab::new()?;
+    let mut lb2 = Node {
+        web: Some(EchoBackend::start_on_all_addresses(lab.host(LB2), 80, LB2)?),
+        daemon: Some(start_daemon(&lab, pair, LB2, BACKUP_PRIORITY, interval)?),
+    };
+    let mut lb1 = Node {
+        web: Some(EchoBackend::start_on_all_addresses(lab.host(LB1), 80, LB1)?),
+        daemon: Some(start_daemon(&lab, pair, LB1, MASTER_PRIORITY, interval)?),
+    };
+    let converge = interval * 4 + Duration::from_secs(8);
+    let mut outages = Vec::new();
+    for repetition in 0..repetitions {
+        wait_for_sole_master(&lab, LB1, converge).context("lb1 to be master before the stop")?;
+        let requests = RequestLoop::start(
+            lab.host(CLIENT),
+            std::net::SocketAddr::from((VIP, 80)),
+            LoopSettings {
+                timeout: REQUEST_TIMEOUT,
+                pause: REQUEST_PAUSE,
+                max_requests: 10_000,
+                max_duration: Duration::from_secs(60),
+            },
+        )?;
+        // Service must be normal before the stop: answered by lb1.
+        if requests
+            .wait_for_success_after(Instant::now(), Some(LB1), Duration::from_secs(5))
+            .is_none()
+        {
+            bail!("the VIP does not answer from lb1 before the stop");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Instant::now();
+        stop_master(&lab, &mut lb1, stop);
+        let back = requests.wait_for_success_after(stopped, Some(LB2), Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(200));
+        let samples = requests.finish();
+        if back.is_none() {
+            bail!("repetition {repetition}: lb2 never answered on the VIP after lb1 stopped");
+        }
+        let measured = outage(&samples, stopped, Some(LB2)).context("reading the outage")?;
+        eprintln!(
+            "  repetition {}: {} ms without service, {} failed requests",
+            repetition + 1,
+            measured.without_service.as_millis(),
+            measured.failed_requests
+        );
+        outages.push(measured);
+        // Bring lb1 back; it preempts, and the next repetition starts from the same state.
+        if lb1.web.is_none() {
+            lb1.web = Some(EchoBackend::start_on_all_addresses(lab.host(LB1), 80, LB1)?);
+        }
+        lb1.daemon = Some(start_daemon(&lab, pair, LB1, MASTER_PRIORITY, interval)?);
+    }
+    drop(lb1);
+    drop(lb2.daemon.take());
+    Ok(outages)
+}
+
+fn start_daemon(
+    lab: &Lab,
+    pair: Pair,
+    host: &str,
+    priority: u8,
+    interval: Duration,
+) -> anyhow::Result<Daemon> {
+    let host = lab.host(host);
+    let mut settings = VrrpSettings::new(3, priority);
+    settings.advert_interval = interval;
+    Ok(match pair {
+        Pair::Tandem => {
+            let config = TandemNode::vrrp_config(lab, host, &settings);
+            Daemon::Tandem(TandemNode::start(lab, host, &config)?)
+        }
+        Pair::Keepalived => Daemon::Keepalived(Keepalived::start(lab, host, &settings)?),
+    })
+}
+
+fn stop_master(lab: &Lab, node: &mut Node, stop: Stop) {
+    let Some(daemon) = node.daemon.take() else {
+        return;
+    };
+    match stop {
+        Stop::Crash => {
+            match daemon {
+                Daemon::Tandem(mut tandem) => tandem.process.kill(libc::SIGKILL),
+                Daemon::Keepalived(mut keepalived) => {
+                    // keepalived runs VRRP in a child process that would stop gracefully (and
+                    // send priority 0) when its parent dies: a crash kills both.
+                    let vrrp_pid = lab.work_dir().join(format!("{LB1}-keepalived-vrrp.pid"));
+                    if let Some(pid) = std::fs::read_to_string(vrrp_pid)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<i32>().ok())
+                    {
+                        // SAFETY: kill(2) on the VRRP child's pid, read from its pid file.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    keepalived.process.kill(libc::SIGKILL);
+                }
+            }
+            if let Some(mut web) = node.web.take() {
+                web.kill();
+            }
+        }
+        Stop::Graceful => match daemon {
+            Daemon::Tandem(mut tandem) => tandem.process.kill(libc::SIGTERM),
+            Daemon::Keepalived(mut keepalived) => keepalived.process.kill(libc::SIGTERM),
+        },
+    }
+}
+
+/// The targets of the issue: crash takeover by 3 x advert + skew + 50 ms, graceful by skew +
+/// 50 ms (skew of the backup, priority 100, RFC 5798: (256 - 100) / 256 x advert).
+fn target(interval: Duration, stop: Stop) -> Duration {
+    let skew = interval.mul_f64(f64::from(256 - u32::from(BACKUP_PRIORITY)) / 256.0);
+    let slack = Duration::from_millis(50);
+    match stop {
+        Stop::Crash => interval * 3 + skew + slack,
+        Stop::Graceful => skew + slack,
+    }
+}
+
+fn render(cases: &[Case], repetitions: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Failover: time without service after the master stops ({repetitions} repetitions each, \
+         median and worst), and failed requests of a client loop (one request at a time, {} ms \
+         timeout, {} ms pause); VRRP v3, priorities 101/100. Crash: SIGKILL of the VRRP daemon \
+         and the web server on the master; graceful: SIGTERM of the daemon.\n",
+        REQUEST_TIMEOUT.as_millis(),
+        REQUEST_PAUSE.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "| adverts | stop | target | Tandem median | Tandem worst | Tandem failed (median) | keepalived median | keepalived worst | keepalived failed (median) | Tandem / keepalived |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
+        for stop in [Stop::Crash, Stop::Graceful] {
+            let find = |pair: Pair| {
+                cases.iter().find(|case| {
+                    case.pair == pair && case.interval == interval && case.stop == stop
+                })
+            };
+            let (Some(tandem), Some(keepalived)) = (find(Pair::Tandem), find(Pair::Keepalived))
+            else {
+                continue;
+            };
+            let (t_median, t_worst, t_failed) = summary(&tandem.outages);
+            let (k_median, k_worst, k_failed) = summary(&keepalived.outages);
+            let target = target(interval, stop);
+            let verdict = if t_worst <= target { "met" } else { "MISSED" };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} ms | {} ms | {} ms ({verdict}) | {} | {} ms | {} ms | {} | {:.2} |",
+                humantime_ms(interval),
+                stop.name(),
+                target.as_millis(),
+                t_median.as_millis(),
+                t_worst.as_millis(),
+                t_failed,
+                k_median.as_millis(),
+                k_worst.as_millis(),
+                k_failed,
+                t_median.as_secs_f64() / k_median.as_secs_f64().max(1e-9),
+            );
+        }
+    }
+    out
+}
+
+fn humantime_ms(interval: Duration) -> String {
+    if interval.as_millis().is_multiple_of(1000) {
+        format!("{} s", interval.as_secs())
+    } else {
+        format!("{} ms", interval.as_millis())
+    }
+}
+
+/// Median and worst outage, and the median count of failed requests.
+fn summary(outages: &[Outage]) -> (Duration, Duration, usize) {
+    let mut times: Vec<Duration> = outages.iter().map(|o| o.without_service).collect();
+    let mut failed: Vec<usize> = outages.iter().map(|o| o.failed_requests).collect();
+    times.sort();
+    failed.sort();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
+    let worst = times.last().copied().unwrap_or_default();
+    (
+        median,
+        worst,
+        failed.get(failed.len() / 2).copied().unwrap_or_default(),
+    )
+}
