@@ -50,6 +50,17 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
     let mastership: Arc<dyn Mastership> = Arc::new(NodeMastership {
         dataplane: dataplane.clone(),
     });
+    // TCP backends are probed like the proxy's; a change rebuilds that service's Maglev table.
+    // UDP has no answer to probe for in general, so UDP backends count as up.
+    for service in config
+        .services
+        .iter()
+        .filter(|service| service.mode == config::ServiceMode::Tcp)
+    {
+        let table = crate::health::HealthTable::new(service);
+        crate::health::spawn_checks(service, table.clone(), shutdown.child_token());
+        dataplane.follow_health(&service.name, table);
+    }
 
     let proxy = Arc::new(proxy);
     let proxy_up = if config.services.iter().any(|service| !service.mode.is_l4()) {
@@ -95,12 +106,16 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
         let instances = instances.clone();
         let name = config.node.name.clone();
         let dataplane = dataplane.clone();
+        let status_proxy = Arc::downgrade(&proxy);
         Arc::new(move || NodeStatus {
             node: name.clone(),
             pid: std::process::id(),
             uptime_seconds: started.elapsed().as_secs_f64(),
             vrrp: instances.iter().map(InstanceHandle::status).collect(),
-            services: Vec::new(),
+            services: status_proxy
+                .upgrade()
+                .map(|proxy| proxy.service_status())
+                .unwrap_or_default(),
             dataplane: serde_json::to_value(dataplane.status()).ok(),
         })
     };

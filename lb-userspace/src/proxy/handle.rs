@@ -161,6 +161,33 @@ impl ProxyHandle {
         }
     }
 
+    /// Each HTTP service as `tandem status` shows it: the policy's view (backends, health,
+    /// sessions) with the engine's counters.
+    pub fn service_status(&self) -> Vec<serde_json::Value> {
+        self.listeners
+            .iter()
+            .flat_map(|listener| {
+                listener.services.iter().map(move |service| {
+                    let mut value =
+                        serde_json::to_value(service.upstream.status()).unwrap_or_default();
+                    if let Some(fields) = value.as_object_mut() {
+                        fields.insert("name".into(), service.name.to_string().into());
+                        fields.insert("listen".into(), listener.addr.to_string().into());
+                        fields.insert(
+                            "requests".into(),
+                            serde_json::to_value(service.counters.snapshot()).unwrap_or_default(),
+                        );
+                        fields.insert(
+                            "errors".into(),
+                            service.counters.errors.load(Ordering::Relaxed).into(),
+                        );
+                    }
+                    value
+                })
+            })
+            .collect()
+    }
+
     /// The built-in VRRP tracker: every accept loop is running, and a request answered by the
     /// proxy within 500 ms, over TCP to a listener whose address is on this node (over an
     /// in-memory pipe through the same HTTP stack when none is, e.g. a backup node that does
