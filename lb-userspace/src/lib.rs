@@ -15,6 +15,7 @@ pub mod control;
 pub mod dataplane;
 pub mod health;
 pub mod maglev;
+pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod vrrp;

@@ -119,6 +119,32 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
             dataplane: serde_json::to_value(dataplane.status()).ok(),
         })
     };
+    let metrics_task = match config.node.metrics {
+        Some(address) => {
+            let instances = instances.clone();
+            let dataplane = dataplane.clone();
+            let metrics_proxy = Arc::downgrade(&proxy);
+            let source: crate::metrics::Source = Arc::new(move || crate::metrics::Snapshot {
+                vrrp: instances.iter().map(InstanceHandle::status).collect(),
+                services: metrics_proxy
+                    .upgrade()
+                    .map(|proxy| proxy.service_snapshots())
+                    .unwrap_or_default(),
+                dataplane: Some(dataplane.status()),
+            });
+            match crate::metrics::serve(address.into(), source, shutdown.child_token()).await {
+                Ok((bound, task)) => {
+                    info!(address = %bound, "serving Prometheus metrics at /metrics");
+                    Some(task)
+                }
+                Err(err) => {
+                    warn!("{err:#}; no metrics will be served");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let handler: control::server::Handler = Arc::new(move |words: Vec<String>| {
         let status_source = status_source.clone();
         Box::pin(async move {
@@ -176,6 +202,9 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
         }
     }
     if let Some(task) = control_task {
+        let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
         let _ = task.await;
     }
     dataplane.shutdown().await;

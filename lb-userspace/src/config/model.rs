@@ -59,6 +59,8 @@ pub struct Node {
     /// bpffs directory where the program and maps are pinned.
     pub bpf_pin_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// `metrics`: where `GET /metrics` serves the Prometheus text format; `None` means off.
+    pub metrics: Option<SocketAddrV4>,
 }
 
 /// How the node forwards L4 services (`[node] dataplane`).

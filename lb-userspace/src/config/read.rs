@@ -29,6 +29,7 @@ const NODE_KEYS: &[&str] = &[
     "dataplane",
     "bpf_pin_dir",
     "control_socket",
+    "metrics",
 ];
 const VRRP_KEYS: &[&str] = &[
     "name",
@@ -207,12 +208,16 @@ fn read_node(report: &mut Reporter, section: Section) -> Option<Node> {
     };
     let bpf_pin_dir = path_or(report, &section, "bpf_pin_dir", lb_common::DEFAULT_PIN_DIR);
     let control_socket = path_or(report, &section, "control_socket", DEFAULT_CONTROL_SOCKET);
+    let metrics = optional(&section, "metrics", None, |field| {
+        field.socket_addr(report).map(Some)
+    });
     Some(Node {
         name: name?.to_owned(),
         interface: interface?,
         dataplane: dataplane?,
         bpf_pin_dir: bpf_pin_dir?,
         control_socket: control_socket?,
+        metrics: metrics?,
     })
 }
 

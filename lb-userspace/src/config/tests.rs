@@ -83,6 +83,7 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
             dataplane: DataplaneMode::Xdp,
             bpf_pin_dir: PathBuf::from("/sys/fs/bpf/tandem"),
             control_socket: PathBuf::from("/run/tandem/tandem.sock"),
+            metrics: None,
         },
         vrrp: vec![VrrpInstance {
             name: "VI_1".into(),
@@ -641,6 +642,30 @@ fn node_rules() {
     assert_eq!(
         error(&format!("{NODE}[vrrp]\nname = \"VI_1\"\n")),
         "t.toml:4:1: `vrrp` must be a list of tables: write [[vrrp]], one per entry"
+    );
+}
+
+#[test]
+fn metrics_address_is_optional_and_checked() {
+    assert_eq!(parse_ok(&format!("{NODE}{VRRP}")).config.node.metrics, None);
+    let on = format!(
+        "[node]\nname = \"lb1\"\ninterface = \"eth0\"\nmetrics = \"127.0.0.1:9469\"\n{VRRP}"
+    );
+    assert_eq!(
+        parse_ok(&on).config.node.metrics,
+        Some(addr("127.0.0.1:9469"))
+    );
+    let no_port = format!("{NODE}metrics = \"127.0.0.1\"\n{VRRP}");
+    assert_eq!(
+        error(&no_port),
+        "t.toml:4:11: metrics \"127.0.0.1\" is not an IPv4 address with a port: it has no \
+         port; write e.g. \"127.0.0.1:80\""
+    );
+    let number = format!("{NODE}metrics = 9469\n{VRRP}");
+    assert!(
+        error(&number).starts_with("t.toml:4:11: "),
+        "{}",
+        error(&number)
     );
 }
 

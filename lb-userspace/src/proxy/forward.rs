@@ -78,6 +78,7 @@ impl Finish for Done {
         self.activity.request_finished();
         if let Some(service) = &self.counters {
             service.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            service.counters.latency.observe(self.started.elapsed());
         }
         if let Some((logger, record)) = &mut self.log {
             record.bytes = bytes;

@@ -30,6 +30,67 @@ pub struct Counters {
     /// Backend attempts that failed (connect refused or timed out, connection lost, timeout).
     pub errors: AtomicU64,
     pub in_flight: AtomicI64,
+    /// How long answered requests took, from the request head to the end of the response.
+    pub latency: Latency,
+}
+
+/// Upper bounds (seconds) of the request latency histogram's buckets; one more counts the rest.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A lock-free latency histogram: a count per bucket (not cumulative) and the sum.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// One per [`LATENCY_BUCKETS`] entry, then the +Inf bucket.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Latency {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.buckets)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        LatencySnapshot {
+            count: buckets.iter().map(|(_, count)| count).sum(),
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+}
+
+/// A [`Latency`] histogram at one moment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatencySnapshot {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// (upper bound in seconds, observations in this bucket alone); the last bound is +Inf.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// One HTTP service as the metrics read it.
+#[derive(Debug, Clone)]
+pub struct ServiceSnapshot {
+    pub upstream: super::upstream::UpstreamStatus,
+    pub requests: RequestCounts,
+    pub errors: u64,
+    pub latency: LatencySnapshot,
 }
 
 impl Counters {
@@ -183,6 +244,21 @@ impl ProxyHandle {
                         );
                     }
                     value
+                })
+            })
+            .collect()
+    }
+
+    /// Each HTTP service's policy view and counters, typed (for the metrics).
+    pub fn service_snapshots(&self) -> Vec<ServiceSnapshot> {
+        self.listeners
+            .iter()
+            .flat_map(|listener| {
+                listener.services.iter().map(|service| ServiceSnapshot {
+                    upstream: service.upstream.status(),
+                    requests: service.counters.snapshot(),
+                    errors: service.counters.errors.load(Ordering::Relaxed),
+                    latency: service.counters.latency.snapshot(),
                 })
             })
             .collect()

@@ -1,0 +1,438 @@
+//! Prometheus metrics: `GET /metrics` on `[node] metrics` in the text format.
+//!
+//! Nothing is kept twice: a collector reads the same snapshots `tandem status` shows (the VRRP
+//! instances, the proxy's services, the data plane) on every scrape and encodes them.
+//!
+//! The families: `tandem_vrrp_state{instance,state}` (1 for the current state),
+//! `tandem_vrrp_transitions_total`, `tandem_vrrp_effective_priority`,
+//! `tandem_vrrp_adverts_sent_total`, `tandem_vrrp_adverts_received_total`,
+//! `tandem_vrrp_drops_total{instance,reason}`, `tandem_backend_up{service,backend}`,
+//! `tandem_http_requests_total{service,class}`, `tandem_http_backend_errors_total{service}`,
+//! `tandem_http_request_duration_seconds{service}` (histogram),
+//! `tandem_affinity_sessions{service}`, `tandem_dataplane_active{kind}`,
+//! `tandem_xdp_packets_total{service,backend}`, `tandem_xdp_bytes_total{service,backend}` and
+//! `tandem_xdp_flows`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{header::CONTENT_TYPE, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::dataplane::{DataplaneKind, DataplaneStatus};
+use crate::proxy::handle::ServiceSnapshot;
+use crate::vrrp::instance::InstanceStatus;
+
+/// The states `tandem_vrrp_state` has a series for.
+const VRRP_STATES: [&str; 4] = ["initialize", "backup", "master", "fault"];
+/// The text format's content type (OpenMetrics, which Prometheus reads).
+const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A scrape connection that takes longer than this is closed.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one scrape reads.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub vrrp: Vec<InstanceStatus>,
+    /// The HTTP services (empty without a proxy).
+    pub services: Vec<ServiceSnapshot>,
+    pub dataplane: Option<DataplaneStatus>,
+}
+
+/// Where the snapshots come from; called once per scrape.
+pub type Source = Arc<dyn Fn() -> Snapshot + Send + Sync>;
+
+/// The collector: encodes a fresh [`Snapshot`] on every scrape.
+struct NodeCollector {
+    source: Source,
+}
+
+impl fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeCollector")
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, u64)],
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        metric
+            .encode_family(labels)?
+            .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, i64)],
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        metric.encode_family(labels)?.encode_gauge(value)?;
+    }
+    Ok(())
+}
+
+fn count(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snapshot = (self.source)();
+        let e = &mut encoder;
+        let instance = |i: &InstanceStatus| -> Labels { vec![("instance", i.name.clone())] };
+
+        let states: Vec<(Labels, i64)> = snapshot
+            .vrrp
+            .iter()
+            .flat_map(|i| {
+                VRRP_STATES.iter().map(move |&state| {
+                    let labels = vec![("instance", i.name.clone()), ("state", state.to_owned())];
+                    (labels, i64::from(i.state == state))
+                })
+            })
+            .collect();
+        gauge(
+            e,
+            "tandem_vrrp_state",
+            "The VRRP instance's state: 1 for the current one, 0 for the others.",
+            &states,
+        )?;
+        let per_instance = |value: fn(&InstanceStatus) -> u64| -> Vec<(Labels, u64)> {
+            snapshot
+                .vrrp
+                .iter()
+                .map(|i| (instance(i), value(i)))
+                .collect()
+        };
+        counter(
+            e,
+            "tandem_vrrp_transitions",
+            "VRRP state transitions since start.",
+            &per_instance(|i| i.transitions),
+        )?;
+        let priorities: Vec<(Labels, i64)> = snapshot
+            .vrrp
+            .iter()
+            .map(|i| (instance(i), i64::from(i.effective_priority)))
+            .collect();
+        gauge(
+            e,
+            "tandem_vrrp_effective_priority",
+            "The priority the instance advertises (configured priority and tracking).",
+            &priorities,
+        )?;
+        counter(
+            e,
+            "tandem_vrrp_adverts_sent",
+            "VRRP advertisements sent.",
+            &per_instance(|i| i.adverts_sent),
+        )?;
+        counter(
+            e,
+            "tandem_vrrp_adverts_received",
+            "VRRP advertisements received.",
+            &per_instance(|i| i.adverts_received),
+        )?;
+        let drops: Vec<(Labels, u64)> = snapshot
+            .vrrp
+            .iter()
+            .flat_map(|i| {
+                i.drops.iter().map(|(reason, &n)| {
+                    (
+                        vec![("instance", i.name.clone()), ("reason", reason.clone())],
+                        n,
+                    )
+                })
+            })
+            .collect();
+        counter(
+            e,
+            "tandem_vrrp_drops",
+            "Received VRRP packets dropped, by reason.",
+            &drops,
+        )?;
+
+        let mut backends: Vec<(Labels, i64)> = Vec::new();
+        for service in &snapshot.services {
+            for backend in &service.upstream.backends {
+                backends.push((
+                    vec![
+                        ("service", service.upstream.service.clone()),
+                        ("backend", backend.address.to_string()),
+                    ],
+                    i64::from(backend.up),
+                ));
+            }
+        }
+        for service in snapshot.dataplane.iter().flat_map(|d| &d.services) {
+            for backend in &service.backends {
+                backends.push((
+                    vec![
+                        ("service", service.name.clone()),
+                        ("backend", backend.address.to_string()),
+                    ],
+                    i64::from(backend.up),
+                ));
+            }
+        }
+        gauge(
+            e,
+            "tandem_backend_up",
+            "Whether the backend passes its health checks (1) or not (0).",
+            &backends,
+        )?;
+
+        let mut requests: Vec<(Labels, u64)> = Vec::new();
+        for service in &snapshot.services {
+            let r = &service.requests;
+            for (class, n) in [
+                ("1xx", r.informational),
+                ("2xx", r.success),
+                ("3xx", r.redirect),
+                ("4xx", r.client_error),
+                ("5xx", r.server_error),
+            ] {
+                let labels = vec![
+                    ("service", service.upstream.service.clone()),
+                    ("class", class.to_owned()),
+                ];
+                requests.push((labels, n));
+            }
+        }
+        counter(
+            e,
+            "tandem_http_requests",
+            "HTTP requests answered, by status class.",
+            &requests,
+        )?;
+        let errors: Vec<(Labels, u64)> = snapshot
+            .services
+            .iter()
+            .map(|s| (vec![("service", s.upstream.service.clone())], s.errors))
+            .collect();
+        counter(
+            e,
+            "tandem_http_backend_errors",
+            "Backend attempts that failed (refused, timed out, connection lost).",
+            &errors,
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "tandem_http_request_duration_seconds",
+                "Time from the request head to the end of the response.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for service in &snapshot.services {
+                let labels: Labels = vec![("service", service.upstream.service.clone())];
+                let latency = &service.latency;
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        latency.sum_seconds,
+                        latency.count,
+                        &latency.buckets,
+                        None,
+                    )?;
+            }
+        }
+        let sessions: Vec<(Labels, i64)> = snapshot
+            .services
+            .iter()
+            .filter_map(|s| {
+                let session = s.upstream.session.as_ref()?;
+                Some((
+                    vec![("service", s.upstream.service.clone())],
+                    count(session.entries),
+                ))
+            })
+            .collect();
+        gauge(
+            e,
+            "tandem_affinity_sessions",
+            "Live entries in the service's session table.",
+            &sessions,
+        )?;
+
+        let dataplane = snapshot.dataplane.as_ref();
+        let active: Vec<(Labels, i64)> = dataplane
+            .map(|d| {
+                let kind = match d.kind {
+                    DataplaneKind::Xdp => "xdp",
+                    DataplaneKind::Relay => "relay",
+                };
+                (vec![("kind", kind.to_owned())], i64::from(d.active))
+            })
+            .into_iter()
+            .collect();
+        gauge(
+            e,
+            "tandem_dataplane_active",
+            "Whether the L4 data plane forwards (the node is master), by implementation.",
+            &active,
+        )?;
+        let per_backend = |value: fn(&crate::dataplane::BackendStatus) -> u64| {
+            dataplane
+                .iter()
+                .flat_map(|d| &d.services)
+                .flat_map(|s| {
+                    s.backends.iter().map(move |b| {
+                        (
+                            vec![
+                                ("service", s.name.clone()),
+                                ("backend", b.address.to_string()),
+                            ],
+                            value(b),
+                        )
+                    })
+                })
+                .collect::<Vec<(Labels, u64)>>()
+        };
+        counter(
+            e,
+            "tandem_xdp_packets",
+            "L4 frames sent to the backend (the userspace relay counts connections and datagrams).",
+            &per_backend(|b| b.packets),
+        )?;
+        counter(
+            e,
+            "tandem_xdp_bytes",
+            "L4 bytes sent to the backend.",
+            &per_backend(|b| b.bytes),
+        )?;
+        let flows: Vec<(Labels, i64)> = dataplane
+            .and_then(|d| d.flows)
+            .map(|flows| (Vec::new(), count(flows)))
+            .into_iter()
+            .collect();
+        gauge(
+            e,
+            "tandem_xdp_flows",
+            "Entries in the XDP connection table.",
+            &flows,
+        )?;
+        Ok(())
+    }
+}
+
+/// The whole exposition for one snapshot source, as `GET /metrics` answers it.
+pub struct Exposition {
+    registry: Registry,
+}
+
+impl Exposition {
+    pub fn new(source: Source) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeCollector { source }));
+        Exposition { registry }
+    }
+
+    /// Reads the snapshots and encodes them in the text format.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+fn answer<B>(exposition: &Exposition, request: &Request<B>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String, content_type: &'static str| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    };
+    let plain = "text/plain; charset=utf-8";
+    if request.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n".into(),
+            plain,
+        );
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into(), plain);
+    }
+    match exposition.encode() {
+        Ok(text) => reply(StatusCode::OK, text, CONTENT_TYPE_TEXT),
+        Err(_) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed\n".into(),
+            plain,
+        ),
+    }
+}
+
+/// Binds `address` and serves `GET /metrics` until `shutdown`. Returns the bound address
+/// (useful with port 0) and the accept task.
+pub async fn serve(
+    address: SocketAddr,
+    source: Source,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the metrics address {address}"))?;
+    let local = listener.local_addr()?;
+    let exposition = Arc::new(Exposition::new(source));
+    let task = tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        warn!("metrics: accepting a connection: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let exposition = exposition.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let response = answer(&exposition, &request);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection =
+                    http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => debug!("metrics: connection ended: {err}"),
+                    Err(_) => debug!("metrics: connection timed out"),
+                }
+            });
+        }
+    });
+    Ok((local, task))
+}
