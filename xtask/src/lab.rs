@@ -1,18 +1,65 @@
-//! `cargo xtask lab`: the reference topology for a person to try, until Ctrl-C.
+//! `cargo xtask lab`: the main job, the reference HA pair on this machine for a person to try.
 //!
-//! Builds the lab of the tests (tandem_lab) with echo backends on http1 and http2, prints how to
-//! reach each host, and tears everything down on Ctrl-C or SIGTERM (the lab's Drop does it).
+//! Builds the lab of the tests (tandem_lab): two Apache backends with the same content on http1
+//! and http2 (plus a TCP "who" server on port 7000 each, as direct-server-return backends for
+//! the VIP), and two Tandem nodes, lb1 (priority 101) and lb2 (100), serving an L7 service with
+//! JSESSIONID affinity on 198.18.0.99:80 and an L4 TCP service on 198.18.0.99:7000. It prints a
+//! guided tour and then reads commands from the terminal (stop/start a backend or a node, status)
+//! so the classic test can be replayed. `quit`, end of input, Ctrl-C or SIGTERM tear everything
+//! down (the lab's Drop does it).
 
+use std::io::BufRead as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tandem_lab::{EchoBackend, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2};
+use tandem_lab::l4::{make_dsr_backend, WhoServer};
+use tandem_lab::pair::{holders, TandemNode, VrrpSettings};
+use tandem_lab::{Apache, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP};
+
+const L4_PORT: u16 = 7000;
+
+fn node_config(lab: &Lab, host: &str, priority: u8) -> String {
+    let vrrp = TandemNode::vrrp_config(lab, lab.host(host), &VrrpSettings::new(3, priority))
+        .replace(
+            "dataplane = \"none\"",
+            &format!(
+                "dataplane = \"xdp-generic\"\nbpf_pin_dir = \"{}\"",
+                lab.pin_dir(host).display()
+            ),
+        );
+    format!(
+        r#"{vrrp}track = [{{ builtin = "proxy", weight = 2 }}]
+
+[[service]]
+name = "web"
+listen = "{VIP}:80"
+mode = "http"
+backends = ["{http1}:80", "{http2}:80"]
+health = {{ interval = "2s" }}
+session = {{ type = "cookie", id = "JSESSIONID", ttl = "300s" }}
+
+[[service]]
+name = "tcp-who"
+listen = "{VIP}:{L4_PORT}"
+mode = "tcp"
+backends = ["{http1}:{L4_PORT}", "{http2}:{L4_PORT}"]
+"#,
+        http1 = lab.host(HTTP1).ip,
+        http2 = lab.host(HTTP2).ip,
+    )
+}
+
+struct Pair {
+    nodes: [(String, Option<TandemNode>); 2],
+    backends: [(String, Apache); 2],
+}
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
     std::env::set_var("TANDEM_ECHO_BIN", root.join("target/debug/tandem-echo"));
+    std::env::set_var("TANDEM_BIN", root.join("target/debug/tandem"));
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -20,10 +67,80 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             .context("installing the Ctrl-C handler")?;
     }
     let lab = Lab::new()?;
-    let backends = [
-        EchoBackend::start(lab.host(HTTP1), 80, HTTP1)?,
-        EchoBackend::start(lab.host(HTTP2), 80, HTTP2)?,
-    ];
+    let mut who = Vec::new();
+    let mut backends = Vec::new();
+    for name in [HTTP1, HTTP2] {
+        let host = lab.host(name);
+        backends.push((name.to_owned(), Apache::start(&lab, host, 80, name)?));
+        make_dsr_backend(host, VIP)?;
+        who.push(WhoServer::start(host, L4_PORT, Some(VIP), name)?);
+    }
+    let [first, second] = <[(String, Apache); 2]>::try_from(backends)
+        .map_err(|_| anyhow::anyhow!("two backends expected"))?;
+    let mut pair = Pair {
+        nodes: [
+            (
+                LB1.to_owned(),
+                Some(TandemNode::start(
+                    &lab,
+                    lab.host(LB1),
+                    &node_config(&lab, LB1, 101),
+                )?),
+            ),
+            (
+                LB2.to_owned(),
+                Some(TandemNode::start(
+                    &lab,
+                    lab.host(LB2),
+                    &node_config(&lab, LB2, 100),
+                )?),
+            ),
+        ],
+        backends: [first, second],
+    };
+    tour(&lab, &pair);
+
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    prompt();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if !command(&lab, &mut pair, line.trim()) {
+                    break;
+                }
+                prompt();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    println!("\ntearing down the lab {}", lab.id());
+    drop(pair);
+    drop(who);
+    drop(lab);
+    Ok(())
+}
+
+fn prompt() {
+    use std::io::Write as _;
+    print!("lab> ");
+    let _ = std::io::stdout().flush();
+}
+
+fn tour(lab: &Lab, pair: &Pair) {
+    let client = lab.host(CLIENT).netns_path();
+    let exec = |host: &str| format!("nsenter --net={}", lab.host(host).netns_path().display());
     println!(
         "\nThe lab {} is up: one L2 segment 198.18.0.0/24 on a bridge.\n",
         lab.id()
@@ -36,29 +153,134 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             host.netns
         );
     }
-    let client = lab.host(CLIENT);
-    println!("\nTry, from another terminal (nsenter keeps /sys/fs/bpf visible; `ip netns exec` hides it):");
-    for backend in &backends {
+    println!(
+        "\nTandem runs on lb1 (priority 101) and lb2 (100); the VIP {VIP} is on the master.\n\
+         A guided tour, from another terminal:\n"
+    );
+    println!("  # the L7 service; which backend answered is in Apache's access log, and the");
+    println!("  # JSESSIONID cookie keeps a session on one backend:");
+    println!(
+        "  nsenter --net={} curl -si http://{VIP}/",
+        client.display()
+    );
+    println!("  # the L4 service, forwarded in XDP by direct server return:");
+    println!(
+        "  nsenter --net={} bash -c 'exec 3<>/dev/tcp/{VIP}/{L4_PORT}; echo hi >&3; head -1 <&3'",
+        client.display()
+    );
+    for (name, node) in &pair.nodes {
+        if let Some(node) = node {
+            println!(
+                "  {} tandem status --socket {}   # {name}",
+                exec(name),
+                node.socket.display()
+            );
+        }
+    }
+    for (name, apache) in &pair.backends {
         println!(
-            "  nsenter --net={} curl -s http://{}/",
-            client.netns_path().display(),
-            backend.addr()
+            "  tail -f {}   # {name}",
+            apache.access_log_path().display()
         );
     }
     println!(
-        "  nsenter --net={} ip -br addr        # lb1; later issues run Tandem here",
-        lab.host(LB1).netns_path().display()
+        "\nThen replay the classic test here: `stop http1` (the other backend serves every \
+         request), `stop lb1` (lb2 takes the VIP), `start lb1` (it takes it back). Commands:\n\
+         \x20 stop|start http1|http2   stop (SIGTERM) / kill (SIGKILL) / start lb1|lb2\n\
+         \x20 status                   who holds the VIP, and each node's state\n\
+         \x20 quit                     tear everything down (Ctrl-C too)\n"
     );
-    println!(
-        "  nsenter --net={} ip -br addr        # lb2",
-        lab.host(LB2).netns_path().display()
-    );
-    println!("\nCtrl-C tears the lab down.");
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Carries out one command line; false means quit.
+fn command(lab: &Lab, pair: &mut Pair, line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let result = match words.as_slice() {
+        [] => Ok(()),
+        ["quit" | "exit"] => return false,
+        ["status"] => {
+            println!("VIP {VIP} held by {:?}", holders(lab, VIP));
+            for (name, node) in &pair.nodes {
+                match node {
+                    Some(node) => match node.status() {
+                        Ok(status) => {
+                            let vrrp = &status["vrrp"][0];
+                            println!(
+                                "  {name}: {} (priority {}), master {}",
+                                vrrp["state"].as_str().unwrap_or("?"),
+                                vrrp["effective_priority"],
+                                vrrp["master"].as_str().unwrap_or("unknown")
+                            );
+                        }
+                        Err(err) => {
+                            let log = node.log_text();
+                            let tail: Vec<&str> = log.lines().rev().take(6).collect();
+                            println!("  {name}: {err:#}; last log lines:");
+                            for line in tail.iter().rev() {
+                                println!("    {line}");
+                            }
+                        }
+                    },
+                    None => println!("  {name}: stopped"),
+                }
+            }
+            Ok(())
+        }
+        [verb @ ("stop" | "start"), backend @ ("http1" | "http2")] => pair
+            .backends
+            .iter_mut()
+            .find(|(name, _)| name == backend)
+            .map(|(_, apache)| {
+                if *verb == "stop" {
+                    apache.stop()
+                } else {
+                    apache.restart()
+                }
+            })
+            .unwrap_or(Ok(()))
+            .map(|()| println!("{verb} {backend}: done")),
+        [verb @ ("stop" | "kill" | "start"), node @ ("lb1" | "lb2")] => {
+            node_command(lab, pair, verb, node)
+        }
+        _ => {
+            println!("unknown command {line:?}");
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        println!("{line}: {err:#}");
     }
-    println!("\ntearing down the lab {}", lab.id());
-    drop(backends);
-    drop(lab);
+    true
+}
+
+fn node_command(lab: &Lab, pair: &mut Pair, verb: &str, name: &str) -> anyhow::Result<()> {
+    let priority = if name == LB1 { 101 } else { 100 };
+    let Some((_, slot)) = pair.nodes.iter_mut().find(|(n, _)| n == name) else {
+        return Ok(());
+    };
+    match (verb, slot.take()) {
+        ("start", Some(node)) => {
+            println!("{name} is already running");
+            *slot = Some(node);
+        }
+        ("start", None) => {
+            *slot = Some(TandemNode::start(
+                lab,
+                lab.host(name),
+                &node_config(lab, name, priority),
+            )?);
+            println!("started {name}; with preemption it takes the VIP back if it has the higher priority");
+        }
+        ("stop", Some(mut node)) => {
+            node.process.terminate(Duration::from_secs(5))?;
+            println!("stopped {name} (SIGTERM: it sent priority 0 and released the VIP)");
+        }
+        ("kill", Some(mut node)) => {
+            node.process.kill(libc::SIGKILL);
+            println!("killed {name} (SIGKILL: the backup takes over after 3 x advert + skew)");
+        }
+        (_, None) => println!("{name} is not running"),
+        _ => {}
+    }
     Ok(())
 }
