@@ -49,12 +49,7 @@ impl TandemNode {
     pub fn vrrp_config(lab: &Lab, host: &Host, settings: &VrrpSettings) -> String {
         let interval_ms = settings.advert_interval.as_millis();
         format!(
-            r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+            r#"{node}
 [[vrrp]]
 name = "VI_1"
 virtual_router_id = {vrid}
@@ -64,13 +59,22 @@ advert_interval = "{interval_ms}ms"
 preempt = {preempt}
 virtual_ipaddress = ["{VIP}"]
 "#,
-            name = host.name,
-            iface = host.iface,
-            socket = Self::socket_path(lab, host).display(),
+            node = Self::node_section(lab, host),
             vrid = settings.vrid,
             priority = settings.priority,
             version = settings.version,
             preempt = settings.preempt,
+        )
+    }
+
+    /// The `[node]` table of a lab node without XDP (`dataplane = "none"`), with its control
+    /// socket where [`TandemNode::status`] looks for it.
+    pub fn node_section(lab: &Lab, host: &Host) -> String {
+        format!(
+            "[node]\nname = \"{}\"\ninterface = \"{}\"\ndataplane = \"none\"\ncontrol_socket = \"{}\"\n",
+            host.name,
+            host.iface,
+            Self::socket_path(lab, host).display()
         )
     }
 
@@ -135,6 +139,8 @@ pub struct Keepalived {
     pub process: Process,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The VRRP child's pid file (`--vrrp_pid`).
+    vrrp_pid_file: PathBuf,
 }
 
 impl Keepalived {
@@ -204,11 +210,27 @@ vrrp_instance VI_1 {{
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         let process = host.spawn(command)?;
+        let [_, vrrp_pid_file] = pid_files;
         Ok(Keepalived {
             process,
             config,
             log,
+            vrrp_pid_file,
         })
+    }
+
+    /// Kills keepalived as a crash would: SIGKILL to its VRRP child and to the parent. Killing
+    /// only the parent is not a crash: the child stops gracefully (priority 0) when its parent
+    /// dies.
+    pub fn crash(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.vrrp_pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the VRRP child's pid, read from the pid file keepalived wrote.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.process.kill(libc::SIGKILL);
     }
 
     pub fn log_text(&self) -> String {

@@ -20,12 +20,7 @@ const REQUESTS_PER_SESSION: usize = 20;
 /// A node config with one HTTP service on the node's own address, JSESSIONID affinity.
 fn config(lab: &Lab, node: &Host) -> String {
     format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+        r#"{node}
 [[service]]
 name = "web"
 listen = "{ip}:{PORT}"
@@ -33,9 +28,7 @@ backends = ["{http1}:80", "{http2}:80"]
 health = {{ interval = "1s" }}
 session = {{ type = "cookie", id = "JSESSIONID", ttl = "300s" }}
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab.work_dir().join("lb1-affinity.sock").display(),
+        node = TandemNode::node_section(lab, node),
         ip = node.ip,
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,

@@ -16,12 +16,7 @@ const LOAD: Duration = Duration::from_secs(10);
 
 fn node_config(lab: &Lab, node: &Host) -> String {
     format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+        r#"{node}
 [proxy]
 access_log = {{ level = 2, path = "{log}" }}
 
@@ -31,9 +26,7 @@ listen = "{ip}:{PORT}"
 backends = ["{http1}:80", "{http2}:80"]
 health = {{ interval = "1s", rise = 1 }}
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab.work_dir().join("lb1-failure.sock").display(),
+        node = TandemNode::node_section(lab, node),
         log = lab.work_dir().join("access.log").display(),
         ip = node.ip,
         http1 = lab.host(HTTP1).ip,

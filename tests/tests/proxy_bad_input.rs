@@ -21,12 +21,7 @@ const BACKEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// A node config with one service per `(name, port, backends)`, on lb1's own address.
 fn node_config(lab: &Lab, node: &Host, services: &[(&str, u16, &[SocketAddrV4])]) -> String {
     let mut config = format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+        r#"{node}
 [proxy]
 header_timeout = "{header}s"
 backend_timeout = "{backend}s"
@@ -34,9 +29,7 @@ connect_timeout = "1s"
 max_header_size = 4096
 access_log = {{ level = 2, path = "{log}" }}
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab.work_dir().join("lb1-bad-input.sock").display(),
+        node = TandemNode::node_section(lab, node),
         header = HEADER_TIMEOUT.as_secs(),
         backend = BACKEND_TIMEOUT.as_secs(),
         log = lab.work_dir().join("access.log").display(),

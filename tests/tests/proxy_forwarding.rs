@@ -14,20 +14,13 @@ use tandem_lab::{
 
 fn node_config(lab: &Lab, node: &Host, listen: SocketAddrV4, extra: &str) -> String {
     format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-{extra}
+        r#"{node}{extra}
 [[service]]
 name = "web"
 listen = "{listen}"
 backends = ["{http1}:80", "{http2}:80"]
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab.work_dir().join("lb1-forwarding.sock").display(),
+        node = TandemNode::node_section(lab, node),
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,
     )

@@ -15,12 +15,7 @@ const PORT: u16 = 8080;
 
 fn node_config(lab: &Lab, node: &Host) -> String {
     format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+        r#"{node}
 [proxy]
 max_connections = 2
 idle_timeout = "3s"
@@ -31,9 +26,7 @@ name = "web"
 listen = "{ip}:{PORT}"
 backends = ["{http1}:80"]
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab.work_dir().join("lb1-limits.sock").display(),
+        node = TandemNode::node_section(lab, node),
         ip = node.ip,
         http1 = lab.host(HTTP1).ip,
     )

@@ -20,12 +20,7 @@ const REPLICATION_PORT: u16 = 7946;
 /// A node serving `web` on its own address, replicating to `peer`.
 fn config(lab: &Lab, node: &Host, peer: &Host) -> String {
     format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+        r#"{node}
 [[service]]
 name = "web"
 listen = "{ip}:{PORT}"
@@ -36,12 +31,7 @@ session = {{ type = "cookie", id = "JSESSIONID", ttl = "300s" }}
 listen = "{ip}:{REPLICATION_PORT}"
 peers = ["{peer_ip}:{REPLICATION_PORT}"]
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab
-            .work_dir()
-            .join(format!("{}-replication.sock", node.name))
-            .display(),
+        node = TandemNode::node_section(lab, node),
         ip = node.ip,
         peer_ip = peer.ip,
         http1 = lab.host(HTTP1).ip,

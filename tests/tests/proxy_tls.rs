@@ -54,21 +54,14 @@ fn node_config(lab: &Lab, node: &Host, certs: &[(PathBuf, PathBuf)]) -> String {
         })
         .collect();
     format!(
-        r#"[node]
-name = "{name}"
-interface = "{iface}"
-dataplane = "none"
-control_socket = "{socket}"
-
+        r#"{node}
 [[service]]
 name = "secure"
 listen = "{ip}:{PORT}"
 backends = ["{http1}:80", "{http2}:80"]
 tls = {{ certificates = [{certificates}] }}
 "#,
-        name = node.name,
-        iface = node.iface,
-        socket = lab.work_dir().join("lb1-tls.sock").display(),
+        node = TandemNode::node_section(lab, node),
         ip = node.ip,
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,

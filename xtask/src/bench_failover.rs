@@ -163,7 +163,7 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(300));
         let stopped = Instant::now();
-        stop_master(&lab, &mut lb1, stop);
+        stop_master(&mut lb1, stop);
         let back = requests.wait_for_success_after(stopped, Some(LB2), Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(200));
         let samples = requests.finish();
@@ -208,7 +208,7 @@ fn start_daemon(
     })
 }
 
-fn stop_master(lab: &Lab, node: &mut Node, stop: Stop) {
+fn stop_master(node: &mut Node, stop: Stop) {
     let Some(daemon) = node.daemon.take() else {
         return;
     };
@@ -216,19 +216,7 @@ fn stop_master(lab: &Lab, node: &mut Node, stop: Stop) {
         Stop::Crash => {
             match daemon {
                 Daemon::Tandem(mut tandem) => tandem.process.kill(libc::SIGKILL),
-                Daemon::Keepalived(mut keepalived) => {
-                    // keepalived runs VRRP in a child process that would stop gracefully (and
-                    // send priority 0) when its parent dies: a crash kills both.
-                    let vrrp_pid = lab.work_dir().join(format!("{LB1}-keepalived-vrrp.pid"));
-                    if let Some(pid) = std::fs::read_to_string(vrrp_pid)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<i32>().ok())
-                    {
-                        // SAFETY: kill(2) on the VRRP child's pid, read from its pid file.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                    keepalived.process.kill(libc::SIGKILL);
-                }
+                Daemon::Keepalived(mut keepalived) => keepalived.crash(),
             }
             if let Some(mut web) = node.web.take() {
                 web.kill();

@@ -355,8 +355,9 @@ impl Upstream {
         let now = Instant::now();
         let (session_counts, entries) = match &self.affinity {
             Affinity::Learn { table, .. } => {
-                let table = lock(table);
-                (table.count_by_backend(now), table.entries(now).len())
+                let counts = lock(table).count_by_backend(now);
+                let entries = counts.values().sum();
+                (counts, entries)
             }
             _ => (HashMap::new(), 0),
         };

@@ -186,6 +186,8 @@ pub async fn start(
         garp_second_burst: None,
         holds_vips: false,
         warned: BTreeSet::new(),
+        weights,
+        peer_priority: None,
         trackers,
     };
     let task = tokio::spawn(shell.run(shutdown));
@@ -215,6 +217,10 @@ struct Shell {
     holds_vips: bool,
     /// Weight warnings already logged, so each is said once.
     warned: BTreeSet<String>,
+    /// The trackers' weights, in config order.
+    weights: Vec<i32>,
+    /// The last non-zero priority heard from a peer.
+    peer_priority: Option<u8>,
     trackers: watch::Receiver<Vec<TrackerState>>,
 }
 
@@ -230,10 +236,7 @@ impl Shell {
                 biased;
                 _ = shutdown.cancelled() => break,
                 received = self.socket.recv(&mut buf) => match received {
-                    Ok(len) => {
-                        let datagram = buf[..len].to_vec();
-                        self.on_datagram(&datagram).await;
-                    }
+                    Ok(len) => self.on_datagram(&buf[..len]).await,
                     Err(err) => {
                         error!(instance = self.config.name, "receiving VRRP: {err}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -303,29 +306,27 @@ impl Shell {
             let mut status = self.lock_status();
             status.adverts_received += 1;
         }
-        let mut expected: Vec<Ipv4Addr> = self.config.virtual_ipaddress.clone();
-        let mut got = advert.addresses.clone();
-        expected.sort();
-        got.sort();
-        if expected != got {
+        let vips = &self.config.virtual_ipaddress;
+        let same_addresses = advert.addresses.len() == vips.len()
+            && advert
+                .addresses
+                .iter()
+                .all(|address| vips.contains(address));
+        if !same_addresses {
             self.warn_once(format!(
                 "adverts from {} list addresses {:?}, this node is configured with {:?}; \
                  check virtual_ipaddress on both nodes",
-                received.source, advert.addresses, self.config.virtual_ipaddress
+                received.source, advert.addresses, vips
             ));
         }
-        if advert.priority != 0 {
-            let weights: Vec<i32> = self
-                .config
-                .track
-                .iter()
-                .map(|track| track.weight())
-                .collect();
+        // The weight warnings depend only on the peer's priority: judge each value once.
+        if advert.priority != 0 && self.peer_priority != Some(advert.priority) {
+            self.peer_priority = Some(advert.priority);
             for warning in priority::weight_warnings(
                 &self.config.name,
                 self.config.priority,
                 self.config.preempt,
-                &weights,
+                &self.weights,
                 Some(advert.priority),
             ) {
                 self.warn_once(warning);
