@@ -15,7 +15,10 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use super::{duration_text, parse_seconds, Directive, Findings, LineError, TrackDraft, VrrpDraft};
+use super::{
+    duration_text, finish_tree, parse_seconds, push_directive, Directive, Findings, LineError,
+    TrackDraft, VrrpDraft,
+};
 use crate::config::VrrpInstance;
 
 /// keepalived's VRRP version when `vrrp_version` is not set.
@@ -82,7 +85,7 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Directive>, LineError> {
                 }
                 Token::Close => {
                     if let Some((directive, _)) = current.take() {
-                        push(&mut open, &mut root, directive);
+                        push_directive(&mut open, &mut root, directive);
                     }
                     let Some(done) = open.pop() else {
                         return Err(LineError {
@@ -90,35 +93,20 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Directive>, LineError> {
                             message: "`}` without a block to close".to_owned(),
                         });
                     };
-                    push(&mut open, &mut root, done);
+                    push_directive(&mut open, &mut root, done);
                 }
             }
         }
         if let Some((directive, _)) = current {
-            push(&mut open, &mut root, directive);
+            push_directive(&mut open, &mut root, directive);
         }
     }
-    match open.last() {
-        Some(block) => Err(LineError {
-            line: block.line,
-            message: format!(
-                "the block of `{}` is never closed: a `}}` is missing{}",
-                block.text,
-                match open.len() {
-                    1 => String::new(),
-                    n => format!(" ({n} blocks are open at the end of the file)"),
-                }
-            ),
-        }),
-        None => Ok(root),
-    }
-}
-
-fn push(open: &mut [Directive], root: &mut Vec<Directive>, directive: Directive) {
-    match open.last_mut().and_then(|block| block.block.as_mut()) {
-        Some(children) => children.push(directive),
-        None => root.push(directive),
-    }
+    finish_tree(&open, root, |block| {
+        format!(
+            "the block of `{}` is never closed: a `}}` is missing",
+            block.text
+        )
+    })
 }
 
 /// The last statement of the innermost open block (or the top level) if it has no block yet,

@@ -149,6 +149,41 @@ pub(super) struct Directive {
     pub block: Option<Vec<Directive>>,
 }
 
+/// Appends a finished directive to the innermost open block, or to the top level.
+pub(super) fn push_directive(
+    open: &mut [Directive],
+    root: &mut Vec<Directive>,
+    directive: Directive,
+) {
+    match open.last_mut().and_then(|block| block.block.as_mut()) {
+        Some(children) => children.push(directive),
+        None => root.push(directive),
+    }
+}
+
+/// The end of a file: its directives, or an error at the innermost block still open, said by
+/// `unclosed` (which names the block and how to close it in that file's syntax).
+pub(super) fn finish_tree(
+    open: &[Directive],
+    root: Vec<Directive>,
+    unclosed: impl Fn(&Directive) -> String,
+) -> Result<Vec<Directive>, LineError> {
+    match open.last() {
+        Some(block) => Err(LineError {
+            line: block.line,
+            message: format!(
+                "{}{}",
+                unclosed(block),
+                match open.len() {
+                    1 => String::new(),
+                    n => format!(" ({n} blocks are open at the end of the file)"),
+                }
+            ),
+        }),
+        None => Ok(root),
+    }
+}
+
 impl Directive {
     /// The statements of a block; none for a plain directive.
     pub fn children(&self) -> &[Directive] {

@@ -19,8 +19,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::{
-    duration_text, parse_seconds, BackendDraft, Directive, Findings, Host, LineError, ProxyDraft,
-    ServiceDraft, SessionDraft,
+    duration_text, finish_tree, parse_seconds, push_directive, BackendDraft, Directive, Findings,
+    Host, LineError, ProxyDraft, ServiceDraft, SessionDraft,
 };
 use crate::config::{Backend, Session};
 
@@ -74,7 +74,7 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Directive>, LineError> {
                         .to_owned(),
                 });
             };
-            push(&mut open, &mut root, done);
+            push_directive(&mut open, &mut root, done);
             continue;
         }
         let parent = open.last().map(|block| block.keyword.to_ascii_lowercase());
@@ -106,31 +106,15 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Directive>, LineError> {
         if is_block {
             open.push(directive);
         } else {
-            push(&mut open, &mut root, directive);
+            push_directive(&mut open, &mut root, directive);
         }
     }
-    match open.last() {
-        Some(block) => Err(LineError {
-            line: block.line,
-            message: format!(
-                "{} is never closed: add an End after its last line{}",
-                block.keyword,
-                match open.len() {
-                    1 => String::new(),
-                    n => format!(" ({n} blocks are open at the end of the file)"),
-                }
-            ),
-        }),
-        None => Ok(root),
-    }
-}
-
-/// Appends a finished directive to the innermost open block, or to the top level.
-fn push(open: &mut [Directive], root: &mut Vec<Directive>, directive: Directive) {
-    match open.last_mut().and_then(|block| block.block.as_mut()) {
-        Some(children) => children.push(directive),
-        None => root.push(directive),
-    }
+    finish_tree(&open, root, |block| {
+        format!(
+            "{} is never closed: add an End after its last line",
+            block.keyword
+        )
+    })
 }
 
 enum BlockRule {
