@@ -204,6 +204,27 @@ impl HealthTable {
         transition
     }
 
+    /// A reload replaced this table's service: backends that were in `previous` keep their
+    /// verdict, reason, age and probe counts (a backend known down does not come back with the
+    /// new table, one that is up does not wait for `rise`); new backends start up, as at start.
+    pub fn carry_over(&self, previous: &HealthTable) {
+        let old = previous.lock();
+        let mut state = self.lock();
+        let mut changed = false;
+        for (index, backend) in self.backends.iter().enumerate() {
+            let Some(old_index) = previous.index(*backend) else {
+                continue;
+            };
+            state[index] = old[old_index].clone();
+            self.up[index].store(state[index].up, Ordering::Release);
+            changed = true;
+        }
+        if changed {
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            self.changes.send_replace(generation);
+        }
+    }
+
     /// Every backend's health, in table order.
     pub fn snapshot(&self) -> Vec<BackendHealth> {
         let state = self.lock();

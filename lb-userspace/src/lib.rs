@@ -2,12 +2,13 @@
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules; tests use them directly.
 //! - `config`: the TOML model and its validation (errors as FILE:LINE:COL).
-//! - `control`: the control socket (`tandem status`) and the status screen.
+//! - `control`: the control socket (`tandem status`, `tandem reload`) and the status screen.
 //! - `dataplane`: the XDP program's loader and the reader of its pinned maps.
 //! - `health`: backend health (active probes, passive marking), shared by the proxy and L4.
 //! - `maglev`: consistent hashing shared by the L4 data plane and the proxy's sessions.
 //! - `node`: the supervisor `tandem run` is: wires VRRP transitions to the VIPs and data plane.
 //! - `proxy`: the L7 reverse proxy (Pound's feature set on hyper).
+//! - `reload`: what SIGHUP and `tandem reload` change on a running node, all or nothing.
 //! - `vrrp`: the virtual IP's election, interoperable with keepalived.
 
 pub mod config;
@@ -18,4 +19,5 @@ pub mod maglev;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
+pub mod reload;
 pub mod vrrp;

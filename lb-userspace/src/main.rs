@@ -1,5 +1,6 @@
-//! The `tandem` command: runs a node (`run`), validates its config (`check`), and inspects the
-//! kernel data plane (`maps`, `xdp attach|detach`). Each subcommand is a thin shell over the
+//! The `tandem` command: runs a node (`run`), validates its config (`check`), talks to the
+//! running daemon (`status`, `reload`), and inspects the kernel data plane (`maps`,
+//! `xdp attach|detach`). Each subcommand is a thin shell over the
 //! library modules; errors reach the user as one line that says what to do.
 
 use std::path::{Path, PathBuf};
@@ -66,6 +67,23 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Reload the running daemon's services and backends from its config file (as SIGHUP
+    /// does) and print what changed. The daemon validates the file first: on an error it keeps
+    /// running the previous config, and this command prints the error (FILE:LINE:COL) and
+    /// exits 1. Settings outside the services ([node], [[vrrp]], [proxy], [replication]) need
+    /// a restart; a reload that changes them is refused. Open connections are not dropped.
+    Reload {
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket [default: the config's node.control_socket, else /run/tandem/tandem.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Read the control socket path from this config file (the daemon reloads the file it
+        /// was started with).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Attach or detach the XDP program by hand (what `cargo xtask build-and-load` uses).
     Xdp {
         #[command(subcommand)]
@@ -122,6 +140,11 @@ fn main() -> ExitCode {
             socket,
             config,
         } => status(json, watch, socket, config),
+        Command::Reload {
+            json,
+            socket,
+            config,
+        } => reload(json, socket, config),
     };
     match result {
         Ok(code) => code,
@@ -249,6 +272,56 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The control socket to talk to: `--socket`, else the one `--config` names, else the default.
+fn control_socket(
+    socket: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+) -> Result<PathBuf, ExitCode> {
+    match (socket, config_path) {
+        (Some(socket), _) => Ok(socket),
+        (None, Some(path)) => load_config(&path).map(|config| config.node.control_socket),
+        (None, None) => Ok(PathBuf::from(config::DEFAULT_CONTROL_SOCKET)),
+    }
+}
+
+fn reload(
+    json: bool,
+    socket: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let socket = match control_socket(socket, config_path) {
+        Ok(socket) => socket,
+        Err(code) => return Ok(code),
+    };
+    let body = tandem::control::client::request(&socket, "reload")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: tandem::reload::ReloadReport = serde_json::from_value(body)
+        .context("the daemon's answer has an unexpected shape (a different tandem version?)")?;
+    for warning in &report.warnings {
+        eprintln!("{warning} (warning)");
+    }
+    if report.changes.is_empty() {
+        println!(
+            "reloaded {}: no change to the services",
+            report.config.display()
+        );
+    } else {
+        println!(
+            "reloaded {}: {} change{}",
+            report.config.display(),
+            report.changes.len(),
+            if report.changes.len() == 1 { "" } else { "s" }
+        );
+        for change in &report.changes {
+            println!("  {change}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn status(
     json: bool,
     watch: bool,
@@ -258,13 +331,9 @@ fn status(
     use std::io::IsTerminal as _;
     use tandem::control::{client, render, NodeStatus};
 
-    let socket = match (socket, config_path) {
-        (Some(socket), _) => socket,
-        (None, Some(path)) => match load_config(&path) {
-            Ok(config) => config.node.control_socket,
-            Err(code) => return Ok(code),
-        },
-        (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+    let socket = match control_socket(socket, config_path) {
+        Ok(socket) => socket,
+        Err(code) => return Ok(code),
     };
     let colour = if std::io::stdout().is_terminal() {
         render::Colour::On

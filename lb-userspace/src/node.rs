@@ -1,6 +1,7 @@
 //! The node supervisor: what `tandem run` is. It starts the parts in order, wires VRRP
-//! transitions to the data plane and the VIPs, serves the control socket, and on SIGINT or
-//! SIGTERM stops them in the reverse order (a master sends priority 0 and drops its VIPs first,
+//! transitions to the data plane and the VIPs, serves the control socket, reloads the services
+//! on SIGHUP or `tandem reload` (see [`crate::reload`]), and on SIGINT or SIGTERM stops them in
+//! the reverse order (a master sends priority 0 and drops its VIPs first,
 //! so the backup takes over after its skew time alone).
 //!
 //! With no `[[vrrp]]` instance the node serves on its own, as if it were always master.
@@ -18,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::config;
 use crate::control::{self, NodeStatus, Reply};
 use crate::dataplane::{self, Dataplane};
+use crate::reload::{L4Health, Reloader};
 use crate::vrrp::instance::{self, InstanceHandle, Mastership};
 use crate::vrrp::link::Netlink;
 
@@ -37,6 +39,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
     // through the clean stop below.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let shutdown = CancellationToken::new();
 
     // The L7 proxy binds its listeners (IP_FREEBIND) before any VIP is here.
@@ -51,16 +54,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
         dataplane: dataplane.clone(),
     });
     // TCP backends are probed like the proxy's; a change rebuilds that service's Maglev table.
-    // UDP has no answer to probe for in general, so UDP backends count as up.
-    for service in config
-        .services
-        .iter()
-        .filter(|service| service.mode == config::ServiceMode::Tcp)
-    {
-        let table = crate::health::HealthTable::new(service);
-        crate::health::spawn_checks(service, table.clone(), shutdown.child_token());
-        dataplane.follow_health(&service.name, table);
-    }
+    let l4_health = L4Health::start(&config, &dataplane, &shutdown);
 
     let proxy = Arc::new(proxy);
     let proxy_up = if config.services.iter().any(|service| !service.mode.is_l4()) {
@@ -145,22 +139,46 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let handler: control::server::Handler = Arc::new(move |words: Vec<String>| {
-        let status_source = status_source.clone();
-        Box::pin(async move {
-            match words[0].as_str() {
-                "status" => match serde_json::to_value(status_source()) {
-                    Ok(body) => Reply::Ok { body },
-                    Err(err) => Reply::Error {
-                        message: format!("encoding the status: {err}"),
-                    },
-                },
-                other => Reply::Error {
-                    message: format!("unknown command {other:?}; this daemon knows: status"),
-                },
-            }
-        }) as BoxFuture<'static, Reply>
+    let reloader = Arc::new(Reloader {
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        running: tokio::sync::Mutex::new((config.clone(), l4_health)),
+        proxy: Arc::downgrade(&proxy),
+        dataplane: dataplane.clone(),
+        shutdown: shutdown.clone(),
     });
+    let handler: control::server::Handler = {
+        let reloader = Arc::downgrade(&reloader);
+        Arc::new(move |words: Vec<String>| {
+            let status_source = status_source.clone();
+            let reloader = reloader.clone();
+            Box::pin(async move {
+                match words[0].as_str() {
+                    "status" => match serde_json::to_value(status_source()) {
+                        Ok(body) => Reply::Ok { body },
+                        Err(err) => Reply::Error {
+                            message: format!("encoding the status: {err}"),
+                        },
+                    },
+                    "reload" => match reloader.upgrade() {
+                        Some(reloader) => match reloader.reload().await {
+                            Ok(report) => Reply::Ok {
+                                body: serde_json::to_value(report).unwrap_or_default(),
+                            },
+                            Err(message) => Reply::Error { message },
+                        },
+                        None => Reply::Error {
+                            message: "the node is stopping".to_owned(),
+                        },
+                    },
+                    other => Reply::Error {
+                        message: format!(
+                            "unknown command {other:?}; this daemon knows: status, reload"
+                        ),
+                    },
+                }
+            }) as BoxFuture<'static, Reply>
+        })
+    };
     let control_task =
         match control::server::serve(&config.node.control_socket, handler, shutdown.child_token())
             .await
@@ -172,11 +190,22 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
             }
         };
 
-    info!("running; stop with SIGINT or SIGTERM");
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    info!("running; stop with SIGINT or SIGTERM, reload the services with SIGHUP");
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                info!(config = %reloader.path.display(), "SIGHUP: reloading");
+                match reloader.reload().await {
+                    Ok(report) if report.changes.is_empty() => info!("reload done: no change"),
+                    Ok(report) => info!(changes = report.changes.len(), "reload done"),
+                    Err(message) => error!("reload refused: {message}"),
+                }
+            }
+        }
     };
+    drop(reloader);
     info!(signal = signal_name, "stopping");
     vrrp_shutdown.cancel();
     for task in instance_tasks {

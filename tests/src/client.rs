@@ -254,3 +254,28 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
     }
 }
+
+/// The counts wrk prints at the end of a run.
+#[derive(Debug, Default)]
+pub struct WrkSummary {
+    pub requests: u64,
+    pub socket_errors: u64,
+    pub non_2xx: u64,
+}
+
+pub fn parse_wrk(output: &str) -> WrkSummary {
+    let mut summary = WrkSummary::default();
+    for line in output.lines().map(str::trim) {
+        if let Some((count, _)) = line.split_once(" requests in ") {
+            summary.requests = count.trim().parse().unwrap_or(0);
+        } else if let Some(errors) = line.strip_prefix("Socket errors:") {
+            summary.socket_errors = errors
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum();
+        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            summary.non_2xx = count.trim().parse().unwrap_or(0);
+        }
+    }
+    summary
+}

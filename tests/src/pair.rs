@@ -116,6 +116,17 @@ virtual_ipaddress = ["{VIP}"]
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Writes `config` over the node's config file and runs `tandem reload` against the
+    /// daemon; returns the command's output (exit status, stdout, stderr) whatever it says.
+    pub fn reload(&self, config: &str) -> anyhow::Result<std::process::Output> {
+        std::fs::write(&self.config, config).context("writing the node's new config")?;
+        std::process::Command::new(tandem_binary()?)
+            .args(["reload", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .context("running tandem reload")
+    }
+
     /// `tandem status --json` of this node.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
         let output = std::process::Command::new(tandem_binary()?)

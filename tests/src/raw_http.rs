@@ -67,6 +67,81 @@ pub fn exchange(
     })?
 }
 
+/// One keep-alive HTTP/1.1 connection from a lab host, for tests that must see the same
+/// connection go on (e.g. across a reload): each [`KeepAlive::get`] is a request on it.
+pub struct KeepAlive {
+    stream: TcpStream,
+}
+
+/// One response read from a [`KeepAlive`] connection.
+#[derive(Debug, Clone)]
+pub struct KeptReply {
+    pub status: u16,
+    /// The head's header lines, as sent.
+    pub head: String,
+}
+
+impl KeptReply {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+impl KeepAlive {
+    /// Connects from inside `host` (the socket stays in its namespace).
+    pub fn connect(host: &Host, addr: SocketAddr) -> anyhow::Result<KeepAlive> {
+        let stream = host
+            .in_netns(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(KeepAlive { stream })
+    }
+
+    /// Sends `GET path` on the connection and reads the response (its body by Content-Length).
+    /// Fails if the server closed the connection.
+    pub fn get(&mut self, path: &str) -> anyhow::Result<KeptReply> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: tandem-test\r\n\r\n");
+        self.stream
+            .write_all(request.as_bytes())
+            .context("sending on the kept-alive connection")?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = self
+                .stream
+                .read(&mut byte)
+                .context("reading the response head")?;
+            if read == 0 {
+                anyhow::bail!(
+                    "the server closed the kept-alive connection (after {} bytes of the head)",
+                    head.len()
+                );
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .with_context(|| format!("no status in {head:?}"))?;
+        let reply = KeptReply { status, head };
+        let length: usize = reply
+            .header("content-length")
+            .and_then(|value| value.parse().ok())
+            .with_context(|| format!("no Content-Length in {:?}", reply.head))?;
+        let mut body = vec![0u8; length];
+        self.stream
+            .read_exact(&mut body)
+            .context("reading the response body")?;
+        Ok(reply)
+    }
+}
+
 /// Sends `request` one byte every `pace` (a slowloris client) and reports how the server
 /// reacted: whether it closed the connection, and when.
 pub fn trickle(

@@ -8,6 +8,7 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use tandem_lab::client::parse_wrk;
 use tandem_lab::pair::TandemNode;
 use tandem_lab::{http_get, wait_for_tcp, Apache, Host, Lab, CLIENT, HTTP1, HTTP2, LB1};
 
@@ -32,31 +33,6 @@ health = {{ interval = "1s", rise = 1 }}
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,
     )
-}
-
-/// The counts wrk prints at the end of a run.
-#[derive(Debug, Default)]
-struct WrkSummary {
-    requests: u64,
-    socket_errors: u64,
-    non_2xx: u64,
-}
-
-fn parse_wrk(output: &str) -> WrkSummary {
-    let mut summary = WrkSummary::default();
-    for line in output.lines().map(str::trim) {
-        if let Some((count, _)) = line.split_once(" requests in ") {
-            summary.requests = count.trim().parse().unwrap_or(0);
-        } else if let Some(errors) = line.strip_prefix("Socket errors:") {
-            summary.socket_errors = errors
-                .split(',')
-                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                .sum();
-        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            summary.non_2xx = count.trim().parse().unwrap_or(0);
-        }
-    }
-    summary
 }
 
 /// The access log's lines for answers other than 200.

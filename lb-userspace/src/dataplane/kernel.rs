@@ -13,8 +13,39 @@
 //! cleared after (its recorded flows are placed again by the new table); coming up, the
 //! order is reversed. MACs come from the neighbour table, refreshed every
 //! [`MAC_REFRESH_INTERVAL`].
+//!
+//! A reload ([`Dataplane::reconfigure`]) numbers the new config against the plan in force
+//! ([`Plan::reconcile`]: what remains keeps its ids, so the program keeps its recorded flows
+//! on their backends) and, if that fits the maps, writes in an order where no packet meets a
+//! half-written state that sends it wrong:
+//! 1. while active, SERVICES entries that go away or change are removed: no packet reaches a
+//!    removed service's table or backends any more, whose service id and ring the new plan
+//!    may give to a new service (an entry whose key and value stay, e.g. a service renamed
+//!    on the same address, stays: its packets meet the old or the new backends of that
+//!    address while its table is rewritten);
+//! 2. backends that remain keep their health, the others' is forgotten; counters of ids the
+//!    new plan gives afresh are zeroed (a freed id would show its last owner's counts);
+//! 3. BACKENDS is written for every backend of the new plan (new ids: no table points at them
+//!    yet, and ids freed by this reload are not among them);
+//! 4. tables of new rings and of services whose backends or weights changed are written
+//!    (only the slots that differ), so new flows reach new backends and avoid removed ones;
+//! 5. BACKENDS entries of removed backends are cleared, so the flows recorded with them fail
+//!    the program's check and are placed again by the new tables; rings no longer used are
+//!    filled with NO_BACKEND;
+//! 6. while active, SERVICES entries of new and changed services are put, their tables ready.
+//!
+//! MACs of new backends are resolved (a short wait) before step 1. The program and the maps
+//! stay the same object through a reload: nothing is reloaded in the kernel. If a write fails
+//! half-way (not expected: every write is within the maps' bounds), the previous plan is
+//! written back whole and the error returned.
+//!
+//! A limit: ids live in this process. A restart numbers its config afresh ([`Plan::new`], by
+//! config order), so after reloads that inserted or removed backends a restart can give
+//! remaining backends other ids than the kernel recorded, and their flows are placed again
+//! by Maglev (connections whose placement changed break). Without reloads a restart keeps
+//! every id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,6 +70,9 @@ pub const MAC_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// How long `activate` waits for backends' MACs to resolve before it goes on without them
 /// (their frames are dropped and counted as `drop_no_mac` until the refresh finds them).
 const MAC_RESOLVE_WAIT: Duration = Duration::from_millis(1500);
+/// The same for the backends a reload adds: shorter, since the reload waits for it, and a new
+/// backend without a MAC only means its first frames are dropped until the refresh finds it.
+const RELOAD_MAC_WAIT: Duration = Duration::from_millis(1000);
 
 /// The XDP implementation of [`Dataplane`].
 #[derive(Clone)]
@@ -47,14 +81,18 @@ pub struct XdpDataplane {
 }
 
 struct Inner {
-    plan: Plan,
     attachment: Attachment,
     neighbours: Neighbours,
     state: Mutex<State>,
     stop: CancellationToken,
+    /// One reload at a time, from numbering the new config to its last map write (the MAC
+    /// lookup in between runs without the state lock).
+    reload: tokio::sync::Mutex<()>,
 }
 
 struct State {
+    /// The services and ids the maps hold; a reload replaces it.
+    plan: Arc<Plan>,
     maps: KernelMaps,
     active: bool,
     health: HealthView,
@@ -69,19 +107,7 @@ impl XdpDataplane {
     /// pinned), without activating anything.
     pub async fn open(config: &Config, mode: AttachMode) -> anyhow::Result<XdpDataplane> {
         let plan = Plan::new(config)?;
-        for service in plan.l4_services() {
-            for backend in &service.backends {
-                if backend.address.port() != service.listen.port() {
-                    warn!(
-                        service = %service.name,
-                        backend = %backend.address,
-                        "direct server return keeps the client's destination port: the backend gets port {} on the VIP, not {}",
-                        service.listen.port(),
-                        backend.address.port()
-                    );
-                }
-            }
-        }
+        warn_about_ports(&plan, None);
         let node = &config.node;
         let attachment = xdp::attach(&node.interface, mode, &node.bpf_pin_dir)
             .with_context(|| format!("attaching XDP to {}", node.interface))?;
@@ -113,10 +139,10 @@ impl XdpDataplane {
         let neighbours = Neighbours::connect(if_index).context("opening route netlink")?;
         let dataplane = XdpDataplane {
             inner: Arc::new(Inner {
-                plan,
                 attachment,
                 neighbours,
                 state: Mutex::new(State {
+                    plan: Arc::new(plan),
                     maps,
                     active: was_active,
                     health: HealthView::default(),
@@ -124,6 +150,7 @@ impl XdpDataplane {
                     tables: HashMap::new(),
                 }),
                 stop: CancellationToken::new(),
+                reload: tokio::sync::Mutex::new(()),
             }),
         };
         dataplane.spawn_mac_refresh();
@@ -143,50 +170,31 @@ impl XdpDataplane {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn backend_ips(&self) -> Vec<Ipv4Addr> {
-        let mut ips: Vec<Ipv4Addr> = self
-            .inner
-            .plan
-            .l4_services()
-            .flat_map(|s| s.backends.iter().map(|b| *b.address.ip()))
-            .collect();
-        ips.sort();
-        ips.dedup();
-        ips
-    }
-
     /// Reads the backends' MACs (probing missing ones) and writes what changed.
     async fn refresh_macs(&self, wait: Duration) -> anyhow::Result<()> {
-        let ips = self.backend_ips();
+        let ips = backend_ips(&self.state().plan);
         if ips.is_empty() {
             return Ok(());
         }
-        let found = self
-            .inner
-            .neighbours
-            .resolve(&ips, wait)
-            .await
-            .context("reading the neighbour table")?;
+        let found = self.resolve_macs(&ips, wait).await?;
         let mut state = self.state();
-        let mut changed = false;
-        for ip in &ips {
-            match (found.get(ip), state.macs.get(ip)) {
-                (Some(new), Some(old)) if new == old => {}
-                (Some(new), _) => {
-                    info!(backend = %ip, mac = %fmt_mac(*new), "backend MAC resolved");
-                    state.macs.insert(*ip, *new);
-                    changed = true;
-                }
-                (None, Some(_)) => {} // keep the last known one; the next round probes again
-                (None, None) => {
-                    warn!(backend = %ip, "backend MAC unknown (no ARP answer): its L4 frames are dropped until it answers; is it on the same L2 segment as the node?");
-                }
-            }
-        }
-        if changed {
-            self.write_backends(&mut state)?;
+        if record_macs(&mut state, &ips, &found) {
+            let plan = state.plan.clone();
+            write_backends(&mut state, &plan)?;
         }
         Ok(())
+    }
+
+    async fn resolve_macs(
+        &self,
+        ips: &[Ipv4Addr],
+        wait: Duration,
+    ) -> anyhow::Result<HashMap<Ipv4Addr, [u8; 6]>> {
+        self.inner
+            .neighbours
+            .resolve(ips, wait)
+            .await
+            .context("reading the neighbour table")
     }
 
     fn spawn_mac_refresh(&self) {
@@ -205,67 +213,71 @@ impl XdpDataplane {
         });
     }
 
-    /// Writes every L4 backend's entry (address, MAC, health).
-    fn write_backends(&self, state: &mut State) -> anyhow::Result<()> {
-        for service in self.inner.plan.l4_services() {
-            for backend in &service.backends {
-                let value = backend_value(state, service, backend.address, backend.id);
-                state.maps.put_backend(backend.id, value)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Rebuilds `service`'s table from the health view and writes the slots that changed.
-    fn write_table(&self, state: &mut State, service: &PlannedService) -> anyhow::Result<()> {
-        let Some(ring) = service.ring else {
-            return Ok(());
-        };
-        let maglev = service.maglev(|a| state.health.is_up(&service.name, a));
-        let table: Vec<u32> = if maglev.table().is_empty() {
-            vec![NO_BACKEND; lb_common::MAGLEV_TABLE_SIZE as usize]
-        } else {
-            maglev
-                .table()
-                .iter()
-                .map(|&i| service.backends[i as usize].id)
-                .collect()
-        };
-        let previous = state.tables.get(&ring).map(|(_, t)| t.as_slice());
-        let written = state.maps.write_table(ring, &table, previous)?;
-        debug!(service = %service.name, ring, written, "Maglev table written");
-        state.tables.insert(ring, (maglev, table));
-        Ok(())
-    }
-
-    fn write_everything(&self, state: &mut State) -> anyhow::Result<()> {
-        self.write_backends(state)?;
-        for service in self.inner.plan.l4_services() {
-            self.write_table(state, service)?;
-        }
-        Ok(())
-    }
-
     fn apply_backend(&self, service: &str, backend: SocketAddrV4, up: bool) -> anyhow::Result<()> {
-        let Some(planned) = self.inner.plan.service(service).filter(|s| s.mode.is_l4()) else {
+        let mut state = self.state();
+        // The plan of the moment: a follower of a service a reload removed finds nothing.
+        let plan = state.plan.clone();
+        let Some(planned) = plan.service(service).filter(|s| s.mode.is_l4()) else {
             return Ok(());
         };
         let Some(entry) = planned.backends.iter().find(|b| b.address == backend) else {
             return Ok(());
         };
-        let mut state = self.state();
         if !state.health.set(service, backend, up) {
             return Ok(());
         }
         info!(service, %backend, up, "L4 backend {}; rebuilding the Maglev table", if up { "up" } else { "down" });
-        let value = backend_value(&state, planned, backend, entry.id);
+        let value = backend_value(&state, planned, backend);
         if up {
             state.maps.put_backend(entry.id, value)?;
-            self.write_table(&mut state, planned)?;
+            write_table(&mut state, planned)?;
         } else {
-            self.write_table(&mut state, planned)?;
+            write_table(&mut state, planned)?;
             state.maps.put_backend(entry.id, value)?;
         }
+        Ok(())
+    }
+
+    async fn do_reconfigure(&self, config: &Config) -> anyhow::Result<()> {
+        let _one_at_a_time = self.inner.reload.lock().await;
+        let previous = self.state().plan.clone();
+        let plan = Arc::new(Plan::reconcile(&previous, config)?);
+        warn_about_ports(&plan, Some(&previous));
+        // New backends' MACs before anything changes, so their first frames find them.
+        let missing: Vec<Ipv4Addr> = {
+            let state = self.state();
+            backend_ips(&plan)
+                .into_iter()
+                .filter(|ip| !state.macs.contains_key(ip))
+                .collect()
+        };
+        if !missing.is_empty() {
+            match self.resolve_macs(&missing, RELOAD_MAC_WAIT).await {
+                Ok(found) => {
+                    record_macs(&mut self.state(), &missing, &found);
+                }
+                Err(err) => warn!("resolving the new backends' MACs: {err:#}"),
+            }
+        }
+        let mut state = self.state();
+        let health = state.health.clone();
+        if let Err(err) = switch_plan(&mut state, plan.clone()) {
+            // Not expected (writes within the maps' bounds), but then the maps hold a mix:
+            // go back to what the node had, which the caller still believes in.
+            warn!("reload stopped half-way ({err:#}); writing the previous services back");
+            state.health = health;
+            if let Err(back) = restore_plan(&mut state, previous, &plan) {
+                warn!("writing the previous services back: {back:#}");
+            }
+            return Err(err.context("writing the reloaded services to the XDP maps"));
+        }
+        info!(
+            services = plan.services.len(),
+            l4 = plan.l4_services().count(),
+            backends = plan.l4_services().map(|s| s.backends.len()).sum::<usize>(),
+            active = state.active,
+            "XDP data plane reconfigured"
+        );
         Ok(())
     }
 
@@ -274,47 +286,12 @@ impl XdpDataplane {
             warn!("resolving backend MACs: {err:#}");
         }
         let mut state = self.state();
-        self.write_everything(&mut state)?;
-        let plan = &self.inner.plan;
-        let wanted: Vec<(ServiceKey, ServiceValue)> = plan
-            .services
-            .iter()
-            .map(|s| {
-                (
-                    ServiceKey::new(s.listen.ip().octets(), s.listen.port(), s.proto()),
-                    ServiceValue {
-                        id: s.id,
-                        mode: if s.mode.is_l4() {
-                            ServiceMode::Forward as u32
-                        } else {
-                            ServiceMode::Proxy as u32
-                        },
-                        ring: s.ring.unwrap_or(0),
-                    },
-                )
-            })
-            .collect();
-        for (key, value) in &wanted {
-            state.maps.put_service(*key, *value)?;
+        let plan = state.plan.clone();
+        write_backends(&mut state, &plan)?;
+        for service in plan.l4_services() {
+            write_table(&mut state, service)?;
         }
-        for (key, _) in state.maps.services()? {
-            if !wanted.iter().any(|(k, _)| *k == key) {
-                state.maps.remove_service(&key)?;
-            }
-        }
-        let vips: Vec<u32> = plan
-            .vips
-            .iter()
-            .map(|v| u32::from_ne_bytes(v.octets()))
-            .collect();
-        for vip in &vips {
-            state.maps.put_vip(*vip)?;
-        }
-        for vip in state.maps.vips()? {
-            if !vips.contains(&vip) {
-                state.maps.remove_vip(vip)?;
-            }
-        }
+        write_services(&mut state)?;
         if !state.active {
             info!(
                 services = plan.services.len(),
@@ -343,12 +320,59 @@ impl XdpDataplane {
     }
 }
 
-fn backend_value(
-    state: &State,
-    service: &PlannedService,
-    address: SocketAddrV4,
-    _id: u32,
-) -> BackendValue {
+/// The L4 backends' addresses, each once.
+fn backend_ips(plan: &Plan) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = plan
+        .l4_services()
+        .flat_map(|s| s.backends.iter().map(|b| *b.address.ip()))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Notes the MACs `found` for `ips`; true when one is new or changed.
+fn record_macs(state: &mut State, ips: &[Ipv4Addr], found: &HashMap<Ipv4Addr, [u8; 6]>) -> bool {
+    let mut changed = false;
+    for ip in ips {
+        match (found.get(ip), state.macs.get(ip)) {
+            (Some(new), Some(old)) if new == old => {}
+            (Some(new), _) => {
+                info!(backend = %ip, mac = %fmt_mac(*new), "backend MAC resolved");
+                state.macs.insert(*ip, *new);
+                changed = true;
+            }
+            (None, Some(_)) => {} // keep the last known one; the next round probes again
+            (None, None) => {
+                warn!(backend = %ip, "backend MAC unknown (no ARP answer): its L4 frames are dropped until it answers; is it on the same L2 segment as the node?");
+            }
+        }
+    }
+    changed
+}
+
+/// Direct server return cannot change ports: says so for each backend whose port differs
+/// from its service's (only for the new ones after a reload).
+fn warn_about_ports(plan: &Plan, previous: Option<&Plan>) {
+    for service in plan.l4_services() {
+        for backend in &service.backends {
+            let known = previous
+                .and_then(|p| p.service(&service.name))
+                .is_some_and(|p| p.listen == service.listen && p.backends.contains(backend));
+            if backend.address.port() != service.listen.port() && !known {
+                warn!(
+                    service = %service.name,
+                    backend = %backend.address,
+                    "direct server return keeps the client's destination port: the backend gets port {} on the VIP, not {}",
+                    service.listen.port(),
+                    backend.address.port()
+                );
+            }
+        }
+    }
+}
+
+fn backend_value(state: &State, service: &PlannedService, address: SocketAddrV4) -> BackendValue {
     BackendValue {
         addr: u32::from_ne_bytes(address.ip().octets()),
         mac: state.macs.get(address.ip()).copied().unwrap_or([0; 6]),
@@ -360,6 +384,211 @@ fn backend_value(
         },
         service: service.id,
     }
+}
+
+/// Writes the entry (address, MAC, health, service) of every L4 backend of `plan`.
+fn write_backends(state: &mut State, plan: &Plan) -> anyhow::Result<()> {
+    for service in plan.l4_services() {
+        for backend in &service.backends {
+            let value = backend_value(state, service, backend.address);
+            state.maps.put_backend(backend.id, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds `service`'s table from the health view and writes the slots that changed.
+fn write_table(state: &mut State, service: &PlannedService) -> anyhow::Result<()> {
+    let Some(ring) = service.ring else {
+        return Ok(());
+    };
+    let maglev = service.maglev(|a| state.health.is_up(&service.name, a));
+    let table: Vec<u32> = if maglev.table().is_empty() {
+        vec![NO_BACKEND; lb_common::MAGLEV_TABLE_SIZE as usize]
+    } else {
+        maglev
+            .table()
+            .iter()
+            .map(|&i| service.backends[i as usize].id)
+            .collect()
+    };
+    let previous = state.tables.get(&ring).map(|(_, t)| t.as_slice());
+    let written = state.maps.write_table(ring, &table, previous)?;
+    debug!(service = %service.name, ring, written, "Maglev table written");
+    state.tables.insert(ring, (maglev, table));
+    Ok(())
+}
+
+/// SERVICES and VIPS as `state.plan` wants them (while active): entries put, strays removed.
+fn write_services(state: &mut State) -> anyhow::Result<()> {
+    let plan = state.plan.clone();
+    let wanted = services_wanted(&plan);
+    for (key, value) in &wanted {
+        state.maps.put_service(*key, *value)?;
+    }
+    for (key, _) in state.maps.services()? {
+        if !wanted.iter().any(|(k, _)| *k == key) {
+            state.maps.remove_service(&key)?;
+        }
+    }
+    let vips: Vec<u32> = plan
+        .vips
+        .iter()
+        .map(|v| u32::from_ne_bytes(v.octets()))
+        .collect();
+    for vip in &vips {
+        state.maps.put_vip(*vip)?;
+    }
+    for vip in state.maps.vips()? {
+        if !vips.contains(&vip) {
+            state.maps.remove_vip(vip)?;
+        }
+    }
+    Ok(())
+}
+
+/// The SERVICES entries of `plan`.
+fn services_wanted(plan: &Plan) -> Vec<(ServiceKey, ServiceValue)> {
+    plan.services
+        .iter()
+        .map(|s| {
+            (
+                ServiceKey::new(s.listen.ip().octets(), s.listen.port(), s.proto()),
+                ServiceValue {
+                    id: s.id,
+                    mode: if s.mode.is_l4() {
+                        ServiceMode::Forward as u32
+                    } else {
+                        ServiceMode::Proxy as u32
+                    },
+                    ring: s.ring.unwrap_or(0),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Moves the maps from `state.plan` to `plan`, in the order the module doc gives.
+fn switch_plan(state: &mut State, plan: Arc<Plan>) -> anyhow::Result<()> {
+    let previous = state.plan.clone();
+    // The same service in both plans: same name and mode (then the same ids).
+    let remaining = |name: &str| -> Option<(&PlannedService, &PlannedService)> {
+        let old = previous.service(name)?;
+        let new = plan.service(name)?;
+        (old.mode == new.mode).then_some((old, new))
+    };
+
+    // 1. Stop packets from reaching what goes away or changes.
+    let wanted = services_wanted(&plan);
+    if state.active {
+        for (key, value) in state.maps.services()? {
+            if !wanted.contains(&(key, value)) {
+                state.maps.remove_service(&key)?;
+            }
+        }
+    }
+
+    // 2. Health and counters.
+    state.health.retain(|name, address| {
+        remaining(name).is_some_and(|(old, new)| {
+            new.mode.is_l4()
+                && old.backends.iter().any(|b| b.address == address)
+                && new.backends.iter().any(|b| b.address == address)
+        })
+    });
+    for service in &plan.services {
+        if remaining(&service.name).is_none() {
+            state.maps.reset_service_stats(service.id)?;
+        }
+    }
+    let old_ids: HashSet<u32> = previous
+        .l4_services()
+        .flat_map(|s| s.backends.iter().map(|b| b.id))
+        .collect();
+    let new_ids: HashSet<u32> = plan
+        .l4_services()
+        .flat_map(|s| s.backends.iter().map(|b| b.id))
+        .collect();
+    for &id in new_ids.difference(&old_ids) {
+        state.maps.reset_backend_stats(id)?;
+    }
+
+    // 3. Every backend of the new plan.
+    write_backends(state, &plan)?;
+
+    // 4. Tables of new rings and changed services; the diff against what the ring held
+    //    before (another service's table, for a ring freed and reused) writes only what moves.
+    for service in plan.l4_services() {
+        let unchanged = remaining(&service.name).is_some_and(|(old, new)| old == new);
+        let ring = service.ring.expect("L4 services have a ring");
+        if !unchanged || !state.tables.contains_key(&ring) {
+            write_table(state, service)?;
+        }
+    }
+
+    // 5. What the new plan no longer uses.
+    for &id in old_ids.difference(&new_ids) {
+        state.maps.put_backend(id, BackendValue::default())?;
+    }
+    let new_rings: HashSet<u32> = plan.l4_services().filter_map(|s| s.ring).collect();
+    for service in previous.l4_services() {
+        let Some(ring) = service.ring.filter(|r| !new_rings.contains(r)) else {
+            continue;
+        };
+        let empty = vec![NO_BACKEND; lb_common::MAGLEV_TABLE_SIZE as usize];
+        let written = state.tables.get(&ring).map(|(_, t)| t.as_slice());
+        state.maps.write_table(ring, &empty, written)?;
+        state.tables.remove(&ring);
+        debug!(service = %service.name, ring, "Maglev table emptied");
+    }
+
+    // 6. Start forwarding the new and changed services.
+    state.plan = plan;
+    if state.active {
+        write_services(state)?;
+    }
+    Ok(())
+}
+
+/// After [`switch_plan`] to `failed` stopped somewhere: writes `previous` back whole, in the
+/// same order (what the kernel holds is not known any more, so no diff).
+fn restore_plan(state: &mut State, previous: Arc<Plan>, failed: &Plan) -> anyhow::Result<()> {
+    state.plan = previous.clone();
+    state.tables.clear();
+    let wanted = services_wanted(&previous);
+    if state.active {
+        for (key, value) in state.maps.services()? {
+            if !wanted.contains(&(key, value)) {
+                state.maps.remove_service(&key)?;
+            }
+        }
+    }
+    write_backends(state, &previous)?;
+    for service in previous.l4_services() {
+        write_table(state, service)?;
+    }
+    let ids: HashSet<u32> = previous
+        .l4_services()
+        .flat_map(|s| s.backends.iter().map(|b| b.id))
+        .collect();
+    for service in failed.l4_services() {
+        for backend in service.backends.iter().filter(|b| !ids.contains(&b.id)) {
+            state
+                .maps
+                .put_backend(backend.id, BackendValue::default())?;
+        }
+    }
+    let rings: HashSet<u32> = previous.l4_services().filter_map(|s| s.ring).collect();
+    for ring in failed.l4_services().filter_map(|s| s.ring) {
+        if !rings.contains(&ring) {
+            let empty = vec![NO_BACKEND; lb_common::MAGLEV_TABLE_SIZE as usize];
+            state.maps.write_table(ring, &empty, None)?;
+        }
+    }
+    if state.active {
+        write_services(state)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn fmt_mac(mac: [u8; 6]) -> String {
@@ -388,12 +617,23 @@ impl Dataplane for XdpDataplane {
         Box::pin(async move { self.apply_backend(&service, backend, up) })
     }
 
-    fn follow_health(&self, service: &str, table: Arc<HealthTable>) {
+    fn follow_health(&self, service: &str, table: Arc<HealthTable>, stop: CancellationToken) {
         let this = self.clone();
-        super::spawn_health_follower(service, table, move |service, backend, up| {
+        super::spawn_health_follower(service, table, stop, move |service, backend, up| {
             let this = this.clone();
             Box::pin(async move { this.apply_backend(&service, backend, up) })
         });
+    }
+
+    fn check_reconfigure(&self, config: &Config) -> anyhow::Result<()> {
+        let plan = self.state().plan.clone();
+        Plan::reconcile(&plan, config)?;
+        Ok(())
+    }
+
+    fn reconfigure(&self, config: &Config) -> BoxFuture<'_, anyhow::Result<()>> {
+        let config = config.clone();
+        Box::pin(async move { self.do_reconfigure(&config).await })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
@@ -410,8 +650,7 @@ impl Dataplane for XdpDataplane {
 
     fn status(&self) -> DataplaneStatus {
         let state = self.state();
-        let services = self
-            .inner
+        let services = state
             .plan
             .l4_services()
             .map(|service| {

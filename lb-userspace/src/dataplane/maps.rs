@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
     BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceValue, Stats,
     VipValue, ALL_MAPS, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, IFACE_MAP,
@@ -237,6 +237,28 @@ impl KernelMaps {
     pub fn backend_stats(&self, id: u32) -> Result<Stats, XdpError> {
         sum_stats(&self.backend_stats, id, "BACKEND_STATS")
     }
+
+    /// Zeroes service `id`'s counters on every CPU (a reload gives the id to a new service).
+    pub fn reset_service_stats(&mut self, id: u32) -> Result<(), XdpError> {
+        zero_stats(&mut self.service_stats, id, "SERVICE_STATS")
+    }
+
+    /// Zeroes backend `id`'s counters on every CPU (a reload gives the id to a new backend).
+    pub fn reset_backend_stats(&mut self, id: u32) -> Result<(), XdpError> {
+        zero_stats(&mut self.backend_stats, id, "BACKEND_STATS")
+    }
+}
+
+fn zero_stats(map: &mut PerCpuArray<MapData, Stats>, id: u32, name: &str) -> Result<(), XdpError> {
+    // As many values as the map has CPUs: the read tells how many.
+    let cpus = map
+        .get(&id, 0)
+        .map_err(kernel(format!("reading {name}[{id}]")))?
+        .len();
+    let zeros = PerCpuValues::try_from(vec![Stats::default(); cpus])
+        .map_err(|e| XdpError::from_kernel(format!("zeroing {name}[{id}]"), &e))?;
+    map.set(id, zeros, 0)
+        .map_err(kernel(format!("zeroing {name}[{id}]")))
 }
 
 fn sum_stats(map: &PerCpuArray<MapData, Stats>, id: u32, name: &str) -> Result<Stats, XdpError> {

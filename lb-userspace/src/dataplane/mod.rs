@@ -3,7 +3,8 @@
 //! [`Dataplane`] is what the node supervisor drives, without knowing which implementation it
 //! has: [`activate`](Dataplane::activate) when the node becomes master,
 //! [`deactivate`](Dataplane::deactivate) when it stops being master, backend health as it
-//! changes, and [`status`](Dataplane::status) for `tandem status`. [`open`] picks the
+//! changes, [`reconfigure`](Dataplane::reconfigure) when a reload changes the services, and
+//! [`status`](Dataplane::status) for `tandem status`. [`open`] picks the
 //! implementation from the config:
 //! - [`kernel::XdpDataplane`]: Tandem's XDP program (lb-ebpf, embedded in the binary) on the
 //!   node's interface, native mode with a fall back to generic (or generic when the config says
@@ -37,6 +38,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, DataplaneMode};
@@ -69,9 +71,25 @@ pub trait Dataplane: Send + Sync {
         up: bool,
     ) -> BoxFuture<'_, anyhow::Result<()>>;
 
-    /// Follows `table` (the health checks of `service`) for as long as the data plane lives:
-    /// every change of its generation updates the backends as [`Dataplane::set_backend_up`].
-    fn follow_health(&self, service: &str, table: Arc<HealthTable>);
+    /// Follows `table` (the health checks of `service`) until `stop` is cancelled: every
+    /// change of its generation updates the backends as [`Dataplane::set_backend_up`]. A
+    /// reload that replaces the table cancels the old follower and starts one for the new
+    /// table (whose first pass applies its verdicts at once).
+    fn follow_health(&self, service: &str, table: Arc<HealthTable>, stop: CancellationToken);
+
+    /// Whether `config`'s services fit this data plane (e.g. the XDP maps' limits), without
+    /// changing anything. The reload calls this before it changes anything on the node.
+    fn check_reconfigure(&self, config: &Config) -> anyhow::Result<()>;
+
+    /// Switches to `config`'s services and backends. The interface, data-plane mode and VIPs
+    /// are the same as before (reload refuses changes to them). Services and backends that
+    /// remain keep their ids, health and counters, so their recorded flows go on to the same
+    /// backend; new backends start up (as health tables do) and get fresh ids; services and
+    /// backends that are gone are removed (their flows are placed again, or dropped if the
+    /// service is gone). When active, SERVICES follow at once (new services start forwarding,
+    /// removed ones stop). On error nothing changed (or, for a kernel write that fails midway,
+    /// the previous services were written back).
+    fn reconfigure(&self, config: &Config) -> BoxFuture<'_, anyhow::Result<()>>;
 
     /// The daemon is stopping (not the node losing mastership: call
     /// [`deactivate`](Dataplane::deactivate) for that first). The XDP program stays attached
@@ -144,6 +162,13 @@ impl HealthView {
         !self.down.contains_key(&(service.to_owned(), backend))
     }
 
+    /// Keeps the states of the backends for which `keep(service, backend)` says yes; the
+    /// others are forgotten (a backend that is configured again later starts up).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, SocketAddrV4) -> bool) {
+        self.down
+            .retain(|(service, backend), _| keep(service, *backend));
+    }
+
     /// Records a state; returns true when it changed.
     pub(crate) fn set(&mut self, service: &str, backend: SocketAddrV4, up: bool) -> bool {
         let key = (service.to_owned(), backend);
@@ -156,9 +181,14 @@ impl HealthView {
 }
 
 /// Spawns the task behind [`Dataplane::follow_health`]: on every generation change, the
-/// table's verdict for each backend goes to `apply`.
-pub(crate) fn spawn_health_follower<F>(service: &str, table: Arc<HealthTable>, apply: F)
-where
+/// table's verdict for each backend goes to `apply`, until `stop` is cancelled. (The task holds
+/// the table, so its channel never closes: `stop` is the only way out.)
+pub(crate) fn spawn_health_follower<F>(
+    service: &str,
+    table: Arc<HealthTable>,
+    stop: CancellationToken,
+    apply: F,
+) where
     F: Fn(String, SocketAddrV4, bool) -> BoxFuture<'static, anyhow::Result<()>> + Send + 'static,
 {
     let service = service.to_owned();
@@ -166,12 +196,20 @@ where
     tokio::spawn(async move {
         loop {
             for (index, backend) in table.backends().iter().enumerate() {
+                if stop.is_cancelled() {
+                    return; // a replaced table's verdicts must not undo the new one's
+                }
                 if let Err(err) = apply(service.clone(), *backend, table.is_up_at(index)).await {
                     warn!(service, %backend, "updating the data plane after a health change: {err:#}");
                 }
             }
-            if changes.changed().await.is_err() {
-                return; // the table is gone
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return; // the table is gone
+                    }
+                }
             }
         }
     });

@@ -3,13 +3,28 @@
 //! backends are up. Pure (no I/O), shared by the XDP data plane and the userspace relay, so
 //! both choose the same backend for the same flow.
 //!
-//! Ids are assigned from the config's order: a service's id is its position among all
-//! services (it indexes SERVICE_STATS); an L4 service's ring is its position among L4 services
-//! (which Maglev table it uses); backend ids number the L4 services' backends in order (they
-//! index BACKENDS and BACKEND_STATS). The same config therefore gives the same ids after a
+//! Three kinds of ids: a service's id (it indexes SERVICE_STATS, and every backend records the
+//! id of its service), an L4 service's ring (which Maglev table it uses), and backend ids of
+//! the L4 services' backends (they index BACKENDS and BACKEND_STATS, and the connection table
+//! records one per flow).
+//!
+//! [`Plan::new`] numbers from the config's order (services by position, rings by position
+//! among L4 services, backends in order), so the same config gives the same ids after a
 //! restart, which is what lets a restarted daemon keep the flows in the pinned connection
 //! table.
+//!
+//! [`Plan::reconcile`] numbers a reloaded config against the plan in force, because the
+//! program keeps a recorded flow only while its backend id still holds an up backend with the
+//! same address and the same service id: renumbering would move established flows. So a
+//! service that remains (same name, same mode) keeps its id and ring, a backend that remains
+//! (same service, same address) keeps its id, and new ones get the lowest free ids. Service ids
+//! and rings freed by the reload may go to new services at once: the XDP data plane removes a
+//! service's SERVICES entry before anything else changes, so no packet reads them in between.
+//! Backend ids freed by the reload are not reused by the same reload, since the old tables and
+//! the recorded flows point at them until the reload's writes are done; they are free from the
+//! next reload on.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use lb_common::{MAX_BACKENDS, MAX_L4_SERVICES, MAX_SERVICES};
@@ -18,8 +33,9 @@ use serde::Serialize;
 use crate::config::{self, Config};
 use crate::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 
-/// The services of one node, numbered for the kernel maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The services of one node, numbered for the kernel maps. The default is the plan with no
+/// service, which [`Plan::reconcile`] numbers a first config against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub services: Vec<PlannedService>,
     /// The addresses that float between nodes (every `[[vrrp]]` virtual_ipaddress). A TCP or
@@ -58,56 +74,175 @@ pub enum PlanError {
     TooManyL4Services { count: usize },
     #[error("{count} backends over the L4 services, but the XDP maps hold at most {MAX_BACKENDS}")]
     TooManyBackends { count: usize },
+    #[error("this reload needs {needed} backend ids at once (the backends that remain, those it removes and those it adds: a removed backend's id is reused from the next reload on), but the XDP maps hold at most {MAX_BACKENDS}; reload in two steps (first remove backends, then add) or restart the node")]
+    BackendIdsExhausted { needed: usize },
+}
+
+/// How many ids the maps have room for.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    services: u32,
+    rings: u32,
+    backends: u32,
+}
+
+impl Limits {
+    /// The XDP program's maps.
+    const XDP: Limits = Limits {
+        services: MAX_SERVICES,
+        rings: MAX_L4_SERVICES,
+        backends: MAX_BACKENDS,
+    };
+    /// The relay has no maps to fit.
+    const NONE: Limits = Limits {
+        services: u32::MAX,
+        rings: u32::MAX,
+        backends: u32::MAX,
+    };
+}
+
+/// Ids in use, handing out the lowest free one.
+#[derive(Default)]
+struct Ids {
+    taken: HashSet<u32>,
+    /// Every id below this one is taken.
+    floor: u32,
+}
+
+impl Ids {
+    fn take(&mut self, id: u32) {
+        self.taken.insert(id);
+    }
+
+    fn lowest_free(&mut self) -> u32 {
+        while self.taken.contains(&self.floor) {
+            self.floor += 1;
+        }
+        self.taken.insert(self.floor);
+        self.floor
+    }
 }
 
 impl Plan {
-    /// Numbers `config`'s services and backends.
+    /// Numbers `config`'s services and backends in config order (the plan a node starts with).
     pub fn new(config: &Config) -> Result<Plan, PlanError> {
-        if config.services.len() > MAX_SERVICES as usize {
-            return Err(PlanError::TooManyServices {
-                count: config.services.len(),
+        // From nothing, the lowest free id is the next one in config order.
+        Plan::number(&Plan::default(), config, Limits::XDP)
+    }
+
+    /// Numbers `config` (a reload) so that what remains of `previous` keeps its ids: services
+    /// by name (when the mode is the same), rings by L4 service name, backends by service name
+    /// and address. New ones get the lowest free ids. Fails, as [`Plan::new`] does, when the
+    /// result does not fit the XDP maps, and when the backend ids freed by this reload would be
+    /// needed at once (see the module doc).
+    pub fn reconcile(previous: &Plan, config: &Config) -> Result<Plan, PlanError> {
+        Plan::number(previous, config, Limits::XDP)
+    }
+
+    /// Numbers `config` with no limit: the userspace relay has no kernel maps to fit and uses
+    /// the plan only for the services, their backends and their Maglev tables.
+    pub fn without_limits(config: &Config) -> Plan {
+        Plan::number(&Plan::default(), config, Limits::NONE)
+            .expect("without limits, numbering cannot fail")
+    }
+
+    fn number(previous: &Plan, config: &Config, limits: Limits) -> Result<Plan, PlanError> {
+        let count = config.services.len();
+        if count > limits.services as usize {
+            return Err(PlanError::TooManyServices { count });
+        }
+        let l4 = config.services.iter().filter(|s| s.mode.is_l4());
+        let l4_count = l4.clone().count();
+        if l4_count > limits.rings as usize {
+            return Err(PlanError::TooManyL4Services { count: l4_count });
+        }
+        let backend_count: usize = l4.map(|s| s.backends.len()).sum();
+        if backend_count > limits.backends as usize {
+            return Err(PlanError::TooManyBackends {
+                count: backend_count,
             });
         }
-        let mut services = Vec::with_capacity(config.services.len());
-        let mut next_ring = 0u32;
-        let mut next_backend = 0u32;
-        for (index, service) in config.services.iter().enumerate() {
+
+        // What remains: the previous service of the same name, when its mode is the same.
+        let remaining = |service: &config::Service| {
+            previous
+                .service(&service.name)
+                .filter(|p| p.mode == service.mode)
+        };
+        let mut service_ids = Ids::default();
+        let mut rings = Ids::default();
+        // Every backend id of the previous plan stays taken, those of removed backends too.
+        let mut backend_ids = Ids::default();
+        for service in previous.l4_services() {
+            for backend in &service.backends {
+                backend_ids.take(backend.id);
+            }
+        }
+        for service in &config.services {
+            if let Some(kept) = remaining(service) {
+                service_ids.take(kept.id);
+                if let Some(ring) = kept.ring {
+                    rings.take(ring);
+                }
+            }
+        }
+
+        let mut services = Vec::with_capacity(count);
+        let mut fresh_backends = 0usize;
+        for service in &config.services {
+            let kept = remaining(service);
             let l4 = service.mode.is_l4();
-            let ring = l4.then(|| {
-                next_ring += 1;
-                next_ring - 1
-            });
-            let backends = service
-                .backends
-                .iter()
-                .map(|b| PlannedBackend {
-                    address: b.address,
-                    weight: b.weight,
-                    id: if l4 {
-                        next_backend += 1;
-                        next_backend - 1
-                    } else {
-                        0
-                    },
-                })
-                .collect();
+            let id = kept.map_or_else(|| service_ids.lowest_free(), |k| k.id);
+            if id >= limits.services {
+                return Err(PlanError::TooManyServices { count });
+            }
+            let ring = if l4 {
+                let ring = kept
+                    .and_then(|k| k.ring)
+                    .unwrap_or_else(|| rings.lowest_free());
+                // Not reachable from a plan that fit (there are at most as many rings as L4
+                // services), but a ring past the maps would be written out of bounds.
+                if ring >= limits.rings {
+                    return Err(PlanError::TooManyL4Services { count: l4_count });
+                }
+                Some(ring)
+            } else {
+                None
+            };
+            // Each previous backend id once, even if an address were listed twice.
+            let mut kept_ids: HashMap<SocketAddrV4, u32> = kept
+                .filter(|_| l4)
+                .map(|k| k.backends.iter().rev().map(|b| (b.address, b.id)).collect())
+                .unwrap_or_default();
+            let mut backends = Vec::with_capacity(service.backends.len());
+            for backend in &service.backends {
+                let id = if !l4 {
+                    0
+                } else if let Some(id) = kept_ids.remove(&backend.address) {
+                    id
+                } else {
+                    fresh_backends += 1;
+                    let id = backend_ids.lowest_free();
+                    if id >= limits.backends {
+                        return Err(PlanError::BackendIdsExhausted {
+                            needed: previous.backend_count() + fresh_backends,
+                        });
+                    }
+                    id
+                };
+                backends.push(PlannedBackend {
+                    address: backend.address,
+                    weight: backend.weight,
+                    id,
+                });
+            }
             services.push(PlannedService {
                 name: service.name.clone(),
                 listen: service.listen,
                 mode: service.mode,
-                id: index as u32,
+                id,
                 ring,
                 backends,
-            });
-        }
-        if next_ring > MAX_L4_SERVICES {
-            return Err(PlanError::TooManyL4Services {
-                count: next_ring as usize,
-            });
-        }
-        if next_backend > MAX_BACKENDS {
-            return Err(PlanError::TooManyBackends {
-                count: next_backend as usize,
             });
         }
         let mut vips: Vec<Ipv4Addr> = config
@@ -118,6 +253,11 @@ impl Plan {
         vips.sort();
         vips.dedup();
         Ok(Plan { services, vips })
+    }
+
+    /// How many backend ids the plan uses.
+    fn backend_count(&self) -> usize {
+        self.l4_services().map(|s| s.backends.len()).sum()
     }
 
     /// The L4 services (those the data plane forwards itself).
@@ -266,6 +406,305 @@ backends = ["198.18.0.102:53"]
         }
         let none = echo.maglev(|_| false);
         assert!(echo.choose(&none, client).is_none());
+    }
+
+    /// A service of a test config: name, mode, port, backends (last octet of the address,
+    /// weight).
+    type Spec<'a> = (&'a str, &'a str, u16, &'a [(u8, u32)]);
+
+    /// A service's ids: name, service id, ring, backends (last octet of the address, id).
+    type ServiceIds = (String, u32, Option<u32>, Vec<(u8, u32)>);
+
+    /// A config with the VIP and `services`, each backend at 198.18.0.HOST on the service's
+    /// port.
+    fn services(services: &[Spec]) -> Config {
+        let mut text = String::from(
+            "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n\n[[vrrp]]\nname = \"VI_1\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.99\"]\n",
+        );
+        for (name, mode, port, backends) in services {
+            let backends: Vec<String> = backends
+                .iter()
+                .map(|(host, weight)| {
+                    format!("{{ address = \"198.18.0.{host}:{port}\", weight = {weight} }}")
+                })
+                .collect();
+            text.push_str(&format!(
+                "\n[[service]]\nname = \"{name}\"\nlisten = \"198.18.0.99:{port}\"\nmode = \"{mode}\"\nbackends = [{}]\n",
+                backends.join(", ")
+            ));
+        }
+        config(&text)
+    }
+
+    /// (service id, ring, [(backend host, backend id)]) of every service, by name.
+    fn ids(plan: &Plan) -> Vec<ServiceIds> {
+        plan.services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.id,
+                    s.ring,
+                    s.backends
+                        .iter()
+                        .map(|b| (b.address.ip().octets()[3], b.id))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn entry(name: &str, id: u32, ring: Option<u32>, backends: &[(u8, u32)]) -> ServiceIds {
+        (name.to_owned(), id, ring, backends.to_vec())
+    }
+
+    #[test]
+    fn a_first_reconcile_numbers_as_a_start_does() {
+        let config = config(TWO_SERVICES);
+        assert_eq!(
+            Plan::reconcile(&Plan::default(), &config).unwrap(),
+            Plan::new(&config).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_backend_inserted_in_front_leaves_the_others_their_ids() {
+        let before = Plan::new(&services(&[("echo", "tcp", 7, &[(102, 1), (103, 1)])])).unwrap();
+        // A new backend first in the list, and a weight changed.
+        let after = Plan::reconcile(
+            &before,
+            &services(&[("echo", "tcp", 7, &[(104, 1), (102, 1), (103, 3)])]),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&after),
+            vec![entry("echo", 0, Some(0), &[(104, 2), (102, 0), (103, 1)])]
+        );
+        assert_eq!(after.services[0].backends[2].weight, 3);
+        // Config order is kept: the Maglev table does not depend on it anyway.
+        assert_eq!(
+            after.service("echo").unwrap().maglev(|_| true),
+            Plan::new(&services(&[(
+                "echo",
+                "tcp",
+                7,
+                &[(104, 1), (102, 1), (103, 3)]
+            )]))
+            .unwrap()
+            .service("echo")
+            .unwrap()
+            .maglev(|_| true)
+        );
+    }
+
+    #[test]
+    fn services_keep_ids_and_rings_by_name_across_insertion_removal_and_reordering() {
+        let before = Plan::new(&services(&[
+            ("web", "http", 80, &[(102, 1)]),
+            ("a", "tcp", 1000, &[(102, 1), (103, 1)]),
+            ("b", "udp", 1001, &[(102, 1)]),
+            ("c", "tcp", 1002, &[(103, 1)]),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ids(&before),
+            vec![
+                entry("web", 0, None, &[(102, 0)]),
+                entry("a", 1, Some(0), &[(102, 0), (103, 1)]),
+                entry("b", 2, Some(1), &[(102, 2)]),
+                entry("c", 3, Some(2), &[(103, 3)]),
+            ]
+        );
+        // "a" removed, "new" inserted first, "c" before "b", "web" last.
+        let after = Plan::reconcile(
+            &before,
+            &services(&[
+                ("new", "tcp", 2000, &[(104, 1), (105, 1)]),
+                ("c", "tcp", 1002, &[(103, 1)]),
+                ("b", "udp", 1001, &[(102, 1)]),
+                ("web", "http", 80, &[(102, 1)]),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&after),
+            vec![
+                // The freed service id and ring go to the new service at once; the freed
+                // backend ids 0 and 1 do not (flows still point at them during this reload).
+                entry("new", 1, Some(0), &[(104, 4), (105, 5)]),
+                entry("c", 3, Some(2), &[(103, 3)]),
+                entry("b", 2, Some(1), &[(102, 2)]),
+                entry("web", 0, None, &[(102, 0)]),
+            ]
+        );
+        // The next reload may reuse them, lowest first.
+        let next = Plan::reconcile(
+            &after,
+            &services(&[
+                ("new", "tcp", 2000, &[(104, 1), (105, 1), (106, 1)]),
+                ("c", "tcp", 1002, &[(103, 1), (107, 1)]),
+                ("b", "udp", 1001, &[(102, 1)]),
+                ("web", "http", 80, &[(102, 1)]),
+                ("d", "udp", 3000, &[(108, 1)]),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&next),
+            vec![
+                entry("new", 1, Some(0), &[(104, 4), (105, 5), (106, 0)]),
+                entry("c", 3, Some(2), &[(103, 3), (107, 1)]),
+                entry("b", 2, Some(1), &[(102, 2)]),
+                entry("web", 0, None, &[(102, 0)]),
+                entry("d", 4, Some(3), &[(108, 6)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_backend_that_leaves_frees_its_id_for_the_next_reload_not_this_one() {
+        let before = Plan::new(&services(&[("a", "tcp", 7, &[(102, 1), (103, 1)])])).unwrap();
+        let swapped = Plan::reconcile(
+            &before,
+            &services(&[("a", "tcp", 7, &[(102, 1), (104, 1)])]),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&swapped),
+            vec![entry("a", 0, Some(0), &[(102, 0), (104, 2)])]
+        );
+        let again = Plan::reconcile(
+            &swapped,
+            &services(&[("a", "tcp", 7, &[(102, 1), (104, 1), (105, 1)])]),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&again),
+            vec![entry("a", 0, Some(0), &[(102, 0), (104, 2), (105, 1)])]
+        );
+        // A backend that comes back after leaving is a new backend: fresh id, fresh counters.
+        let back = Plan::reconcile(
+            &again,
+            &services(&[("a", "tcp", 7, &[(103, 1), (104, 1), (105, 1)])]),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&back),
+            vec![entry("a", 0, Some(0), &[(103, 3), (104, 2), (105, 1)])]
+        );
+    }
+
+    #[test]
+    fn a_service_whose_mode_changes_is_a_new_service() {
+        let before = Plan::new(&services(&[
+            ("a", "tcp", 7, &[(102, 1)]),
+            ("b", "tcp", 8, &[(102, 1)]),
+        ]))
+        .unwrap();
+        let after = Plan::reconcile(
+            &before,
+            &services(&[("a", "udp", 7, &[(102, 1)]), ("b", "http", 8, &[(102, 1)])]),
+        )
+        .unwrap();
+        // Both freed their ids and rings; "a" (udp) takes the lowest free ones, "b" (http)
+        // has no ring. The freed backend ids stay unused for this reload.
+        assert_eq!(
+            ids(&after),
+            vec![
+                entry("a", 0, Some(0), &[(102, 2)]),
+                entry("b", 1, None, &[(102, 0)])
+            ]
+        );
+        assert_eq!(after.services[0].mode, config::ServiceMode::Udp);
+    }
+
+    #[test]
+    fn the_same_config_again_changes_nothing() {
+        let config = config(TWO_SERVICES);
+        let plan = Plan::new(&config).unwrap();
+        assert_eq!(Plan::reconcile(&plan, &config).unwrap(), plan);
+    }
+
+    #[test]
+    fn reconcile_enforces_the_maps_limits() {
+        let small = Plan::new(&services(&[("a", "tcp", 7, &[(102, 1)])])).unwrap();
+        // One Maglev table too many.
+        let names: Vec<String> = (0..=MAX_L4_SERVICES).map(|i| format!("s{i}")).collect();
+        let many: Vec<Spec> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), "tcp", 1000 + i as u16, &[(102u8, 1u32)][..]))
+            .collect();
+        assert_eq!(
+            Plan::reconcile(&small, &services(&many)),
+            Err(PlanError::TooManyL4Services {
+                count: MAX_L4_SERVICES as usize + 1
+            })
+        );
+        // Exactly as many fit, and the ids stay below the limit.
+        let fit = Plan::reconcile(&small, &services(&many[1..])).unwrap();
+        assert!(fit
+            .services
+            .iter()
+            .all(|s| s.ring.unwrap() < MAX_L4_SERVICES));
+        // The relay has no such limit.
+        assert_eq!(
+            Plan::without_limits(&services(&many)).services.len(),
+            many.len()
+        );
+    }
+
+    /// A config with one TCP service of `count` backends (each its own address) and, unless
+    /// `second` is empty, a second one with those hosts: enough to count ids up to
+    /// MAX_BACKENDS.
+    fn backends_config(count: u32, second: &[u8]) -> Config {
+        let backends: Vec<String> = (0..count)
+            .map(|i| format!("\"198.18.{}.{}:7\"", 1 + i / 200, 1 + i % 200))
+            .collect();
+        let mut text = format!(
+            "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n\n\
+             [[service]]\nname = \"big\"\nlisten = \"198.18.0.99:7\"\nmode = \"tcp\"\nbackends = [{}]\n",
+            backends.join(", ")
+        );
+        if !second.is_empty() {
+            let second: Vec<String> = second
+                .iter()
+                .map(|h| format!("\"198.18.0.{h}:8\""))
+                .collect();
+            text.push_str(&format!(
+                "\n[[service]]\nname = \"small\"\nlisten = \"198.18.0.99:8\"\nmode = \"tcp\"\nbackends = [{}]\n",
+                second.join(", ")
+            ));
+        }
+        config(&text)
+    }
+
+    #[test]
+    fn reconcile_refuses_more_backend_ids_than_the_maps_hold() {
+        let full = Plan::new(&backends_config(MAX_BACKENDS - 1, &[102])).unwrap();
+        assert_eq!(
+            Plan::reconcile(&full, &backends_config(MAX_BACKENDS, &[102])),
+            Err(PlanError::TooManyBackends {
+                count: MAX_BACKENDS as usize + 1
+            })
+        );
+        // Swapping a backend needs a fresh id while the old one is still in use.
+        assert_eq!(
+            Plan::reconcile(&full, &backends_config(MAX_BACKENDS - 1, &[103])),
+            Err(PlanError::BackendIdsExhausted {
+                needed: MAX_BACKENDS as usize + 1
+            })
+        );
+        // In two reloads it fits: the freed id is reused by the second.
+        let removed = Plan::reconcile(&full, &backends_config(MAX_BACKENDS - 1, &[])).unwrap();
+        assert!(removed.service("small").is_none());
+        let added = Plan::reconcile(&removed, &backends_config(MAX_BACKENDS - 1, &[103])).unwrap();
+        let small = added.service("small").unwrap();
+        assert_eq!(small.backends[0].id, MAX_BACKENDS - 1);
+        assert_eq!(
+            *small.backends[0].address.ip(),
+            Ipv4Addr::new(198, 18, 0, 103)
+        );
     }
 
     #[test]

@@ -11,11 +11,22 @@
 //! The difference with XDP is the path, not the choice: connections end here and are opened
 //! anew to the backend (no direct server return), so a backend sees the node as its client.
 //! Listeners exist only while active; deactivating closes them and the connections in flight.
+//!
+//! A reload ([`Dataplane::reconfigure`]) keeps what remains. A service is its listening socket:
+//! the same address and mode keep the same listener (a renamed service too). Its backends and
+//! table are swapped as one (a connection is placed by one version or the next, never a mix);
+//! a backend that remains (same service name and address) keeps its health and counters;
+//! relayed TCP connections go on whatever changed, since each is its own task with its own
+//! sockets, and a UDP session whose backend is gone moves to the new table's choice on its next
+//! datagram. New services get a listener at once when active; every new listener is bound
+//! before anything changes, so a bind failure leaves the relay as it was. A removed service's
+//! listener closes and its relayed connections are cut, as XDP drops the packets of a service
+//! that is gone: the operator removed it, and a half-open service would be worse.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -47,49 +58,123 @@ pub struct RelayDataplane {
 struct Inner {
     interface: String,
     fallback_reason: Option<String>,
-    services: Vec<Arc<RelayService>>,
     state: Mutex<State>,
 }
+
+/// What identifies a relayed service across reloads: the socket it listens on.
+type ListenKey = (SocketAddrV4, ServiceMode);
 
 struct State {
     /// Cancels the listeners and their connections; `Some` while active.
     active: Option<CancellationToken>,
     health: HealthView,
+    /// The L4 services, in config order.
+    services: Vec<Arc<RelayService>>,
+    /// Per service, a child of `active`: cancels its listener and connections. Present only
+    /// while active.
+    listeners: HashMap<ListenKey, CancellationToken>,
 }
 
-/// One L4 service: its plan, its current table, its counters.
+/// One L4 service: where it listens, and its current backends and table.
 struct RelayService {
+    listen: SocketAddrV4,
+    mode: ServiceMode,
+    current: RwLock<Arc<Backends>>,
+}
+
+/// A service's backends and Maglev table, replaced as a whole when health or a reload changes
+/// them.
+struct Backends {
     planned: PlannedService,
-    table: RwLock<Arc<Maglev>>,
-    /// Connections (TCP) or datagrams (UDP) and bytes sent to each backend, by index.
-    stats: Vec<(AtomicU64, AtomicU64)>,
-    /// Which backends are up, by index (a UDP session to a backend that went down moves).
-    up: Vec<std::sync::atomic::AtomicBool>,
+    /// Index-aligned with `planned.backends`; shared with the previous version for backends
+    /// that remain, so counters and UDP sessions follow them.
+    slots: Vec<Arc<RelayBackend>>,
+    maglev: Maglev,
+}
+
+/// One backend as the relay's connections see it.
+struct RelayBackend {
+    address: SocketAddrV4,
+    /// Up and still configured: a UDP session whose backend went down or was removed moves.
+    up: AtomicBool,
+    /// Connections (TCP) or datagrams (UDP) sent to it, and their bytes.
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl RelayBackend {
+    fn new(address: SocketAddrV4, up: bool) -> Arc<RelayBackend> {
+        Arc::new(RelayBackend {
+            address,
+            up: AtomicBool::new(up),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    fn count(&self, bytes: u64) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Backends {
+    /// `planned`'s backends with the slots of `previous` (by service name, mode and address)
+    /// where there are some, and the table over those `health` says are up.
+    fn new(
+        planned: &PlannedService,
+        previous: &mut HashMap<(String, ServiceMode, SocketAddrV4), Arc<RelayBackend>>,
+        health: &HealthView,
+    ) -> Backends {
+        let slots = planned
+            .backends
+            .iter()
+            .map(|b| {
+                previous
+                    .remove(&(planned.name.clone(), planned.mode, b.address))
+                    .unwrap_or_else(|| RelayBackend::new(b.address, true))
+            })
+            .collect();
+        Backends {
+            maglev: planned.maglev(|a| health.is_up(&planned.name, a)),
+            planned: planned.clone(),
+            slots,
+        }
+    }
 }
 
 impl RelayService {
-    fn table(&self) -> Arc<Maglev> {
-        self.table
+    fn current(&self) -> Arc<Backends> {
+        self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    /// The backend for `client` (index into the plan's backends).
-    fn choose(&self, client: SocketAddrV4) -> Option<usize> {
-        let table = self.table();
-        let backend = self.planned.choose(&table, client)?;
-        self.planned
-            .backends
-            .iter()
-            .position(|b| b.address == backend.address)
+    fn replace(&self, backends: Backends) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(backends);
     }
 
-    fn count(&self, backend: usize, bytes: u64) {
-        if let Some((packets, total)) = self.stats.get(backend) {
-            packets.fetch_add(1, Ordering::Relaxed);
-            total.fetch_add(bytes, Ordering::Relaxed);
-        }
+    fn name(&self) -> String {
+        self.current().planned.name.clone()
+    }
+
+    fn key(&self) -> ListenKey {
+        (self.listen, self.mode)
+    }
+
+    /// The backend for `client`, as the XDP program would choose it.
+    fn choose(&self, client: SocketAddrV4) -> Option<Arc<RelayBackend>> {
+        let current = self.current();
+        let backend = current.planned.choose(&current.maglev, client)?;
+        current
+            .slots
+            .iter()
+            .find(|s| s.address == backend.address)
+            .cloned()
     }
 }
 
@@ -97,28 +182,20 @@ impl RelayDataplane {
     /// The relay for `config`'s L4 services; `fallback_reason` says why XDP is not used, when
     /// it was asked for.
     pub fn new(config: &Config, fallback_reason: Option<String>) -> anyhow::Result<RelayDataplane> {
-        // The relay has no kernel tables to fit: only the numbering is used.
-        let plan = Plan::new(config).or_else(|_| {
-            let mut small = config.clone();
-            small.services.retain(|s| s.mode.is_l4());
-            Plan::new(&small)
-        })?;
+        // The relay has no kernel tables to fit, so no limit on services or backends.
+        let plan = Plan::without_limits(config);
+        let health = HealthView::default();
         let services = plan
             .l4_services()
             .map(|planned| {
                 Arc::new(RelayService {
-                    table: RwLock::new(Arc::new(planned.maglev(|_| true))),
-                    stats: planned
-                        .backends
-                        .iter()
-                        .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
-                        .collect(),
-                    up: planned
-                        .backends
-                        .iter()
-                        .map(|_| std::sync::atomic::AtomicBool::new(true))
-                        .collect(),
-                    planned: planned.clone(),
+                    listen: planned.listen,
+                    mode: planned.mode,
+                    current: RwLock::new(Arc::new(Backends::new(
+                        planned,
+                        &mut HashMap::new(),
+                        &health,
+                    ))),
                 })
             })
             .collect();
@@ -126,10 +203,11 @@ impl RelayDataplane {
             inner: Arc::new(Inner {
                 interface: config.node.interface.clone(),
                 fallback_reason,
-                services,
                 state: Mutex::new(State {
                     active: None,
-                    health: HealthView::default(),
+                    health,
+                    services,
+                    listeners: HashMap::new(),
                 }),
             }),
         })
@@ -143,59 +221,46 @@ impl RelayDataplane {
     }
 
     async fn do_activate(&self) -> anyhow::Result<()> {
-        let token = {
-            let mut state = self.state();
-            if state.active.is_some() {
-                return Ok(());
-            }
-            let token = CancellationToken::new();
-            state.active = Some(token.clone());
-            token
-        };
-        for service in &self.inner.services {
-            let result = match service.planned.mode {
-                ServiceMode::Tcp => bind_tcp(service.planned.listen).map(|listener| {
-                    tokio::spawn(serve_tcp(listener, service.clone(), token.clone()));
-                }),
-                ServiceMode::Udp => bind_udp(service.planned.listen).map(|socket| {
-                    tokio::spawn(serve_udp(socket, service.clone(), token.clone()));
-                }),
-                ServiceMode::Http => Ok(()),
-            };
-            if let Err(err) = result {
-                token.cancel();
-                self.state().active = None;
-                return Err(anyhow::anyhow!(
-                    "service {}: binding {} for the userspace relay: {err}",
-                    service.planned.name,
-                    service.planned.listen
-                ));
-            }
+        let mut state = self.state();
+        if state.active.is_some() {
+            return Ok(());
         }
-        info!(
-            services = self.inner.services.len(),
-            "userspace relay active"
-        );
+        let mut bound = Vec::with_capacity(state.services.len());
+        for service in &state.services {
+            bound.push((service.clone(), bind(service)?));
+        }
+        let token = CancellationToken::new();
+        for (service, listener) in bound {
+            let stop = token.child_token();
+            state.listeners.insert(service.key(), stop.clone());
+            listener.serve(service, stop);
+        }
+        state.active = Some(token);
+        info!(services = state.services.len(), "userspace relay active");
         Ok(())
     }
 
     fn do_deactivate(&self) {
-        if let Some(token) = self.state().active.take() {
+        let mut state = self.state();
+        if let Some(token) = state.active.take() {
             token.cancel();
+            state.listeners.clear();
             info!("userspace relay inactive: listeners closed");
         }
     }
 
     fn apply_backend(&self, service: &str, backend: SocketAddrV4, up: bool) {
-        let Some(relay) = self
-            .inner
+        let mut state = self.state();
+        let Some(relay) = state
             .services
             .iter()
-            .find(|s| s.planned.name == service)
+            .find(|s| s.current().planned.name == service)
+            .cloned()
         else {
             return;
         };
-        let Some(index) = relay
+        let current = relay.current();
+        let Some(index) = current
             .planned
             .backends
             .iter()
@@ -203,18 +268,154 @@ impl RelayDataplane {
         else {
             return;
         };
-        let mut state = self.state();
         if !state.health.set(service, backend, up) {
             return;
         }
         info!(service, %backend, up, "L4 backend {}; rebuilding the relay's Maglev table", if up { "up" } else { "down" });
-        relay.up[index].store(up, Ordering::Release);
-        let table = relay.planned.maglev(|a| state.health.is_up(service, a));
-        *relay
-            .table
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(table);
+        current.slots[index].up.store(up, Ordering::Release);
+        relay.replace(Backends {
+            maglev: current.planned.maglev(|a| state.health.is_up(service, a)),
+            planned: current.planned.clone(),
+            slots: current.slots.clone(),
+        });
     }
+
+    fn do_reconfigure(&self, config: &Config) -> anyhow::Result<()> {
+        let plan = Plan::without_limits(config);
+        let mut state = self.state();
+
+        // Everything is computed and every new listener bound before anything changes.
+        let mut slots: HashMap<(String, ServiceMode, SocketAddrV4), Arc<RelayBackend>> =
+            HashMap::new();
+        let mut previous_modes: HashMap<String, ServiceMode> = HashMap::new();
+        for service in &state.services {
+            let current = service.current();
+            previous_modes.insert(current.planned.name.clone(), current.planned.mode);
+            for (backend, slot) in current.planned.backends.iter().zip(&current.slots) {
+                slots.insert(
+                    (
+                        current.planned.name.clone(),
+                        current.planned.mode,
+                        backend.address,
+                    ),
+                    slot.clone(),
+                );
+            }
+        }
+        let mut health = state.health.clone();
+        health.retain(|name, address| {
+            let Some(new) = plan.service(name).filter(|s| s.mode.is_l4()) else {
+                return false;
+            };
+            previous_modes.get(name) == Some(&new.mode)
+                && slots.contains_key(&(name.to_owned(), new.mode, address))
+                && new.backends.iter().any(|b| b.address == address)
+        });
+
+        let mut services = Vec::new();
+        let mut swaps = Vec::new();
+        let mut listeners = Vec::new();
+        for planned in plan.l4_services() {
+            let key = (planned.listen, planned.mode);
+            let existing = state.services.iter().find(|s| s.key() == key).cloned();
+            let service = match existing {
+                Some(service) => {
+                    let current = service.current();
+                    if current.planned != *planned {
+                        swaps.push((service.clone(), Backends::new(planned, &mut slots, &health)));
+                    } else {
+                        // Unchanged: keep its slots out of those retired below.
+                        for backend in &planned.backends {
+                            slots.remove(&(planned.name.clone(), planned.mode, backend.address));
+                        }
+                    }
+                    service
+                }
+                None => {
+                    let service = Arc::new(RelayService {
+                        listen: planned.listen,
+                        mode: planned.mode,
+                        current: RwLock::new(Arc::new(Backends::new(planned, &mut slots, &health))),
+                    });
+                    if state.active.is_some() {
+                        listeners.push((service.clone(), bind(&service)?));
+                    }
+                    service
+                }
+            };
+            services.push(service);
+        }
+
+        // Commit.
+        state.health = health;
+        for (service, backends) in swaps {
+            service.replace(backends);
+        }
+        // Backends that are gone: UDP sessions to them move on their next datagram.
+        for slot in slots.values() {
+            slot.up.store(false, Ordering::Release);
+        }
+        let removed: Vec<ListenKey> = state
+            .services
+            .iter()
+            .map(|s| s.key())
+            .filter(|key| !services.iter().any(|s| s.key() == *key))
+            .collect();
+        for key in &removed {
+            if let Some(stop) = state.listeners.remove(key) {
+                stop.cancel();
+            }
+        }
+        if let Some(active) = state.active.clone() {
+            for (service, listener) in listeners {
+                let stop = active.child_token();
+                state.listeners.insert(service.key(), stop.clone());
+                listener.serve(service, stop);
+            }
+        }
+        info!(
+            services = services.len(),
+            removed = removed.len(),
+            "userspace relay reconfigured"
+        );
+        state.services = services;
+        Ok(())
+    }
+}
+
+/// A bound socket of a service, not serving yet.
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Listener {
+    fn serve(self, service: Arc<RelayService>, stop: CancellationToken) {
+        match self {
+            Listener::Tcp(listener) => {
+                tokio::spawn(serve_tcp(listener, service, stop));
+            }
+            Listener::Udp(socket) => {
+                tokio::spawn(serve_udp(socket, service, stop));
+            }
+        }
+    }
+}
+
+/// Binds `service`'s listening socket; the error names the service and the address.
+fn bind(service: &RelayService) -> anyhow::Result<Listener> {
+    let bound = match service.mode {
+        ServiceMode::Tcp => bind_tcp(service.listen).map(Listener::Tcp),
+        ServiceMode::Udp => bind_udp(service.listen).map(Listener::Udp),
+        ServiceMode::Http => unreachable!("the relay serves L4 services only"),
+    };
+    bound.map_err(|err| {
+        anyhow::anyhow!(
+            "service {}: binding {} for the userspace relay: {err}",
+            service.name(),
+            service.listen
+        )
+    })
 }
 
 fn bind_tcp(address: SocketAddrV4) -> io::Result<TcpListener> {
@@ -255,7 +456,7 @@ async fn serve_tcp(listener: TcpListener, service: Arc<RelayService>, stop: Canc
         let (client, peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
-                warn!(service = %service.planned.name, "accept: {err}");
+                warn!(service = %service.name(), "accept: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -273,21 +474,21 @@ async fn serve_tcp(listener: TcpListener, service: Arc<RelayService>, stop: Canc
 }
 
 async fn relay_tcp(mut client: TcpStream, peer: SocketAddrV4, service: &RelayService) {
-    let Some(index) = service.choose(peer) else {
-        debug!(service = %service.planned.name, client = %peer, "no backend up: connection closed");
+    let Some(chosen) = service.choose(peer) else {
+        debug!(service = %service.name(), client = %peer, "no backend up: connection closed");
         return;
     };
-    let backend = service.planned.backends[index].address;
+    let backend = chosen.address;
     let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
         .await
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
-            warn!(service = %service.planned.name, %backend, "relay connect: {err}");
+            warn!(service = %service.name(), %backend, "relay connect: {err}");
             return;
         }
         Err(_) => {
-            warn!(service = %service.planned.name, %backend, "relay connect: timed out after {CONNECT_TIMEOUT:?}");
+            warn!(service = %service.name(), %backend, "relay connect: timed out after {CONNECT_TIMEOUT:?}");
             return;
         }
     };
@@ -295,12 +496,13 @@ async fn relay_tcp(mut client: TcpStream, peer: SocketAddrV4, service: &RelaySer
     let _ = upstream.set_nodelay(true);
     let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     let sent = copied.map(|(to_backend, _)| to_backend).unwrap_or(0);
-    service.count(index, sent);
+    // Counted on the backend it went to, even if a reload changed the service meanwhile.
+    chosen.count(sent);
 }
 
 /// One UDP client's session: its socket to the chosen backend.
 struct Session {
-    backend: usize,
+    backend: Arc<RelayBackend>,
     upstream: Arc<UdpSocket>,
     done: CancellationToken,
 }
@@ -317,7 +519,7 @@ async fn serve_udp(socket: UdpSocket, service: Arc<RelayService>, stop: Cancella
         let (len, peer) = match received {
             Ok(r) => r,
             Err(err) => {
-                debug!(service = %service.planned.name, "recv: {err}");
+                debug!(service = %service.name(), "recv: {err}");
                 continue;
             }
         };
@@ -325,10 +527,8 @@ async fn serve_udp(socket: UdpSocket, service: Arc<RelayService>, stop: Cancella
         let existing = {
             let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&peer) {
-                Some(s)
-                    if service.up[s.backend].load(Ordering::Acquire) && !s.done.is_cancelled() =>
-                {
-                    Some((s.upstream.clone(), s.backend))
+                Some(s) if s.backend.up.load(Ordering::Acquire) && !s.done.is_cancelled() => {
+                    Some((s.upstream.clone(), s.backend.clone()))
                 }
                 Some(_) => {
                     if let Some(old) = map.remove(&peer) {
@@ -339,13 +539,13 @@ async fn serve_udp(socket: UdpSocket, service: Arc<RelayService>, stop: Cancella
                 None => None,
             }
         };
-        let (upstream, index) = match existing {
+        let (upstream, chosen) = match existing {
             Some(pair) => pair,
             None => {
-                let Some(index) = service.choose(peer) else {
+                let Some(chosen) = service.choose(peer) else {
                     continue;
                 };
-                let backend = service.planned.backends[index].address;
+                let backend = chosen.address;
                 let upstream = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
                     Ok(s) => s,
                     Err(err) => {
@@ -369,16 +569,16 @@ async fn serve_udp(socket: UdpSocket, service: Arc<RelayService>, stop: Cancella
                 sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     peer,
                     Session {
-                        backend: index,
+                        backend: chosen.clone(),
                         upstream: upstream.clone(),
                         done,
                     },
                 );
-                (upstream, index)
+                (upstream, chosen)
             }
         };
         if upstream.send(&buffer[..len]).await.is_ok() {
-            service.count(index, len as u64);
+            chosen.count(len as u64);
         }
     }
 }
@@ -440,12 +640,23 @@ impl Dataplane for RelayDataplane {
         })
     }
 
-    fn follow_health(&self, service: &str, table: Arc<HealthTable>) {
+    fn follow_health(&self, service: &str, table: Arc<HealthTable>, stop: CancellationToken) {
         let this = self.clone();
-        super::spawn_health_follower(service, table, move |service, backend, up| {
+        super::spawn_health_follower(service, table, stop, move |service, backend, up| {
             this.apply_backend(&service, backend, up);
             Box::pin(async { Ok(()) })
         });
+    }
+
+    fn check_reconfigure(&self, _config: &Config) -> anyhow::Result<()> {
+        // No maps to fit. Whether new listen addresses can be bound is known only by binding
+        // them, which reconfigure does first (and changes nothing when one fails).
+        Ok(())
+    }
+
+    fn reconfigure(&self, config: &Config) -> BoxFuture<'_, anyhow::Result<()>> {
+        let config = config.clone();
+        Box::pin(async move { self.do_reconfigure(&config) })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
@@ -454,33 +665,33 @@ impl Dataplane for RelayDataplane {
 
     fn status(&self) -> DataplaneStatus {
         let state = self.state();
-        let services = self
-            .inner
+        let services = state
             .services
             .iter()
             .map(|service| {
-                let table = service.table();
-                let shares = table.shares();
+                let current = service.current();
+                let shares = current.maglev.shares();
+                let planned = &current.planned;
                 ServiceStatus {
-                    name: service.planned.name.clone(),
-                    listen: service.planned.listen,
-                    mode: service.planned.mode.as_str(),
-                    backends: service
-                        .planned
+                    name: planned.name.clone(),
+                    listen: planned.listen,
+                    mode: planned.mode.as_str(),
+                    backends: planned
                         .backends
                         .iter()
+                        .zip(&current.slots)
                         .enumerate()
-                        .map(|(i, b)| BackendStatus {
+                        .map(|(i, (b, slot))| BackendStatus {
                             address: b.address,
                             weight: b.weight,
-                            up: state.health.is_up(&service.planned.name, b.address),
+                            up: state.health.is_up(&planned.name, b.address),
                             share: Share::of(
                                 shares.get(i).copied().unwrap_or(0),
-                                table.table().len(),
+                                current.maglev.table().len(),
                             ),
                             mac: None,
-                            packets: service.stats[i].0.load(Ordering::Relaxed),
-                            bytes: service.stats[i].1.load(Ordering::Relaxed),
+                            packets: slot.packets.load(Ordering::Relaxed),
+                            bytes: slot.bytes.load(Ordering::Relaxed),
                         })
                         .collect(),
                 }
@@ -496,5 +707,324 @@ impl Dataplane for RelayDataplane {
             services,
             flows: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay's reload on loopback: backends are small servers in this process that answer
+    //! every line (TCP) or datagram (UDP) with their name.
+
+    use super::*;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    /// A free port on 127.0.0.1 (bound and released: good enough for a test).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A backend on 127.0.0.`host`:`port` answering TCP lines and UDP datagrams with `name`.
+    /// (An L4 backend has its service's port; the relay listens on 127.0.0.1.)
+    async fn backend(host: u8, port: u16, name: &'static str) -> SocketAddrV4 {
+        let ip = Ipv4Addr::new(127, 0, 0, host);
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(_)) = lines.next_line().await {
+                        if write
+                            .write_all(format!("{name}\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let udp = UdpSocket::bind((ip, port)).await.unwrap();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 64];
+            while let Ok((_, peer)) = udp.recv_from(&mut buffer).await {
+                let _ = udp.send_to(name.as_bytes(), peer).await;
+            }
+        });
+        SocketAddrV4::new(ip, port)
+    }
+
+    /// A service of a test config: name, mode, listen port, backends with weights.
+    type Spec<'a> = (&'a str, &'a str, u16, Vec<(SocketAddrV4, u32)>);
+
+    /// A config with `services`, listening on 127.0.0.1.
+    fn config(services: &[Spec]) -> Config {
+        let mut text =
+            String::from("[node]\nname = \"lb1\"\ninterface = \"lo\"\ndataplane = \"none\"\n");
+        for (name, mode, port, backends) in services {
+            let backends: Vec<String> = backends
+                .iter()
+                .map(|(a, w)| format!("{{ address = \"{a}\", weight = {w} }}"))
+                .collect();
+            text.push_str(&format!(
+                "\n[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nmode = \"{mode}\"\nbackends = [{}]\n",
+                backends.join(", ")
+            ));
+        }
+        crate::config::parse(&text, std::path::Path::new("relay-test.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config
+    }
+
+    struct Conversation {
+        lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        write: tokio::net::tcp::OwnedWriteHalf,
+    }
+
+    impl Conversation {
+        async fn open(port: u16) -> io::Result<Conversation> {
+            let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+            let (read, write) = stream.into_split();
+            Ok(Conversation {
+                lines: BufReader::new(read).lines(),
+                write,
+            })
+        }
+
+        async fn ask(&mut self) -> io::Result<String> {
+            self.write.write_all(b"who\n").await?;
+            match tokio::time::timeout(Duration::from_secs(3), self.lines.next_line()).await {
+                Ok(Ok(Some(line))) => Ok(line),
+                Ok(Ok(None)) => Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+
+    async fn ask_once(port: u16) -> io::Result<String> {
+        Conversation::open(port).await?.ask().await
+    }
+
+    fn backend_status<'a>(
+        status: &'a DataplaneStatus,
+        service: &str,
+        address: SocketAddrV4,
+    ) -> &'a BackendStatus {
+        status
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .unwrap_or_else(|| panic!("service {service} in {status:?}"))
+            .backends
+            .iter()
+            .find(|b| b.address == address)
+            .unwrap_or_else(|| panic!("backend {address} of {service} in {status:?}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_keeps_relayed_connections_health_and_counters_and_new_connections_reach_new_backends(
+    ) {
+        let port = free_port();
+        let a = backend(11, port, "a").await;
+        let b = backend(12, port, "b").await;
+        let c = backend(13, port, "c").await;
+        let relay = RelayDataplane::new(
+            &config(&[("echo", "tcp", port, vec![(a, 1), (b, 1)])]),
+            None,
+        )
+        .unwrap();
+        relay.activate().await.unwrap();
+        let mut long_lived = Conversation::open(port).await.unwrap();
+        let first = long_lived.ask().await.unwrap();
+        for _ in 0..10 {
+            ask_once(port).await.unwrap();
+        }
+        // A closed connection is counted when its copy ends, a moment after the client's close.
+        let counted =
+            |status: &DataplaneStatus, address| backend_status(status, "echo", address).packets;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let before = loop {
+            let status = relay.status();
+            if counted(&status, a) + counted(&status, b) == 10
+                || tokio::time::Instant::now() > deadline
+            {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(counted(&before, a) + counted(&before, b), 10);
+        relay.set_backend_up("echo", b, false).await.unwrap();
+
+        // A new backend first in the list and a weight changed.
+        relay
+            .reconfigure(&config(&[(
+                "echo",
+                "tcp",
+                port,
+                vec![(c, 1), (a, 2), (b, 1)],
+            )]))
+            .await
+            .unwrap();
+        assert_eq!(
+            long_lived.ask().await.unwrap(),
+            first,
+            "the connection goes on"
+        );
+        let after = relay.status();
+        assert_eq!(counted(&after, a), counted(&before, a), "counters kept");
+        assert_eq!(counted(&after, b), counted(&before, b));
+        assert_eq!(counted(&after, c), 0);
+        assert!(!backend_status(&after, "echo", b).up, "health kept");
+        assert!(
+            backend_status(&after, "echo", c).up,
+            "a new backend starts up"
+        );
+        assert_eq!(backend_status(&after, "echo", a).weight, 2);
+
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            seen.insert(ask_once(port).await.unwrap());
+        }
+        assert_eq!(
+            seen,
+            ["a", "c"].iter().map(|s| s.to_string()).collect(),
+            "new connections reach the new backend, and not the one that is down"
+        );
+        relay.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_opens_added_services_and_closes_removed_ones() {
+        let (kept, removed, added) = (free_port(), free_port(), free_port());
+        let a = backend(21, kept, "a").await;
+        let b = backend(22, removed, "b").await;
+        let b_added = backend(22, added, "b").await;
+        let relay = RelayDataplane::new(
+            &config(&[
+                ("kept", "tcp", kept, vec![(a, 1)]),
+                ("removed", "tcp", removed, vec![(b, 1)]),
+            ]),
+            None,
+        )
+        .unwrap();
+        relay.activate().await.unwrap();
+        let mut on_kept = Conversation::open(kept).await.unwrap();
+        let mut on_removed = Conversation::open(removed).await.unwrap();
+        assert_eq!(on_removed.ask().await.unwrap(), "b");
+        assert!(ask_once(added).await.is_err(), "nothing there yet");
+
+        relay
+            .reconfigure(&config(&[
+                ("added", "tcp", added, vec![(b_added, 1)]),
+                ("kept", "tcp", kept, vec![(a, 1)]),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(
+            ask_once(added).await.unwrap(),
+            "b",
+            "the added service answers"
+        );
+        assert_eq!(on_kept.ask().await.unwrap(), "a");
+        let refused = ask_once(removed).await.unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
+        assert!(
+            on_removed.ask().await.is_err(),
+            "a removed service's connections are cut"
+        );
+        let names: Vec<String> = relay
+            .status()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["added", "kept"]);
+
+        // Inactive, a reload only changes the plan; activating opens what it says.
+        relay.deactivate().await.unwrap();
+        relay
+            .reconfigure(&config(&[("kept", "tcp", kept, vec![(a, 1)])]))
+            .await
+            .unwrap();
+        relay.activate().await.unwrap();
+        assert_eq!(ask_once(kept).await.unwrap(), "a");
+        assert!(ask_once(added).await.is_err());
+        relay.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_whose_listener_cannot_bind_changes_nothing() {
+        let (kept, taken) = (free_port(), free_port());
+        let a = backend(31, kept, "a").await;
+        let b = backend(32, kept, "b").await;
+        let a_taken = backend(31, taken, "a").await;
+        let _squatter = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, taken)).unwrap();
+        let before = config(&[("kept", "tcp", kept, vec![(a, 1)])]);
+        let relay = RelayDataplane::new(&before, None).unwrap();
+        relay.activate().await.unwrap();
+        relay.check_reconfigure(&before).unwrap();
+
+        let err = relay
+            .reconfigure(&config(&[
+                ("kept", "tcp", kept, vec![(b, 1)]),
+                ("blocked", "tcp", taken, vec![(a_taken, 1)]),
+            ]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blocked") && err.contains(&format!("127.0.0.1:{taken}")),
+            "the error names the service and the address: {err}"
+        );
+        assert_eq!(ask_once(kept).await.unwrap(), "a", "still the old backends");
+        let status = relay.status();
+        assert_eq!(status.services.len(), 1);
+        assert_eq!(status.services[0].backends[0].address, a);
+        relay.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_udp_session_whose_backend_is_removed_moves_to_another() {
+        let port = free_port();
+        let a = backend(41, port, "a").await;
+        let b = backend(42, port, "b").await;
+        let relay =
+            RelayDataplane::new(&config(&[("dns", "udp", port, vec![(a, 1), (b, 1)])]), None)
+                .unwrap();
+        relay.activate().await.unwrap();
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        client.connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+        let ask = || async {
+            let mut buffer = [0u8; 64];
+            for _ in 0..3 {
+                client.send(b"who").await.unwrap();
+                if let Ok(Ok(len)) =
+                    tokio::time::timeout(Duration::from_secs(1), client.recv(&mut buffer)).await
+                {
+                    return String::from_utf8_lossy(&buffer[..len]).into_owned();
+                }
+            }
+            panic!("no UDP answer");
+        };
+        let first = ask().await;
+        let (gone, stays) = if first == "a" { (a, b) } else { (b, a) };
+        let stays_name = if first == "a" { "b" } else { "a" };
+        assert_eq!(ask().await, first, "a session keeps its backend");
+        relay
+            .reconfigure(&config(&[("dns", "udp", port, vec![(stays, 1)])]))
+            .await
+            .unwrap();
+        assert_eq!(ask().await, stays_name, "the session moved off {gone}");
+        relay.shutdown().await;
     }
 }

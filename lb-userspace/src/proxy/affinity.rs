@@ -334,6 +334,29 @@ impl SessionTable {
         self.sweep_some(now, usize::MAX)
     }
 
+    /// A reload replaced the table's service: the live entries of `previous` whose backend
+    /// `keep` accepts move here with their idle time and use order, so sessions go on where
+    /// they were (and expire when they would have).
+    pub fn carry_over(
+        &mut self,
+        previous: &SessionTable,
+        now: Instant,
+        keep: impl Fn(SocketAddrV4) -> bool,
+    ) {
+        for key in previous.order.values() {
+            let Some(entry) = previous.entries.get(key) else {
+                continue;
+            };
+            if previous.expired(entry, now) || !keep(entry.backend) {
+                continue;
+            }
+            self.learn(key, entry.backend, entry.last_used);
+            if let Some(copied) = self.entries.get_mut(key) {
+                copied.replicated = entry.replicated;
+            }
+        }
+    }
+
     /// Every live entry (key, backend), least recently used first.
     pub fn entries(&self, now: Instant) -> Vec<(String, SocketAddrV4)> {
         self.order

@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
@@ -18,6 +18,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::access_log::{AccessLogger, Record};
@@ -43,24 +45,67 @@ pub struct Engine {
 pub struct ServiceEntry {
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
-    pub counters: Counters,
+    /// Shared with the entry a reload replaces, so counters never go back.
+    pub counters: Arc<Counters>,
+    /// Stops the service's health checks and session sweep when a reload retires the entry.
+    pub checks: CancellationToken,
 }
 
-/// One listening socket and the services behind it.
+/// One listening address. What a reload may change behind it is in [`Routes`], swapped whole:
+/// a connection reads the current routes for each request, so a reload applies to the next
+/// request of a connection that stays open.
 pub struct ListenerEntry {
     pub addr: SocketAddrV4,
-    pub https: bool,
     pub port_header: HeaderValue,
-    pub rules: Vec<dispatch::Rule>,
-    pub services: Vec<Arc<ServiceEntry>>,
+    routes: RwLock<Arc<Routes>>,
     /// Requests no service took, and requests refused before routing (400/431/501).
     pub unrouted: Counters,
+    /// Cancelled when a reload removes the address: the accept loops stop and close their
+    /// sockets; connections already accepted finish.
+    pub closed: CancellationToken,
+}
+
+/// The services of one listening address, and its TLS certificates.
+pub struct Routes {
+    /// `Some` for HTTPS: the certificates (chosen by SNI) new connections get.
+    pub tls: Option<TlsAcceptor>,
+    pub rules: Vec<dispatch::Rule>,
+    pub services: Vec<Arc<ServiceEntry>>,
+}
+
+impl ListenerEntry {
+    pub fn new(addr: SocketAddrV4, routes: Arc<Routes>) -> ListenerEntry {
+        ListenerEntry {
+            addr,
+            port_header: HeaderValue::from(addr.port()),
+            routes: RwLock::new(routes),
+            unrouted: Counters::default(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// The routes in force now.
+    pub fn routes(&self) -> Arc<Routes> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A reload's new routes; requests already routed finish with the old ones.
+    pub fn replace_routes(&self, routes: Arc<Routes>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
+    /// Whether new connections get TLS.
+    pub fn https(&self) -> bool {
+        self.routes().tls.is_some()
+    }
 }
 
 /// One client connection.
 pub struct Connection {
     pub engine: Arc<Engine>,
     pub listener: Arc<ListenerEntry>,
+    /// Whether this connection came over TLS (for X-Forwarded-Proto).
+    pub https: bool,
     pub client: SocketAddr,
     pub activity: Arc<ConnActivity>,
 }
@@ -117,8 +162,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         return response;
     }
 
-    let selected = dispatch::select(&conn.listener.rules, host.as_deref(), parts.uri.path())
-        .map(|index| Arc::clone(&conn.listener.services[index]));
+    let routes = conn.listener.routes();
+    let selected = dispatch::select(&routes.rules, host.as_deref(), parts.uri.path())
+        .map(|index| Arc::clone(&routes.services[index]));
+    drop(routes);
     if conn.engine.access_log.enabled() {
         done.log = Some((
             conn.engine.access_log.clone(),
@@ -157,7 +204,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         &mut parts.headers,
         conn.engine.forwarded,
         client_ip(conn.client),
-        conn.listener.https,
+        conn.https,
         &conn.listener.port_header,
     );
     let path = parts

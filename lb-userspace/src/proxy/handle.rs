@@ -2,19 +2,24 @@
 //! `tandem status` and metrics), the built-in VRRP tracker's [`ProxyHandle::probe`], and the
 //! end of a graceful shutdown.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::StatusCode;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
-use super::forward::ListenerEntry;
-use super::server::ServeProbe;
+use super::forward::{ListenerEntry, ServiceEntry};
+use super::replicate::Replicator;
+use super::routes;
+use super::server::{bind, AddListener, ServeProbe};
+use crate::config::Config;
 
 /// How long the probe's local request may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -170,9 +175,10 @@ pub struct ConnectionCounters {
 
 /// A running proxy.
 pub struct ProxyHandle {
-    pub(super) listeners: Vec<Arc<ListenerEntry>>,
-    /// One accept loop per listener and worker.
-    pub(super) expected_accept_loops: usize,
+    /// The addresses served, in config order; a reload adds and removes some.
+    pub(super) listeners: RwLock<Vec<Arc<ListenerEntry>>>,
+    /// One per worker thread: how a reload asks it to serve a new address.
+    pub(super) workers: Vec<mpsc::UnboundedSender<AddListener>>,
     pub(super) live_accept_loops: Arc<AtomicUsize>,
     pub(super) threads: Vec<std::thread::JoinHandle<()>>,
     /// Each worker says here that it has finished (its connections closed).
@@ -181,35 +187,57 @@ pub struct ProxyHandle {
     pub(super) access_log: super::access_log::AccessLogger,
     pub(super) shutdown: CancellationToken,
     pub(super) probe_server: ServeProbe,
+    pub(super) replicator: Option<Arc<Replicator>>,
+    /// One reload at a time.
+    pub(super) reloading: tokio::sync::Mutex<()>,
+}
+
+/// A reload of the proxy, checked and built but not applied: see
+/// [`ProxyHandle::prepare_reload`].
+pub struct PreparedReload {
+    routes: routes::Prepared,
+    /// Sockets for addresses the new config adds, one per worker, bound already.
+    new_sockets: HashMap<SocketAddrV4, Vec<std::net::TcpListener>>,
 }
 
 impl ProxyHandle {
     /// The addresses listened on, in config order.
     pub fn listen_addresses(&self) -> Vec<SocketAddrV4> {
-        self.listeners.iter().map(|l| l.addr).collect()
+        self.listeners().iter().map(|l| l.addr).collect()
+    }
+
+    fn listeners(&self) -> Vec<Arc<ListenerEntry>> {
+        self.listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Counters of every service and listener.
     pub fn stats(&self) -> ProxyStats {
-        let services = self
-            .listeners
+        let listeners = self.listeners();
+        let services = listeners
             .iter()
             .flat_map(|listener| {
-                listener.services.iter().map(|service| ServiceStats {
-                    name: service.name.to_string(),
-                    listen: listener.addr,
-                    requests: service.counters.snapshot(),
-                    errors: service.counters.errors.load(Ordering::Relaxed),
-                    in_flight: service.counters.in_flight.load(Ordering::Relaxed),
-                })
+                listener
+                    .routes()
+                    .services
+                    .iter()
+                    .map(|service| ServiceStats {
+                        name: service.name.to_string(),
+                        listen: listener.addr,
+                        requests: service.counters.snapshot(),
+                        errors: service.counters.errors.load(Ordering::Relaxed),
+                        in_flight: service.counters.in_flight.load(Ordering::Relaxed),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
-        let listeners = self
-            .listeners
+        let listeners = listeners
             .iter()
             .map(|listener| ListenerStats {
                 listen: listener.addr,
-                https: listener.https,
+                https: listener.https(),
                 unrouted: listener.unrouted.snapshot(),
             })
             .collect();
@@ -225,43 +253,158 @@ impl ProxyHandle {
     /// Each HTTP service as `tandem status` shows it: the policy's view (backends, health,
     /// sessions) with the engine's counters.
     pub fn service_status(&self) -> Vec<serde_json::Value> {
-        self.listeners
+        self.listeners()
             .iter()
             .flat_map(|listener| {
-                listener.services.iter().map(move |service| {
-                    let mut value =
-                        serde_json::to_value(service.upstream.status()).unwrap_or_default();
-                    if let Some(fields) = value.as_object_mut() {
-                        fields.insert("name".into(), service.name.to_string().into());
-                        fields.insert("listen".into(), listener.addr.to_string().into());
-                        fields.insert(
-                            "requests".into(),
-                            serde_json::to_value(service.counters.snapshot()).unwrap_or_default(),
-                        );
-                        fields.insert(
-                            "errors".into(),
-                            service.counters.errors.load(Ordering::Relaxed).into(),
-                        );
-                    }
-                    value
-                })
+                listener
+                    .routes()
+                    .services
+                    .iter()
+                    .map(|service| {
+                        let mut value =
+                            serde_json::to_value(service.upstream.status()).unwrap_or_default();
+                        if let Some(fields) = value.as_object_mut() {
+                            fields.insert("name".into(), service.name.to_string().into());
+                            fields.insert("listen".into(), listener.addr.to_string().into());
+                            fields.insert(
+                                "requests".into(),
+                                serde_json::to_value(service.counters.snapshot())
+                                    .unwrap_or_default(),
+                            );
+                            fields.insert(
+                                "errors".into(),
+                                service.counters.errors.load(Ordering::Relaxed).into(),
+                            );
+                        }
+                        value
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
 
     /// Each HTTP service's policy view and counters, typed (for the metrics).
     pub fn service_snapshots(&self) -> Vec<ServiceSnapshot> {
-        self.listeners
+        self.listeners()
             .iter()
             .flat_map(|listener| {
-                listener.services.iter().map(|service| ServiceSnapshot {
-                    upstream: service.upstream.status(),
-                    requests: service.counters.snapshot(),
-                    errors: service.counters.errors.load(Ordering::Relaxed),
-                    latency: service.counters.latency.snapshot(),
-                })
+                listener
+                    .routes()
+                    .services
+                    .iter()
+                    .map(|service| ServiceSnapshot {
+                        upstream: service.upstream.status(),
+                        requests: service.counters.snapshot(),
+                        errors: service.counters.errors.load(Ordering::Relaxed),
+                        latency: service.counters.latency.snapshot(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// The first step of a reload: builds what `config` needs (upstreams, TLS from the
+    /// certificate files, sockets for new listen addresses) without changing anything that
+    /// serves. An error (a certificate that does not load, a port in use) leaves the proxy as
+    /// it was. The proxy settings (`[proxy]`, `[replication]`) must be those it started with:
+    /// the caller refuses a reload that changes them.
+    pub fn prepare_reload(&self, config: &Config) -> anyhow::Result<PreparedReload> {
+        let current: HashMap<Arc<str>, Arc<ServiceEntry>> = self
+            .listeners()
+            .iter()
+            .flat_map(|listener| listener.routes().services.clone())
+            .map(|entry| (Arc::clone(&entry.name), entry))
+            .collect();
+        let routes = routes::prepare(config, &current, self.replicator.as_ref(), &self.shutdown);
+        // Building an upstream registers it for replicated sessions: until the reload is
+        // applied (or if it is not), the running ones must stay registered.
+        for entry in current.values() {
+            entry.upstream.register_with_replicator();
+        }
+        let routes = routes?;
+        let served: Vec<SocketAddrV4> = self.listen_addresses();
+        let mut new_sockets = HashMap::new();
+        for (addr, _) in &routes.listeners {
+            if served.contains(addr) {
+                continue;
+            }
+            let sockets = self
+                .workers
+                .iter()
+                .map(|_| bind(*addr))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            new_sockets.insert(*addr, sockets);
+        }
+        Ok(PreparedReload {
+            routes,
+            new_sockets,
+        })
+    }
+
+    /// Applies a prepared reload: addresses that remain get their new routes (the next request
+    /// of every open connection follows them), new addresses are served by every worker before
+    /// this returns, removed addresses stop accepting (their open connections finish), and the
+    /// checks of services that are gone or replaced stop.
+    pub async fn commit_reload(&self, reload: PreparedReload) {
+        let _one_at_a_time = self.reloading.lock().await;
+        let PreparedReload {
+            routes,
+            mut new_sockets,
+        } = reload;
+        let before: Vec<Arc<ServiceEntry>> = self
+            .listeners()
+            .iter()
+            .flat_map(|listener| listener.routes().services.clone())
+            .collect();
+        routes.start_checks();
+        let mut listeners = Vec::with_capacity(routes.listeners.len());
+        let current = self.listeners();
+        for (addr, new_routes) in &routes.listeners {
+            if let Some(listener) = current.iter().find(|l| l.addr == *addr) {
+                listener.replace_routes(Arc::clone(new_routes));
+                listeners.push(Arc::clone(listener));
+                continue;
+            }
+            let listener = Arc::new(ListenerEntry::new(*addr, Arc::clone(new_routes)));
+            let sockets = new_sockets.remove(addr).unwrap_or_default();
+            let mut running = Vec::with_capacity(sockets.len());
+            for (worker, socket) in self.workers.iter().zip(sockets) {
+                let (sender, receiver) = oneshot::channel();
+                let command = AddListener {
+                    listener: Arc::clone(&listener),
+                    socket,
+                    running: sender,
+                };
+                if worker.send(command).is_ok() {
+                    running.push(receiver);
+                }
+            }
+            for receiver in running {
+                let _ = receiver.await;
+            }
+            info!(listen = %addr, https = listener.https(), "proxy listening (added by reload)");
+            listeners.push(listener);
+        }
+        for gone in current
+            .iter()
+            .filter(|l| !listeners.iter().any(|n| n.addr == l.addr))
+        {
+            info!(listen = %gone.addr, "proxy stops listening (removed by reload); open connections finish");
+            gone.closed.cancel();
+        }
+        *self.listeners.write().unwrap_or_else(|p| p.into_inner()) = listeners;
+        let after = routes.services();
+        for entry in &before {
+            if !after
+                .get(&entry.name)
+                .is_some_and(|kept| Arc::ptr_eq(kept, entry))
+            {
+                entry.checks.cancel();
+            }
+        }
+        for entry in after.values() {
+            entry.upstream.register_with_replicator();
+        }
     }
 
     /// The built-in VRRP tracker: every accept loop is running, and a request answered by the
@@ -269,8 +412,11 @@ impl ProxyHandle {
     /// in-memory pipe through the same HTTP stack when none is, e.g. a backup node that does
     /// not hold the virtual address).
     pub async fn probe(&self) -> bool {
+        let listeners = self.listeners();
+        // A reload registers new accept loops before it lists their address, and unlists an
+        // address before its loops end: at least as many live as listed.
         let accepting = self.live_accept_loops.load(Ordering::Relaxed)
-            == self.expected_accept_loops
+            >= self.workers.len() * listeners.len()
             && !self
                 .threads
                 .iter()
@@ -278,14 +424,19 @@ impl ProxyHandle {
         if self.shutdown.is_cancelled() || !accepting {
             return false;
         }
-        let local = self
-            .listeners
+        let local = listeners
             .iter()
-            .filter(|listener| !listener.https)
+            .filter(|listener| !listener.https())
             .find_map(|listener| local_target(listener.addr));
         let answered = match local {
             Some(target) => tokio::time::timeout(PROBE_TIMEOUT, probe_tcp(target)).await,
-            None => tokio::time::timeout(PROBE_TIMEOUT, self.probe_server.probe()).await,
+            None => {
+                tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    self.probe_server.probe(listeners.first().cloned()),
+                )
+                .await
+            }
         };
         matches!(answered, Ok(true))
     }
@@ -364,5 +515,160 @@ mod tests {
             assert!(!proxy.probe().await, "probe after shutdown on {listen}");
             proxy.stopped().await;
         }
+    }
+
+    /// A backend on loopback that answers every request of a kept-alive connection with its
+    /// name as the body.
+    async fn named_backend(name: &'static str) -> SocketAddrV4 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a backend");
+        let SocketAddr::V4(addr) = listener.local_addr().expect("backend address") else {
+            unreachable!("bound on IPv4");
+        };
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(read) = stream.read(&mut chunk).await {
+                        if read == 0 {
+                            return;
+                        }
+                        pending.extend_from_slice(&chunk[..read]);
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                                name.len()
+                            );
+                            if stream.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends a GET on `stream` (kept alive) and returns the response body.
+    async fn ask(stream: &mut tokio::net::TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("send a request");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = stream.read(&mut byte).await.expect("read the head");
+            assert_ne!(read, 0, "the proxy closed the connection");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("a Content-Length");
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.expect("read the body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    fn services_config(services: &[(&str, u16, SocketAddrV4)]) -> crate::config::Config {
+        let mut text = "[node]\nname = \"t\"\ninterface = \"lo\"\ndataplane = \"none\"\n\
+                        [proxy]\nworkers = 2\naccess_log = { level = 0 }\n"
+            .to_owned();
+        for (name, port, backend) in services {
+            text.push_str(&format!(
+                "[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nbackends = [\"{backend}\"]\n"
+            ));
+        }
+        match crate::config::parse(&text, Path::new("t.toml")) {
+            Ok(loaded) => loaded.config,
+            Err(errors) => panic!("test config: {errors}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_routes_the_next_request_of_an_open_connection_and_adds_and_removes_addresses()
+    {
+        let (a, b) = (named_backend("a").await, named_backend("b").await);
+        let (first_port, second_port) = (28395, 28396);
+        let shutdown = CancellationToken::new();
+        let proxy = crate::proxy::start(
+            &services_config(&[("web", first_port, a)]),
+            shutdown.clone(),
+        )
+        .await
+        .expect("proxy starts");
+        let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", first_port))
+            .await
+            .expect("connect");
+        assert_eq!(ask(&mut kept).await, "a");
+
+        // web moves to backend b; a second address appears.
+        let reload = proxy
+            .prepare_reload(&services_config(&[
+                ("web", first_port, b),
+                ("api", second_port, a),
+            ]))
+            .expect("prepare");
+        proxy.commit_reload(reload).await;
+        assert_eq!(ask(&mut kept).await, "b", "same connection, new routes");
+        let mut second = tokio::net::TcpStream::connect(("127.0.0.1", second_port))
+            .await
+            .expect("the added address accepts at once");
+        assert_eq!(ask(&mut second).await, "a");
+        assert!(
+            proxy.probe().await,
+            "probe after a reload that added an address"
+        );
+
+        // A reload that cannot apply (the address is taken by another program) changes nothing.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_port = taken.local_addr().expect("address").port();
+        let refused = proxy.prepare_reload(&services_config(&[
+            ("web", first_port, b),
+            ("api", second_port, a),
+            ("other", taken_port, a),
+        ]));
+        assert!(refused.is_err(), "a port in use fails the reload");
+        let names: Vec<String> = proxy.stats().services.into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["web", "api"]);
+
+        // The first address goes: it stops accepting, its open connection goes on.
+        let reload = proxy
+            .prepare_reload(&services_config(&[("api", second_port, a)]))
+            .expect("prepare");
+        proxy.commit_reload(reload).await;
+        assert_eq!(
+            ask(&mut kept).await,
+            "b",
+            "an open connection outlives its address"
+        );
+        let mut closed = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", first_port))
+                .await
+                .is_err()
+            {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed, "the removed address refuses new connections");
+        assert_eq!(ask(&mut second).await, "a");
+        assert!(
+            proxy.probe().await,
+            "probe after a reload that removed an address"
+        );
+
+        shutdown.cancel();
+        drop((kept, second));
+        proxy.stopped().await;
     }
 }

@@ -19,8 +19,9 @@ pub mod forward;
 pub mod guard;
 pub mod handle;
 pub mod headers;
+pub mod routes;
 pub mod server;
 pub mod tls;
 
-pub use handle::{ProxyHandle, ProxyStats};
+pub use handle::{PreparedReload, ProxyHandle, ProxyStats};
 pub use server::start;

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -31,22 +30,20 @@ use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::access_log::{AccessLogger, Record};
-use super::dispatch;
-use super::forward::{self, Connection, Engine, ListenerEntry, ServiceEntry};
+use super::forward::{self, Connection, Engine, ListenerEntry};
 use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
-use super::handle::{self, ConnectionCounters, Counters, ProxyHandle};
+use super::handle::{self, ConnectionCounters, ProxyHandle};
 use super::headers::Forwarded;
 use super::replicate::Replicator;
-use super::tls;
-use super::upstream::Upstream;
-use crate::config::{CertificateFiles, Config, ProxySettings, ServiceMode};
+use super::routes;
+use crate::config::{Config, ProxySettings};
 
 /// The kernel's queue of connections not yet accepted, per socket.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -67,43 +64,32 @@ const MAX_STREAMS: u32 = 256;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the proxy for the config's `mode = "http"` services. Returns once every listener is
-/// bound; a config without HTTP services gives a handle with no listeners and no workers.
+/// bound and served. The worker threads run even with no HTTP service, so a reload can add one.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<ProxyHandle> {
     let settings = &config.proxy;
     raise_fd_limit();
     let access_log = AccessLogger::start(&settings.access_log)?;
-    let listeners = listener_entries(config, &shutdown)?;
-    let mut acceptors: Vec<Option<TlsAcceptor>> = Vec::with_capacity(listeners.len());
-    for (entry, certificates) in &listeners {
-        acceptors.push(match certificates {
-            Some(certificates) => Some(
-                tls::acceptor(certificates)
-                    .with_context(|| format!("setting up TLS for listener {}", entry.addr))?,
-            ),
-            None => None,
-        });
-    }
-    let listeners: Vec<Arc<ListenerEntry>> = listeners.into_iter().map(|(l, _)| l).collect();
-    let workers = if listeners.is_empty() {
-        0
-    } else {
-        settings.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
-    };
+    // Learned sessions go to the peer node (and come from it) when `[replication]` is set.
+    let replicator = config.replication.as_ref().map(Replicator::new);
+    let prepared = routes::prepare(config, &HashMap::new(), replicator.as_ref(), &shutdown)?;
+    let workers = settings.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     // Bound here, so a port in use fails the start instead of a worker.
-    let mut sockets = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let per_worker = listeners
-            .iter()
-            .map(|listener| bind(listener.addr))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        sockets.push(per_worker);
+    let mut listeners = Vec::with_capacity(prepared.listeners.len());
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for (addr, routes) in &prepared.listeners {
+        for per_worker in &mut sockets {
+            per_worker.push(bind(*addr)?);
+        }
+        listeners.push(Arc::new(ListenerEntry::new(*addr, Arc::clone(routes))));
+    }
+    prepared.start_checks();
+    if let Some(replicator) = &replicator {
+        replicator.spawn(shutdown.child_token());
     }
 
     let shared = Arc::new(WorkerShared {
-        listeners: listeners.clone(),
-        acceptors,
         settings: settings.clone(),
         access_log: access_log.clone(),
         budget: Arc::new(Semaphore::new(
@@ -117,10 +103,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let mut threads = Vec::with_capacity(workers);
     let mut finished = Vec::with_capacity(workers);
     let mut starting = Vec::with_capacity(workers);
+    let mut commands = Vec::with_capacity(workers);
     for (index, sockets) in sockets.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
+        let initial: Vec<(Arc<ListenerEntry>, std::net::TcpListener)> =
+            listeners.iter().cloned().zip(sockets).collect();
         let (done, done_rx) = oneshot::channel();
         let (ready, ready_rx) = oneshot::channel();
+        let (command, command_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name(format!("tandem-proxy-{index}"))
             .spawn(move || {
@@ -128,7 +118,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(run_worker(&shared, sockets, ready)),
+                    Ok(runtime) => {
+                        runtime.block_on(run_worker(&shared, initial, command_rx, ready));
+                    }
                     Err(error) => warn!(%error, "proxy worker {index}: cannot start its runtime"),
                 }
                 let _ = done.send(());
@@ -137,22 +129,22 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         threads.push(thread);
         finished.push(done_rx);
         starting.push(ready_rx);
+        commands.push(command);
     }
     // Serving when this returns: the probe may run at once.
     for ready in starting {
         let _ = ready.await;
     }
     for listener in &listeners {
-        info!(listen = %listener.addr, https = listener.https, services = listener.services.len(), workers, "proxy listening");
+        info!(listen = %listener.addr, https = listener.https(), services = listener.routes().services.len(), workers, "proxy listening");
     }
 
     let probe_server = ServeProbe {
         server: Arc::new(ServerSide::new(settings, access_log.clone())),
-        listener: listeners.first().cloned(),
     };
     Ok(ProxyHandle {
-        listeners,
-        expected_accept_loops: workers * shared.listeners.len(),
+        listeners: std::sync::RwLock::new(listeners),
+        workers: commands,
         live_accept_loops: Arc::clone(&shared.live_accept_loops),
         threads,
         finished,
@@ -160,13 +152,21 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         access_log,
         shutdown,
         probe_server,
+        replicator,
+        reloading: tokio::sync::Mutex::new(()),
     })
+}
+
+/// What a reload asks of each worker: serve one more listening address.
+pub(super) struct AddListener {
+    pub listener: Arc<ListenerEntry>,
+    pub socket: std::net::TcpListener,
+    /// Answered once the accept loop runs.
+    pub running: oneshot::Sender<()>,
 }
 
 /// What every worker thread shares.
 struct WorkerShared {
-    listeners: Vec<Arc<ListenerEntry>>,
-    acceptors: Vec<Option<TlsAcceptor>>,
     settings: ProxySettings,
     access_log: AccessLogger,
     budget: Arc<Semaphore>,
@@ -177,32 +177,29 @@ struct WorkerShared {
     live_accept_loops: Arc<AtomicUsize>,
 }
 
-/// One worker thread: an accept loop per listener and the connections it accepted, until
-/// shutdown; then the connections get [`SHUTDOWN_GRACE`] to finish.
+/// One worker thread: an accept loop per listener (more when a reload adds addresses) and the
+/// connections it accepted, until shutdown; then the connections get [`SHUTDOWN_GRACE`] to
+/// finish.
 async fn run_worker(
     shared: &WorkerShared,
-    sockets: Vec<std::net::TcpListener>,
+    initial: Vec<(Arc<ListenerEntry>, std::net::TcpListener)>,
+    mut commands: mpsc::UnboundedReceiver<AddListener>,
     ready: oneshot::Sender<()>,
 ) {
     let server = Arc::new(ServerSide::new(&shared.settings, shared.access_log.clone()));
     let connections = TaskTracker::new();
-    let mut accept_loops = Vec::with_capacity(sockets.len());
-    for ((socket, listener), acceptor) in sockets
-        .into_iter()
-        .zip(&shared.listeners)
-        .zip(&shared.acceptors)
-    {
+    let mut accept_loops = Vec::with_capacity(initial.len());
+    let spawn_loop = |listener: Arc<ListenerEntry>, socket: std::net::TcpListener| {
         let socket = match TcpListener::from_std(socket) {
             Ok(socket) => socket,
             Err(error) => {
                 warn!(listen = %listener.addr, %error, "registering a listening socket");
-                continue;
+                return None;
             }
         };
         let accept = AcceptLoop {
             socket,
-            acceptor: acceptor.clone(),
-            listener: Arc::clone(listener),
+            listener,
             server: Arc::clone(&server),
             budget: Arc::clone(&shared.budget),
             connections: connections.clone(),
@@ -211,9 +208,24 @@ async fn run_worker(
             force_close: shared.force_close.clone(),
             _live: Live::new(&shared.live_accept_loops),
         };
-        accept_loops.push(tokio::spawn(accept.run()));
+        Some(tokio::spawn(accept.run()))
+    };
+    for (listener, socket) in initial {
+        accept_loops.extend(spawn_loop(listener, socket));
     }
     let _ = ready.send(());
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            command = commands.recv() => match command {
+                Some(AddListener { listener, socket, running }) => {
+                    accept_loops.extend(spawn_loop(listener, socket));
+                    let _ = running.send(());
+                }
+                None => shared.shutdown.cancelled().await,
+            },
+        }
+    }
     for accept_loop in accept_loops {
         let _ = accept_loop.await;
     }
@@ -261,22 +273,30 @@ impl ServerSide {
 /// Serves the probe over an in-memory pipe (see [`ProxyHandle::probe`]).
 pub(super) struct ServeProbe {
     server: Arc<ServerSide>,
-    listener: Option<Arc<ListenerEntry>>,
 }
 
 impl ServeProbe {
-    pub(super) async fn probe(&self) -> bool {
-        let Some(listener) = &self.listener else {
+    pub(super) async fn probe(&self, listener: Option<Arc<ListenerEntry>>) -> bool {
+        let Some(listener) = listener else {
             // No HTTP service: nothing to fail.
             return true;
         };
         let (mut near, far) = tokio::io::duplex(4096);
         let server = Arc::clone(&self.server);
-        let listener = Arc::clone(listener);
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         let never = CancellationToken::new();
         let serving = tokio::spawn(async move {
-            serve(far, false, server, listener, peer, never.clone(), never).await;
+            serve(
+                far,
+                false,
+                false,
+                server,
+                listener,
+                peer,
+                never.clone(),
+                never,
+            )
+            .await;
         });
         let answered = handle::answers_probe(&mut near).await;
         serving.abort();
@@ -322,78 +342,9 @@ fn backend_client(settings: &ProxySettings) -> forward::BackendClient {
         .build(connector)
 }
 
-/// Groups the HTTP services by listen address (in config order) and builds their upstreams.
-#[allow(clippy::type_complexity)]
-fn listener_entries(
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Vec<(Arc<ListenerEntry>, Option<Vec<CertificateFiles>>)>> {
-    let mut order: Vec<SocketAddrV4> = Vec::new();
-    let mut grouped: HashMap<SocketAddrV4, Vec<&crate::config::Service>> = HashMap::new();
-    for service in config
-        .services
-        .iter()
-        .filter(|s| s.mode == ServiceMode::Http)
-    {
-        let group = grouped.entry(service.listen).or_default();
-        if group.is_empty() {
-            order.push(service.listen);
-        }
-        group.push(service);
-    }
-    // Learned sessions go to the peer node (and come from it) when `[replication]` is set.
-    let replicator = config.replication.as_ref().map(Replicator::new);
-    let mut entries = Vec::with_capacity(order.len());
-    for addr in order {
-        let services = &grouped[&addr];
-        let mut certificates: Vec<CertificateFiles> = Vec::new();
-        for files in services
-            .iter()
-            .filter_map(|s| s.http.tls.as_ref())
-            .flat_map(|tls| &tls.certificates)
-        {
-            if !certificates.contains(files) {
-                certificates.push(files.clone());
-            }
-        }
-        let rules = services
-            .iter()
-            .map(|s| dispatch::Rule {
-                hosts: s.http.hosts.clone(),
-                path_prefix: s.http.path_prefix.clone(),
-            })
-            .collect();
-        let entries_of_services = services
-            .iter()
-            .map(|service| {
-                let upstream = Upstream::with_replicator(service, replicator.clone());
-                upstream.spawn_health_checks(shutdown.child_token());
-                Arc::new(ServiceEntry {
-                    name: Arc::from(service.name.as_str()),
-                    upstream,
-                    counters: Counters::default(),
-                })
-            })
-            .collect();
-        let entry = Arc::new(ListenerEntry {
-            addr,
-            https: !certificates.is_empty(),
-            port_header: HeaderValue::from(addr.port()),
-            rules,
-            services: entries_of_services,
-            unrouted: Counters::default(),
-        });
-        entries.push((entry, (!certificates.is_empty()).then_some(certificates)));
-    }
-    if let Some(replicator) = &replicator {
-        replicator.spawn(shutdown.child_token());
-    }
-    Ok(entries)
-}
-
 /// A listening socket on `addr`, even if the address is not (yet) on this node; one of
 /// several on the same address (one per worker).
-fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> {
+pub(super) fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
         .context("creating a listening socket")?;
     let setup = || -> std::io::Result<()> {
@@ -431,7 +382,6 @@ fn raise_fd_limit() {
 
 struct AcceptLoop {
     socket: TcpListener,
-    acceptor: Option<TlsAcceptor>,
     listener: Arc<ListenerEntry>,
     server: Arc<ServerSide>,
     budget: Arc<Semaphore>,
@@ -467,6 +417,7 @@ impl AcceptLoop {
             // accepted are served at full speed meanwhile.
             let permit = tokio::select! {
                 () = self.shutdown.cancelled() => break,
+                () = self.listener.closed.cancelled() => break,
                 permit = Arc::clone(&self.budget).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_closed) => break,
@@ -474,6 +425,7 @@ impl AcceptLoop {
             };
             let accepted = tokio::select! {
                 () = self.shutdown.cancelled() => break,
+                () = self.listener.closed.cancelled() => break,
                 accepted = self.socket.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -490,7 +442,8 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             self.counters.total.fetch_add(1, Ordering::Relaxed);
             self.counters.open.fetch_add(1, Ordering::Relaxed);
-            let acceptor = self.acceptor.clone();
+            // The certificates in force when the connection came (a reload may renew them).
+            let acceptor = self.listener.routes().tls.clone();
             let server = Arc::clone(&self.server);
             let listener = Arc::clone(&self.listener);
             let counters = Arc::clone(&self.counters);
@@ -524,7 +477,17 @@ async fn handle_client(
     force_close: CancellationToken,
 ) {
     let Some(acceptor) = acceptor else {
-        serve(stream, false, server, listener, peer, shutdown, force_close).await;
+        serve(
+            stream,
+            false,
+            false,
+            server,
+            listener,
+            peer,
+            shutdown,
+            force_close,
+        )
+        .await;
         return;
     };
     // The handshake is part of what a client must finish in the header timeout.
@@ -533,12 +496,24 @@ async fn handle_client(
         return;
     };
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(tls, http2, server, listener, peer, shutdown, force_close).await;
+    serve(
+        tls,
+        true,
+        http2,
+        server,
+        listener,
+        peer,
+        shutdown,
+        force_close,
+    )
+    .await;
 }
 
 /// Serves one client connection until it ends, or until shutdown (graceful, then forced).
+#[allow(clippy::too_many_arguments)]
 async fn serve<I>(
     io: I,
+    https: bool,
     http2: bool,
     server: Arc<ServerSide>,
     listener: Arc<ListenerEntry>,
@@ -565,6 +540,7 @@ async fn serve<I>(
     let connection = Arc::new(Connection {
         engine: Arc::clone(&server.engine),
         listener,
+        https,
         client: peer,
         activity,
     });

@@ -203,9 +203,50 @@ impl Upstream {
             requests: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
             replicator: replicator.filter(|_| learns),
         });
-        if let Some(replicator) = &upstream.replicator {
-            let sink: Arc<dyn SessionSink> = upstream.clone();
-            replicator.register(&service.name, Arc::downgrade(&sink));
+        upstream.register_with_replicator();
+        upstream
+    }
+
+    /// Makes this upstream the one that replicated entries of its service go to (the last
+    /// registered wins: a reload registers the upstream that replaced the service's old one).
+    pub fn register_with_replicator(self: &Arc<Self>) {
+        if let Some(replicator) = &self.replicator {
+            let sink: Arc<dyn SessionSink> = self.clone();
+            replicator.register(&self.service.name, Arc::downgrade(&sink));
+        }
+    }
+
+    /// The upstream of `service` replacing `previous` (the same service before a reload):
+    /// health, sessions and request counts of the backends that remain carry over, so a reload
+    /// neither resets what the node knows about them nor moves a session that did not have to
+    /// move. Sessions carry over only when the session key is the same (type and id).
+    pub fn succeed(
+        previous: &Upstream,
+        service: &config::Service,
+        replicator: Option<Arc<Replicator>>,
+    ) -> Arc<Self> {
+        let health = HealthTable::new(service);
+        health.carry_over(&previous.health);
+        let upstream = Upstream::with_health(service, health, replicator);
+        let same_key = match (&previous.service.session, &service.session) {
+            (Some(old), Some(new)) => old.kind == new.kind && old.id == new.id,
+            _ => false,
+        };
+        if let (true, Affinity::Learn { table: old, .. }, Affinity::Learn { table: new, .. }) =
+            (same_key, &previous.affinity, &upstream.affinity)
+        {
+            let old = lock(old);
+            lock(new).carry_over(&old, Instant::now(), |backend| {
+                upstream.backend_index(backend).is_some()
+            });
+        }
+        for (i, backend) in service.backends.iter().enumerate() {
+            if let Some(old) = previous.backend_index(backend.address) {
+                upstream.requests[i].store(
+                    previous.requests[old].load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+            }
         }
         upstream
     }

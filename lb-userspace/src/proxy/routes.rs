@@ -1,0 +1,145 @@
+//! What a config makes of the proxy's listening addresses: the HTTP services grouped by
+//! `listen` (in config order), each address's dispatch rules and TLS certificates, and each
+//! service's [`ServiceEntry`].
+//!
+//! The same code builds them at start and at a reload. At a reload, a service the new config
+//! leaves exactly as it was keeps its entry (upstream, health, sessions, counters: nothing
+//! about it changes); a changed service gets a new upstream that carries over what is known
+//! about the backends that remain ([`Upstream::succeed`]) and keeps its counters. Building
+//! starts nothing: [`Prepared::start_checks`] does, once the whole reload is known to apply.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch;
+use super::forward::{Routes, ServiceEntry};
+use super::handle::Counters;
+use super::replicate::Replicator;
+use super::tls;
+use super::upstream::Upstream;
+use crate::config::{CertificateFiles, Config, ServiceMode};
+
+/// The routes of every listening address of a config, built but not started.
+pub(super) struct Prepared {
+    /// In config order of each address's first service.
+    pub listeners: Vec<(SocketAddrV4, Arc<Routes>)>,
+    /// Entries built for this config (not carried over unchanged): their checks start with
+    /// [`Prepared::start_checks`].
+    fresh: Vec<Arc<ServiceEntry>>,
+}
+
+impl Prepared {
+    /// Every service entry of the config, by name.
+    pub fn services(&self) -> HashMap<Arc<str>, Arc<ServiceEntry>> {
+        self.listeners
+            .iter()
+            .flat_map(|(_, routes)| routes.services.iter())
+            .map(|entry| (Arc::clone(&entry.name), Arc::clone(entry)))
+            .collect()
+    }
+
+    /// Starts the health checks and session sweeps of the entries built for this config.
+    /// Must run inside a tokio runtime.
+    pub fn start_checks(&self) {
+        for entry in &self.fresh {
+            entry.upstream.spawn_health_checks(entry.checks.clone());
+        }
+    }
+}
+
+/// Builds the routes of `config`'s HTTP services. `previous` is what runs now (empty at start);
+/// `shutdown` is the proxy's token, parent of every service's checks. Fails, with nothing
+/// started, when a certificate cannot be loaded.
+pub(super) fn prepare(
+    config: &Config,
+    previous: &HashMap<Arc<str>, Arc<ServiceEntry>>,
+    replicator: Option<&Arc<Replicator>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Prepared> {
+    let mut order: Vec<SocketAddrV4> = Vec::new();
+    let mut grouped: HashMap<SocketAddrV4, Vec<&crate::config::Service>> = HashMap::new();
+    for service in config
+        .services
+        .iter()
+        .filter(|s| s.mode == ServiceMode::Http)
+    {
+        let group = grouped.entry(service.listen).or_default();
+        if group.is_empty() {
+            order.push(service.listen);
+        }
+        group.push(service);
+    }
+    let mut fresh = Vec::new();
+    let mut listeners = Vec::with_capacity(order.len());
+    for addr in order {
+        let services = &grouped[&addr];
+        let mut certificates: Vec<CertificateFiles> = Vec::new();
+        for files in services
+            .iter()
+            .filter_map(|s| s.http.tls.as_ref())
+            .flat_map(|tls| &tls.certificates)
+        {
+            if !certificates.contains(files) {
+                certificates.push(files.clone());
+            }
+        }
+        // Read from the files every time: a reload with the same config picks up renewed
+        // certificates.
+        let tls = if certificates.is_empty() {
+            None
+        } else {
+            Some(
+                tls::acceptor(&certificates)
+                    .with_context(|| format!("setting up TLS for listener {addr}"))?,
+            )
+        };
+        let rules = services
+            .iter()
+            .map(|s| dispatch::Rule {
+                hosts: s.http.hosts.clone(),
+                path_prefix: s.http.path_prefix.clone(),
+            })
+            .collect();
+        let entries = services
+            .iter()
+            .map(|service| {
+                let before = previous.get(service.name.as_str());
+                if let Some(before) = before.filter(|b| b.upstream.service() == *service) {
+                    return Arc::clone(before);
+                }
+                let replicator = replicator.cloned();
+                let (upstream, counters) = match before {
+                    Some(before) => (
+                        Upstream::succeed(&before.upstream, service, replicator),
+                        Arc::clone(&before.counters),
+                    ),
+                    None => (
+                        Upstream::with_replicator(service, replicator),
+                        Arc::new(Counters::default()),
+                    ),
+                };
+                let entry = Arc::new(ServiceEntry {
+                    name: Arc::from(service.name.as_str()),
+                    upstream,
+                    counters,
+                    checks: shutdown.child_token(),
+                });
+                fresh.push(Arc::clone(&entry));
+                entry
+            })
+            .collect();
+        listeners.push((
+            addr,
+            Arc::new(Routes {
+                tls,
+                rules,
+                services: entries,
+            }),
+        ));
+    }
+    Ok(Prepared { listeners, fresh })
+}

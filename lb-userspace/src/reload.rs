@@ -1,0 +1,390 @@
+//! Reload: what `tandem reload` and SIGHUP do to a running node.
+//!
+//! A reload reads the config file again and either applies all of it or none of it:
+//! 1. the file is validated as `tandem check` does; an error (FILE:LINE:COL) leaves the node
+//!    as it was and goes back to whoever asked;
+//! 2. a reload changes services and their backends only. A change anywhere else (`[node]`,
+//!    `[[vrrp]]`, `[proxy]`, `[replication]`) needs a restart: the reload is refused and says
+//!    which settings differ, so the running node never runs half of a file;
+//! 3. everything that can still fail is done before anything changes: the data plane checks
+//!    that the services fit its maps, the proxy loads certificates and binds new addresses;
+//! 4. then it applies: the proxy's routes (open connections keep going; their next request
+//!    follows the new config), the data plane's services and backends (recorded L4 flows keep
+//!    their backend when it remains), and the L4 services' health checks. Health, sessions and
+//!    counters of backends that remain carry over.
+//!
+//! [`restart_only_changes`] and [`service_changes`] are pure and say what differs, for the
+//! refusal and for the answer to the operator.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{self, Config, Service};
+use crate::dataplane::Dataplane;
+use crate::health::HealthTable;
+use crate::proxy::ProxyHandle;
+
+/// What a successful reload changed, one line per change ("service web: backend
+/// 198.18.0.104:80 added"); empty when the file is the same as what runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    pub config: PathBuf,
+    pub changes: Vec<String>,
+    /// What `tandem check` would warn about in the new file.
+    pub warnings: Vec<String>,
+}
+
+/// The settings only a restart can change, as "where: before -> after" lines.
+pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
+    let mut changes = Vec::new();
+    diff_section("[node]", &running.node, &new.node, &mut changes);
+    diff_section("[proxy]", &running.proxy, &new.proxy, &mut changes);
+    match (&running.replication, &new.replication) {
+        (None, Some(_)) => changes.push("[replication] added".to_owned()),
+        (Some(_), None) => changes.push("[replication] removed".to_owned()),
+        (Some(old), Some(new)) => diff_section("[replication]", old, new, &mut changes),
+        (None, None) => {}
+    }
+    for old in &running.vrrp {
+        match new.vrrp.iter().find(|n| n.name == old.name) {
+            Some(new) => diff_section(&format!("[[vrrp]] {}", old.name), old, new, &mut changes),
+            None => changes.push(format!("[[vrrp]] {} removed", old.name)),
+        }
+    }
+    for new in &new.vrrp {
+        if !running.vrrp.iter().any(|o| o.name == new.name) {
+            changes.push(format!("[[vrrp]] {} added", new.name));
+        }
+    }
+    changes
+}
+
+/// What a reload to `new` does to the services, one line per change.
+pub fn service_changes(running: &Config, new: &Config) -> Vec<String> {
+    let mut changes = Vec::new();
+    for old in &running.services {
+        match new.services.iter().find(|n| n.name == old.name) {
+            None => changes.push(format!(
+                "service {} removed ({} on {})",
+                old.name,
+                old.mode.as_str(),
+                old.listen
+            )),
+            Some(new) if new != old => describe_service_change(old, new, &mut changes),
+            Some(_) => {}
+        }
+    }
+    for new in &new.services {
+        if !running.services.iter().any(|o| o.name == new.name) {
+            changes.push(format!(
+                "service {} added ({} on {}, {} backend{})",
+                new.name,
+                new.mode.as_str(),
+                new.listen,
+                new.backends.len(),
+                if new.backends.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    changes
+}
+
+fn describe_service_change(old: &Service, new: &Service, changes: &mut Vec<String>) {
+    let name = &old.name;
+    for backend in &new.backends {
+        match old.backends.iter().find(|b| b.address == backend.address) {
+            None => changes.push(format!("service {name}: backend {} added", backend.address)),
+            Some(before) if before != backend => {
+                let mut lines = Vec::new();
+                diff_section("", before, backend, &mut lines);
+                for line in lines {
+                    changes.push(format!(
+                        "service {name}: backend {} {}",
+                        backend.address,
+                        line.trim_start()
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for backend in &old.backends {
+        if !new.backends.iter().any(|b| b.address == backend.address) {
+            changes.push(format!(
+                "service {name}: backend {} removed",
+                backend.address
+            ));
+        }
+    }
+    // Everything else of the service, field by field.
+    let mut rest = Vec::new();
+    let strip = |service: &Service| {
+        let mut value = serde_json::to_value(service).unwrap_or(Value::Null);
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("backends");
+        }
+        value
+    };
+    diff_values("", &strip(old), &strip(new), &mut rest);
+    for line in rest {
+        changes.push(format!("service {name}: {}", line.trim_start()));
+    }
+}
+
+/// Appends "`section` key: before -> after" for every leaf that differs.
+fn diff_section<T: Serialize>(section: &str, old: &T, new: &T, out: &mut Vec<String>) {
+    let old = serde_json::to_value(old).unwrap_or(Value::Null);
+    let new = serde_json::to_value(new).unwrap_or(Value::Null);
+    diff_values(section, &old, &new, out);
+}
+
+fn diff_values(section: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    let old = flatten(old);
+    let new = flatten(new);
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let before = old.get(key).map_or("(unset)".to_owned(), Value::to_string);
+        let after = new.get(key).map_or("(unset)".to_owned(), Value::to_string);
+        if before != after {
+            out.push(format!("{section} {key}: {before} -> {after}"));
+        }
+    }
+}
+
+/// Leaves of a JSON value by dotted path ("health.interval"); arrays are leaves.
+fn flatten(value: &Value) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+        match value {
+            Value::Object(fields) => {
+                for (key, value) in fields {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_owned(), leaf.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// The health checks of the L4 TCP services (the proxy keeps its own services'), which the
+/// data plane follows. UDP has no answer to probe for in general, so UDP backends count as up.
+pub struct L4Health {
+    running: HashMap<String, (Service, Arc<HealthTable>, CancellationToken)>,
+}
+
+impl L4Health {
+    /// Starts the checks of `config`'s TCP services and has `dataplane` follow them.
+    pub fn start(
+        config: &Config,
+        dataplane: &Arc<dyn Dataplane>,
+        shutdown: &CancellationToken,
+    ) -> L4Health {
+        let mut health = L4Health {
+            running: HashMap::new(),
+        };
+        health.apply(config, dataplane, shutdown);
+        health
+    }
+
+    /// Brings the checks in line with `config`: unchanged services keep theirs; a changed
+    /// service gets a new table that carries over what is known of its remaining backends;
+    /// checks of services that are gone stop.
+    pub fn apply(
+        &mut self,
+        config: &Config,
+        dataplane: &Arc<dyn Dataplane>,
+        shutdown: &CancellationToken,
+    ) {
+        let wanted: Vec<&Service> = config
+            .services
+            .iter()
+            .filter(|service| service.mode == config::ServiceMode::Tcp)
+            .collect();
+        let mut replaced: HashMap<String, Arc<HealthTable>> = HashMap::new();
+        self.running.retain(|name, (service, table, stop)| {
+            let keep = wanted.iter().any(|w| *w == service);
+            if !keep {
+                stop.cancel();
+                replaced.insert(name.clone(), Arc::clone(table));
+            }
+            keep
+        });
+        for service in wanted {
+            if self.running.contains_key(&service.name) {
+                continue;
+            }
+            let table = HealthTable::new(service);
+            if let Some(previous) = replaced.get(&service.name) {
+                table.carry_over(previous);
+            }
+            let stop = shutdown.child_token();
+            crate::health::spawn_checks(service, table.clone(), stop.clone());
+            dataplane.follow_health(&service.name, table.clone(), stop.clone());
+            self.running
+                .insert(service.name.clone(), (service.clone(), table, stop));
+        }
+    }
+}
+
+/// Everything a reload touches; the supervisor keeps one and calls [`Reloader::reload`] on
+/// SIGHUP and on `tandem reload`.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub running: tokio::sync::Mutex<(Config, L4Health)>,
+    pub proxy: Weak<ProxyHandle>,
+    pub dataplane: Arc<dyn Dataplane>,
+    pub shutdown: CancellationToken,
+}
+
+impl Reloader {
+    /// Reads the file again and applies it, or changes nothing and says why.
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let mut running = self.running.lock().await;
+        let loaded = config::load(&self.path).map_err(|diagnostics| {
+            format!(
+                "the new configuration has errors; the node keeps running the previous one:\n{diagnostics}"
+            )
+        })?;
+        let new = loaded.config;
+        let restart = restart_only_changes(&running.0, &new);
+        if !restart.is_empty() {
+            return Err(format!(
+                "{}: these settings change only with a restart (`systemctl restart tandem`); nothing was changed:\n  {}",
+                self.path.display(),
+                restart.join("\n  ")
+            ));
+        }
+        let changes = service_changes(&running.0, &new);
+        let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+        if changes.is_empty() {
+            // The same services; certificates are still read again (they may have been renewed).
+            info!(config = %self.path.display(), "reload: no change to the services");
+        }
+        self.dataplane
+            .check_reconfigure(&new)
+            .map_err(|err| format!("{}: {err:#}; nothing was changed", self.path.display()))?;
+        let proxy = self.proxy.upgrade().ok_or("the node is stopping")?;
+        let prepared = proxy
+            .prepare_reload(&new)
+            .map_err(|err| format!("{}: {err:#}; nothing was changed", self.path.display()))?;
+        // From here on the new config applies.
+        proxy.commit_reload(prepared).await;
+        drop(proxy);
+        let mut failures = Vec::new();
+        if let Err(err) = self.dataplane.reconfigure(&new).await {
+            warn!("reload: updating the data plane: {err:#}");
+            failures.push(format!("updating the data plane: {err:#}"));
+        }
+        running.1.apply(&new, &self.dataplane, &self.shutdown);
+        for change in &changes {
+            info!(config = %self.path.display(), "reload: {change}");
+        }
+        running.0 = new;
+        if !failures.is_empty() {
+            return Err(format!(
+                "{}: the proxy runs the new services, but {}",
+                self.path.display(),
+                failures.join("; ")
+            ));
+        }
+        info!(config = %self.path.display(), changes = changes.len(), "reloaded");
+        Ok(ReloadReport {
+            config: self.path.clone(),
+            changes,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(node_name: &str, priority: u8, services: &str) -> Config {
+        let text = format!(
+            "[node]\nname = \"{node_name}\"\ninterface = \"eth0\"\ndataplane = \"none\"\n\
+             [[vrrp]]\nname = \"VI_1\"\nvirtual_router_id = 51\npriority = {priority}\n\
+             virtual_ipaddress = [\"198.18.0.99\"]\n{services}"
+        );
+        match config::parse(&text, Path::new("t.toml")) {
+            Ok(loaded) => loaded.config,
+            Err(errors) => panic!("test config: {errors}"),
+        }
+    }
+
+    const WEB: &str = "[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+                       backends = [\"198.18.0.102:80\", \"198.18.0.103:80\"]\n";
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        let running = config("lb1", 101, WEB);
+        assert!(restart_only_changes(&running, &running.clone()).is_empty());
+        assert!(service_changes(&running, &running.clone()).is_empty());
+    }
+
+    #[test]
+    fn node_and_vrrp_settings_are_named_as_needing_a_restart() {
+        let running = config("lb1", 101, WEB);
+        let new = config("lb9", 90, WEB);
+        let changes = restart_only_changes(&running, &new);
+        assert_eq!(
+            changes,
+            vec![
+                "[node] name: \"lb1\" -> \"lb9\"".to_owned(),
+                "[[vrrp]] VI_1 priority: 101 -> 90".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn backend_changes_are_listed_one_per_line() {
+        let running = config("lb1", 101, WEB);
+        let new = config(
+            "lb1",
+            101,
+            "[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+             backends = [{ address = \"198.18.0.103:80\", weight = 3 }, \"198.18.0.104:80\"]\n\
+             health = { interval = \"1s\" }\n\
+             [[service]]\nname = \"ssh\"\nlisten = \"198.18.0.99:22\"\nmode = \"tcp\"\n\
+             backends = [\"198.18.0.102:22\"]\n",
+        );
+        assert!(restart_only_changes(&running, &new).is_empty());
+        assert_eq!(
+            service_changes(&running, &new),
+            vec![
+                "service web: backend 198.18.0.103:80 weight: 1 -> 3".to_owned(),
+                "service web: backend 198.18.0.104:80 added".to_owned(),
+                "service web: backend 198.18.0.102:80 removed".to_owned(),
+                "service web: health.interval: \"2s\" -> \"1s\"".to_owned(),
+                "service ssh added (tcp on 198.18.0.99:22, 1 backend)".to_owned(),
+            ]
+        );
+        assert_eq!(
+            service_changes(&new, &running),
+            vec![
+                "service web: backend 198.18.0.102:80 added".to_owned(),
+                "service web: backend 198.18.0.103:80 weight: 3 -> 1".to_owned(),
+                "service web: backend 198.18.0.104:80 removed".to_owned(),
+                "service web: health.interval: \"1s\" -> \"2s\"".to_owned(),
+                "service ssh removed (tcp on 198.18.0.99:22)".to_owned(),
+            ]
+        );
+    }
+}
