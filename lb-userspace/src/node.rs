@@ -200,7 +200,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
                 match reloader.reload().await {
                     Ok(report) if report.changes.is_empty() => info!("reload done: no change"),
                     Ok(report) => info!(changes = report.changes.len(), "reload done"),
-                    Err(message) => error!("reload refused: {message}"),
+                    Err(_) => {} // logged by the reload
                 }
             }
         }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{self, Config, Service};
 use crate::dataplane::Dataplane;
@@ -252,8 +252,16 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Reads the file again and applies it, or changes nothing and says why.
+    /// Reads the file again and applies it, or changes nothing and says why (in the log too).
     pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let result = self.try_reload().await;
+        if let Err(message) = &result {
+            error!("reload refused: {message}");
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<ReloadReport, String> {
         let mut running = self.running.lock().await;
         let loaded = config::load(&self.path).map_err(|diagnostics| {
             format!(

@@ -125,68 +125,193 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
             instance.transitions
         );
     }
+    let l4_services: &[serde_json::Value] = status
+        .dataplane
+        .as_ref()
+        .and_then(|dataplane| dataplane.get("services"))
+        .and_then(|services| services.as_array())
+        .map_or(&[], Vec::as_slice);
+    if !status.services.is_empty() || !l4_services.is_empty() {
+        let _ = writeln!(out, "\n{}", paint.bold("Services"));
+    }
     for service in &status.services {
-        if out.ends_with('\n') && !out.contains("\nServices\n") {
-            let _ = writeln!(out, "\n{}", paint.bold("Services"));
-        }
-        render_service(&mut out, &paint, service);
+        render_http_service(&mut out, &paint, service);
+    }
+    let relay = status
+        .dataplane
+        .as_ref()
+        .is_some_and(|dataplane| text(dataplane, "kind") == "relay");
+    for service in l4_services {
+        render_l4_service(&mut out, &paint, service, relay);
     }
     if let Some(dataplane) = &status.dataplane {
         let _ = writeln!(out, "\n{}", paint.bold("Data plane"));
-        let _ = writeln!(out, "  {}", compact(dataplane));
+        render_dataplane(&mut out, &paint, dataplane);
     }
     out
 }
 
-fn render_service(out: &mut String, paint: &Paint, service: &serde_json::Value) {
-    let name = service.get("name").and_then(|v| v.as_str()).unwrap_or("?");
-    let _ = writeln!(
-        out,
-        "  {}  {}",
-        paint.bold(name),
-        compact_without(service, &["name", "backends"])
-    );
-    if let Some(backends) = service.get("backends").and_then(|v| v.as_array()) {
-        for backend in backends {
-            let address = backend
-                .get("address")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?");
-            let health = match backend.get("up").and_then(|v| v.as_bool()) {
-                Some(true) => paint.state("up"),
-                Some(false) => paint.state("down"),
-                None => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "    {:<22} {:<6} {}",
-                address,
-                health,
-                compact_without(backend, &["address", "up"])
-            );
-        }
+fn text<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
+    value.get(key).and_then(|v| v.as_str()).unwrap_or("?")
+}
+
+fn number(value: &serde_json::Value, key: &str) -> u64 {
+    value
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn health(paint: &Paint, backend: &serde_json::Value) -> String {
+    match backend.get("up").and_then(serde_json::Value::as_bool) {
+        Some(true) => paint.state("up"),
+        Some(false) => paint.state("down"),
+        None => String::new(),
     }
 }
 
-fn compact(value: &serde_json::Value) -> String {
-    compact_without(value, &[])
+/// An HTTP service: its policy, counters by status class, and each backend's health, weight,
+/// sessions, requests and errors.
+fn render_http_service(out: &mut String, paint: &Paint, service: &serde_json::Value) {
+    let mut head = vec![
+        format!("http on {}", text(service, "listen")),
+        text(service, "balance").replace('_', " "),
+    ];
+    if let Some(session) = service.get("session").filter(|s| s.is_object()) {
+        head.push(format!(
+            "{} sessions ({} affinity, {})",
+            number(session, "entries"),
+            text(session, "type"),
+            text(session, "mode")
+        ));
+    }
+    let classes: Vec<String> = service
+        .get("requests")
+        .and_then(|r| r.as_object())
+        .map(|classes| {
+            classes
+                .iter()
+                .filter(|(_, count)| count.as_u64().unwrap_or(0) > 0)
+                .map(|(class, count)| format!("{class} {count}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    head.push(if classes.is_empty() {
+        "no requests yet".to_owned()
+    } else {
+        format!("requests {}", classes.join(" "))
+    });
+    head.push(format!("errors {}", number(service, "errors")));
+    let _ = writeln!(
+        out,
+        "  {}  {}",
+        paint.bold(text(service, "name")),
+        head.join(", ")
+    );
+    for backend in service
+        .get("backends")
+        .and_then(|b| b.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let emergency = if backend
+            .get("emergency")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+        {
+            " (emergency)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "    {:<22} {:<6} weight {}{emergency}, sessions {}, requests {}, errors {}  {}",
+            text(backend, "address"),
+            health(paint, backend),
+            number(backend, "weight"),
+            number(backend, "sessions"),
+            number(backend, "requests"),
+            number(backend, "errors"),
+            paint.dim(&format!(
+                "{} since {}",
+                text(backend, "reason"),
+                text(backend, "since")
+            ))
+        );
+    }
 }
 
-/// `key value` pairs of an object's scalar fields, for one line.
-fn compact_without(value: &serde_json::Value, skip: &[&str]) -> String {
-    match value {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .filter(|(key, _)| !skip.contains(&key.as_str()))
-            .filter_map(|(key, value)| match value {
-                serde_json::Value::String(text) => Some(format!("{key} {text}")),
-                serde_json::Value::Number(number) => Some(format!("{key} {number}")),
-                serde_json::Value::Bool(flag) => Some(format!("{key} {flag}")),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
+/// An L4 service, as the data plane forwards it: each backend's health, weight, share of new
+/// flows, MAC and traffic.
+fn render_l4_service(out: &mut String, paint: &Paint, service: &serde_json::Value, relay: bool) {
+    let _ = writeln!(
+        out,
+        "  {}  {} on {}, forwarded by the data plane",
+        paint.bold(text(service, "name")),
+        text(service, "mode"),
+        text(service, "listen")
+    );
+    for backend in service
+        .get("backends")
+        .and_then(|b| b.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let share = backend
+            .get("share")
+            .and_then(|share| share.get("percent"))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        // The relay counts what it relays: connections (TCP) or datagrams (UDP).
+        let unit = match (relay, text(service, "mode")) {
+            (false, _) => "packets",
+            (true, "udp") => "datagrams",
+            (true, _) => "connections",
+        };
+        // The relay connects to backends; only XDP sends them frames by MAC.
+        let mac = match backend.get("mac").and_then(|mac| mac.as_str()) {
+            _ if relay => String::new(),
+            Some(mac) => format!("mac {mac}"),
+            None => "mac unresolved".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "    {:<22} {:<6} weight {}, new flows {share}%, {unit} {}, bytes {}  {}",
+            text(backend, "address"),
+            health(paint, backend),
+            number(backend, "weight"),
+            number(backend, "packets"),
+            number(backend, "bytes"),
+            paint.dim(&mac)
+        );
+    }
+}
+
+fn render_dataplane(out: &mut String, paint: &Paint, dataplane: &serde_json::Value) {
+    let kind = match (
+        text(dataplane, "kind"),
+        dataplane.get("attach_mode").and_then(|m| m.as_str()),
+    ) {
+        ("xdp", Some(mode)) => format!("XDP ({mode})"),
+        ("xdp", None) => "XDP".to_owned(),
+        ("relay", _) => "userspace relay (L4 services)".to_owned(),
+        (other, _) => other.to_owned(),
+    };
+    let active = if dataplane.get("active").and_then(serde_json::Value::as_bool) == Some(true) {
+        paint.state("up") + " forwarding (this node is master)"
+    } else {
+        "idle (this node is not master)".to_owned()
+    };
+    let mut line = format!("  {kind} on {}, {active}", text(dataplane, "interface"));
+    if let Some(flows) = dataplane.get("flows").and_then(serde_json::Value::as_u64) {
+        let _ = write!(line, ", {flows} flows recorded");
+    }
+    if let Some(dir) = dataplane.get("pin_dir").and_then(|d| d.as_str()) {
+        let _ = write!(line, "  {}", paint.dim(&format!("pinned at {dir}")));
+    }
+    let _ = writeln!(out, "{line}");
+    if let Some(reason) = dataplane.get("fallback_reason").and_then(|r| r.as_str()) {
+        let _ = writeln!(out, "  XDP not in use: {reason}");
     }
 }
 
@@ -235,5 +360,43 @@ mod tests {
     #[test]
     fn status_is_coloured_on_a_terminal() {
         assert!(render(&sample(), Colour::On).contains("\x1b[1;32mMASTER"));
+    }
+
+    #[test]
+    fn services_show_each_backend_with_health_weight_sessions_requests_and_errors() {
+        let mut status = sample();
+        status.services = vec![serde_json::json!({
+            "name": "web", "listen": "198.18.0.99:80", "balance": "round_robin",
+            "session": {"type": "cookie", "mode": "learn", "entries": 12},
+            "requests": {"1xx": 0, "2xx": 1200, "3xx": 0, "4xx": 3, "5xx": 0},
+            "errors": 2,
+            "backends": [
+                {"address": "198.18.0.102:80", "weight": 1, "emergency": false, "up": true,
+                 "reason": "started", "since": "2026-11-26T05:00:00Z", "sessions": 7,
+                 "requests": 700, "errors": 0},
+                {"address": "198.18.0.103:80", "weight": 2, "emergency": false, "up": false,
+                 "reason": "connect refused", "since": "2026-11-26T05:01:00Z", "sessions": 5,
+                 "requests": 500, "errors": 2}
+            ]
+        })];
+        status.dataplane = Some(serde_json::json!({
+            "kind": "xdp", "interface": "eth0", "attach_mode": "generic",
+            "pin_dir": "/sys/fs/bpf/tandem", "active": true, "fallback_reason": null, "flows": 4,
+            "services": [{"name": "ssh", "listen": "198.18.0.99:22", "mode": "tcp", "backends": [
+                {"address": "198.18.0.102:22", "weight": 1, "up": true,
+                 "share": {"slots": 65537, "percent": 100.0}, "mac": "02:00:00:00:00:66",
+                 "packets": 10, "bytes": 1000}
+            ]}]
+        }));
+        let text = render(&status, Colour::Off);
+        for expected in [
+            "web  http on 198.18.0.99:80, round robin, 12 sessions (cookie affinity, learn), requests 2xx 1200 4xx 3, errors 2",
+            "198.18.0.103:80        DOWN   weight 2, sessions 5, requests 500, errors 2  connect refused since 2026-11-26T05:01:00Z",
+            "ssh  tcp on 198.18.0.99:22, forwarded by the data plane",
+            "198.18.0.102:22        UP     weight 1, new flows 100%, packets 10, bytes 1000  mac 02:00:00:00:00:66",
+            "XDP (generic) on eth0, UP forwarding (this node is master), 4 flows recorded",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
     }
 }

@@ -266,6 +266,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                 }
                 Ok(Err(error)) => {
                     service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    service.upstream.request_failed(backend);
                     debug!(service = %service.name, %backend, try_on_backend, error = %error_chain(&error), "backend connection lost before the response");
                     if !(idempotent && body.is_empty()) {
                         service.counters.count(StatusCode::BAD_GATEWAY);
@@ -279,6 +280,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                 }
                 Err(_elapsed) => {
                     service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    service.upstream.request_failed(backend);
                     service.counters.count(StatusCode::GATEWAY_TIMEOUT);
                     if let Some((_, record)) = &mut done.log {
                         record.backend = Some(backend);

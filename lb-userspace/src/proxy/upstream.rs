@@ -51,6 +51,9 @@ pub struct Upstream {
     replicator: Option<Arc<Replicator>>,
     /// Requests answered per backend, in config order.
     requests: Vec<AtomicU64>,
+    /// Failed attempts per backend (connect refused or timed out, connection lost, no answer
+    /// in time), in config order.
+    errors: Vec<AtomicU64>,
 }
 
 /// The backends to try for one request, best first, and what the policy needs to learn from
@@ -141,6 +144,9 @@ pub struct BackendStatus {
     pub sessions: usize,
     /// Requests it answered since start.
     pub requests: u64,
+    /// Attempts that failed on it since start (the request then went to another backend, or
+    /// got a 502/504).
+    pub errors: u64,
 }
 
 impl Upstream {
@@ -201,6 +207,7 @@ impl Upstream {
             plan: RwLock::new(Arc::new(plan)),
             affinity,
             requests: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
+            errors: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
             replicator: replicator.filter(|_| learns),
         });
         upstream.register_with_replicator();
@@ -242,10 +249,12 @@ impl Upstream {
         }
         for (i, backend) in service.backends.iter().enumerate() {
             if let Some(old) = previous.backend_index(backend.address) {
-                upstream.requests[i].store(
-                    previous.requests[old].load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
+                for (new, old_counts) in [
+                    (&upstream.requests, &previous.requests),
+                    (&upstream.errors, &previous.errors),
+                ] {
+                    new[i].store(old_counts[old].load(Ordering::Relaxed), Ordering::Relaxed);
+                }
             }
         }
         upstream
@@ -315,8 +324,22 @@ impl Upstream {
     /// Connecting to `backend` failed (refused, reset or timed out): the request never reached
     /// it. Passive health: the backend is marked down at once.
     pub fn connect_failed(&self, backend: SocketAddrV4, reason: &str) {
+        self.count_error(backend);
         self.health
             .mark_down(backend, &health::connect_failure(reason));
+    }
+
+    /// `backend` took the request but the connection was lost before the response, or no
+    /// response came in time. Counted against the backend; health is the probes' call (one
+    /// slow answer is not a dead backend).
+    pub fn request_failed(&self, backend: SocketAddrV4) {
+        self.count_error(backend);
+    }
+
+    fn count_error(&self, backend: SocketAddrV4) {
+        if let Some(i) = self.backend_index(backend) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// `backend` answered the request routed by `route`: learn the session (e.g. from the
@@ -419,6 +442,7 @@ impl Upstream {
                     since: health.map(|h| h.since.clone()).unwrap_or_default(),
                     sessions: session_counts.get(&backend.address).copied().unwrap_or(0),
                     requests: self.requests[i].load(Ordering::Relaxed),
+                    errors: self.errors[i].load(Ordering::Relaxed),
                 }
             })
             .collect();
