@@ -183,6 +183,15 @@ fn tour(lab: &Lab, pair: &Pair) {
             apache.access_log_path().display()
         );
     }
+    if let Some((name, Some(node))) = pair.nodes.first() {
+        println!("  # change a service live: edit {name}'s config, then reload it (a file with an");
+        println!("  # error is refused with FILE:LINE:COL and the node keeps running):");
+        println!(
+            "  $EDITOR {}; tandem reload --socket {}",
+            node.config.display(),
+            node.socket.display()
+        );
+    }
     println!(
         "\nThen replay the classic test here: `stop http1` (the other backend serves every \
          request), `stop lb1` (lb2 takes the VIP), `start lb1` (it takes it back). Commands:\n\
