@@ -84,6 +84,24 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Take a backend out of rotation for maintenance: no new sessions, requests (HTTP) or
+    /// flows (L4) go to it; requests of sessions already on it, and its established L4 flows,
+    /// go on. Kept across `tandem reload`, not across a restart. Undo with `tandem enable`.
+    Drain {
+        /// The service's name, as in the config.
+        service: String,
+        /// The backend's address, as in the config (e.g. 198.18.0.102:80).
+        backend: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Put a drained backend back in rotation.
+    Enable {
+        service: String,
+        backend: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Attach or detach the XDP program by hand (what `cargo xtask build-and-load` uses).
     Xdp {
         #[command(subcommand)]
@@ -92,6 +110,17 @@ enum Command {
     /// Translate a classic pound.cfg and keepalived.conf into tandem.toml.
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
+}
+
+/// How to reach the running daemon.
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// The daemon's control socket [default: the config's node.control_socket, else /run/tandem/tandem.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Read the control socket path from this config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -145,6 +174,16 @@ fn main() -> ExitCode {
             socket,
             config,
         } => reload(json, socket, config),
+        Command::Drain {
+            service,
+            backend,
+            daemon,
+        } => drain(&["drain", &service, &backend], daemon),
+        Command::Enable {
+            service,
+            backend,
+            daemon,
+        } => drain(&["enable", &service, &backend], daemon),
     };
     match result {
         Ok(code) => code,
@@ -282,6 +321,21 @@ fn control_socket(
         (None, Some(path)) => load_config(&path).map(|config| config.node.control_socket),
         (None, None) => Ok(PathBuf::from(config::DEFAULT_CONTROL_SOCKET)),
     }
+}
+
+fn drain(words: &[&str], daemon: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let socket = match control_socket(daemon.socket, daemon.config) {
+        Ok(socket) => socket,
+        Err(code) => return Ok(code),
+    };
+    let body = tandem::control::client::request(&socket, &words.join(" "))?;
+    println!(
+        "{}",
+        body.get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("done")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn reload(

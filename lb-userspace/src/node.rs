@@ -148,9 +148,13 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
     });
     let handler: control::server::Handler = {
         let reloader = Arc::downgrade(&reloader);
+        let drain_proxy = Arc::downgrade(&proxy);
+        let drain_dataplane = dataplane.clone();
         Arc::new(move |words: Vec<String>| {
             let status_source = status_source.clone();
             let reloader = reloader.clone();
+            let drain_proxy = drain_proxy.clone();
+            let drain_dataplane = drain_dataplane.clone();
             Box::pin(async move {
                 match words[0].as_str() {
                     "status" => match serde_json::to_value(status_source()) {
@@ -170,9 +174,12 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
                             message: "the node is stopping".to_owned(),
                         },
                     },
+                    verb @ ("drain" | "enable") => {
+                        drain(&words[1..], verb == "drain", &drain_proxy, &drain_dataplane).await
+                    }
                     other => Reply::Error {
                         message: format!(
-                            "unknown command {other:?}; this daemon knows: status, reload"
+                            "unknown command {other:?}; this daemon knows: status, reload, drain, enable"
                         ),
                     },
                 }
@@ -239,6 +246,60 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
     dataplane.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// `tandem drain SERVICE BACKEND` (`drained`) and `tandem enable SERVICE BACKEND`: the HTTP
+/// service's proxy or the L4 service's data plane takes the backend out of rotation (its
+/// sessions and recorded flows go on) or puts it back.
+async fn drain(
+    args: &[String],
+    drained: bool,
+    proxy: &std::sync::Weak<crate::proxy::ProxyHandle>,
+    dataplane: &Arc<dyn Dataplane>,
+) -> Reply {
+    let error = |message: String| Reply::Error { message };
+    let [service, backend] = args else {
+        return error("usage: drain|enable SERVICE BACKEND (e.g. web 198.18.0.102:80)".to_owned());
+    };
+    let Ok(address) = backend.parse::<std::net::SocketAddrV4>() else {
+        return error(format!(
+            "{backend:?} is not a backend address; give it as in the config, e.g. 198.18.0.102:80"
+        ));
+    };
+    let in_proxy = match proxy.upgrade() {
+        Some(proxy) => proxy.set_drained(service, address, drained),
+        None => return error("the node is stopping".to_owned()),
+    };
+    let found = match in_proxy {
+        Ok(true) => true,
+        Ok(false) => match dataplane
+            .set_backend_drained(service, address, drained)
+            .await
+        {
+            Ok(found) => found,
+            Err(err) => return error(format!("{err:#}")),
+        },
+        Err(message) => return error(message),
+    };
+    if !found {
+        return error(format!("no service named {service:?} on this node"));
+    }
+    let message = if drained {
+        format!(
+            "{service} {address}: drained; no new sessions, requests or flows go there, existing              sessions and flows go on (`tandem enable {service} {address}` to undo)"
+        )
+    } else {
+        format!("{service} {address}: back in rotation")
+    };
+    info!("{message}");
+    Reply::Ok {
+        body: serde_json::json!({
+            "service": service,
+            "backend": address,
+            "drained": drained,
+            "message": message,
+        }),
+    }
 }
 
 /// How often the built-in proxy check probes the proxy, and how many probes in a row must fail

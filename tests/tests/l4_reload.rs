@@ -5,18 +5,22 @@
 //! insert a third backend (lb2, made a direct-server-return backend for the occasion) in front
 //! of the list, change weights, remove backends and services, and add a service on a port of
 //! its own; established connections on backends that remain must go on through every one.
+//! The last test runs the product (`tandem run`, `tandem reload`) and restarts the daemon
+//! after the reload: the restarted daemon must number the services as the reload left them.
 
 mod l4_common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use l4_common::{eventually, node_config, parse, L4Lab, Node, TCP_PORT, UDP_PORT};
 use tandem::config::Config;
 use tandem::dataplane::{DataplaneKind, Plan};
 use tandem_lab::l4::{make_dsr_backend, take_vip, Answer, Conversation, WhoServer};
-use tandem_lab::{CLIENT, HTTP1, HTTP2, LB1, LB2, VIP};
+use tandem_lab::{Process, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP};
 
 /// The port of the service a reload adds.
 const ADDED_PORT: u16 = 7002;
@@ -31,6 +35,11 @@ const WHO_UDP: ServiceSpec = ("who-udp", "udp", UDP_PORT, &[(HTTP1, 1), (HTTP2, 
 /// lb1's config with `services` instead of l4_common's: the same node, VRRP and pin
 /// directory, so it is a valid reload of the config the node was opened with.
 fn lb1_config(l4: &L4Lab, dataplane: &str, services: &[ServiceSpec]) -> Config {
+    parse(&lb1_text(l4, dataplane, services))
+}
+
+/// The text of [`lb1_config`].
+fn lb1_text(l4: &L4Lab, dataplane: &str, services: &[ServiceSpec]) -> String {
     let base = node_config(&l4.lab, LB1, dataplane);
     let mut text = base[..base.find("[[service]]").expect("services")].to_owned();
     for (name, mode, port, backends) in services {
@@ -48,7 +57,7 @@ fn lb1_config(l4: &L4Lab, dataplane: &str, services: &[ServiceSpec]) -> Config {
             backends.join(", ")
         ));
     }
-    parse(&text)
+    text
 }
 
 /// lb2 as a third backend of the TCP and UDP services (a reload puts it in), and http1/http2
@@ -428,4 +437,211 @@ fn the_relay_keeps_its_connections_and_follows_added_and_removed_services_on_rel
         "the removed UDP service's socket is closed"
     );
     node.shutdown();
+}
+
+/// lb1's config for `tandem run` with XDP and no VRRP (a standalone node, always master, so
+/// a daemon stop leaves SERVICES as it is), `services` behind the VIP.
+fn standalone_text(l4: &L4Lab, services: &[ServiceSpec]) -> String {
+    let text = lb1_text(l4, "xdp-generic", services);
+    text[..text.find("[[vrrp]]").expect("vrrp section")].to_owned()
+        + &text[text.find("[[service]]").expect("services")..]
+}
+
+/// The control socket of lb1's daemon (l4_common's config puts it there).
+fn control_socket(l4: &L4Lab) -> std::path::PathBuf {
+    l4.lab.work_dir().join(format!("{LB1}.sock"))
+}
+
+/// The log of lb1's `run`-th daemon.
+fn run_log(l4: &L4Lab, run: usize) -> std::path::PathBuf {
+    l4.lab.work_dir().join(format!("tandem-run-{run}.log"))
+}
+
+/// Starts `tandem run` on lb1 with the config at `path` and waits until its control socket
+/// answers: with no VRRP the daemon activates the data plane before it serves the socket, so
+/// the maps are its own by then.
+fn tandem_run(l4: &L4Lab, path: &Path, run: usize) -> Process {
+    let tandem = tandem_lab::tandem_binary().expect("tandem binary");
+    let mut command = l4.host(LB1).command(&tandem);
+    command
+        .args(["run", "--config"])
+        .arg(path)
+        .env("TANDEM_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(run_log(l4, run)).expect("log"));
+    let mut process = l4.host(LB1).spawn(command).expect("tandem run");
+    let socket = control_socket(l4);
+    let ready = eventually(Duration::from_secs(30), || {
+        process.is_running()
+            && std::process::Command::new(&tandem)
+                .args(["status", "--json", "--socket"])
+                .arg(&socket)
+                .output()
+                .is_ok_and(|o| o.status.success())
+    });
+    assert!(
+        ready,
+        "tandem run {run} did not get ready: {}",
+        std::fs::read_to_string(run_log(l4, run)).unwrap_or_default()
+    );
+    process
+}
+
+/// `tandem maps --json` of lb1's pins (with or without a daemon).
+fn lb1_maps(l4: &L4Lab) -> serde_json::Value {
+    let output = l4
+        .host(LB1)
+        .command(tandem_lab::tandem_binary().expect("tandem binary"))
+        .args(["maps", "--json", "--pin-dir"])
+        .arg(l4.lab.pin_dir(LB1))
+        .output()
+        .expect("run tandem maps");
+    assert!(
+        output.status.success(),
+        "tandem maps: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// The backends of the TCP service in lb1's maps: (id, address), by id.
+fn pinned_backends(l4: &L4Lab) -> Vec<(u64, String)> {
+    let maps = lb1_maps(l4);
+    let service = maps["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["port"] == TCP_PORT)
+        .cloned()
+        .unwrap_or_else(|| panic!("the TCP service in the maps: {maps}"));
+    service["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_u64().expect("id"),
+                b["address"].as_str().expect("address").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_established_connection_survives_a_reload_that_inserts_a_backend_and_then_a_daemon_restart() {
+    let l4 = L4Lab::new();
+    let _servers = more_backends(&l4);
+    let path = l4.lab.work_dir().join("lb1-run.toml");
+    let original_text = standalone_text(&l4, &[WHO, WHO_UDP]);
+    std::fs::write(&path, &original_text).expect("config");
+    let original = parse(&original_text);
+    let inserted: ServiceSpec = ("who", "tcp", TCP_PORT, &[(LB2, 1), (HTTP1, 1), (HTTP2, 1)]);
+    let reloaded_text = standalone_text(&l4, &[inserted, WHO_UDP]);
+    let reloaded = parse(&reloaded_text);
+
+    // Connections from client ports whose new flows the reloaded table gives to lb2, and from
+    // ports it leaves where they were. Numbered in config order (lb2 0, http1 1, http2 2), the
+    // restarted daemon would give lb2 the id the kernel recorded http1's flows with, and
+    // http1 the id of http2's: every recorded flow would be placed again, the first kind onto
+    // lb2, which knows no such connection.
+    let mut to_lb2 = Vec::new();
+    let mut staying = Vec::new();
+    for port in 53000..54000u16 {
+        let before = expected(&l4, &original, "who", port);
+        let after = expected(&l4, &reloaded, "who", port);
+        if after == LB2 && to_lb2.len() < 4 {
+            to_lb2.push((port, before));
+        } else if after == before && staying.len() < 4 {
+            staying.push((port, before));
+        }
+    }
+    assert_eq!(
+        (to_lb2.len(), staying.len()),
+        (4, 4),
+        "client ports of each kind"
+    );
+
+    let mut daemon = tandem_run(&l4, &path, 0);
+    take_vip(l4.host(LB1), VIP).expect("VIP on lb1");
+    let mut conversations: Vec<(Conversation, String)> = to_lb2
+        .iter()
+        .chain(&staying)
+        .map(|(port, backend)| {
+            let mut c = l4.converse(Some(*port)).expect("connect through lb1");
+            let answer = l4.ask(&mut c).expect("first answer");
+            assert_eq!(&answer.backend, backend, "port {port}: Maglev's choice");
+            (c, backend.clone())
+        })
+        .collect();
+
+    // The reload, as an operator does it: new file, `tandem reload`.
+    std::fs::write(&path, &reloaded_text).expect("reloaded config");
+    let reload = std::process::Command::new(tandem_lab::tandem_binary().expect("tandem binary"))
+        .args(["reload", "--socket"])
+        .arg(control_socket(&l4))
+        .output()
+        .expect("tandem reload");
+    assert!(
+        reload.status.success(),
+        "tandem reload: {}{}",
+        String::from_utf8_lossy(&reload.stdout),
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    assert_conversations_go_on(&l4, &mut conversations, "after the reload");
+    let new_on_lb2 = (54000..54100u16)
+        .find(|p| expected(&l4, &reloaded, "who", *p) == LB2)
+        .expect("a port lb2 gets");
+    assert_eq!(
+        l4.ask_once(Some(new_on_lb2))
+            .expect("a new connection")
+            .1
+            .backend,
+        LB2,
+        "new connections reach the inserted backend"
+    );
+    let ids = pinned_backends(&l4);
+    let moved_before = lb1_counter(&l4, "flow_moved");
+
+    // A clean stop: the XDP program and its maps stay, and carry the connections meanwhile.
+    daemon.kill(libc::SIGTERM);
+    daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("tandem run stops on SIGTERM");
+    assert_conversations_go_on(&l4, &mut conversations, "with no daemon");
+
+    // The same (reloaded) config again.
+    let mut daemon = tandem_run(&l4, &path, 1);
+    assert_conversations_go_on(&l4, &mut conversations, "after the restart");
+    assert_eq!(
+        pinned_backends(&l4),
+        ids,
+        "the restarted daemon kept every backend's id"
+    );
+    assert_eq!(
+        lb1_counter(&l4, "flow_moved"),
+        moved_before,
+        "no recorded flow was placed again"
+    );
+    let log = std::fs::read_to_string(run_log(&l4, 1)).unwrap_or_default();
+    assert!(
+        log.contains("kept the numbering of 2 services and 5 backends from the pinned maps"),
+        "the restarted daemon says it kept the numbering: {log}"
+    );
+    assert_eq!(
+        l4.ask_once(Some(new_on_lb2 + 1))
+            .map(|(_, a)| a.backend)
+            .ok(),
+        Some(expected(&l4, &reloaded, "who", new_on_lb2 + 1)),
+        "new connections follow the reloaded table"
+    );
+    daemon.kill(libc::SIGTERM);
+    let _ = daemon.wait_exit(Duration::from_secs(10));
+}
+
+/// A counter of lb1's maps.
+fn lb1_counter(l4: &L4Lab, name: &str) -> u64 {
+    let maps = lb1_maps(l4);
+    maps["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {name}: {maps}"))
 }

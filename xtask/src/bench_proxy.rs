@@ -14,14 +14,14 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use tandem_lab::{wait_for_tcp, EchoBackend, Host, Lab, Process, CLIENT, HTTP1, HTTP2, LB1};
 
 /// The proxies' port on lb1.
-const PORT: u16 = 8080;
+pub(crate) const PORT: u16 = 8080;
 /// Response bodies measured (the echo server's `/size/N`).
 const BODIES: [(usize, &str); 2] = [(1024, "1 KiB"), (100 * 1024, "100 KiB")];
 const CONNECTIONS: [u32; 2] = [64, 256];
@@ -34,16 +34,17 @@ const H2_NGINX_PORT: u16 = PORT + 1;
 const WARM_UP: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Contender {
+pub(crate) enum Contender {
     Tandem,
     HaProxy,
     Nginx,
 }
 
 impl Contender {
-    const ALL: [Contender; 3] = [Contender::Tandem, Contender::HaProxy, Contender::Nginx];
+    pub(crate) const ALL: [Contender; 3] =
+        [Contender::Tandem, Contender::HaProxy, Contender::Nginx];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Tandem => "Tandem",
             Contender::HaProxy => "HAProxy",
@@ -134,7 +135,7 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
 }
 
 /// Starts `proxy` on lb1 with its equivalent configuration in `dir`.
-fn start(
+pub(crate) fn start(
     proxy: Contender,
     tandem: &Path,
     lb1: &Host,
@@ -143,12 +144,42 @@ fn start(
     backends: &[SocketAddrV4],
 ) -> anyhow::Result<Process> {
     let log = fs::File::create(dir.join("stderr.log"))?;
-    let mut command = match proxy {
+    let config = write_config(proxy, lb1, dir, listen, backends)?;
+    let mut command = command(proxy, tandem, lb1, dir, &config);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    lb1.spawn(command)
+}
+
+/// Writes `proxy`'s configuration (see [`config_text`]) and returns its path.
+pub(crate) fn write_config(
+    proxy: Contender,
+    lb1: &Host,
+    dir: &Path,
+    listen: SocketAddrV4,
+    backends: &[SocketAddrV4],
+) -> anyhow::Result<PathBuf> {
+    let (config, text) = config_text(proxy, lb1, dir, listen, backends);
+    fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
+}
+
+/// `proxy`'s configuration for `backends` (round robin) on `listen`: where it goes in `dir` and
+/// what it says. The three are configured alike (see the module's documentation).
+pub(crate) fn config_text(
+    proxy: Contender,
+    lb1: &Host,
+    dir: &Path,
+    listen: SocketAddrV4,
+    backends: &[SocketAddrV4],
+) -> (PathBuf, String) {
+    match proxy {
         Contender::Tandem => {
-            let config = dir.join("tandem.toml");
             let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-            fs::write(
-                &config,
+            (
+                dir.join("tandem.toml"),
                 format!(
                     "[node]\nname = \"lb1\"\ninterface = \"{iface}\"\ndataplane = \"none\"\n\
                      control_socket = \"{socket}\"\n\n[proxy]\naccess_log = {{ level = 0 }}\nworkers = 2\n\n\
@@ -157,23 +188,16 @@ fn start(
                     socket = dir.join("tandem.sock").display(),
                     backends = backends.join(", "),
                 ),
-            )?;
-            let mut command = lb1.command(tandem);
-            command
-                .args(["run", "--config"])
-                .arg(&config)
-                .env("TANDEM_LOG", "warn");
-            command
+            )
         }
         Contender::HaProxy => {
-            let config = dir.join("haproxy.cfg");
             let servers: String = backends
                 .iter()
                 .enumerate()
                 .map(|(i, b)| format!("    server s{i} {b}\n"))
                 .collect();
-            fs::write(
-                &config,
+            (
+                dir.join("haproxy.cfg"),
                 format!(
                     "global\n    nbthread 2\n    maxconn 8000\n\n\
                      defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n\
@@ -184,13 +208,9 @@ fn start(
                      \x20   default_backend servers\n\n\
                      backend servers\n    balance roundrobin\n    http-reuse safe\n{servers}"
                 ),
-            )?;
-            let mut command = lb1.command("/usr/sbin/haproxy");
-            command.arg("-db").arg("-f").arg(&config);
-            command
+            )
         }
         Contender::Nginx => {
-            let config = dir.join("nginx.conf");
             let servers: String = backends
                 .iter()
                 .map(|b| format!("        server {b};\n"))
@@ -204,8 +224,8 @@ fn start(
                  \x20           proxy_max_temp_file_size 0;\n        }\n";
             // nginx speaks cleartext HTTP/2 only on a port of its own.
             let h2 = SocketAddrV4::new(*listen.ip(), H2_NGINX_PORT);
-            fs::write(
-                &config,
+            (
+                dir.join("nginx.conf"),
                 format!(
                     "user root;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
                      worker_rlimit_nofile 20000;\nevents {{ worker_connections 8000; }}\n\
@@ -215,22 +235,39 @@ fn start(
                      \x20   server {{\n        listen {h2} http2;\n{location}    }}\n}}\n",
                     dir = dir.display(),
                 ),
-            )?;
+            )
+        }
+    }
+}
+
+/// The command that runs `proxy` on lb1 with `config` (from [`write_config`]), in the
+/// foreground; stdio is the caller's to set.
+fn command(proxy: Contender, tandem: &Path, lb1: &Host, dir: &Path, config: &Path) -> Command {
+    match proxy {
+        Contender::Tandem => {
+            let mut command = lb1.command(tandem);
+            command
+                .args(["run", "--config"])
+                .arg(config)
+                .env("TANDEM_LOG", "warn");
+            command
+        }
+        Contender::HaProxy => {
+            let mut command = lb1.command("/usr/sbin/haproxy");
+            command.arg("-db").arg("-f").arg(config);
+            command
+        }
+        Contender::Nginx => {
             let mut command = lb1.command("/usr/sbin/nginx");
             command
                 .arg("-p")
                 .arg(dir)
                 .arg("-c")
-                .arg(&config)
+                .arg(config)
                 .args(["-g", "daemon off;"]);
             command
         }
-    };
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    lb1.spawn(command)
+    }
 }
 
 /// Runs wrk from `client` against `/size/{size}` and reads its summary.
@@ -464,7 +501,7 @@ fn render(
     table
 }
 
-fn ratio(value: f64, reference: f64) -> f64 {
+pub(crate) fn ratio(value: f64, reference: f64) -> f64 {
     if reference > 0.0 {
         value / reference
     } else {

@@ -8,6 +8,7 @@
 mod bench_failover;
 mod bench_l4;
 mod bench_proxy;
+mod bench_reload;
 mod bench_report;
 mod fuzz;
 mod lab;
@@ -106,6 +107,14 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Config reload under load: Tandem's `tandem reload` against HAProxy's and nginx's
+    /// graceful reloads, every second between two and three backends, with 32 kept-alive
+    /// connections; failed requests, connections closed by the proxy, time to effect, peak RSS.
+    Reload {
+        /// Seconds of load per proxy (one reload per second).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -156,6 +165,7 @@ fn main() {
                 ),
                 BenchCmd::Proxy { seconds } => bench_proxy::run(&workspace_root(), seconds),
                 BenchCmd::L4 { seconds } => bench_l4::run(&workspace_root(), seconds),
+                BenchCmd::Reload { seconds } => bench_reload::run(&workspace_root(), seconds),
             }),
     };
     if let Err(error) = result {

@@ -163,7 +163,9 @@ fn number(value: &serde_json::Value, key: &str) -> u64 {
 }
 
 fn health(paint: &Paint, backend: &serde_json::Value) -> String {
+    let drained = backend.get("drained").and_then(serde_json::Value::as_bool) == Some(true);
     match backend.get("up").and_then(serde_json::Value::as_bool) {
+        Some(true) if drained => paint.state("drain"),
         Some(true) => paint.state("up"),
         Some(false) => paint.state("down"),
         None => String::new(),
@@ -374,6 +376,9 @@ mod tests {
                 {"address": "198.18.0.102:80", "weight": 1, "emergency": false, "up": true,
                  "reason": "started", "since": "2026-11-26T05:00:00Z", "sessions": 7,
                  "requests": 700, "errors": 0},
+                {"address": "198.18.0.104:80", "weight": 1, "emergency": false, "up": true,
+                 "drained": true, "reason": "started", "since": "2026-11-26T05:00:00Z",
+                 "sessions": 3, "requests": 30, "errors": 0},
                 {"address": "198.18.0.103:80", "weight": 2, "emergency": false, "up": false,
                  "reason": "connect refused", "since": "2026-11-26T05:01:00Z", "sessions": 5,
                  "requests": 500, "errors": 2}
@@ -393,6 +398,7 @@ mod tests {
             "web  http on 198.18.0.99:80, round robin, 12 sessions (cookie affinity, learn), requests 2xx 1200 4xx 3, errors 2",
             "198.18.0.103:80        DOWN   weight 2, sessions 5, requests 500, errors 2  connect refused since 2026-11-26T05:01:00Z",
             "ssh  tcp on 198.18.0.99:22, forwarded by the data plane",
+            "198.18.0.104:80        DRAIN  weight 1, sessions 3",
             "198.18.0.102:22        UP     weight 1, new flows 100%, packets 10, bytes 1000  mac 02:00:00:00:00:66",
             "XDP (generic) on eth0, UP forwarding (this node is master), 4 flows recorded",
         ] {

@@ -39,11 +39,30 @@
 //! half-way (not expected: every write is within the maps' bounds), the previous plan is
 //! written back whole and the error returned.
 //!
-//! A limit: ids live in this process. A restart numbers its config afresh ([`Plan::new`], by
-//! config order), so after reloads that inserted or removed backends a restart can give
-//! remaining backends other ids than the kernel recorded, and their flows are placed again
-//! by Maglev (connections whose placement changed break). Without reloads a restart keeps
-//! every id.
+//! A restart keeps the ids. [`XdpDataplane::open`], finding the maps a previous run pinned,
+//! numbers its config against what that run left in them instead of in config order: each
+//! service gets the id and ring of the SERVICES entry with its listen address, port and
+//! protocol (the maps hold no names), each of its backends the id of the BACKENDS entry with
+//! that service id and its address ([`Plan::recover`], then [`Plan::reconcile`] as for a
+//! reload). So after reloads that inserted or removed backends, the ids the connection table
+//! recorded still name the same backends and established flows go on; a config edited while
+//! the daemon was stopped is taken as a reload would take it. The first activation then
+//! moves the maps to that plan in a reload's order: SERVICES entries that change or go away
+//! are removed before the backends and tables are written, BACKENDS entries of backends the
+//! config no longer has are cleared after, and SERVICES is put last.
+//!
+//! What remains: SERVICES holds entries only while the node forwards. A daemon stopped on a
+//! backup, or on a VRRP master (a clean stop steps down first: the peer takes the VIPs and
+//! [`Dataplane::deactivate`] empties SERVICES), leaves none, and the next start has nothing
+//! to recover: it numbers in config order. Only a standalone node (no VRRP) and a daemon that
+//! died without stopping (crash, SIGKILL) find SERVICES filled. For the others, the flows
+//! recorded while the node was master have been carried by the peer since, placed by its own
+//! Maglev table (those whose placement changed with the backends broke at the failover);
+//! when this node is master again, a recorded flow whose backend id now names another backend
+//! is placed again by Maglev, which keeps it on its backend unless the backends changed since
+//! it was placed. Maps that hold what no Tandem writes (ids past the maps' limits, two
+//! services with one id or one table) are not taken over either: the start numbers in config
+//! order and logs why.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -106,8 +125,9 @@ impl XdpDataplane {
     /// Loads and attaches the program on `config.node.interface` (reusing what a previous run
     /// pinned), without activating anything.
     pub async fn open(config: &Config, mode: AttachMode) -> anyhow::Result<XdpDataplane> {
-        let plan = Plan::new(config)?;
-        warn_about_ports(&plan, None);
+        // A config the maps cannot hold is refused before anything is attached.
+        let fresh = Plan::new(config)?;
+        warn_about_ports(&fresh, None);
         let node = &config.node;
         let attachment = xdp::attach(&node.interface, mode, &node.bpf_pin_dir)
             .with_context(|| format!("attaching XDP to {}", node.interface))?;
@@ -117,7 +137,8 @@ impl XdpDataplane {
             .with_context(|| format!("reading interface {}", node.interface))?;
         let mut maps = KernelMaps::open(&node.bpf_pin_dir)?;
         maps.set_iface_mac(link.mac)?;
-        let was_active = !maps.services()?.is_empty();
+        let pinned_services = maps.services()?;
+        let was_active = !pinned_services.is_empty();
         info!(
             interface = %attachment.interface,
             mode = %attachment.mode,
@@ -136,6 +157,11 @@ impl XdpDataplane {
                 String::new()
             }
         );
+        let plan = if attachment.reused_maps {
+            numbering_at_start(config, &maps, &pinned_services, fresh)
+        } else {
+            fresh
+        };
         let neighbours = Neighbours::connect(if_index).context("opening route netlink")?;
         let dataplane = XdpDataplane {
             inner: Arc::new(Inner {
@@ -238,6 +264,37 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// `tandem drain` / `enable`: only the table changes; the backend's flag (up) stays, so
+    /// the program keeps its recorded flows on it.
+    fn apply_drain(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> anyhow::Result<bool> {
+        let mut state = self.state();
+        let plan = state.plan.clone();
+        let Some(planned) = plan.service(service).filter(|s| s.mode.is_l4()) else {
+            return Ok(false);
+        };
+        if !planned.backends.iter().any(|b| b.address == backend) {
+            let known: Vec<String> = planned
+                .backends
+                .iter()
+                .map(|b| b.address.to_string())
+                .collect();
+            anyhow::bail!(
+                "service {service} has no backend {backend}; its backends: {}",
+                known.join(", ")
+            );
+        }
+        if state.health.set_drained(service, backend, drained) {
+            info!(service, %backend, drained, "L4 backend {}; rebuilding the Maglev table", if drained { "drained (no new flows, recorded flows go on)" } else { "back in rotation" });
+            write_table(&mut state, planned)?;
+        }
+        Ok(true)
+    }
+
     async fn do_reconfigure(&self, config: &Config) -> anyhow::Result<()> {
         let _one_at_a_time = self.inner.reload.lock().await;
         let previous = self.state().plan.clone();
@@ -287,10 +344,22 @@ impl XdpDataplane {
         }
         let mut state = self.state();
         let plan = state.plan.clone();
+        if state.active {
+            // Forwarding already: a restarted daemon's first activation. What changes or goes
+            // away stops first, so no packet meets a table or backends rewritten under it (as
+            // step 1 of a reload); with the numbering recovered, nothing does.
+            let wanted = services_wanted(&plan);
+            for (key, value) in state.maps.services()? {
+                if !wanted.contains(&(key, value)) {
+                    state.maps.remove_service(&key)?;
+                }
+            }
+        }
         write_backends(&mut state, &plan)?;
         for service in plan.l4_services() {
             write_table(&mut state, service)?;
         }
+        clear_stray_backends(&mut state, &plan)?;
         write_services(&mut state)?;
         if !state.active {
             info!(
@@ -397,12 +466,74 @@ fn write_backends(state: &mut State, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Clears the BACKENDS entries that hold no backend of `plan` (a previous run's backends that
+/// the config no longer has), so the flows recorded with them are placed again. Called once
+/// no table of `plan` points at them.
+fn clear_stray_backends(state: &mut State, plan: &Plan) -> anyhow::Result<()> {
+    let ids: HashSet<u32> = plan
+        .l4_services()
+        .flat_map(|s| s.backends.iter().map(|b| b.id))
+        .collect();
+    for (id, value) in state.maps.backends()? {
+        if !ids.contains(&id) {
+            debug!(id, backend = %Ipv4Addr::from(value.addr.to_ne_bytes()), "clearing a backend the config no longer has");
+            state.maps.put_backend(id, BackendValue::default())?;
+        }
+    }
+    Ok(())
+}
+
+/// The plan a start begins with when the maps were pinned by a previous run: `config`
+/// numbered against what that run left in them (see the module doc), or `fresh` (config
+/// order) when there is nothing to go on.
+fn numbering_at_start(
+    config: &Config,
+    maps: &KernelMaps,
+    services: &[(ServiceKey, ServiceValue)],
+    fresh: Plan,
+) -> Plan {
+    const AFRESH: &str = "numbering the services in config order (established L4 flows whose backend gets another id than the previous run gave it are placed again by Maglev)";
+    if services.is_empty() {
+        info!("the pinned maps hold no service (the node was not forwarding when the daemon stopped): {AFRESH}");
+        return fresh;
+    }
+    let backends = match maps.backends() {
+        Ok(backends) => backends,
+        Err(err) => {
+            warn!("reading the pinned backends: {err:#}; {AFRESH}");
+            return fresh;
+        }
+    };
+    let recovered = match Plan::recover(config, services, &backends) {
+        Ok(recovered) => recovered,
+        Err(err) => {
+            warn!("the pinned maps hold what no Tandem data plane writes ({err}); {AFRESH}");
+            return fresh;
+        }
+    };
+    match Plan::reconcile(&recovered, config) {
+        Ok(plan) => {
+            let (services, backends) = plan.kept_from(&recovered);
+            info!(
+                services,
+                backends,
+                "kept the numbering of {services} services and {backends} backends from the pinned maps"
+            );
+            plan
+        }
+        Err(err) => {
+            warn!("numbering the config against the pinned maps: {err}; {AFRESH}");
+            fresh
+        }
+    }
+}
+
 /// Rebuilds `service`'s table from the health view and writes the slots that changed.
 fn write_table(state: &mut State, service: &PlannedService) -> anyhow::Result<()> {
     let Some(ring) = service.ring else {
         return Ok(());
     };
-    let maglev = service.maglev(|a| state.health.is_up(&service.name, a));
+    let maglev = state.health.new_flow_table(service);
     let table: Vec<u32> = if maglev.table().is_empty() {
         vec![NO_BACKEND; lb_common::MAGLEV_TABLE_SIZE as usize]
     } else {
@@ -625,6 +756,16 @@ impl Dataplane for XdpDataplane {
         });
     }
 
+    fn set_backend_drained(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> BoxFuture<'_, anyhow::Result<bool>> {
+        let service = service.to_owned();
+        Box::pin(async move { self.apply_drain(&service, backend, drained) })
+    }
+
     fn check_reconfigure(&self, config: &Config) -> anyhow::Result<()> {
         let plan = self.state().plan.clone();
         Plan::reconcile(&plan, config)?;
@@ -658,7 +799,7 @@ impl Dataplane for XdpDataplane {
                     .ring
                     .and_then(|r| state.tables.get(&r))
                     .map(|(m, _)| m.clone())
-                    .unwrap_or_else(|| service.maglev(|a| state.health.is_up(&service.name, a)));
+                    .unwrap_or_else(|| state.health.new_flow_table(service));
                 let shares = maglev.shares();
                 ServiceStatus {
                     name: service.name.clone(),
@@ -674,6 +815,7 @@ impl Dataplane for XdpDataplane {
                                 address: b.address,
                                 weight: b.weight,
                                 up: state.health.is_up(&service.name, b.address),
+                                drained: state.health.is_drained(&service.name, b.address),
                                 share: Share::of(
                                     shares.get(i).copied().unwrap_or(0),
                                     maglev.table().len(),

@@ -149,6 +149,18 @@ impl KernelMaps {
             .map_err(kernel(format!("reading backend {id}")))
     }
 
+    /// Every BACKENDS entry that holds a backend (a non-zero address), by id.
+    pub fn backends(&self) -> Result<Vec<(u32, BackendValue)>, XdpError> {
+        let mut backends = Vec::new();
+        for id in 0..self.backends.len() {
+            let value = self.backend(id)?;
+            if value.addr != 0 {
+                backends.push((id, value));
+            }
+        }
+        Ok(backends)
+    }
+
     /// Writes Maglev table `ring` (backend ids, [`MAGLEV_TABLE_SIZE`] of them). With
     /// `previous`, only the slots that differ are written. Returns how many were written.
     pub fn write_table(

@@ -32,7 +32,7 @@ pub mod plan;
 pub mod relay;
 pub mod xdp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
@@ -43,6 +43,8 @@ use tracing::{info, warn};
 
 use crate::config::{Config, DataplaneMode};
 use crate::health::HealthTable;
+use crate::maglev::Maglev;
+use plan::PlannedService;
 
 pub use plan::{Plan, Share};
 pub use xdp::{AttachMode, AttachedMode, Attachment, XdpError};
@@ -80,6 +82,17 @@ pub trait Dataplane: Send + Sync {
     /// Whether `config`'s services fit this data plane (e.g. the XDP maps' limits), without
     /// changing anything. The reload calls this before it changes anything on the node.
     fn check_reconfigure(&self, config: &Config) -> anyhow::Result<()>;
+
+    /// `tandem drain` (`drained`) and `tandem enable`: backend `backend` of L4 service
+    /// `service` leaves (or rejoins) the Maglev table for new flows; its recorded flows go on
+    /// while it is up. `Ok(false)` when the data plane has no L4 service of that name; an error
+    /// when the service has no such backend. Kept across a reload, not across a restart.
+    fn set_backend_drained(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> BoxFuture<'_, anyhow::Result<bool>>;
 
     /// Switches to `config`'s services and backends. The interface, data-plane mode and VIPs
     /// are the same as before (reload refuses changes to them). Services and backends that
@@ -145,16 +158,19 @@ pub struct BackendStatus {
     pub share: Share,
     /// For XDP: the MAC frames are sent to (`None` while unresolved).
     pub mac: Option<String>,
+    /// Taken out of rotation by `tandem drain`: no new flows, its recorded flows go on.
+    pub drained: bool,
     /// Frames (XDP) or connections and datagrams (relay) sent to it.
     pub packets: u64,
     pub bytes: u64,
 }
 
 /// Backend health as the data plane sees it: every backend starts up (as the health tables
-/// do) and follows what it is told.
+/// do) and follows what it is told; and which backends the operator drained.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HealthView {
     down: HashMap<(String, SocketAddrV4), ()>,
+    drained: HashSet<(String, SocketAddrV4)>,
 }
 
 impl HealthView {
@@ -162,11 +178,47 @@ impl HealthView {
         !self.down.contains_key(&(service.to_owned(), backend))
     }
 
+    pub(crate) fn is_drained(&self, service: &str, backend: SocketAddrV4) -> bool {
+        self.drained.contains(&(service.to_owned(), backend))
+    }
+
+    /// Records a drain (`tandem drain`); returns true when it changed.
+    pub(crate) fn set_drained(
+        &mut self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> bool {
+        let key = (service.to_owned(), backend);
+        if drained {
+            self.drained.insert(key)
+        } else {
+            self.drained.remove(&key)
+        }
+    }
+
+    /// The Maglev table for new flows of `service`: over its backends that are up and not
+    /// drained; over those that are up when every one of them is drained (new flows then go
+    /// to a drained backend rather than nowhere). A backend that is up keeps its recorded
+    /// flows either way: draining changes only the table.
+    pub(crate) fn new_flow_table(&self, service: &PlannedService) -> Maglev {
+        let in_rotation = |address| {
+            self.is_up(&service.name, address) && !self.is_drained(&service.name, address)
+        };
+        if service.backends.iter().any(|b| in_rotation(b.address)) {
+            service.maglev(in_rotation)
+        } else {
+            service.maglev(|address| self.is_up(&service.name, address))
+        }
+    }
+
     /// Keeps the states of the backends for which `keep(service, backend)` says yes; the
-    /// others are forgotten (a backend that is configured again later starts up).
+    /// others are forgotten (a backend that is configured again later starts up, in rotation).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, SocketAddrV4) -> bool) {
         self.down
             .retain(|(service, backend), _| keep(service, *backend));
+        self.drained
+            .retain(|(service, backend)| keep(service, *backend));
     }
 
     /// Records a state; returns true when it changed.

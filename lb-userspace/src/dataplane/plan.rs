@@ -9,9 +9,8 @@
 //! records one per flow).
 //!
 //! [`Plan::new`] numbers from the config's order (services by position, rings by position
-//! among L4 services, backends in order), so the same config gives the same ids after a
-//! restart, which is what lets a restarted daemon keep the flows in the pinned connection
-//! table.
+//! among L4 services, backends in order): the plan of a node that starts with nothing to go
+//! on.
 //!
 //! [`Plan::reconcile`] numbers a reloaded config against the plan in force, because the
 //! program keeps a recorded flow only while its backend id still holds an up backend with the
@@ -23,11 +22,20 @@
 //! Backend ids freed by the reload are not reused by the same reload, since the old tables and
 //! the recorded flows point at them until the reload's writes are done; they are free from the
 //! next reload on.
+//!
+//! [`Plan::recover`] reads a plan back from what a previous run of the daemon left in the
+//! pinned maps (SERVICES and BACKENDS), so that a restart numbers its config against it with
+//! [`Plan::reconcile`], as a reload does: after reloads that inserted or removed backends, the
+//! ids in the maps are not those of config order, and the pinned connection table records
+//! flows by backend id and service id.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use lb_common::{MAX_BACKENDS, MAX_L4_SERVICES, MAX_SERVICES};
+use lb_common::{
+    BackendValue, ServiceKey, ServiceMode, ServiceValue, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
+    MAX_L4_SERVICES, MAX_SERVICES,
+};
 use serde::Serialize;
 
 use crate::config::{self, Config};
@@ -76,6 +84,46 @@ pub enum PlanError {
     TooManyBackends { count: usize },
     #[error("this reload needs {needed} backend ids at once (the backends that remain, those it removes and those it adds: a removed backend's id is reused from the next reload on), but the XDP maps hold at most {MAX_BACKENDS}; reload in two steps (first remove backends, then add) or restart the node")]
     BackendIdsExhausted { needed: usize },
+}
+
+/// Why the numbering in the pinned maps cannot be taken over: they hold what no Tandem data
+/// plane writes (a start then numbers afresh, see [`Plan::recover`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecoverError {
+    #[error("SERVICES entry {key} has mode {mode}, neither proxy (0) nor forward (1)")]
+    UnknownMode { key: String, mode: u32 },
+    #[error("SERVICES entry {key} has id {id}, but the maps hold at most {MAX_SERVICES} services")]
+    ServiceIdTooLarge { key: String, id: u32 },
+    #[error("SERVICES entry {key} has Maglev table {ring}, but the program has {MAX_L4_SERVICES}")]
+    RingTooLarge { key: String, ring: u32 },
+    #[error("SERVICES entries {first} and {second} have the same id {id}")]
+    SharedId {
+        first: String,
+        second: String,
+        id: u32,
+    },
+    #[error("SERVICES entries {first} and {second} have the same Maglev table {ring}")]
+    SharedRing {
+        first: String,
+        second: String,
+        ring: u32,
+    },
+    #[error("BACKENDS entry {id} is past the {MAX_BACKENDS} backends the maps hold")]
+    BackendIdTooLarge { id: u32 },
+}
+
+/// A SERVICES key as an operator reads it: `198.18.0.99:7000/tcp`.
+fn describe(key: &ServiceKey) -> String {
+    let proto = match key.proto {
+        IPPROTO_TCP => "tcp".to_owned(),
+        IPPROTO_UDP => "udp".to_owned(),
+        other => format!("ip-proto-{other}"),
+    };
+    format!(
+        "{}:{}/{proto}",
+        Ipv4Addr::from(key.vip_octets()),
+        key.port_host()
+    )
 }
 
 /// How many ids the maps have room for.
@@ -137,6 +185,164 @@ impl Plan {
     /// needed at once (see the module doc).
     pub fn reconcile(previous: &Plan, config: &Config) -> Result<Plan, PlanError> {
         Plan::number(previous, config, Limits::XDP)
+    }
+
+    /// The plan a previous run of the daemon left in the pinned maps, as far as `config` still
+    /// has it: what a start numbers `config` against with [`Plan::reconcile`], so that what
+    /// remains keeps its ids as across a reload. `services` is what SERVICES holds (filled
+    /// while the node forwards; a daemon that stops without stepping down leaves it as it
+    /// is), `backends` the BACKENDS entries that hold a backend (kept current all the time).
+    ///
+    /// Names are not in the maps. A service of `config` is the SERVICES entry with its listen
+    /// address, port and protocol, when the entry's mode is its kind (forward for tcp and udp,
+    /// proxy for http): it gets that entry's id and ring and, if L4, every backend recorded
+    /// with that service id, in id order. The reconcile then keeps the ids of those the config
+    /// lists (same address and port) and leaves the others' unused for this numbering, as for
+    /// backends a reload removes. A service without its entry is not in the result (it gets
+    /// fresh ids), so an empty SERVICES (the node was not forwarding when it stopped) gives
+    /// the empty plan, against which the reconcile numbers as [`Plan::new`] does.
+    ///
+    /// Fails when the maps hold what no Tandem data plane writes: ids past the maps' limits,
+    /// an unknown mode, two entries with one service id or one Maglev table.
+    pub fn recover(
+        config: &Config,
+        services: &[(ServiceKey, ServiceValue)],
+        backends: &[(u32, BackendValue)],
+    ) -> Result<Plan, RecoverError> {
+        let mut ids: HashMap<u32, &ServiceKey> = HashMap::new();
+        let mut rings: HashMap<u32, &ServiceKey> = HashMap::new();
+        for (key, value) in services {
+            let forward = match ServiceMode::from_u32(value.mode) {
+                Some(mode) => mode == ServiceMode::Forward,
+                None => {
+                    return Err(RecoverError::UnknownMode {
+                        key: describe(key),
+                        mode: value.mode,
+                    })
+                }
+            };
+            if value.id >= MAX_SERVICES {
+                return Err(RecoverError::ServiceIdTooLarge {
+                    key: describe(key),
+                    id: value.id,
+                });
+            }
+            if let Some(first) = ids.insert(value.id, key) {
+                return Err(RecoverError::SharedId {
+                    first: describe(first),
+                    second: describe(key),
+                    id: value.id,
+                });
+            }
+            if forward {
+                if value.ring >= MAX_L4_SERVICES {
+                    return Err(RecoverError::RingTooLarge {
+                        key: describe(key),
+                        ring: value.ring,
+                    });
+                }
+                if let Some(first) = rings.insert(value.ring, key) {
+                    return Err(RecoverError::SharedRing {
+                        first: describe(first),
+                        second: describe(key),
+                        ring: value.ring,
+                    });
+                }
+            }
+        }
+        if let Some((id, _)) = backends.iter().find(|(id, _)| *id >= MAX_BACKENDS) {
+            return Err(RecoverError::BackendIdTooLarge { id: *id });
+        }
+        let mut backends: Vec<&(u32, BackendValue)> =
+            backends.iter().filter(|(_, b)| b.addr != 0).collect();
+        backends.sort_by_key(|(id, _)| *id);
+
+        let mut recovered = Vec::new();
+        // Each entry for one service at most (the config allows one service per listen socket).
+        let mut matched: HashSet<ServiceKey> = HashSet::new();
+        for service in &config.services {
+            let l4 = service.mode.is_l4();
+            let key = ServiceKey::new(
+                service.listen.ip().octets(),
+                service.listen.port(),
+                service.mode.ip_protocol(),
+            );
+            let Some((_, value)) = services.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let kind = if l4 {
+                ServiceMode::Forward
+            } else {
+                ServiceMode::Proxy
+            };
+            if value.mode != kind as u32 || !matched.insert(key) {
+                continue;
+            }
+            let planned = if l4 {
+                backends
+                    .iter()
+                    .filter(|(_, b)| b.service == value.id)
+                    .map(|(id, b)| {
+                        let address = SocketAddrV4::new(
+                            Ipv4Addr::from(b.addr.to_ne_bytes()),
+                            u16::from_be(b.port),
+                        );
+                        let weight = service
+                            .backends
+                            .iter()
+                            .find(|c| c.address == address)
+                            .map_or(0, |c| c.weight);
+                        PlannedBackend {
+                            address,
+                            weight,
+                            id: *id,
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            recovered.push(PlannedService {
+                name: service.name.clone(),
+                listen: service.listen,
+                mode: service.mode,
+                id: value.id,
+                ring: l4.then_some(value.ring),
+                backends: planned,
+            });
+        }
+        Ok(Plan {
+            services: recovered,
+            vips: vips(config),
+        })
+    }
+
+    /// How many services and L4 backends of this plan have the ids they have in `previous`
+    /// (a service by name, a backend by its service's name and its address).
+    pub fn kept_from(&self, previous: &Plan) -> (usize, usize) {
+        let mut services = 0;
+        let mut backends = 0;
+        for service in &self.services {
+            let Some(old) = previous
+                .service(&service.name)
+                .filter(|old| old.mode == service.mode && old.id == service.id)
+            else {
+                continue;
+            };
+            services += 1;
+            if service.mode.is_l4() {
+                backends += service
+                    .backends
+                    .iter()
+                    .filter(|b| {
+                        old.backends
+                            .iter()
+                            .any(|o| o.address == b.address && o.id == b.id)
+                    })
+                    .count();
+            }
+        }
+        (services, backends)
     }
 
     /// Numbers `config` with no limit: the userspace relay has no kernel maps to fit and uses
@@ -245,14 +451,10 @@ impl Plan {
                 backends,
             });
         }
-        let mut vips: Vec<Ipv4Addr> = config
-            .vrrp
-            .iter()
-            .flat_map(|v| v.virtual_ipaddress.iter().copied())
-            .collect();
-        vips.sort();
-        vips.dedup();
-        Ok(Plan { services, vips })
+        Ok(Plan {
+            services,
+            vips: vips(config),
+        })
     }
 
     /// How many backend ids the plan uses.
@@ -268,6 +470,18 @@ impl Plan {
     pub fn service(&self, name: &str) -> Option<&PlannedService> {
         self.services.iter().find(|s| s.name == name)
     }
+}
+
+/// Every `[[vrrp]]` virtual_ipaddress of `config`, each once, sorted.
+fn vips(config: &Config) -> Vec<Ipv4Addr> {
+    let mut vips: Vec<Ipv4Addr> = config
+        .vrrp
+        .iter()
+        .flat_map(|v| v.virtual_ipaddress.iter().copied())
+        .collect();
+    vips.sort();
+    vips.dedup();
+    vips
 }
 
 impl PlannedService {
@@ -705,6 +919,241 @@ backends = ["198.18.0.102:53"]
             *small.backends[0].address.ip(),
             Ipv4Addr::new(198, 18, 0, 103)
         );
+    }
+
+    /// What SERVICES and BACKENDS hold.
+    type Pinned = (Vec<(ServiceKey, ServiceValue)>, Vec<(u32, BackendValue)>);
+
+    /// What the XDP data plane leaves in SERVICES (while active) and BACKENDS for `plan`.
+    fn pinned(plan: &Plan) -> Pinned {
+        let services = plan
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    ServiceKey::new(s.listen.ip().octets(), s.listen.port(), s.proto()),
+                    ServiceValue {
+                        id: s.id,
+                        mode: if s.mode.is_l4() {
+                            ServiceMode::Forward as u32
+                        } else {
+                            ServiceMode::Proxy as u32
+                        },
+                        ring: s.ring.unwrap_or(0),
+                    },
+                )
+            })
+            .collect();
+        let backends = plan
+            .l4_services()
+            .flat_map(|s| {
+                s.backends.iter().map(|b| {
+                    (
+                        b.id,
+                        BackendValue {
+                            addr: u32::from_ne_bytes(b.address.ip().octets()),
+                            mac: [2, 0, 0, 0, 0, b.address.ip().octets()[3]],
+                            port: b.address.port().to_be(),
+                            flags: lb_common::BACKEND_UP,
+                            service: s.id,
+                        },
+                    )
+                })
+            })
+            .collect();
+        (services, backends)
+    }
+
+    /// What a start numbers `config` as, given what the maps hold.
+    fn restart(config: &Config, pinned: &Pinned) -> Plan {
+        let recovered = Plan::recover(config, &pinned.0, &pinned.1).unwrap();
+        Plan::reconcile(&recovered, config).unwrap()
+    }
+
+    #[test]
+    fn a_restart_after_a_reload_that_inserted_a_backend_keeps_every_id() {
+        let before = Plan::new(&services(&[
+            ("echo", "tcp", 7, &[(102, 1), (103, 1)]),
+            ("dns", "udp", 53, &[(102, 1), (103, 1)]),
+        ]))
+        .unwrap();
+        let config = services(&[
+            ("echo", "tcp", 7, &[(104, 1), (102, 1), (103, 1)]),
+            ("dns", "udp", 53, &[(102, 1), (103, 1)]),
+        ]);
+        let reloaded = Plan::reconcile(&before, &config).unwrap();
+        // Config order would give 104 the id 0, which the kernel recorded flows to 102 with.
+        assert_ne!(Plan::new(&config).unwrap(), reloaded);
+
+        let maps = pinned(&reloaded);
+        let recovered = Plan::recover(&config, &maps.0, &maps.1).unwrap();
+        let restarted = Plan::reconcile(&recovered, &config).unwrap();
+        assert_eq!(restarted, reloaded);
+        assert_eq!(restarted.kept_from(&recovered), (2, 5));
+        // The config's names, modes and weights.
+        assert_eq!(
+            recovered.service("dns").unwrap().mode,
+            config::ServiceMode::Udp
+        );
+    }
+
+    #[test]
+    fn a_restart_after_many_reloads_keeps_every_id_whatever_the_config_order() {
+        let mut plan = Plan::new(&services(&[
+            ("web", "http", 80, &[(102, 1)]),
+            ("a", "tcp", 1000, &[(102, 1), (103, 1)]),
+            ("b", "udp", 1001, &[(102, 1)]),
+            ("c", "tcp", 1002, &[(103, 1)]),
+        ]))
+        .unwrap();
+        let reloads = [
+            services(&[
+                ("new", "tcp", 2000, &[(104, 1), (105, 1)]),
+                ("c", "tcp", 1002, &[(103, 1)]),
+                ("b", "udp", 1001, &[(102, 1)]),
+                ("web", "http", 80, &[(102, 1)]),
+            ]),
+            services(&[
+                ("new", "tcp", 2000, &[(104, 1), (105, 1), (106, 1)]),
+                ("c", "tcp", 1002, &[(107, 2), (103, 1)]),
+                ("b", "udp", 1001, &[(102, 1)]),
+                ("web", "http", 80, &[(102, 1)]),
+                ("d", "udp", 3000, &[(108, 1)]),
+            ]),
+        ];
+        for config in &reloads {
+            plan = Plan::reconcile(&plan, config).unwrap();
+            assert_eq!(restart(config, &pinned(&plan)), plan);
+        }
+        // Renamed services are found by their address: the maps know no names.
+        let renamed = services(&[
+            ("new2", "tcp", 2000, &[(104, 1), (105, 1), (106, 1)]),
+            ("c2", "tcp", 1002, &[(107, 2), (103, 1)]),
+            ("b2", "udp", 1001, &[(102, 1)]),
+            ("web2", "http", 80, &[(102, 1)]),
+            ("d2", "udp", 3000, &[(108, 1)]),
+        ]);
+        let restarted = restart(&renamed, &pinned(&plan));
+        // Everything but the names.
+        let strip = |p: &Plan| -> Vec<ServiceIds> {
+            ids(p)
+                .into_iter()
+                .map(|(_, id, ring, b)| (String::new(), id, ring, b))
+                .collect()
+        };
+        assert_eq!(strip(&restarted), strip(&plan));
+    }
+
+    #[test]
+    fn with_no_service_in_the_maps_a_start_numbers_in_config_order() {
+        let before = Plan::new(&services(&[("a", "tcp", 7, &[(102, 1), (103, 1)])])).unwrap();
+        let config = services(&[("a", "tcp", 7, &[(104, 1), (102, 1), (103, 1)])]);
+        let reloaded = Plan::reconcile(&before, &config).unwrap();
+        // A backup's maps: BACKENDS current, SERVICES empty.
+        let (_, backends) = pinned(&reloaded);
+        let recovered = Plan::recover(&config, &[], &backends).unwrap();
+        assert!(recovered.services.is_empty());
+        assert_eq!(
+            Plan::reconcile(&recovered, &config).unwrap(),
+            Plan::new(&config).unwrap()
+        );
+        assert_eq!(
+            restart(&config, &(Vec::new(), Vec::new())),
+            Plan::new(&config).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_config_changed_while_the_daemon_was_stopped_keeps_what_remains_and_numbers_the_rest_afresh(
+    ) {
+        let before = Plan::new(&services(&[
+            ("a", "tcp", 7, &[(102, 1), (103, 1)]),
+            ("gone", "tcp", 8, &[(104, 1)]),
+            ("b", "udp", 9, &[(102, 1)]),
+            ("mode", "tcp", 10, &[(103, 1)]),
+        ]))
+        .unwrap();
+        let config = services(&[
+            // 103 removed, 105 added.
+            ("a", "tcp", 7, &[(105, 1), (102, 1)]),
+            ("b", "udp", 9, &[(102, 1), (106, 1)]),
+            // Same address, another kind of service: not the service the maps hold.
+            ("mode", "http", 10, &[(103, 1)]),
+            ("new", "udp", 11, &[(107, 1)]),
+        ]);
+        let restarted = restart(&config, &pinned(&before));
+        assert_eq!(
+            ids(&before),
+            vec![
+                entry("a", 0, Some(0), &[(102, 0), (103, 1)]),
+                entry("gone", 1, Some(1), &[(104, 2)]),
+                entry("b", 2, Some(2), &[(102, 3)]),
+                entry("mode", 3, Some(3), &[(103, 4)]),
+            ]
+        );
+        assert_eq!(
+            ids(&restarted),
+            vec![
+                // 103's id 1 is not given to 105 at once (a's table in the kernel points at
+                // it until the first activation has written the new one), as in a reload;
+                // the ids of a service that is gone are free.
+                entry("a", 0, Some(0), &[(105, 2), (102, 0)]),
+                entry("b", 2, Some(2), &[(102, 3), (106, 4)]),
+                entry("mode", 1, None, &[(103, 0)]),
+                entry("new", 3, Some(1), &[(107, 5)]),
+            ]
+        );
+        let recovered = {
+            let maps = pinned(&before);
+            Plan::recover(&config, &maps.0, &maps.1).unwrap()
+        };
+        assert_eq!(restarted.kept_from(&recovered), (2, 2));
+    }
+
+    #[test]
+    fn maps_no_tandem_wrote_are_not_taken_over() {
+        let config = services(&[("a", "tcp", 7, &[(102, 1)]), ("b", "tcp", 8, &[(103, 1)])]);
+        let good = pinned(&Plan::new(&config).unwrap());
+        assert!(Plan::recover(&config, &good.0, &good.1).is_ok());
+        let broken = |f: &dyn Fn(&mut Pinned)| {
+            let mut maps = good.clone();
+            f(&mut maps);
+            let (services, backends) = maps;
+            Plan::recover(&config, &services, &backends).unwrap_err()
+        };
+        assert!(matches!(
+            broken(&|(s, _)| s[1].1.id = s[0].1.id),
+            RecoverError::SharedId { id: 0, .. }
+        ));
+        assert!(matches!(
+            broken(&|(s, _)| s[1].1.ring = s[0].1.ring),
+            RecoverError::SharedRing { ring: 0, .. }
+        ));
+        assert!(matches!(
+            broken(&|(s, _)| s[0].1.id = MAX_SERVICES),
+            RecoverError::ServiceIdTooLarge { .. }
+        ));
+        assert!(matches!(
+            broken(&|(s, _)| s[0].1.ring = MAX_L4_SERVICES),
+            RecoverError::RingTooLarge { .. }
+        ));
+        assert!(matches!(
+            broken(&|(s, _)| s[0].1.mode = 7),
+            RecoverError::UnknownMode { mode: 7, .. }
+        ));
+        assert!(matches!(
+            broken(&|(_, b)| b[0].0 = MAX_BACKENDS),
+            RecoverError::BackendIdTooLarge { id: MAX_BACKENDS }
+        ));
+        let message = broken(&|(s, _)| s[1].1.id = s[0].1.id).to_string();
+        assert!(message.contains("198.18.0.99:7/tcp"), "{message}");
+        // Proxy entries have no ring: two of them with ring 0 are fine.
+        let http = services(&[
+            ("a", "http", 80, &[(102, 1)]),
+            ("b", "http", 81, &[(103, 1)]),
+        ]);
+        let maps = pinned(&Plan::new(&http).unwrap());
+        assert!(Plan::recover(&http, &maps.0, &maps.1).is_ok());
     }
 
     #[test]

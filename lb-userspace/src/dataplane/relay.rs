@@ -73,6 +73,9 @@ struct State {
     /// Per service, a child of `active`: cancels its listener and connections. Present only
     /// while active.
     listeners: HashMap<ListenKey, CancellationToken>,
+    /// The listeners' tasks: deactivating waits for them, so the ports are free again when it
+    /// returns (a node that flaps back to master at once can bind them).
+    listener_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// One L4 service: where it listens, and its current backends and table.
@@ -136,7 +139,7 @@ impl Backends {
             })
             .collect();
         Backends {
-            maglev: planned.maglev(|a| health.is_up(&planned.name, a)),
+            maglev: health.new_flow_table(planned),
             planned: planned.clone(),
             slots,
         }
@@ -208,6 +211,7 @@ impl RelayDataplane {
                     health,
                     services,
                     listeners: HashMap::new(),
+                    listener_tasks: Vec::new(),
                 }),
             }),
         })
@@ -233,20 +237,29 @@ impl RelayDataplane {
         for (service, listener) in bound {
             let stop = token.child_token();
             state.listeners.insert(service.key(), stop.clone());
-            listener.serve(service, stop);
+            let task = listener.serve(service, stop);
+            state.listener_tasks.push(task);
         }
         state.active = Some(token);
         info!(services = state.services.len(), "userspace relay active");
         Ok(())
     }
 
-    fn do_deactivate(&self) {
-        let mut state = self.state();
-        if let Some(token) = state.active.take() {
+    async fn do_deactivate(&self) {
+        let tasks = {
+            let mut state = self.state();
+            let Some(token) = state.active.take() else {
+                return;
+            };
             token.cancel();
             state.listeners.clear();
-            info!("userspace relay inactive: listeners closed");
+            std::mem::take(&mut state.listener_tasks)
+        };
+        for task in tasks {
+            // A listener ends at its next poll once cancelled; the bound is for safety.
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
+        info!("userspace relay inactive: listeners closed");
     }
 
     fn apply_backend(&self, service: &str, backend: SocketAddrV4, up: bool) {
@@ -274,10 +287,54 @@ impl RelayDataplane {
         info!(service, %backend, up, "L4 backend {}; rebuilding the relay's Maglev table", if up { "up" } else { "down" });
         current.slots[index].up.store(up, Ordering::Release);
         relay.replace(Backends {
-            maglev: current.planned.maglev(|a| state.health.is_up(service, a)),
+            maglev: state.health.new_flow_table(&current.planned),
             planned: current.planned.clone(),
             slots: current.slots.clone(),
         });
+    }
+
+    fn apply_drain(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> anyhow::Result<bool> {
+        let mut state = self.state();
+        let Some(relay) = state
+            .services
+            .iter()
+            .find(|s| s.current().planned.name == service)
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let current = relay.current();
+        if !current
+            .planned
+            .backends
+            .iter()
+            .any(|b| b.address == backend)
+        {
+            let known: Vec<String> = current
+                .planned
+                .backends
+                .iter()
+                .map(|b| b.address.to_string())
+                .collect();
+            anyhow::bail!(
+                "service {service} has no backend {backend}; its backends: {}",
+                known.join(", ")
+            );
+        }
+        if state.health.set_drained(service, backend, drained) {
+            info!(service, %backend, drained, "L4 backend {}; rebuilding the relay's Maglev table", if drained { "drained (no new connections)" } else { "back in rotation" });
+            relay.replace(Backends {
+                maglev: state.health.new_flow_table(&current.planned),
+                planned: current.planned.clone(),
+                slots: current.slots.clone(),
+            });
+        }
+        Ok(true)
     }
 
     fn do_reconfigure(&self, config: &Config) -> anyhow::Result<()> {
@@ -370,7 +427,8 @@ impl RelayDataplane {
             for (service, listener) in listeners {
                 let stop = active.child_token();
                 state.listeners.insert(service.key(), stop.clone());
-                listener.serve(service, stop);
+                let task = listener.serve(service, stop);
+                state.listener_tasks.push(task);
             }
         }
         info!(
@@ -390,14 +448,14 @@ enum Listener {
 }
 
 impl Listener {
-    fn serve(self, service: Arc<RelayService>, stop: CancellationToken) {
+    fn serve(
+        self,
+        service: Arc<RelayService>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         match self {
-            Listener::Tcp(listener) => {
-                tokio::spawn(serve_tcp(listener, service, stop));
-            }
-            Listener::Udp(socket) => {
-                tokio::spawn(serve_udp(socket, service, stop));
-            }
+            Listener::Tcp(listener) => tokio::spawn(serve_tcp(listener, service, stop)),
+            Listener::Udp(socket) => tokio::spawn(serve_udp(socket, service, stop)),
         }
     }
 }
@@ -622,7 +680,7 @@ impl Dataplane for RelayDataplane {
 
     fn deactivate(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            self.do_deactivate();
+            self.do_deactivate().await;
             Ok(())
         })
     }
@@ -648,6 +706,16 @@ impl Dataplane for RelayDataplane {
         });
     }
 
+    fn set_backend_drained(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> BoxFuture<'_, anyhow::Result<bool>> {
+        let service = service.to_owned();
+        Box::pin(async move { self.apply_drain(&service, backend, drained) })
+    }
+
     fn check_reconfigure(&self, _config: &Config) -> anyhow::Result<()> {
         // No maps to fit. Whether new listen addresses can be bound is known only by binding
         // them, which reconfigure does first (and changes nothing when one fails).
@@ -660,7 +728,7 @@ impl Dataplane for RelayDataplane {
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.do_deactivate() })
+        Box::pin(async move { self.do_deactivate().await })
     }
 
     fn status(&self) -> DataplaneStatus {
@@ -685,6 +753,7 @@ impl Dataplane for RelayDataplane {
                             address: b.address,
                             weight: b.weight,
                             up: state.health.is_up(&planned.name, b.address),
+                            drained: state.health.is_drained(&planned.name, b.address),
                             share: Share::of(
                                 shares.get(i).copied().unwrap_or(0),
                                 current.maglev.table().len(),

@@ -303,6 +303,43 @@ impl ProxyHandle {
             .collect()
     }
 
+    /// `tandem drain` / `tandem enable` for an HTTP service's backend (see
+    /// [`super::upstream::Upstream::set_drained`]). `Ok(false)` when no HTTP service has that
+    /// name; an error names the service's backends when it has no such backend.
+    pub fn set_drained(
+        &self,
+        service: &str,
+        backend: SocketAddrV4,
+        drained: bool,
+    ) -> Result<bool, String> {
+        let listeners = self.listeners();
+        let found = listeners.iter().find_map(|listener| {
+            listener
+                .routes()
+                .services
+                .iter()
+                .find(|entry| &*entry.name == service)
+                .cloned()
+        });
+        let Some(entry) = found else {
+            return Ok(false);
+        };
+        if entry.upstream.set_drained(backend, drained) {
+            return Ok(true);
+        }
+        let known: Vec<String> = entry
+            .upstream
+            .service()
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        Err(format!(
+            "service {service} has no backend {backend}; its backends: {}",
+            known.join(", ")
+        ))
+    }
+
     /// The first step of a reload: builds what `config` needs (upstreams, TLS from the
     /// certificate files, sockets for new listen addresses) without changing anything that
     /// serves. An error (a certificate that does not load, a port in use) leaves the proxy as

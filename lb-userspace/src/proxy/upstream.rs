@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,10 @@ pub struct Upstream {
     /// Failed attempts per backend (connect refused or timed out, connection lost, no answer
     /// in time), in config order.
     errors: Vec<AtomicU64>,
+    /// Backends taken out of rotation by the operator (`tandem drain`), in config order.
+    drained: Vec<AtomicBool>,
+    /// Bumped on every drain change, so the plan is rebuilt.
+    drains: AtomicU64,
 }
 
 /// The backends to try for one request, best first, and what the policy needs to learn from
@@ -88,13 +92,16 @@ enum Affinity {
     },
 }
 
-/// Which backends are in use, for one health generation.
+/// Which backends are in use, for one health generation and set of drained backends.
 #[derive(Debug)]
 struct Plan {
     generation: u64,
+    drains: u64,
     tier: Tier,
-    /// Usable backends; the selections index into this.
+    /// Backends for new requests and new sessions; the selections index into this.
     usable: Vec<SocketAddrV4>,
+    /// Drained backends that are up: only requests of sessions already on them go there.
+    draining: Vec<SocketAddrV4>,
     selection: Box<dyn BackendSelection>,
     /// Only when the service learns sessions: where new keys go.
     consistent: Option<Consistent>,
@@ -147,6 +154,8 @@ pub struct BackendStatus {
     /// Attempts that failed on it since start (the request then went to another backend, or
     /// got a 502/504).
     pub errors: u64,
+    /// Taken out of rotation by `tandem drain`: only its existing sessions still reach it.
+    pub drained: bool,
 }
 
 impl Upstream {
@@ -200,7 +209,8 @@ impl Upstream {
             },
         };
         let learns = matches!(affinity, Affinity::Learn { .. });
-        let plan = Plan::build(service, &health, learns, health.generation());
+        let drained: Vec<AtomicBool> = addresses.iter().map(|_| AtomicBool::new(false)).collect();
+        let plan = Plan::build(service, &health, learns, health.generation(), 0, &drained);
         let upstream = Arc::new(Upstream {
             service: service.clone(),
             health,
@@ -208,6 +218,8 @@ impl Upstream {
             affinity,
             requests: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
             errors: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
+            drained,
+            drains: AtomicU64::new(0),
             replicator: replicator.filter(|_| learns),
         });
         upstream.register_with_replicator();
@@ -254,6 +266,10 @@ impl Upstream {
                     (&upstream.errors, &previous.errors),
                 ] {
                     new[i].store(old_counts[old].load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                if previous.drained[old].load(Ordering::Relaxed) {
+                    upstream.drained[i].store(true, Ordering::Release);
+                    upstream.drains.fetch_add(1, Ordering::AcqRel);
                 }
             }
         }
@@ -311,7 +327,7 @@ impl Upstream {
                 let preferred = value
                     .as_deref()
                     .and_then(|id| ids.backend(id))
-                    .filter(|backend| plan.usable.contains(backend));
+                    .filter(|backend| plan.serves_sessions_on(*backend));
                 (preferred, value)
             }
         };
@@ -443,6 +459,7 @@ impl Upstream {
                     sessions: session_counts.get(&backend.address).copied().unwrap_or(0),
                     requests: self.requests[i].load(Ordering::Relaxed),
                     errors: self.errors[i].load(Ordering::Relaxed),
+                    drained: self.drained[i].load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -469,7 +486,7 @@ impl Upstream {
         now: Instant,
     ) -> Option<SocketAddrV4> {
         let known = lock(table).get(key, now);
-        if let Some(backend) = known.filter(|backend| plan.usable.contains(backend)) {
+        if let Some(backend) = known.filter(|backend| plan.serves_sessions_on(*backend)) {
             return Some(backend);
         }
         let placed = plan.place(key)?;
@@ -513,21 +530,53 @@ impl Upstream {
             .position(|b| b.address == backend)
     }
 
-    /// The plan for the current health generation, rebuilt if health changed since.
+    /// Takes `backend` out of rotation (`drained`) or puts it back: a drained backend that is
+    /// up gets only the requests of sessions already on it, so they can finish while new
+    /// users go elsewhere (unless no other backend is left). Returns false for an address the
+    /// service does not have.
+    pub fn set_drained(&self, backend: SocketAddrV4, drained: bool) -> bool {
+        let Some(i) = self.backend_index(backend) else {
+            return false;
+        };
+        if self.drained[i].swap(drained, Ordering::AcqRel) != drained {
+            self.drains.fetch_add(1, Ordering::AcqRel);
+            info!(
+                service = %self.service.name,
+                %backend,
+                "backend {backend} {}",
+                if drained {
+                    "drained: no new sessions or requests, existing sessions go on"
+                } else {
+                    "back in rotation"
+                }
+            );
+        }
+        true
+    }
+
+    /// The plan for the current health generation and drains, rebuilt if either changed.
     fn plan(&self) -> Arc<Plan> {
         let generation = self.health.generation();
+        let drains = self.drains.load(Ordering::Acquire);
         {
             let plan = self.plan.read().unwrap_or_else(|p| p.into_inner());
-            if plan.generation == generation {
+            if plan.generation == generation && plan.drains == drains {
                 return plan.clone();
             }
         }
         let mut slot = self.plan.write().unwrap_or_else(|p| p.into_inner());
-        if slot.generation == generation {
+        if slot.generation == generation && slot.drains == drains {
             return slot.clone();
         }
         let learns = matches!(self.affinity, Affinity::Learn { .. });
-        let plan = Arc::new(Plan::build(&self.service, &self.health, learns, generation));
+        let plan = Arc::new(Plan::build(
+            &self.service,
+            &self.health,
+            learns,
+            generation,
+            drains,
+            &self.drained,
+        ));
         log_tier_change(&self.service.name, slot.tier, &plan);
         *slot = plan.clone();
         plan
@@ -565,6 +614,8 @@ impl Plan {
         health: &HealthTable,
         learns: bool,
         generation: u64,
+        drains: u64,
+        drained: &[AtomicBool],
     ) -> Plan {
         let up: Vec<&config::Backend> = service
             .backends
@@ -579,13 +630,31 @@ impl Plan {
         } else {
             (Tier::Nothing, Vec::new())
         };
+        let is_drained = |backend: &config::Backend| {
+            service
+                .backends
+                .iter()
+                .position(|b| b.address == backend.address)
+                .is_some_and(|i| drained[i].load(Ordering::Acquire))
+        };
+        let (draining, active): (Vec<&config::Backend>, Vec<&config::Backend>) =
+            in_use.iter().copied().partition(|b| is_drained(b));
+        // Draining every backend in use would leave new users with a 503: they get the
+        // drained ones rather than nothing.
+        let (in_use, draining) = if active.is_empty() {
+            (draining, Vec::new())
+        } else {
+            (active, draining)
+        };
         let weights: Vec<u32> = in_use.iter().map(|b| b.weight).collect();
         let weighted: Vec<(SocketAddrV4, u32)> =
             in_use.iter().map(|b| (b.address, b.weight)).collect();
         Plan {
             generation,
+            drains,
             tier,
             usable: in_use.iter().map(|b| b.address).collect(),
+            draining: draining.iter().map(|b| b.address).collect(),
             selection: balance::build(service.balance, &weights),
             consistent: learns.then(|| Consistent::build(&weighted)),
         }
@@ -597,13 +666,23 @@ impl Plan {
     /// number of requests would send every new session to the same backend).
     fn candidates(&self, preferred: Option<SocketAddrV4>) -> Vec<SocketAddrV4> {
         let start = preferred.and_then(|p| self.usable.iter().position(|&b| b == p));
+        let mut candidates = Vec::with_capacity(self.usable.len() + 1);
         let order = match start {
             Some(start) => Candidates::starting_at(start, self.usable.len()),
-            None => self.selection.select(),
+            None => {
+                // A session on a drained backend stays there; the balancer's order follows
+                // in case it fails.
+                candidates.extend(preferred.filter(|p| self.draining.contains(p)));
+                self.selection.select()
+            }
         };
-        let mut candidates = Vec::with_capacity(self.usable.len());
         candidates.extend(order.map(|i| self.usable[i]));
         candidates
+    }
+
+    /// Whether a request of a session on `backend` may go there: in use, or drained but up.
+    fn serves_sessions_on(&self, backend: SocketAddrV4) -> bool {
+        self.usable.contains(&backend) || self.draining.contains(&backend)
     }
 
     /// Maglev's backend for a session key, among the backends in use.

@@ -315,6 +315,60 @@ fn a_session_whose_backend_is_down_moves_and_stays_moved() {
 }
 
 #[test]
+fn a_drained_backend_keeps_its_sessions_but_gets_no_new_users() {
+    let upstream = Upstream::new(&two_backends(cookie_session()));
+    let now = Instant::now();
+    let key = key_placed_on(&upstream, addr(A), "k");
+    let cookie = format!("JSESSIONID={key}");
+    let route = upstream.route(&request(&[("cookie", &cookie)]), client(), now);
+    upstream.responded(&route, addr(A), &mut response(&[]), now);
+
+    assert!(upstream.set_drained(addr(A), true));
+    assert!(
+        !upstream.set_drained(addr(E), true),
+        "not a backend of the service"
+    );
+    // The session on A goes on there, with B as the fallback should A fail.
+    let route = upstream.route(&request(&[("cookie", &cookie)]), client(), now);
+    assert_eq!(route.candidates, [addr(A), addr(B)]);
+    // Requests without a session, and new sessions, go to B only.
+    for _ in 0..4 {
+        assert_eq!(
+            upstream.route(&request(&[]), client(), now).candidates,
+            [addr(B)]
+        );
+    }
+    assert_eq!(upstream.placement("a-new-session"), Some(addr(B)));
+    let drained: Vec<bool> = upstream
+        .status()
+        .backends
+        .iter()
+        .map(|b| b.drained)
+        .collect();
+    assert_eq!(drained, [true, false]);
+
+    // Draining every backend leaves them all in use rather than answering 503.
+    assert!(upstream.set_drained(addr(B), true));
+    assert_eq!(
+        upstream
+            .route(&request(&[]), client(), now)
+            .candidates
+            .len(),
+        2
+    );
+
+    assert!(upstream.set_drained(addr(A), false));
+    assert!(upstream.set_drained(addr(B), false));
+    let firsts: Vec<SocketAddrV4> = (0..4)
+        .map(|_| first(&upstream, &request(&[]), now))
+        .collect();
+    assert!(
+        firsts.contains(&addr(A)) && firsts.contains(&addr(B)),
+        "{firsts:?}"
+    );
+}
+
+#[test]
 fn sessions_expire_after_idle_ttl() {
     let mut config = session(SessionKind::Ip, None);
     config.ttl = Duration::from_secs(60);
