@@ -67,8 +67,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Reload the running daemon's services and backends from its config file (as SIGHUP
-    /// does) and print what changed. The daemon validates the file first: on an error it keeps
+    /// Reload the running daemon's services and backends from its config file (as SIGHUP does)
+    ///
+    /// Prints what changed. The daemon validates the file first: on an error it keeps
     /// running the previous config, and this command prints the error (FILE:LINE:COL) and
     /// exits 1. Settings outside the services ([node], [[vrrp]], [proxy], [replication]) need
     /// a restart; a reload that changes them is refused. Open connections are not dropped.
@@ -84,9 +85,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Take a backend out of rotation for maintenance: no new sessions, requests (HTTP) or
-    /// flows (L4) go to it; requests of sessions already on it, and its established L4 flows,
-    /// go on. Kept across `tandem reload`, not across a restart. Undo with `tandem enable`.
+    /// Take a backend out of rotation for maintenance; its sessions and connections go on
+    ///
+    /// No new sessions, requests (HTTP) or flows (L4) go to it; requests of sessions already
+    /// on it, and its established L4 flows, go on. Kept across `tandem reload`, not across a
+    /// restart. Undo with `tandem enable`.
     Drain {
         /// The service's name, as in the config.
         service: String,
