@@ -40,6 +40,8 @@ const PEER_PACKAGES: &[&str] = &[
     "iputils-arping",
     "iputils-ping",
     "tcpdump",
+    // systemd-analyze, which checks dist/tandem.service (the machines have no systemd as PID 1).
+    "systemd",
     "ethtool",
     "iproute2",
     "curl",
