@@ -7,6 +7,7 @@
 //! `tandem_vrrp_transitions_total`, `tandem_vrrp_effective_priority`,
 //! `tandem_vrrp_adverts_sent_total`, `tandem_vrrp_adverts_received_total`,
 //! `tandem_vrrp_drops_total{instance,reason}`, `tandem_backend_up{service,backend}`,
+//! `tandem_backend_drained{service,backend}`,
 //! `tandem_http_requests_total{service,class}`, `tandem_http_backend_errors_total{service}`,
 //! `tandem_http_request_duration_seconds{service}` (histogram),
 //! `tandem_affinity_sessions{service}`, `tandem_dataplane_active{kind}`,
@@ -180,7 +181,8 @@ impl Collector for NodeCollector {
             &drops,
         )?;
 
-        let mut backends: Vec<(Labels, i64)> = Vec::new();
+        // (labels, up, drained) of every backend, HTTP and L4.
+        let mut backends: Vec<(Labels, bool, bool)> = Vec::new();
         for service in &snapshot.services {
             for backend in &service.upstream.backends {
                 backends.push((
@@ -188,7 +190,8 @@ impl Collector for NodeCollector {
                         ("service", service.upstream.service.clone()),
                         ("backend", backend.address.to_string()),
                     ],
-                    i64::from(backend.up),
+                    backend.up,
+                    backend.drained,
                 ));
             }
         }
@@ -199,15 +202,30 @@ impl Collector for NodeCollector {
                         ("service", service.name.clone()),
                         ("backend", backend.address.to_string()),
                     ],
-                    i64::from(backend.up),
+                    backend.up,
+                    backend.drained,
                 ));
             }
         }
+        let up: Vec<(Labels, i64)> = backends
+            .iter()
+            .map(|(labels, up, _)| (labels.clone(), i64::from(*up)))
+            .collect();
         gauge(
             e,
             "tandem_backend_up",
             "Whether the backend passes its health checks (1) or not (0).",
-            &backends,
+            &up,
+        )?;
+        let drained: Vec<(Labels, i64)> = backends
+            .iter()
+            .map(|(labels, _, drained)| (labels.clone(), i64::from(*drained)))
+            .collect();
+        gauge(
+            e,
+            "tandem_backend_drained",
+            "Whether the operator drained the backend (`tandem drain`): 1 means no new users.",
+            &drained,
         )?;
 
         let mut requests: Vec<(Labels, u64)> = Vec::new();
