@@ -23,7 +23,10 @@ pub fn replace_section(root: &Path, heading: &str, body: &str) -> anyhow::Result
                 .find("\n## ")
                 .map(|offset| after + offset + 1)
                 .unwrap_or(existing.len());
-            format!("{}{}{}", &existing[..start], section, &existing[end..])
+            // A blank line before the next section's heading.
+            let rest = &existing[end..];
+            let gap = if rest.is_empty() { "" } else { "\n" };
+            format!("{}{}{gap}{}", &existing[..start], section, rest)
         }
         None => format!(
             "{}\n{}",
