@@ -71,7 +71,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
-use lb_common::{BackendValue, ServiceKey, ServiceMode, ServiceValue, BACKEND_UP, NO_BACKEND};
+use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_UP, NO_BACKEND};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -277,17 +277,7 @@ impl XdpDataplane {
         let Some(planned) = plan.service(service).filter(|s| s.mode.is_l4()) else {
             return Ok(false);
         };
-        if !planned.backends.iter().any(|b| b.address == backend) {
-            let known: Vec<String> = planned
-                .backends
-                .iter()
-                .map(|b| b.address.to_string())
-                .collect();
-            anyhow::bail!(
-                "service {service} has no backend {backend}; its backends: {}",
-                known.join(", ")
-            );
-        }
+        planned.require_backend(backend)?;
         if state.health.set_drained(service, backend, drained) {
             info!(service, %backend, drained, "L4 backend {}; rebuilding the Maglev table", if drained { "drained (no new flows, recorded flows go on)" } else { "back in rotation" });
             write_table(&mut state, planned)?;
@@ -582,20 +572,7 @@ fn write_services(state: &mut State) -> anyhow::Result<()> {
 fn services_wanted(plan: &Plan) -> Vec<(ServiceKey, ServiceValue)> {
     plan.services
         .iter()
-        .map(|s| {
-            (
-                ServiceKey::new(s.listen.ip().octets(), s.listen.port(), s.proto()),
-                ServiceValue {
-                    id: s.id,
-                    mode: if s.mode.is_l4() {
-                        ServiceMode::Forward as u32
-                    } else {
-                        ServiceMode::Proxy as u32
-                    },
-                    ring: s.ring.unwrap_or(0),
-                },
-            )
-        })
+        .map(PlannedService::kernel_entry)
         .collect()
 }
 

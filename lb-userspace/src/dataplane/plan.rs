@@ -490,6 +490,41 @@ impl PlannedService {
         self.mode.ip_protocol()
     }
 
+    /// The service's SERVICES entry: its listen address, port and protocol, and what the
+    /// program does with its packets (forward by its Maglev table, or pass to the proxy).
+    pub fn kernel_entry(&self) -> (ServiceKey, ServiceValue) {
+        (
+            ServiceKey::new(self.listen.ip().octets(), self.listen.port(), self.proto()),
+            ServiceValue {
+                id: self.id,
+                mode: if self.mode.is_l4() {
+                    ServiceMode::Forward as u32
+                } else {
+                    ServiceMode::Proxy as u32
+                },
+                ring: self.ring.unwrap_or(0),
+            },
+        )
+    }
+
+    /// Fails, naming the service's backends, when `backend` is not one of them (what an
+    /// operator's command about a backend answers to a typo).
+    pub fn require_backend(&self, backend: SocketAddrV4) -> anyhow::Result<()> {
+        if self.backends.iter().any(|b| b.address == backend) {
+            return Ok(());
+        }
+        let known: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        anyhow::bail!(
+            "service {} has no backend {backend}; its backends: {}",
+            self.name,
+            known.join(", ")
+        )
+    }
+
     /// The Maglev table over the backends for which `up` says yes; lookups return indices into
     /// `self.backends`. A backend's identity is its `address:port` text, the same on every node.
     pub fn maglev(&self, up: impl Fn(SocketAddrV4) -> bool) -> Maglev {
@@ -929,20 +964,7 @@ backends = ["198.18.0.102:53"]
         let services = plan
             .services
             .iter()
-            .map(|s| {
-                (
-                    ServiceKey::new(s.listen.ip().octets(), s.listen.port(), s.proto()),
-                    ServiceValue {
-                        id: s.id,
-                        mode: if s.mode.is_l4() {
-                            ServiceMode::Forward as u32
-                        } else {
-                            ServiceMode::Proxy as u32
-                        },
-                        ring: s.ring.unwrap_or(0),
-                    },
-                )
-            })
+            .map(PlannedService::kernel_entry)
             .collect();
         let backends = plan
             .l4_services()

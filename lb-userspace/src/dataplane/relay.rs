@@ -122,6 +122,15 @@ impl RelayBackend {
 }
 
 impl Backends {
+    /// The same backends with the table `health` (health and drains) gives now.
+    fn with_table_from(&self, health: &HealthView) -> Backends {
+        Backends {
+            maglev: health.new_flow_table(&self.planned),
+            planned: self.planned.clone(),
+            slots: self.slots.clone(),
+        }
+    }
+
     /// `planned`'s backends with the slots of `previous` (by service name, mode and address)
     /// where there are some, and the table over those `health` says are up.
     fn new(
@@ -286,11 +295,7 @@ impl RelayDataplane {
         }
         info!(service, %backend, up, "L4 backend {}; rebuilding the relay's Maglev table", if up { "up" } else { "down" });
         current.slots[index].up.store(up, Ordering::Release);
-        relay.replace(Backends {
-            maglev: state.health.new_flow_table(&current.planned),
-            planned: current.planned.clone(),
-            slots: current.slots.clone(),
-        });
+        relay.replace(current.with_table_from(&state.health));
     }
 
     fn apply_drain(
@@ -309,30 +314,10 @@ impl RelayDataplane {
             return Ok(false);
         };
         let current = relay.current();
-        if !current
-            .planned
-            .backends
-            .iter()
-            .any(|b| b.address == backend)
-        {
-            let known: Vec<String> = current
-                .planned
-                .backends
-                .iter()
-                .map(|b| b.address.to_string())
-                .collect();
-            anyhow::bail!(
-                "service {service} has no backend {backend}; its backends: {}",
-                known.join(", ")
-            );
-        }
+        current.planned.require_backend(backend)?;
         if state.health.set_drained(service, backend, drained) {
             info!(service, %backend, drained, "L4 backend {}; rebuilding the relay's Maglev table", if drained { "drained (no new connections)" } else { "back in rotation" });
-            relay.replace(Backends {
-                maglev: state.health.new_flow_table(&current.planned),
-                planned: current.planned.clone(),
-                slots: current.slots.clone(),
-            });
+            relay.replace(current.with_table_from(&state.health));
         }
         Ok(true)
     }
