@@ -129,21 +129,17 @@ struct Row {
 }
 
 pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release");
-    for tool in [
-        "/usr/sbin/trafgen",
-        "/usr/bin/wrk",
-        "/usr/sbin/haproxy",
-        "/usr/sbin/nft",
-        "/usr/sbin/bpftool",
-    ] {
-        if !Path::new(tool).is_file() {
-            bail!("{tool} is missing: `cargo xtask setup` installs netsniff-ng, wrk, haproxy, nftables and bpftool");
-        }
-    }
+    let target = crate::bench_report::release_dir(root);
+    crate::bench_report::require_tools(
+        &[
+            "/usr/sbin/trafgen",
+            "/usr/bin/wrk",
+            "/usr/sbin/haproxy",
+            "/usr/sbin/nft",
+            "/usr/sbin/bpftool",
+        ],
+        "netsniff-ng, wrk, haproxy, nftables and bpftool",
+    )?;
     let tandem = target.join("tandem");
     std::env::set_var("TANDEM_BIN", &tandem);
     std::env::set_var("TANDEM_ECHO_BIN", target.join("tandem-echo"));

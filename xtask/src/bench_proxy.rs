@@ -63,15 +63,11 @@ struct Measured {
 }
 
 pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release");
-    for tool in ["/usr/bin/wrk", "/usr/sbin/haproxy", "/usr/sbin/nginx"] {
-        if !Path::new(tool).is_file() {
-            bail!("{tool} is missing: cargo xtask setup installs wrk, haproxy and nginx-light");
-        }
-    }
+    let target = crate::bench_report::release_dir(root);
+    crate::bench_report::require_tools(
+        &["/usr/bin/wrk", "/usr/sbin/haproxy", "/usr/sbin/nginx"],
+        "wrk, haproxy and nginx-light",
+    )?;
     let tandem = target.join("tandem");
     let echo = target.join("tandem-echo");
     let run_for = Duration::from_secs(seconds.max(1));

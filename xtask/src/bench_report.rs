@@ -58,3 +58,21 @@ fn machine_line() -> String {
         kernel.trim()
     )
 }
+
+/// Where `cargo xtask build --release` put the binaries a benchmark runs.
+pub fn release_dir(root: &Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release")
+}
+
+/// Fails, naming what `cargo xtask setup` installs, when a peer or tool is missing.
+pub fn require_tools(tools: &[&str], installs: &str) -> anyhow::Result<()> {
+    for tool in tools {
+        if !Path::new(tool).is_file() {
+            anyhow::bail!("{tool} is missing: `cargo xtask setup` installs {installs}");
+        }
+    }
+    Ok(())
+}
