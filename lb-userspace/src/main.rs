@@ -71,8 +71,9 @@ enum Command {
     ///
     /// Prints what changed. The daemon validates the file first: on an error it keeps
     /// running the previous config, and this command prints the error (FILE:LINE:COL) and
-    /// exits 1. Settings outside the services ([node], [[vrrp]], [proxy], [replication]) need
-    /// a restart; a reload that changes them is refused. Open connections are not dropped.
+    /// exits 1. Services, backends and VRRP priorities change live; other settings ([node],
+    /// the rest of [[vrrp]], [proxy], [replication]) need a restart, and a reload that changes
+    /// them is refused. Open connections are not dropped.
     Reload {
         /// Print the daemon's answer as JSON.
         #[arg(long)]

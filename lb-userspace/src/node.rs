@@ -141,6 +141,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
     };
     let reloader = Arc::new(Reloader {
         path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        instances: instances.clone(),
         running: tokio::sync::Mutex::new((config.clone(), l4_health)),
         proxy: Arc::downgrade(&proxy),
         dataplane: dataplane.clone(),

@@ -3,9 +3,11 @@
 //! A reload reads the config file again and either applies all of it or none of it:
 //! 1. the file is validated as `tandem check` does; an error (FILE:LINE:COL) leaves the node
 //!    as it was and goes back to whoever asked;
-//! 2. a reload changes services and their backends only. A change anywhere else (`[node]`,
-//!    `[[vrrp]]`, `[proxy]`, `[replication]`) needs a restart: the reload is refused and says
-//!    which settings differ, so the running node never runs half of a file;
+//! 2. a reload changes services and their backends, and the priority of a VRRP instance (as
+//!    keepalived's reload does: lowering the master's priority below its peer's hands the VIP
+//!    over). A change anywhere else (`[node]`, the rest of `[[vrrp]]`, `[proxy]`,
+//!    `[replication]`) needs a restart: the reload is refused and says which settings differ,
+//!    so the running node never runs half of a file;
 //! 3. everything that can still fail is done before anything changes: the data plane checks
 //!    that the services fit its maps, the proxy loads certificates and binds new addresses;
 //! 4. then it applies: the proxy's routes (open connections keep going; their next request
@@ -53,7 +55,19 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     }
     for old in &running.vrrp {
         match new.vrrp.iter().find(|n| n.name == old.name) {
-            Some(new) => diff_section(&format!("[[vrrp]] {}", old.name), old, new, &mut changes),
+            Some(new) => {
+                // The priority changes live (see `priority_changes`), except the owner's.
+                let mut same_priority = new.clone();
+                if old.priority != 255 && new.priority != 255 {
+                    same_priority.priority = old.priority;
+                }
+                diff_section(
+                    &format!("[[vrrp]] {}", old.name),
+                    old,
+                    &same_priority,
+                    &mut changes,
+                );
+            }
             None => changes.push(format!("[[vrrp]] {} removed", old.name)),
         }
     }
@@ -63,6 +77,19 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         }
     }
     changes
+}
+
+/// The VRRP instances whose priority a reload to `new` changes: (name, before, after). Only
+/// meaningful once [`restart_only_changes`] found nothing.
+pub fn priority_changes(running: &Config, new: &Config) -> Vec<(String, u8, u8)> {
+    running
+        .vrrp
+        .iter()
+        .filter_map(|old| {
+            let new = new.vrrp.iter().find(|n| n.name == old.name)?;
+            (new.priority != old.priority).then(|| (old.name.clone(), old.priority, new.priority))
+        })
+        .collect()
 }
 
 /// What a reload to `new` does to the services, one line per change.
@@ -245,6 +272,8 @@ impl L4Health {
 /// SIGHUP and on `tandem reload`.
 pub struct Reloader {
     pub path: PathBuf,
+    /// The VRRP instances, whose priority a reload may change.
+    pub instances: Vec<crate::vrrp::instance::InstanceHandle>,
     pub running: tokio::sync::Mutex<(Config, L4Health)>,
     pub proxy: Weak<ProxyHandle>,
     pub dataplane: Arc<dyn Dataplane>,
@@ -277,7 +306,13 @@ impl Reloader {
                 restart.join("\n  ")
             ));
         }
-        let changes = service_changes(&running.0, &new);
+        let priorities = priority_changes(&running.0, &new);
+        let mut changes = service_changes(&running.0, &new);
+        changes.extend(
+            priorities.iter().map(|(name, before, after)| {
+                format!("[[vrrp]] {name} priority: {before} -> {after}")
+            }),
+        );
         let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
         if changes.is_empty() {
             // The same services; certificates are still read again (they may have been renewed).
@@ -299,6 +334,11 @@ impl Reloader {
             failures.push(format!("updating the data plane: {err:#}"));
         }
         running.1.apply(&new, &self.dataplane, &self.shutdown);
+        for (name, _, after) in &priorities {
+            if let Some(instance) = self.instances.iter().find(|i| i.name() == name) {
+                instance.set_priority(*after);
+            }
+        }
         for change in &changes {
             info!(config = %self.path.display(), "reload: {change}");
         }
@@ -348,16 +388,22 @@ mod tests {
     }
 
     #[test]
-    fn node_and_vrrp_settings_are_named_as_needing_a_restart() {
+    fn node_settings_need_a_restart_and_a_vrrp_priority_changes_live() {
         let running = config("lb1", 101, WEB);
         let new = config("lb9", 90, WEB);
-        let changes = restart_only_changes(&running, &new);
         assert_eq!(
-            changes,
-            vec![
-                "[node] name: \"lb1\" -> \"lb9\"".to_owned(),
-                "[[vrrp]] VI_1 priority: 101 -> 90".to_owned(),
-            ]
+            restart_only_changes(&running, &new),
+            vec!["[node] name: \"lb1\" -> \"lb9\"".to_owned()]
+        );
+        assert_eq!(
+            priority_changes(&running, &new),
+            vec![("VI_1".to_owned(), 101, 90)]
+        );
+        // Becoming (or ceasing to be) the address owner changes how the instance starts.
+        let owner = config("lb1", 255, WEB);
+        assert_eq!(
+            restart_only_changes(&running, &owner),
+            vec!["[[vrrp]] VI_1 priority: 101 -> 255".to_owned()]
         );
     }
 

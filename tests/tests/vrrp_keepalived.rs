@@ -182,3 +182,43 @@ fn wait_for_sole_master_of_client(lab: &Lab, host: &str) -> anyhow::Result<Durat
             && tandem_lab::pair::neighbour_mac(client, VIP) == Some(mac)
     })
 }
+
+/// The maintenance move keepalived operators make with a reload: lower the master's priority
+/// below the backup's and the VIP moves over; raise it again and it comes back (preemption).
+/// Here the master is Tandem, changed with `tandem reload`, and the backup is keepalived.
+#[test]
+fn lowering_tandems_priority_by_reload_hands_the_vip_to_keepalived_and_raising_it_takes_it_back() {
+    let lab = Lab::new().expect("lab");
+    let backup = Keepalived::start(&lab, lab.host(LB2), &VrrpSettings::new(3, 100))
+        .expect("start keepalived");
+    let lb1 = lab.host(LB1);
+    let config_at = |priority| TandemNode::vrrp_config(&lab, lb1, &VrrpSettings::new(3, priority));
+    let master = TandemNode::start(&lab, lb1, &config_at(101)).expect("start tandem");
+    let converged = |host: &str| {
+        if let Err(err) = wait_for_sole_master(&lab, host, CONVERGE) {
+            panic!(
+                "{err:#}: holders {:?}\n{}\n----\n{}",
+                holders(&lab, VIP),
+                master.log_text(),
+                backup.log_text()
+            );
+        }
+    };
+    converged(LB1);
+
+    let lowered = master.reload(&config_at(90)).expect("tandem reload");
+    let said = String::from_utf8_lossy(&lowered.stdout);
+    assert!(
+        lowered.status.success() && said.contains("[[vrrp]] VI_1 priority: 101 -> 90"),
+        "{said}{}",
+        String::from_utf8_lossy(&lowered.stderr)
+    );
+    converged(LB2);
+    let status = master.status().expect("status");
+    assert_eq!(status["vrrp"][0]["configured_priority"], 90, "{status:#}");
+    assert_eq!(status["vrrp"][0]["state"], "backup", "{status:#}");
+
+    let raised = master.reload(&config_at(110)).expect("tandem reload");
+    assert!(raised.status.success());
+    converged(LB1);
+}

@@ -213,3 +213,39 @@ fn failing_weight_0_track_script_means_fault_and_notify_hears_every_transition()
         node.log_text()
     );
 }
+
+/// CPU time (user + system) the process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the node's stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// A master with nothing to track sends its adverts and otherwise sleeps. (It once spun a
+/// core: its select loop kept polling the closed tracker channel, ready at once every time.)
+#[test]
+fn an_idle_master_without_trackers_does_not_spin() {
+    let lab = Lab::new().expect("lab");
+    let lb1 = lab.host(LB1);
+    let config = TandemNode::vrrp_config(&lab, lb1, &VrrpSettings::new(3, 101));
+    let node = TandemNode::start(&lab, lb1, &config).expect("start");
+    wait_until(Duration::from_secs(10), "lb1 to hold the VIP", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+    let before = cpu_time(node.process.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_time(node.process.pid()) - before;
+    // A busy loop uses the whole 3 s; adverts, probes and timers use a few milliseconds.
+    assert!(
+        used < Duration::from_millis(500),
+        "the idle node used {used:?} of CPU in 3 s"
+    );
+}

@@ -58,8 +58,11 @@ pub struct InstanceStatus {
 /// A running instance: its status, readable at any time.
 #[derive(Clone)]
 pub struct InstanceHandle {
+    name: String,
     status: Arc<Mutex<InstanceStatus>>,
     state: watch::Receiver<State>,
+    /// The configured priority, which a reload may change.
+    priority: Arc<watch::Sender<u8>>,
 }
 
 impl InstanceHandle {
@@ -73,6 +76,18 @@ impl InstanceHandle {
     /// Follows the instance's state (tests and the metrics use it).
     pub fn state(&self) -> watch::Receiver<State> {
         self.state.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A reload changed the configured priority (1..=254; the owner's 255 needs a restart):
+    /// the effective priority follows at once (trackers' weights applied), and the next
+    /// adverts carry it, so lowering the master's priority below its peer's hands the VIP
+    /// over as keepalived's reload does.
+    pub fn set_priority(&self, priority: u8) {
+        self.priority.send_replace(priority);
     }
 }
 
@@ -152,6 +167,7 @@ pub async fn start(
         transitions: 0,
     }));
     let (state_tx, state_rx) = watch::channel(machine.state());
+    let (priority_tx, priority_rx) = watch::channel(config.priority);
     let weights: Vec<i32> = config.track.iter().map(|track| track.weight()).collect();
     for warning in priority::weight_warnings(
         &config.name,
@@ -189,12 +205,18 @@ pub async fn start(
         weights,
         peer_priority: None,
         trackers,
+        trackers_open: true,
+        configured: priority_rx,
+        configured_open: true,
     };
+    let shell_name = shell.config.name.clone();
     let task = tokio::spawn(shell.run(shutdown));
     Ok((
         InstanceHandle {
+            name: shell_name,
             status,
             state: state_rx,
+            priority: Arc::new(priority_tx),
         },
         task,
     ))
@@ -222,6 +244,10 @@ struct Shell {
     /// The last non-zero priority heard from a peer.
     peer_priority: Option<u8>,
     trackers: watch::Receiver<Vec<TrackerState>>,
+    trackers_open: bool,
+    /// The configured priority as the last reload set it.
+    configured: watch::Receiver<u8>,
+    configured_open: bool,
 }
 
 impl Shell {
@@ -252,8 +278,27 @@ impl Shell {
                         self.announce("second burst after garp_master_delay");
                     }
                 }
-                changed = self.trackers.changed() => {
+                // With no tracker (or once every tracker task ended) the channel is closed and
+                // `changed` would be ready at once, every time: a busy loop that also starves
+                // the branches below it. Stop polling it then.
+                changed = self.trackers.changed(), if self.trackers_open => {
+                    self.trackers_open = changed.is_ok();
                     if changed.is_ok() {
+                        self.apply_trackers(Instant::now()).await;
+                    }
+                }
+                changed = self.configured.changed(), if self.configured_open => {
+                    // Every handle gone (a test that keeps none): nothing will change it.
+                    self.configured_open = changed.is_ok();
+                    if changed.is_ok() {
+                        let priority = *self.configured.borrow_and_update();
+                        info!(
+                            instance = self.config.name,
+                            "configured priority {} -> {priority} (reload)",
+                            self.config.priority
+                        );
+                        self.config.priority = priority;
+                        self.lock_status().configured_priority = priority;
                         self.apply_trackers(Instant::now()).await;
                     }
                 }
