@@ -83,6 +83,15 @@ impl L4Lab {
             servers.push(WhoServer::start(host, TCP_PORT, Some(VIP), name).expect("who server"));
             servers.push(WhoServer::start(host, UDP_PORT, Some(VIP), name).expect("who server"));
         }
+        // The tests pick fixed client ports from 42000 up (so that Maglev's choice for them
+        // is known); the kernel's own ephemeral ports stay below, else a kept-open connection
+        // may hold a port a test then binds (connect fails with EADDRNOTAVAIL).
+        lab.host(CLIENT)
+            .run(
+                "sysctl",
+                &["-q", "-w", "net.ipv4.ip_local_port_range=32768 41999"],
+            )
+            .expect("the client's ephemeral port range");
         let client = NetnsRuntime::new(lab.host(CLIENT)).expect("client runtime");
         L4Lab {
             lab,
