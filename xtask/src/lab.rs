@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tandem_lab::l4::{make_dsr_backend, WhoServer};
-use tandem_lab::pair::{holders, TandemNode, VrrpSettings};
+use tandem_lab::pair::{holders, wait_for_sole_master, TandemNode, VrrpSettings};
 use tandem_lab::{Apache, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP};
 
 const L4_PORT: u16 = 7000;
@@ -98,6 +98,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         ],
         backends: [first, second],
     };
+    // The tour starts once the pair has elected lb1, so its first command sees a master.
+    println!("waiting for the pair to elect lb1 (master down interval: about 3.6 s)...");
+    match wait_for_sole_master(&lab, LB1, Duration::from_secs(20)) {
+        Ok(took) => println!("lb1 holds the VIP {VIP} after {:.1} s", took.as_secs_f64()),
+        Err(err) => println!("{err:#}; `status` shows each node's state and last log lines"),
+    }
     tour(&lab, &pair);
 
     let (lines_tx, lines) = mpsc::channel::<String>();
@@ -220,6 +226,26 @@ fn command(lab: &Lab, pair: &mut Pair, line: &str) -> bool {
                                 vrrp["effective_priority"],
                                 vrrp["master"].as_str().unwrap_or("unknown")
                             );
+                            // What this node's proxy thinks of the backends.
+                            for service in status["services"].as_array().into_iter().flatten() {
+                                let backends: Vec<String> = service["backends"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|b| {
+                                        format!(
+                                            "{} {}",
+                                            b["address"].as_str().unwrap_or("?"),
+                                            if b["up"] == true { "up" } else { "down" }
+                                        )
+                                    })
+                                    .collect();
+                                println!(
+                                    "    {}: {}",
+                                    service["name"].as_str().unwrap_or("?"),
+                                    backends.join(", ")
+                                );
+                            }
                         }
                         Err(err) => {
                             let log = node.log_text();
