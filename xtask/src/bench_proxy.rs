@@ -117,7 +117,10 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
             );
             h2_results.push((proxy, size, measured));
         }
-        peak_rss.push((proxy, tree_peak_rss_kib(process.pid())));
+        peak_rss.push((
+            proxy,
+            crate::process_tree::kib(process.pid(), crate::process_tree::Memory::PeakResident),
+        ));
         process
             .terminate(Duration::from_secs(5))
             .with_context(|| format!("stopping {}", proxy.name()))?;
@@ -394,28 +397,6 @@ fn milliseconds(value: &str) -> anyhow::Result<f64> {
         .parse::<f64>()
         .with_context(|| format!("latency {value:?}"))?
         * factor)
-}
-
-/// Peak resident memory (VmHWM) of `pid` and its children (nginx's workers), in KiB.
-fn tree_peak_rss_kib(pid: u32) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![pid];
-    while let Some(pid) = pending.pop() {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        let children =
-            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        pending.extend(
-            children
-                .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok()),
-        );
-    }
-    total
 }
 
 fn render(

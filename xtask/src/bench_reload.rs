@@ -26,7 +26,7 @@
 //! machine; the counts of closed connections and failed requests are the point, not the
 //! absolute request rates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read as _, Write as _};
@@ -355,7 +355,10 @@ fn measure(
             while !stop_sampling.load(Ordering::Relaxed)
                 && started.elapsed() < run_for + EFFECT_LIMIT + Duration::from_secs(10)
             {
-                peak = peak.max(tree_rss_kib(c.pid));
+                peak = peak.max(crate::process_tree::kib(
+                    c.pid,
+                    crate::process_tree::Memory::Resident,
+                ));
                 thread::sleep(RSS_SAMPLE);
             }
             peak
@@ -683,42 +686,6 @@ fn time_to_effect(client: &Host, target: SocketAddrV4, since: Instant) -> Option
         thread::sleep(EFFECT_POLL);
     }
     None
-}
-
-/// Resident memory (VmRSS) of `root` and all its descendants (old and new workers), in KiB.
-fn tree_rss_kib(root: u32) -> u64 {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut total = 0;
-    let mut pending = vec![root];
-    while let Some(pid) = pending.pop() {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        pending.extend(children.get(&pid).into_iter().flatten());
-    }
-    total
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -12,6 +12,7 @@ mod bench_reload;
 mod bench_report;
 mod fuzz;
 mod lab;
+mod process_tree;
 mod setup;
 
 use std::path::{Path, PathBuf};

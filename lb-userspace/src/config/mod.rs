@@ -28,6 +28,7 @@ mod tests;
 use std::path::Path;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
+pub use model::no_such_backend;
 pub use model::{
     AccessLog, AccessLogLevel, Backend, Balance, BuiltinCheck, CertificateFiles, Config,
     DataplaneMode, HealthCheck, HealthKind, LogTarget, Node, ProxySettings, Replication, Service,

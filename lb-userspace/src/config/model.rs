@@ -425,3 +425,17 @@ pub(super) mod duration_text {
         serializer.collect_str(&humantime::format_duration(*duration))
     }
 }
+
+/// What a command about a backend (`tandem drain`, `tandem enable`) answers when service
+/// `service` has no backend `backend`: the backends it does have, to pick from.
+pub fn no_such_backend(
+    service: &str,
+    backend: SocketAddrV4,
+    known: impl IntoIterator<Item = SocketAddrV4>,
+) -> String {
+    let known: Vec<String> = known.into_iter().map(|b| b.to_string()).collect();
+    format!(
+        "service {service} has no backend {backend}; its backends: {}",
+        known.join(", ")
+    )
+}

@@ -513,16 +513,11 @@ impl PlannedService {
         if self.backends.iter().any(|b| b.address == backend) {
             return Ok(());
         }
-        let known: Vec<String> = self
-            .backends
-            .iter()
-            .map(|b| b.address.to_string())
-            .collect();
-        anyhow::bail!(
-            "service {} has no backend {backend}; its backends: {}",
-            self.name,
-            known.join(", ")
-        )
+        anyhow::bail!(config::no_such_backend(
+            &self.name,
+            backend,
+            self.backends.iter().map(|b| b.address)
+        ))
     }
 
     /// The Maglev table over the backends for which `up` says yes; lookups return indices into

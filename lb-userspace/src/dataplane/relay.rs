@@ -78,6 +78,16 @@ struct State {
     listener_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl State {
+    /// The L4 service named `name`.
+    fn service(&self, name: &str) -> Option<Arc<RelayService>> {
+        self.services
+            .iter()
+            .find(|s| s.current().planned.name == name)
+            .cloned()
+    }
+}
+
 /// One L4 service: where it listens, and its current backends and table.
 struct RelayService {
     listen: SocketAddrV4,
@@ -273,12 +283,7 @@ impl RelayDataplane {
 
     fn apply_backend(&self, service: &str, backend: SocketAddrV4, up: bool) {
         let mut state = self.state();
-        let Some(relay) = state
-            .services
-            .iter()
-            .find(|s| s.current().planned.name == service)
-            .cloned()
-        else {
+        let Some(relay) = state.service(service) else {
             return;
         };
         let current = relay.current();
@@ -305,12 +310,7 @@ impl RelayDataplane {
         drained: bool,
     ) -> anyhow::Result<bool> {
         let mut state = self.state();
-        let Some(relay) = state
-            .services
-            .iter()
-            .find(|s| s.current().planned.name == service)
-            .cloned()
-        else {
+        let Some(relay) = state.service(service) else {
             return Ok(false);
         };
         let current = relay.current();

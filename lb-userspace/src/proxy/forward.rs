@@ -9,8 +9,8 @@
 //! candidate left: 503. A backend that does not start answering within `backend_timeout`: 504.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
@@ -52,12 +52,16 @@ pub struct ServiceEntry {
 }
 
 /// One listening address. What a reload may change behind it is in [`Routes`], swapped whole:
-/// a connection reads the current routes for each request, so a reload applies to the next
-/// request of a connection that stays open.
+/// a connection checks `generation` for each request and takes the new routes when it moved,
+/// so a reload applies to the next request of a connection that stays open. (The check is a
+/// plain load: the entry is shared by every worker, and taking its lock or cloning its routes
+/// on every request would write to a cache line all of them read.)
 pub struct ListenerEntry {
     pub addr: SocketAddrV4,
     pub port_header: HeaderValue,
     routes: RwLock<Arc<Routes>>,
+    /// Bumped by every `replace_routes`, after the routes are in place.
+    generation: AtomicU64,
     /// Requests no service took, and requests refused before routing (400/431/501).
     pub unrouted: Counters,
     /// Cancelled when a reload removes the address: the accept loops stop and close their
@@ -79,6 +83,7 @@ impl ListenerEntry {
             addr,
             port_header: HeaderValue::from(addr.port()),
             routes: RwLock::new(routes),
+            generation: AtomicU64::new(0),
             unrouted: Counters::default(),
             closed: CancellationToken::new(),
         }
@@ -92,6 +97,15 @@ impl ListenerEntry {
     /// A reload's new routes; requests already routed finish with the old ones.
     pub fn replace_routes(&self, routes: Arc<Routes>) {
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The routes with the generation they are at least as new as.
+    fn current(&self) -> (u64, Arc<Routes>) {
+        // Generation first: routes read after it are that new or newer (a newer pair is
+        // simply taken again at the next request).
+        let generation = self.generation.load(Ordering::Acquire);
+        (generation, self.routes())
     }
 
     /// Whether new connections get TLS.
@@ -104,10 +118,42 @@ impl ListenerEntry {
 pub struct Connection {
     pub engine: Arc<Engine>,
     pub listener: Arc<ListenerEntry>,
+    /// The listener's routes as this connection last saw them (see [`ListenerEntry`]).
+    routes: Mutex<(u64, Arc<Routes>)>,
     /// Whether this connection came over TLS (for X-Forwarded-Proto).
     pub https: bool,
     pub client: SocketAddr,
     pub activity: Arc<ConnActivity>,
+}
+
+impl Connection {
+    pub fn new(
+        engine: Arc<Engine>,
+        listener: Arc<ListenerEntry>,
+        https: bool,
+        client: SocketAddr,
+        activity: Arc<ConnActivity>,
+    ) -> Connection {
+        let routes = Mutex::new(listener.current());
+        Connection {
+            engine,
+            listener,
+            routes,
+            https,
+            client,
+            activity,
+        }
+    }
+
+    /// The service for `host` and `path` under the routes in force.
+    fn select(&self, host: Option<&str>, path: &str) -> Option<Arc<ServiceEntry>> {
+        let mut seen = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0 != self.listener.generation.load(Ordering::Acquire) {
+            *seen = self.listener.current();
+        }
+        let routes = &seen.1;
+        dispatch::select(&routes.rules, host, path).map(|index| Arc::clone(&routes.services[index]))
+    }
 }
 
 /// What the access log and the counters need once the response is over.
@@ -162,10 +208,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         return response;
     }
 
-    let routes = conn.listener.routes();
-    let selected = dispatch::select(&routes.rules, host.as_deref(), parts.uri.path())
-        .map(|index| Arc::clone(&routes.services[index]));
-    drop(routes);
+    let selected = conn.select(host.as_deref(), parts.uri.path());
     if conn.engine.access_log.enabled() {
         done.log = Some((
             conn.engine.access_log.clone(),

@@ -213,27 +213,36 @@ impl ProxyHandle {
             .clone()
     }
 
-    /// Counters of every service and listener.
-    pub fn stats(&self) -> ProxyStats {
-        let listeners = self.listeners();
-        let services = listeners
+    /// Every HTTP service in force, with the address it is served on, in config order.
+    fn service_entries(&self) -> Vec<(SocketAddrV4, Arc<ServiceEntry>)> {
+        self.listeners()
             .iter()
             .flat_map(|listener| {
-                listener
-                    .routes()
+                let routes = listener.routes();
+                routes
                     .services
                     .iter()
-                    .map(|service| ServiceStats {
-                        name: service.name.to_string(),
-                        listen: listener.addr,
-                        requests: service.counters.snapshot(),
-                        errors: service.counters.errors.load(Ordering::Relaxed),
-                        in_flight: service.counters.in_flight.load(Ordering::Relaxed),
-                    })
+                    .map(|service| (listener.addr, Arc::clone(service)))
                     .collect::<Vec<_>>()
             })
+            .collect()
+    }
+
+    /// Counters of every service and listener.
+    pub fn stats(&self) -> ProxyStats {
+        let services = self
+            .service_entries()
+            .into_iter()
+            .map(|(listen, service)| ServiceStats {
+                name: service.name.to_string(),
+                listen,
+                requests: service.counters.snapshot(),
+                errors: service.counters.errors.load(Ordering::Relaxed),
+                in_flight: service.counters.in_flight.load(Ordering::Relaxed),
+            })
             .collect();
-        let listeners = listeners
+        let listeners = self
+            .listeners()
             .iter()
             .map(|listener| ListenerStats {
                 listen: listener.addr,
@@ -253,52 +262,36 @@ impl ProxyHandle {
     /// Each HTTP service as `tandem status` shows it: the policy's view (backends, health,
     /// sessions) with the engine's counters.
     pub fn service_status(&self) -> Vec<serde_json::Value> {
-        self.listeners()
-            .iter()
-            .flat_map(|listener| {
-                listener
-                    .routes()
-                    .services
-                    .iter()
-                    .map(|service| {
-                        let mut value =
-                            serde_json::to_value(service.upstream.status()).unwrap_or_default();
-                        if let Some(fields) = value.as_object_mut() {
-                            fields.insert("name".into(), service.name.to_string().into());
-                            fields.insert("listen".into(), listener.addr.to_string().into());
-                            fields.insert(
-                                "requests".into(),
-                                serde_json::to_value(service.counters.snapshot())
-                                    .unwrap_or_default(),
-                            );
-                            fields.insert(
-                                "errors".into(),
-                                service.counters.errors.load(Ordering::Relaxed).into(),
-                            );
-                        }
-                        value
-                    })
-                    .collect::<Vec<_>>()
+        self.service_entries()
+            .into_iter()
+            .map(|(listen, service)| {
+                let mut value = serde_json::to_value(service.upstream.status()).unwrap_or_default();
+                if let Some(fields) = value.as_object_mut() {
+                    fields.insert("name".into(), service.name.to_string().into());
+                    fields.insert("listen".into(), listen.to_string().into());
+                    fields.insert(
+                        "requests".into(),
+                        serde_json::to_value(service.counters.snapshot()).unwrap_or_default(),
+                    );
+                    fields.insert(
+                        "errors".into(),
+                        service.counters.errors.load(Ordering::Relaxed).into(),
+                    );
+                }
+                value
             })
             .collect()
     }
 
     /// Each HTTP service's policy view and counters, typed (for the metrics).
     pub fn service_snapshots(&self) -> Vec<ServiceSnapshot> {
-        self.listeners()
-            .iter()
-            .flat_map(|listener| {
-                listener
-                    .routes()
-                    .services
-                    .iter()
-                    .map(|service| ServiceSnapshot {
-                        upstream: service.upstream.status(),
-                        requests: service.counters.snapshot(),
-                        errors: service.counters.errors.load(Ordering::Relaxed),
-                        latency: service.counters.latency.snapshot(),
-                    })
-                    .collect::<Vec<_>>()
+        self.service_entries()
+            .into_iter()
+            .map(|(_, service)| ServiceSnapshot {
+                upstream: service.upstream.status(),
+                requests: service.counters.snapshot(),
+                errors: service.counters.errors.load(Ordering::Relaxed),
+                latency: service.counters.latency.snapshot(),
             })
             .collect()
     }
@@ -312,32 +305,18 @@ impl ProxyHandle {
         backend: SocketAddrV4,
         drained: bool,
     ) -> Result<bool, String> {
-        let listeners = self.listeners();
-        let found = listeners.iter().find_map(|listener| {
-            listener
-                .routes()
-                .services
-                .iter()
-                .find(|entry| &*entry.name == service)
-                .cloned()
-        });
-        let Some(entry) = found else {
+        let Some((_, entry)) = self
+            .service_entries()
+            .into_iter()
+            .find(|(_, entry)| &*entry.name == service)
+        else {
             return Ok(false);
         };
         if entry.upstream.set_drained(backend, drained) {
             return Ok(true);
         }
-        let known: Vec<String> = entry
-            .upstream
-            .service()
-            .backends
-            .iter()
-            .map(|b| b.address.to_string())
-            .collect();
-        Err(format!(
-            "service {service} has no backend {backend}; its backends: {}",
-            known.join(", ")
-        ))
+        let known = entry.upstream.service().backends.iter().map(|b| b.address);
+        Err(crate::config::no_such_backend(service, backend, known))
     }
 
     /// The first step of a reload: builds what `config` needs (upstreams, TLS from the
@@ -347,10 +326,9 @@ impl ProxyHandle {
     /// the caller refuses a reload that changes them.
     pub fn prepare_reload(&self, config: &Config) -> anyhow::Result<PreparedReload> {
         let current: HashMap<Arc<str>, Arc<ServiceEntry>> = self
-            .listeners()
-            .iter()
-            .flat_map(|listener| listener.routes().services.clone())
-            .map(|entry| (Arc::clone(&entry.name), entry))
+            .service_entries()
+            .into_iter()
+            .map(|(_, entry)| (Arc::clone(&entry.name), entry))
             .collect();
         let routes = routes::prepare(config, &current, self.replicator.as_ref(), &self.shutdown);
         // Building an upstream registers it for replicated sessions: until the reload is
@@ -388,11 +366,7 @@ impl ProxyHandle {
             routes,
             mut new_sockets,
         } = reload;
-        let before: Vec<Arc<ServiceEntry>> = self
-            .listeners()
-            .iter()
-            .flat_map(|listener| listener.routes().services.clone())
-            .collect();
+        let before = self.service_entries();
         routes.start_checks();
         let mut listeners = Vec::with_capacity(routes.listeners.len());
         let current = self.listeners();
@@ -431,7 +405,7 @@ impl ProxyHandle {
         }
         *self.listeners.write().unwrap_or_else(|p| p.into_inner()) = listeners;
         let after = routes.services();
-        for entry in &before {
+        for (_, entry) in &before {
             if !after
                 .get(&entry.name)
                 .is_some_and(|kept| Arc::ptr_eq(kept, entry))

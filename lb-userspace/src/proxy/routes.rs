@@ -143,3 +143,28 @@ pub(super) fn prepare(
     }
     Ok(Prepared { listeners, fresh })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_are_built_for_http_services_only() {
+        let config = crate::config::parse(
+            "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n\n[[service]]\nname = \"web\"\n\
+             listen = \"198.18.0.99:80\"\nbackends = [\"198.18.0.102:80\"]\n\
+             session = { type = \"cookie\", id = \"JSESSIONID\" }\n\n[[service]]\nname = \"db\"\n\
+             mode = \"tcp\"\nlisten = \"198.18.0.99:5432\"\nbackends = [\"198.18.0.102:5432\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("loads")
+        .config;
+        let prepared =
+            prepare(&config, &HashMap::new(), None, &CancellationToken::new()).expect("prepare");
+        let services = prepared.services();
+        assert_eq!(services.len(), 1);
+        assert!(services.contains_key("web"));
+        assert!(!services.contains_key("db"));
+        assert_eq!(services["web"].upstream.status().service, "web");
+    }
+}

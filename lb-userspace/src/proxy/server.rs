@@ -537,13 +537,13 @@ async fn serve<I>(
         Arc::clone(&activity),
         on_reject,
     );
-    let connection = Arc::new(Connection {
-        engine: Arc::clone(&server.engine),
+    let connection = Arc::new(Connection::new(
+        Arc::clone(&server.engine),
         listener,
         https,
-        client: peer,
+        peer,
         activity,
-    });
+    ));
     let service = service_fn(move |request| {
         let connection = Arc::clone(&connection);
         async move { Ok::<_, Infallible>(forward::handle(connection, request).await) }

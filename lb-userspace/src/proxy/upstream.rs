@@ -12,8 +12,7 @@
 //!   backend;
 //! - replication ([`super::replicate`]): what is learned is sent to the peer node.
 //!
-//! [`Upstreams`] builds every HTTP service's upstream from a [`config::Config`] and starts
-//! their background tasks (probes, session sweeps, replication) in one call.
+//! [`super::routes`] builds every HTTP service's upstream from a [`config::Config`].
 //!
 //! INTERFACE NOTE: `new`, `service`, `spawn_health_checks`, `route`, `connect_failed` and
 //! `responded` are the contract with the HTTP engine; their signatures stay as they are.
@@ -719,61 +718,6 @@ fn lock(table: &Mutex<SessionTable>) -> MutexGuard<'_, SessionTable> {
     table
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Every HTTP service's upstream of one node, with the replication they share.
-#[derive(Debug, Default)]
-pub struct Upstreams {
-    upstreams: Vec<Arc<Upstream>>,
-    replicator: Option<Arc<Replicator>>,
-}
-
-impl Upstreams {
-    /// Builds the upstream of every `mode = "http"` service and, with `[replication]`, the
-    /// replicator they share. Nothing runs until [`Upstreams::spawn`].
-    pub fn new(config: &config::Config) -> Upstreams {
-        let replicator = config.replication.as_ref().map(Replicator::new);
-        let upstreams = config
-            .services
-            .iter()
-            .filter(|service| !service.mode.is_l4())
-            .map(|service| Upstream::with_replicator(service, replicator.clone()))
-            .collect();
-        Upstreams {
-            upstreams,
-            replicator,
-        }
-    }
-
-    /// Starts the health checks, session sweeps and replication; they stop when `shutdown` is
-    /// cancelled. Must be called inside a tokio runtime.
-    pub fn spawn(&self, shutdown: &CancellationToken) {
-        for upstream in &self.upstreams {
-            upstream.spawn_health_checks(shutdown.clone());
-        }
-        if let Some(replicator) = &self.replicator {
-            replicator.spawn(shutdown.clone());
-        }
-    }
-
-    /// The upstream of the service named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| u.service.name == name)
-    }
-
-    /// Every upstream, in config order.
-    pub fn all(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
-
-    pub fn replicator(&self) -> Option<&Arc<Replicator>> {
-        self.replicator.as_ref()
-    }
-
-    /// Every service's status, in config order.
-    pub fn status(&self) -> Vec<UpstreamStatus> {
-        self.upstreams.iter().map(|u| u.status()).collect()
-    }
 }
 
 #[cfg(test)]

@@ -302,22 +302,7 @@ struct Reader<'a, 'f> {
     /// `vrrp_script` blocks by name.
     scripts: HashMap<&'a str, &'a Directive>,
     /// Scripts translated so far, by their line: the block's own findings are listed once.
-    tracked: HashMap<usize, Option<ScriptDraft>>,
-}
-
-/// A `vrrp_script` as Tandem will run it.
-#[derive(Clone)]
-enum ScriptDraft {
-    /// The classic "is pound running" check: Tandem's built-in proxy check.
-    Proxy { weight: i32 },
-    Command {
-        script: String,
-        interval: Option<Duration>,
-        timeout: Option<Duration>,
-        rise: Option<u32>,
-        fall: Option<u32>,
-        weight: i32,
-    },
+    tracked: HashMap<usize, Option<TrackDraft>>,
 }
 
 impl<'a> Reader<'a, '_> {
@@ -776,30 +761,20 @@ impl<'a> Reader<'a, '_> {
                 draft
             }
         }?;
-        Some(match draft {
-            ScriptDraft::Proxy { weight: own } => TrackDraft::Proxy {
-                weight: weight.unwrap_or(own),
-            },
-            ScriptDraft::Command {
-                script,
-                interval,
-                timeout,
-                rise,
-                fall,
-                weight: own,
-            } => TrackDraft::Script {
-                script,
-                interval,
-                timeout,
-                rise,
-                fall,
-                weight: weight.unwrap_or(own),
-            },
-        })
+        let mut draft = draft;
+        // The instance's `weight` overrides the script's.
+        if let (
+            Some(instance_weight),
+            TrackDraft::Proxy { weight } | TrackDraft::Script { weight, .. },
+        ) = (weight, &mut draft)
+        {
+            *weight = instance_weight;
+        }
+        Some(draft)
     }
 
     /// A `vrrp_script` block, read the first time an instance tracks it.
-    fn script(&mut self, directive: &Directive) -> Option<ScriptDraft> {
+    fn script(&mut self, directive: &Directive) -> Option<TrackDraft> {
         let mut command = None;
         let mut interval = None;
         let mut timeout = None;
@@ -879,9 +854,9 @@ impl<'a> Reader<'a, '_> {
                      {{ builtin = \"proxy\" }}) does it from inside the daemon, continuously{ignored}"
                 ),
             );
-            return Some(ScriptDraft::Proxy { weight });
+            return Some(TrackDraft::Proxy { weight });
         }
-        Some(ScriptDraft::Command {
+        Some(TrackDraft::Script {
             script: command,
             interval,
             timeout,

@@ -581,23 +581,3 @@ fn status_counts_requests_and_sessions_per_backend() {
     assert_eq!(json["backends"][0]["address"], A);
     assert_eq!(json["backends"][0]["up"], true);
 }
-
-#[test]
-fn upstreams_are_built_for_http_services_only() {
-    let config = crate::config::parse(
-        "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n\n[[service]]\nname = \"web\"\n\
-         listen = \"198.18.0.99:80\"\nbackends = [\"198.18.0.102:80\"]\n\
-         session = { type = \"cookie\", id = \"JSESSIONID\" }\n\n[[service]]\nname = \"db\"\n\
-         mode = \"tcp\"\nlisten = \"198.18.0.99:5432\"\nbackends = [\"198.18.0.102:5432\"]\n\n\
-         [replication]\nlisten = \"198.18.0.100:7946\"\npeers = [\"198.18.0.101:7946\"]\n",
-        std::path::Path::new("t.toml"),
-    )
-    .expect("loads")
-    .config;
-    let upstreams = Upstreams::new(&config);
-    assert_eq!(upstreams.all().len(), 1);
-    assert!(upstreams.get("web").is_some());
-    assert!(upstreams.get("db").is_none());
-    assert!(upstreams.replicator().is_some());
-    assert_eq!(upstreams.status()[0].service, "web");
-}
