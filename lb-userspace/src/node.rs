@@ -267,10 +267,10 @@ async fn drain(
             "{backend:?} is not a backend address; give it as in the config, e.g. 198.18.0.102:80"
         ));
     };
-    let in_proxy = match proxy.upgrade() {
-        Some(proxy) => proxy.set_drained(service, address, drained),
-        None => return error("the node is stopping".to_owned()),
+    let Some(proxy) = proxy.upgrade() else {
+        return error("the node is stopping".to_owned());
     };
+    let in_proxy = proxy.set_drained(service, address, drained);
     let found = match in_proxy {
         Ok(true) => true,
         Ok(false) => match dataplane
@@ -283,7 +283,17 @@ async fn drain(
         Err(message) => return error(message),
     };
     if !found {
-        return error(format!("no service named {service:?} on this node"));
+        let known: Vec<String> = proxy
+            .stats()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .chain(dataplane.status().services.into_iter().map(|s| s.name))
+            .collect();
+        return error(format!(
+            "no service named {service:?} on this node; its services: {}",
+            known.join(", ")
+        ));
     }
     let message = if drained {
         format!(

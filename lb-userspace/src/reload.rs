@@ -294,7 +294,8 @@ impl Reloader {
         let mut running = self.running.lock().await;
         let loaded = config::load(&self.path).map_err(|diagnostics| {
             format!(
-                "the new configuration has errors; the node keeps running the previous one:\n{diagnostics}"
+                "the new configuration has errors; the node keeps running the previous one. \
+                 Fix them (`tandem check` shows the same) and reload again:\n{diagnostics}"
             )
         })?;
         let new = loaded.config;

@@ -112,7 +112,10 @@ fn a_drained_backend_keeps_its_sessions_gets_no_new_users_and_serves_again_after
         "{said}"
     );
     let (ok, said) = tandem(&node, "drain", "nosuch", &http1.addr().to_string());
-    assert!(!ok && said.contains("no service named"), "{said}");
+    assert!(
+        !ok && said.contains("no service named \"nosuch\"") && said.contains("its services: web"),
+        "an unknown service is refused with the node's services listed: {said}"
+    );
 
     let (ok, said) = tandem(&node, "enable", "web", &http1.addr().to_string());
     assert!(ok, "enable: {said}");

@@ -131,8 +131,9 @@ fn reloads_under_load_change_backends_without_failing_a_request_or_dropping_a_co
             node.config.display()
         );
         assert!(
-            stderr.contains("keeps running the previous one"),
-            "{stderr}"
+            stderr.contains("keeps running the previous one")
+                && stderr.contains("and reload again"),
+            "the error says the old config runs on and what to do: {stderr}"
         );
 
         // A setting only a restart can change: refused, saying which.
