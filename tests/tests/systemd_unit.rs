@@ -2,7 +2,8 @@
 //! tests run on, so the unit cannot be started here; `systemd-analyze verify` parses it as
 //! systemd would (unknown keys, bad values, missing executables) and `systemd-analyze
 //! security --offline` rates its sandboxing. The unit's program paths are pointed at the built
-//! binary and the repository's script, as an install would put them.
+//! binary and the repository's script, as an install would put them. unprivileged.rs runs the
+//! daemon with the unit's user model and capabilities.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -28,6 +28,7 @@ use lb_common::{
 use tracing::{info, warn};
 
 use super::link;
+use crate::capabilities::{self, Capability};
 
 /// Where bpffs is mounted on a standard system; mounted on demand when a pin directory is below it.
 const STANDARD_BPFFS: &str = "/sys/fs/bpf";
@@ -120,9 +121,15 @@ impl XdpError {
         let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = current {
             if let Some(io) = e.downcast_ref::<io::Error>() {
-                // Only EPERM: the verifier answers EACCES for a program it rejects, which is a
-                // bug in the program, not a missing capability.
-                permission |= io.raw_os_error() == Some(libc::EPERM);
+                // EPERM is a missing capability. The verifier answers EACCES for a program it
+                // rejects, which is a bug in the program, unless CAP_PERFMON is missing: then
+                // it refuses what only a perfmon-capable loader may do with the same EACCES
+                // ("pointer arithmetic with it prohibited for !root": our packet offsets).
+                permission |= match io.raw_os_error() {
+                    Some(libc::EPERM) => true,
+                    Some(libc::EACCES) => !capabilities::has(Capability::Perfmon),
+                    _ => false,
+                };
             }
             current = e.source();
         }

@@ -355,10 +355,19 @@ pub(super) fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> 
         socket.bind(&SocketAddr::V4(addr).into())?;
         socket.listen(LISTEN_BACKLOG)
     };
-    setup().with_context(|| {
-        format!(
-            "listening on {addr}: is another program using the port, or is the port privileged?"
-        )
+    setup().map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another program is using the port; stop it or \
+                                              choose another `listen`"
+            }
+            std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE (dist/tandem.service \
+                 grants it)"
+            }
+            _ => "is another program using the port?",
+        };
+        anyhow::Error::new(err).context(format!("listening on {addr}: {hint}"))
     })?;
     Ok(socket.into())
 }

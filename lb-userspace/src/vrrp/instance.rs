@@ -107,6 +107,15 @@ pub async fn start(
     resources: Resources,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(InstanceHandle, tokio::task::JoinHandle<()>)> {
+    // Without it the instance would become master and fail to add its VIP: a master that
+    // holds nothing, which is worse than a node that refuses to start.
+    if !crate::capabilities::has(crate::capabilities::Capability::NetAdmin) {
+        anyhow::bail!(
+            "adding and removing the virtual addresses on {} needs CAP_NET_ADMIN; run tandem \
+             as root or with the capabilities of dist/tandem.service",
+            config.interface
+        );
+    }
     let netlink = resources.netlink.clone();
     let interface = netlink
         .interface(&config.interface, &config.virtual_ipaddress)
@@ -130,15 +139,13 @@ pub async fn start(
     }
     let socket = VrrpSocket::open(&interface, &config.unicast_peer).map_err(|err| {
         anyhow::anyhow!(
-            "instance {}: cannot open the VRRP socket on {}: {err} (it needs CAP_NET_RAW)",
-            config.name,
+            "cannot open the VRRP socket on {}: {err} (it needs CAP_NET_RAW)",
             interface.name
         )
     })?;
     let arp = ArpSender::open(&interface).map_err(|err| {
         anyhow::anyhow!(
-            "instance {}: cannot open a packet socket on {} for gratuitous ARP: {err}",
-            config.name,
+            "cannot open a packet socket on {} for gratuitous ARP: {err} (it needs CAP_NET_RAW)",
             interface.name
         )
     })?;

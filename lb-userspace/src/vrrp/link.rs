@@ -131,6 +131,9 @@ impl Netlink {
         {
             Ok(()) => Ok(()),
             Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
+            Err(err) if is_errno(&err, libc::EPERM) => Err(anyhow!(
+                "adding virtual address {address}: {err} (it needs CAP_NET_ADMIN)"
+            )),
             Err(err) => Err(anyhow!("adding virtual address {address}: {err}")),
         }
     }
