@@ -34,6 +34,7 @@ enum Command {
     },
     /// Validate a configuration file; errors are printed as FILE:LINE:COL: message (exit 1).
     Check {
+        /// The configuration file to validate.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -101,7 +102,9 @@ enum Command {
     },
     /// Put a drained backend back in rotation.
     Enable {
+        /// The service's name, as in the config.
         service: String,
+        /// The drained backend's address, as in the config (e.g. 198.18.0.102:80).
         backend: String,
         #[command(flatten)]
         daemon: DaemonArgs,
@@ -137,6 +140,8 @@ enum XdpAction {
         /// native, generic, or auto (native when the driver supports it, else generic).
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
+        /// The bpffs directory to pin the program, its link and its maps in (the daemon's
+        /// node.bpf_pin_dir, so that `tandem run` finds and reuses them).
         #[arg(long, default_value = lb_common::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
         /// Print the attachment as JSON.
@@ -146,8 +151,10 @@ enum XdpAction {
     /// Detach the program from an interface and remove its pins (the maps too, when no
     /// interface is left attached).
     Detach {
+        /// The interface to detach from.
         #[arg(long)]
         iface: String,
+        /// The bpffs directory the program was pinned in.
         #[arg(long, default_value = lb_common::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
@@ -542,4 +549,39 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand, at any depth, says what it does, and so does each of its arguments:
+    /// `--help` is the first documentation an operator reads.
+    #[test]
+    fn every_subcommand_and_argument_has_help_text() {
+        fn visit(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.get_about().is_none() {
+                missing.push(format!("`{path}` has no description"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("`{path}` argument `{id}` has no help"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                visit(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        visit(&command, "tandem", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+        assert!(
+            command.get_subcommands().count() >= 9,
+            "run, check, maps, status, reload, drain, enable, xdp, import"
+        );
+    }
 }

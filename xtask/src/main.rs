@@ -46,23 +46,30 @@ enum Cmd {
     },
     /// Build everything, load the XDP program on an interface and pin it; returns at once.
     BuildAndLoad {
+        /// The interface to attach to.
         #[arg(long)]
         iface: String,
+        /// native, generic, or auto (native when the driver supports it, else generic).
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        /// The bpffs directory for the program's pins (the daemon's node.bpf_pin_dir).
         #[arg(long, default_value = "/sys/fs/bpf/tandem")]
         pin_dir: PathBuf,
     },
     /// Detach the XDP program from an interface and remove its pins.
     Unload {
+        /// The interface to detach from.
         #[arg(long)]
         iface: String,
+        /// The bpffs directory the program was pinned in.
         #[arg(long, default_value = "/sys/fs/bpf/tandem")]
         pin_dir: PathBuf,
     },
     /// Everything CI checks: set-up, build, fmt, clippy, unit tests and the lab tests (root).
     Test,
-    /// Bring up the lab topology with echo backends and keep it until Ctrl-C.
+    /// The main job: an HA pair of Tandem nodes (lb1 101, lb2 100) in front of two Apache
+    /// backends, with a guided tour and a prompt to replay the classic test (stop a backend,
+    /// stop lb1, start lb1); `quit` or Ctrl-C tears it all down.
     Lab,
     /// Fuzz the packet parsers (VRRP, ARP) for N seconds each; installs cargo-fuzz if missing.
     Fuzz {
