@@ -67,9 +67,12 @@ enum Cmd {
     },
     /// Everything CI checks: set-up, build, fmt, clippy, unit tests and the lab tests (root).
     Test,
-    /// The main job: an HA pair of Tandem nodes (lb1 101, lb2 100) in front of two Apache
-    /// backends, with a guided tour and a prompt to replay the classic test (stop a backend,
-    /// stop lb1, start lb1); `quit` or Ctrl-C tears it all down.
+    /// The main job: an HA pair of Tandem nodes, two Apache backends, a tour and a prompt
+    ///
+    /// lb1 (priority 101) and lb2 (100) in network namespaces serve an L7 service with
+    /// JSESSIONID affinity and an L4 TCP service on the VIP 198.18.0.99. The prompt replays the
+    /// classic test: `stop http1`, `stop lb1`, `start lb1`, `status`. `quit` or Ctrl-C tears
+    /// everything down.
     Lab,
     /// Fuzz the packet parsers (VRRP, ARP) for N seconds each; installs cargo-fuzz if missing.
     Fuzz {
