@@ -111,6 +111,29 @@ virtual_ipaddress = ["{VIP}"]
         })
     }
 
+    /// Kills the daemon with SIGKILL (a crash: no priority-0 advert, VIPs left on the
+    /// interface), waits for it to die, then runs dist/tandem-release-vips on its config in
+    /// its namespace, as dist/tandem.service's `ExecStopPost=` does after any exit.
+    pub fn crash_under_systemd(&mut self, lab: &Lab) -> anyhow::Result<()> {
+        self.process.kill(libc::SIGKILL);
+        self.process
+            .wait_exit(Duration::from_secs(5))
+            .context("the killed daemon exits")?;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem-release-vips");
+        let status = lab
+            .host(&self.host)
+            .command("sh")
+            .arg(&script)
+            .arg(&self.config)
+            .status()
+            .context("running tandem-release-vips")?;
+        if !status.success() {
+            bail!("{} exited with {status}", script.display());
+        }
+        Ok(())
+    }
+
     /// The node's log so far (for assertion messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -311,11 +311,56 @@ fn node_command(lab: &Lab, pair: &mut Pair, verb: &str, name: &str) -> anyhow::R
             println!("stopped {name} (SIGTERM: it sent priority 0 and released the VIP)");
         }
         ("kill", Some(mut node)) => {
-            node.process.kill(libc::SIGKILL);
-            println!("killed {name} (SIGKILL: the backup takes over after 3 x advert + skew)");
+            node.crash_under_systemd(lab)?;
+            println!(
+                "killed {name} (SIGKILL: the backup takes over after 3 x advert + skew); as \
+                 tandem.service's ExecStopPost, tandem-release-vips removed the VIP it left"
+            );
         }
-        (_, None) => println!("{name} is not running"),
-        _ => {}
+        (_, None) => {
+            println!("{name} is not running");
+            return Ok(());
+        }
+        _ => return Ok(()),
     }
+    report_vip_holder(lab, pair);
     Ok(())
+}
+
+/// After a node stopped or started: waits (at most 10 s) until the running node with the
+/// highest priority alone holds the VIP, which is where VRRP must put it, and says how long
+/// that took, so that the person replaying the test sees the failover time, not a snapshot
+/// taken before the backup's timer ran out.
+fn report_vip_holder(lab: &Lab, pair: &Pair) {
+    // `nodes` is in priority order (lb1 101, lb2 100).
+    let Some(expected) = pair
+        .nodes
+        .iter()
+        .find(|(_, node)| node.is_some())
+        .map(|(name, _)| name.clone())
+    else {
+        println!("no node runs: nobody holds the VIP {VIP}");
+        return;
+    };
+    let start = std::time::Instant::now();
+    let limit = Duration::from_secs(10);
+    loop {
+        let now = holders(lab, VIP);
+        if now == [expected.clone()] {
+            println!(
+                "{expected} holds the VIP {VIP} ({:.2} s after the command)",
+                start.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if start.elapsed() >= limit {
+            println!(
+                "after {} s the VIP {VIP} is held by {now:?}, not by {expected} alone; \
+                 `status` shows each node's state",
+                limit.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
