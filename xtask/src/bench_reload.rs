@@ -20,7 +20,9 @@
 //! once on a fresh connection, as browsers do for idempotent requests; a request fails when it
 //! gets no 2xx, times out, or its retry fails too. After each reload to set B, fresh
 //! connections poll until the third backend answers: the time to effect. The peak RSS of each
-//! proxy's process tree (old workers included) is sampled during the run.
+//! proxy's process tree (old workers included) is sampled during the run. Before that, each
+//! proxy carries the same load for the same time without reloads, so that what the reloads
+//! cost in throughput is told apart from the proxies' different speeds.
 //!
 //! The table is printed and written to docs/benchmarks.md (## Reload). Everything shares one
 //! machine; the counts of closed connections and failed requests are the point, not the
@@ -76,6 +78,9 @@ struct Measured {
     load: LoadStats,
     reloads: Vec<Reload>,
     peak_rss_kib: u64,
+    /// The same load for the same time just before, without reloads: what the reloads cost
+    /// in throughput is `load.ok` against this.
+    baseline: LoadStats,
 }
 
 /// The load's counts (one thread's, then summed).
@@ -179,7 +184,9 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
             listen,
             pid: process.pid(),
         };
-        let measured = measure(&contender, client, [set_a, &set_b], run_for);
+        let baseline = measure(&contender, client, [set_a, &set_b], run_for, false).load;
+        let mut measured = measure(&contender, client, [set_a, &set_b], run_for, true);
+        measured.baseline = baseline;
         if proxy == Contender::HaProxy {
             // Which workers are left (old ones finishing their connections), for the log.
             match master_cli(&dir, "show proc") {
@@ -341,6 +348,7 @@ fn measure(
     client: &Host,
     [set_a, set_b]: [&[SocketAddrV4]; 2],
     run_for: Duration,
+    reloading: bool,
 ) -> Measured {
     let started = Instant::now();
     let deadline = started + run_for;
@@ -367,7 +375,7 @@ fn measure(
         let mut reloads = Vec::new();
         for n in 1u32.. {
             let at = started + RELOAD_EVERY * n;
-            if at >= deadline {
+            if !reloading || at >= deadline {
                 break;
             }
             if let Some(wait) = at.checked_duration_since(Instant::now()) {
@@ -424,6 +432,7 @@ fn measure(
             load,
             reloads,
             peak_rss_kib,
+            baseline: LoadStats::default(),
         }
     })
 }
@@ -717,6 +726,12 @@ fn report(proxy: Contender, m: &Measured) {
         load.closed,
         m.peak_rss_kib as f64 / 1024.0
     );
+    eprintln!(
+        "  without reloads: {} requests OK, {} failed, {} connections closed by the proxy",
+        m.baseline.ok,
+        m.baseline.failed,
+        m.baseline.closed_total()
+    );
     eprintln!("  answers by backend: {:?}", load.by_backend);
     for (cause, n) in &load.failures {
         eprintln!("  failed: {n} x {cause}");
@@ -730,6 +745,7 @@ fn report(proxy: Contender, m: &Measured) {
 struct Row {
     reloads: String,
     ok: u64,
+    baseline_ok: u64,
     failed: u64,
     closed: u64,
     command_ms: Option<f64>,
@@ -761,6 +777,7 @@ fn row(m: &Measured) -> Row {
     Row {
         reloads,
         ok: m.load.ok,
+        baseline_ok: m.baseline.ok,
         failed: m.load.failed,
         closed: m.load.closed_total(),
         command_ms: median(done.iter().map(|r| ms(r.command)).collect()),
@@ -800,16 +817,19 @@ fn render(results: &[(Contender, Measured)], run_for: Duration) -> String {
          the `haproxy -c` check), Tandem's once the reload is applied, so the figure to compare \
          is the time to effect: from the start of a reload to set B until a request on a fresh \
          connection (polled every {poll} ms, up to {limit} s) is answered by the added backend. \
+         Each proxy first carries the same load for {secs}s without reloads: \
+         \"kept during reloads\" is its requests OK with reloads over that baseline. \
          A connection the proxy closes (EOF, reset or `Connection: close`) is counted and its \
          request retried once on a fresh connection, as browsers do; a request fails if it gets \
          no 2xx, times out ({timeout} s) or its retry fails too. Peak RSS: the proxy's process \
          tree (old workers included), sampled every {rss} ms. Load generator, backends and \
          proxy share the machine's {cpus} CPUs.\n\n\
-         | proxy | reloads | requests OK | failed requests | connections closed by the proxy | \
+         | proxy | reloads | requests OK | requests OK without reloads | kept during reloads | \
+         failed requests | connections closed by the proxy | \
          reload command median ms | time to effect median ms | peak RSS MiB | \
          time to effect vs HAProxy | time to effect vs nginx | requests OK vs HAProxy | \
          requests OK vs nginx |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         secs = run_for.as_secs(),
         poll = EFFECT_POLL.as_millis(),
         limit = EFFECT_LIMIT.as_secs(),
@@ -821,10 +841,12 @@ fn render(results: &[(Contender, Measured)], run_for: Duration) -> String {
     for (proxy, r) in &rows {
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
             proxy.name(),
             r.reloads,
             r.ok,
+            r.baseline_ok,
+            ratio_to(Some(r.ok as f64), Some(r.baseline_ok as f64)),
             r.failed,
             r.closed,
             optional(r.command_ms),
