@@ -16,33 +16,36 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use l4_common::{eventually, node_config, L4Lab};
+use tandem::capabilities::{self, Capability};
 use tandem_lab::client::http_get;
-use tandem_lab::{tandem_binary, Apache, Host, Process, CLIENT, HTTP1, HTTP2, LB1, VIP};
+use tandem_lab::pair::TandemNode;
+use tandem_lab::{tandem_binary, Apache, CLIENT, HTTP1, HTTP2, LB1, VIP};
 
 /// The `nobody` user: unprivileged and present on every Debian machine (the unit's `tandem`
 /// user exists only where the package's sysusers file was applied).
 const UNPRIVILEGED: u32 = 65534;
 
-/// The unit's capabilities, as `setpriv` spells them (`net_admin,net_raw,...`), after checking
-/// that the bounding set is the same list (else the ambient set would not be what the daemon
-/// gets).
-fn unit_capabilities() -> Vec<String> {
+/// The unit's capabilities (`AmbientCapabilities=`), after checking that the bounding set is
+/// the same list (else the ambient set would not be what the daemon gets) and that Tandem
+/// knows each of them.
+fn unit_capabilities() -> Vec<Capability> {
     let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem.service");
     let unit = std::fs::read_to_string(&unit_path).expect("the unit");
-    let list = |key: &str| -> Vec<String> {
+    let list = |key: &str| -> Vec<Capability> {
         let line = unit
             .lines()
             .find_map(|line| line.strip_prefix(key))
             .unwrap_or_else(|| panic!("{key} in {}", unit_path.display()));
-        let mut caps: Vec<String> = line
+        let mut caps: Vec<Capability> = line
             .split_whitespace()
-            .map(|cap| {
-                cap.strip_prefix("CAP_")
-                    .unwrap_or_else(|| panic!("{cap} in {key} is a CAP_ name"))
-                    .to_ascii_lowercase()
+            .map(|name| {
+                *Capability::ALL
+                    .iter()
+                    .find(|cap| cap.name() == name)
+                    .unwrap_or_else(|| panic!("{name} in {key} is one Tandem uses"))
             })
             .collect();
-        caps.sort();
+        caps.sort_by_key(|cap| cap.name());
         caps
     };
     let ambient = list("AmbientCapabilities=");
@@ -54,27 +57,17 @@ fn unit_capabilities() -> Vec<String> {
     ambient
 }
 
-/// The kernel's bit for each capability name `setpriv` accepts, for comparing with
-/// /proc/PID/status.
-fn capability_mask(caps: &[String]) -> u64 {
-    caps.iter()
-        .map(|cap| match cap.as_str() {
-            "net_bind_service" => 10,
-            "net_admin" => 12,
-            "net_raw" => 13,
-            "perfmon" => 38,
-            "bpf" => 39,
-            other => panic!("capability {other} is not expected in the unit"),
-        })
-        .fold(0, |mask, bit| mask | 1u64 << bit)
-}
-
-/// `tandem run --config CONFIG` on `host` as [`UNPRIVILEGED`] with exactly `caps`.
-fn start_unprivileged(host: &Host, config: &Path, caps: &[String], log: &Path) -> Process {
+/// `tandem run` on lb1 as [`UNPRIVILEGED`] with exactly `caps`, as a [`TandemNode`] (its
+/// status, log and process).
+fn start_unprivileged(lab: &UnprivilegedLab, caps: &[Capability]) -> TandemNode {
+    // setpriv spells them `+net_admin`.
     let set = format!(
         "-all{}",
-        caps.iter().map(|c| format!(",+{c}")).collect::<String>()
+        caps.iter()
+            .map(|cap| format!(",+{}", cap.name()["CAP_".len()..].to_ascii_lowercase()))
+            .collect::<String>()
     );
+    let host = lab.l4.lab.host(LB1);
     let mut command = host.command("setpriv");
     command
         .arg(format!("--reuid={UNPRIVILEGED}"))
@@ -89,29 +82,31 @@ fn start_unprivileged(host: &Host, config: &Path, caps: &[String], log: &Path) -
         .arg(tandem_binary().expect("tandem binary"))
         .arg("run")
         .arg("--config")
-        .arg(config)
+        .arg(&lab.config)
         .env("TANDEM_LOG", "info,tandem=debug")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"));
-    host.spawn(command).expect("setpriv ... tandem run")
+        .stderr(std::fs::File::create(&lab.log).expect("log file"));
+    TandemNode {
+        process: host.spawn(command).expect("setpriv ... tandem run"),
+        host: LB1.to_owned(),
+        log: lab.log.clone(),
+        config: lab.config.clone(),
+        socket: lab.socket.clone(),
+    }
 }
 
-/// The `Uid:` (real, effective) and `CapEff:` lines of a process, parsed.
+/// The user ids (`Uid:`: real, effective, saved, filesystem) and the effective capability
+/// set of a process.
 fn identity(pid: u32) -> (Vec<u32>, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-            .trim()
-            .to_owned()
-    };
-    let uids = field("Uid:")
+    let uids = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .unwrap_or_else(|| panic!("Uid: in /proc/{pid}/status"))
         .split_whitespace()
         .map(|id| id.parse().expect("uid"))
         .collect();
-    let effective = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff hex");
+    let effective = capabilities::effective_set(&status).expect("CapEff: in /proc/PID/status");
     (uids, effective)
 }
 
@@ -167,28 +162,22 @@ backends = ["{}:80", "{}:80"]
         }
     }
 
-    fn start(&self, caps: &[String]) -> Process {
-        start_unprivileged(self.l4.lab.host(LB1), &self.config, caps, &self.log)
+    fn start(&self, caps: &[Capability]) -> TandemNode {
+        start_unprivileged(self, caps)
     }
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `tandem status --json`, or null while the daemon does not answer.
-    fn status(&self) -> serde_json::Value {
-        std::process::Command::new(tandem_binary().expect("tandem binary"))
-            .args(["status", "--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()
-            .and_then(|output| serde_json::from_slice(&output.stdout).ok())
-            .unwrap_or(serde_json::Value::Null)
-    }
-
-    fn is_master_holding_the_vip(&self) -> bool {
-        self.status()["vrrp"][0]["state"] == "master"
-            && tandem_lab::pair::holders(&self.l4.lab, VIP) == vec![LB1.to_owned()]
+    /// Asserts that `node` becomes master and alone holds the VIP (`why` says in which case).
+    fn expect_master(&self, node: &TandemNode, why: &str) {
+        let status = || node.status().unwrap_or(serde_json::Value::Null);
+        assert!(
+            eventually(Duration::from_secs(15), || {
+                status()["vrrp"][0]["state"] == "master"
+                    && tandem_lab::pair::holders(&self.l4.lab, VIP) == vec![LB1.to_owned()]
+            }),
+            "{why} the node becomes master and holds the VIP: {}\n{}",
+            status(),
+            node.log_text()
+        );
     }
 }
 
@@ -198,37 +187,32 @@ fn tandem_as_an_unprivileged_user_with_only_the_units_capabilities_serves_the_vi
     let unprivileged = UnprivilegedLab::new();
     let (l4, lab) = (&unprivileged.l4, &unprivileged.l4.lab);
     let mut node = unprivileged.start(&caps);
-    let log_text = || unprivileged.log_text();
+    unprivileged.expect_master(&node, "with the unit's capabilities");
 
-    assert!(
-        eventually(Duration::from_secs(15), || unprivileged
-            .is_master_holding_the_vip()),
-        "the node became master and holds the VIP: {}\n{}",
-        unprivileged.status(),
-        log_text()
-    );
-
-    let (uids, effective) = identity(node.pid());
+    let (uids, effective) = identity(node.process.pid());
     assert!(
         uids.iter().all(|&uid| uid == UNPRIVILEGED),
         "the daemon runs as uid {UNPRIVILEGED}: {uids:?}"
     );
     assert_eq!(
         effective,
-        capability_mask(&caps),
+        caps.iter().fold(0, |set, cap| set | cap.bit()),
         "the daemon's effective capabilities are the unit's {caps:?}"
     );
 
-    let dataplane = &unprivileged.status()["dataplane"];
+    let dataplane = &node.status().expect("tandem status")["dataplane"];
     assert_eq!(
         (dataplane["kind"].as_str(), dataplane["active"].as_bool()),
         (Some("xdp"), Some(true)),
         "the XDP data plane is loaded, attached and filled, not the relay fallback: {dataplane}\n{}",
-        log_text()
+        node.log_text()
     );
-    let (_, answer) = l4
-        .ask_once(None)
-        .unwrap_or_else(|err| panic!("the L4 service answers on the VIP: {err}\n{}", log_text()));
+    let (_, answer) = l4.ask_once(None).unwrap_or_else(|err| {
+        panic!(
+            "the L4 service answers on the VIP: {err}\n{}",
+            node.log_text()
+        )
+    });
     assert!(
         [HTTP1, HTTP2].contains(&answer.backend.as_str()),
         "{answer:?}"
@@ -240,24 +224,29 @@ fn tandem_as_an_unprivileged_user_with_only_the_units_capabilities_serves_the_vi
     );
 
     let response = http_get(lab.host(CLIENT), SocketAddr::from((VIP, 80)), "/", &[])
-        .unwrap_or_else(|err| panic!("the L7 service on port 80 answers: {err:#}\n{}", log_text()));
+        .unwrap_or_else(|err| {
+            panic!(
+                "the L7 service on port 80 answers: {err:#}\n{}",
+                node.log_text()
+            )
+        });
     assert_eq!(response.status, 200, "{response:?}");
     assert!(
         matches!(response.header("X-Backend"), Some("http1" | "http2")),
         "an Apache backend answered: {response:?}"
     );
 
-    node.kill(libc::SIGTERM);
+    node.process.kill(libc::SIGTERM);
     let exit = node
+        .process
         .wait_exit(Duration::from_secs(10))
         .expect("the daemon stops on SIGTERM");
-    assert!(exit.success(), "exit status {exit}\n{}", log_text());
+    let log = node.log_text();
+    assert!(exit.success(), "exit status {exit}\n{log}");
     assert!(
         tandem_lab::pair::holders(lab, VIP).is_empty(),
-        "the daemon gave the VIP back before it exited\n{}",
-        log_text()
+        "the daemon gave the VIP back before it exited\n{log}"
     );
-    let log = log_text();
     for refused in ["Operation not permitted", "ermission denied"] {
         assert!(
             !log.contains(refused),
@@ -270,54 +259,51 @@ fn tandem_as_an_unprivileged_user_with_only_the_units_capabilities_serves_the_vi
 fn without_any_one_of_the_units_capabilities_the_node_names_the_one_it_lacks() {
     let caps = unit_capabilities();
     let unprivileged = UnprivilegedLab::new();
-    let log_text = || unprivileged.log_text();
-    for missing in &caps {
-        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+    for &missing in &caps {
+        let fewer: Vec<Capability> = caps.iter().copied().filter(|c| *c != missing).collect();
         let mut node = unprivileged.start(&fewer);
-        let named = format!("CAP_{}", missing.to_ascii_uppercase());
-        match missing.as_str() {
+        let named = missing.name();
+        match missing {
             // The data plane falls back to the userspace relay: the node works, slower, and
             // its status says why.
-            "bpf" | "perfmon" => {
-                assert!(
-                    eventually(Duration::from_secs(15), || unprivileged
-                        .is_master_holding_the_vip()),
-                    "without {named} the node still becomes master: {}\n{}",
-                    unprivileged.status(),
-                    log_text()
-                );
-                let dataplane = &unprivileged.status()["dataplane"];
+            Capability::Bpf | Capability::Perfmon => {
+                unprivileged.expect_master(&node, &format!("without {named}"));
+                let dataplane = &node.status().expect("tandem status")["dataplane"];
                 assert_eq!(dataplane["kind"], "relay", "without {named}: {dataplane}");
                 let reason = dataplane["fallback_reason"].as_str().unwrap_or_default();
                 eprintln!("without {named}: XDP not in use: {reason}");
                 assert!(
-                    reason.contains("permission denied") && reason.contains(&named),
+                    reason.contains("permission denied") && reason.contains(named),
                     "without {named} the status says XDP was refused and names {named}: {reason}"
                 );
                 let answer = unprivileged.l4.ask_once(None);
                 assert!(
                     answer.is_ok(),
                     "without {named} the L4 service answers through the relay: {answer:?}\n{}",
-                    log_text()
+                    node.log_text()
                 );
-                node.kill(libc::SIGTERM);
-                let exit = node.wait_exit(Duration::from_secs(10)).expect("stops");
-                assert!(exit.success(), "{exit}\n{}", log_text());
+                node.process.kill(libc::SIGTERM);
+                let exit = node
+                    .process
+                    .wait_exit(Duration::from_secs(10))
+                    .expect("stops");
+                assert!(exit.success(), "{exit}\n{}", node.log_text());
             }
             // The node cannot do its job (hold the VIP, speak VRRP, listen on port 80), so it
             // refuses to start and says which capability to grant.
-            _ => {
+            Capability::NetAdmin | Capability::NetRaw | Capability::NetBindService => {
                 let exit = node
+                    .process
                     .wait_exit(Duration::from_secs(10))
                     .unwrap_or_else(|err| panic!("without {named} tandem run exits: {err:#}"));
-                let log = log_text();
+                let log = node.log_text();
                 eprintln!(
                     "without {named}: {}",
                     log.lines().last().unwrap_or_default()
                 );
                 assert_eq!(exit.code(), Some(1), "without {named}:\n{log}");
                 assert!(
-                    log.contains(&named),
+                    log.contains(named),
                     "without {named} the error names it:\n{log}"
                 );
                 assert!(

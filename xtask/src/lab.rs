@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tandem_lab::l4::{make_dsr_backend, WhoServer};
-use tandem_lab::pair::{holders, wait_for_sole_master, TandemNode, VrrpSettings};
+use tandem_lab::pair::{holders, wait_for_sole_master, wait_until, TandemNode, VrrpSettings};
 use tandem_lab::{Apache, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP};
 
 const L4_PORT: u16 = 7000;
@@ -342,25 +342,20 @@ fn report_vip_holder(lab: &Lab, pair: &Pair) {
         println!("no node runs: nobody holds the VIP {VIP}");
         return;
     };
-    let start = std::time::Instant::now();
     let limit = Duration::from_secs(10);
-    loop {
-        let now = holders(lab, VIP);
-        if now == [expected.clone()] {
-            println!(
-                "{expected} holds the VIP {VIP} ({:.2} s after the command)",
-                start.elapsed().as_secs_f64()
-            );
-            return;
-        }
-        if start.elapsed() >= limit {
-            println!(
-                "after {} s the VIP {VIP} is held by {now:?}, not by {expected} alone; \
-                 `status` shows each node's state",
-                limit.as_secs()
-            );
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut now = Vec::new();
+    match wait_until(limit, "the VIP to settle", || {
+        now = holders(lab, VIP);
+        now == [expected.clone()]
+    }) {
+        Ok(took) => println!(
+            "{expected} holds the VIP {VIP} ({:.2} s after the command)",
+            took.as_secs_f64()
+        ),
+        Err(_) => println!(
+            "after {} s the VIP {VIP} is held by {now:?}, not by {expected} alone; \
+             `status` shows each node's state",
+            limit.as_secs()
+        ),
     }
 }

@@ -358,8 +358,7 @@ pub(super) fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> 
     setup().map_err(|err| {
         let hint = match err.kind() {
             std::io::ErrorKind::AddrInUse => {
-                "another program is using the port; stop it or \
-                                              choose another `listen`"
+                "another program is using the port; stop it or choose another `listen`"
             }
             std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
                 "ports below 1024 need root or CAP_NET_BIND_SERVICE (dist/tandem.service \

@@ -109,11 +109,13 @@ pub async fn start(
 ) -> anyhow::Result<(InstanceHandle, tokio::task::JoinHandle<()>)> {
     // Without it the instance would become master and fail to add its VIP: a master that
     // holds nothing, which is worse than a node that refuses to start.
-    if !crate::capabilities::has(crate::capabilities::Capability::NetAdmin) {
+    let net_admin = crate::capabilities::Capability::NetAdmin;
+    if !crate::capabilities::has(net_admin) {
         anyhow::bail!(
-            "adding and removing the virtual addresses on {} needs CAP_NET_ADMIN; run tandem \
-             as root or with the capabilities of dist/tandem.service",
-            config.interface
+            "adding and removing the virtual addresses on {} needs {}; run tandem as root or \
+             with the capabilities of dist/tandem.service",
+            config.interface,
+            net_admin.name()
         );
     }
     let netlink = resources.netlink.clone();
