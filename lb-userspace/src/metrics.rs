@@ -9,6 +9,7 @@
 //! `tandem_vrrp_drops_total{instance,reason}`, `tandem_backend_up{service,backend}`,
 //! `tandem_backend_drained{service,backend}`,
 //! `tandem_http_requests_total{service,class}`, `tandem_http_backend_errors_total{service}`,
+//! `tandem_http_tunnels_open{service}`,
 //! `tandem_http_request_duration_seconds{service}` (histogram),
 //! `tandem_affinity_sessions{service}`, `tandem_dataplane_active{kind}`,
 //! `tandem_xdp_packets_total{service,backend}`, `tandem_xdp_bytes_total{service,backend}` and
@@ -261,6 +262,20 @@ impl Collector for NodeCollector {
             "tandem_http_backend_errors",
             "Backend attempts that failed (refused, timed out, connection lost).",
             &errors,
+        )?;
+        let tunnels: Vec<(Labels, i64)> = snapshot
+            .services
+            .iter()
+            .map(|s| {
+                let open = i64::try_from(s.tunnels).unwrap_or(i64::MAX);
+                (vec![("service", s.upstream.service.clone())], open)
+            })
+            .collect();
+        gauge(
+            e,
+            "tandem_http_tunnels_open",
+            "Protocol switches (WebSocket...) tunneling through the proxy now.",
+            &tunnels,
         )?;
         {
             let mut metric = e.encode_descriptor(

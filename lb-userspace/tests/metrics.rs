@@ -79,6 +79,7 @@ fn fake() -> Snapshot {
                 ..RequestCounts::default()
             },
             errors: 1,
+            tunnels: 2,
             latency: latency.snapshot(),
         }],
         dataplane: Some(DataplaneStatus {
@@ -147,6 +148,7 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         ("tandem_backend_drained", "gauge"),
         ("tandem_http_requests", "counter"),
         ("tandem_http_request_duration_seconds", "histogram"),
+        ("tandem_http_tunnels_open", "gauge"),
         ("tandem_affinity_sessions", "gauge"),
         ("tandem_xdp_packets", "counter"),
         ("tandem_xdp_flows", "gauge"),
@@ -174,6 +176,7 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         "tandem_http_request_duration_seconds_bucket{le=\"10.0\",service=\"web\"} 2\n",
         "tandem_http_request_duration_seconds_bucket{le=\"+Inf\",service=\"web\"} 3\n",
         "tandem_affinity_sessions{service=\"web\"} 5\n",
+        "tandem_http_tunnels_open{service=\"web\"} 2\n",
         "tandem_xdp_packets_total{service=\"ssh\",backend=\"198.18.0.102:22\"} 99\n",
         "tandem_xdp_flows 4\n",
     ] {

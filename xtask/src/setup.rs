@@ -45,6 +45,8 @@ const PEER_PACKAGES: &[&str] = &[
     "ethtool",
     "iproute2",
     "curl",
+    // The WebSocket server behind the proxy in the tunnel tests.
+    "python3-websockets",
 ];
 
 pub fn run() -> anyhow::Result<()> {

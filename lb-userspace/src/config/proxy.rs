@@ -22,6 +22,7 @@ const PROXY_KEYS: &[&str] = &[
     "max_header_size",
     "connect_timeout",
     "backend_timeout",
+    "tunnel_timeout",
     "max_connections",
     "workers",
     "x_forwarded_for",
@@ -58,6 +59,10 @@ pub struct ProxySettings {
     /// Time a backend has to start answering a request; after it the client gets 504.
     #[serde(with = "duration_text")]
     pub backend_timeout: Duration,
+    /// A protocol switch (WebSocket...) through which nothing has moved for this long is
+    /// closed (HAProxy's `timeout tunnel`).
+    #[serde(with = "duration_text")]
+    pub tunnel_timeout: Duration,
     /// Client connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Threads that serve connections (each with its own listening socket and backend pool);
@@ -78,6 +83,7 @@ impl ProxySettings {
     pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(15);
+    pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 }
 
@@ -89,6 +95,7 @@ impl Default for ProxySettings {
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             backend_timeout: Self::DEFAULT_BACKEND_TIMEOUT,
+            tunnel_timeout: Self::DEFAULT_TUNNEL_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             workers: None,
             x_forwarded_for: true,
@@ -201,6 +208,7 @@ pub(super) fn read_proxy(report: &mut Reporter, section: Section) -> Option<Prox
     let idle_timeout = duration(report, "idle_timeout", defaults.idle_timeout);
     let connect_timeout = duration(report, "connect_timeout", defaults.connect_timeout);
     let backend_timeout = duration(report, "backend_timeout", defaults.backend_timeout);
+    let tunnel_timeout = duration(report, "tunnel_timeout", defaults.tunnel_timeout);
     let max_header_size = match section.field("max_header_size") {
         Some(field) => field
             .int(report, MIN_HEADER_SIZE as u32, MAX_HEADER_SIZE as u32)
@@ -234,6 +242,7 @@ pub(super) fn read_proxy(report: &mut Reporter, section: Section) -> Option<Prox
         max_header_size: max_header_size?,
         connect_timeout: connect_timeout?,
         backend_timeout: backend_timeout?,
+        tunnel_timeout: tunnel_timeout?,
         max_connections: max_connections?,
         workers: workers?,
         x_forwarded_for: x_forwarded_for?,
@@ -478,7 +487,7 @@ mod tests {
         let text = format!(
             "{NODE}[proxy]\nheader_timeout = \"2s\"\nidle_timeout = \"30s\"\n\
              max_header_size = 8192\nconnect_timeout = \"300ms\"\nbackend_timeout = \"1m\"\n\
-             max_connections = 100\nworkers = 2\nx_forwarded_for = false\nx_forwarded_proto = false\n\
+             tunnel_timeout = \"2h\"\nmax_connections = 100\nworkers = 2\nx_forwarded_for = false\nx_forwarded_proto = false\n\
              x_forwarded_port = false\naccess_log = {{ level = 3, path = \"/var/log/t.log\" }}\n"
         );
         let proxy = parse_ok(&text).config.proxy;
@@ -490,6 +499,7 @@ mod tests {
                 max_header_size: 8192,
                 connect_timeout: Duration::from_millis(300),
                 backend_timeout: Duration::from_secs(60),
+                tunnel_timeout: Duration::from_secs(7200),
                 max_connections: 100,
                 workers: Some(2),
                 x_forwarded_for: false,
@@ -522,7 +532,7 @@ mod tests {
                 "t.toml:8:19: `x_forwarded_for` must be true or false, found string",
                 "t.toml:9:1: unknown key `timeout` in [proxy] (expected one of: \
                  header_timeout, idle_timeout, max_header_size, connect_timeout, \
-                 backend_timeout, max_connections, workers, x_forwarded_for, x_forwarded_proto, \
+                 backend_timeout, tunnel_timeout, max_connections, workers, x_forwarded_for, x_forwarded_proto, \
                  x_forwarded_port, access_log)",
             ]
         );

@@ -204,6 +204,9 @@ fn render_http_service(out: &mut String, paint: &Paint, service: &serde_json::Va
         format!("requests {}", classes.join(" "))
     });
     head.push(format!("errors {}", number(service, "errors")));
+    if number(service, "tunnels") > 0 {
+        head.push(format!("tunnels open {}", number(service, "tunnels")));
+    }
     let _ = writeln!(
         out,
         "  {}  {}",

@@ -16,13 +16,12 @@ use std::time::{Instant, SystemTime};
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::access_log::{AccessLogger, Record};
+use super::backend::{self, PoolSettings, SendError};
 use super::body::{Finish, ForwardBody, ResponseBody};
 use super::dispatch;
 use super::guard::ConnActivity;
@@ -30,14 +29,13 @@ use super::handle::Counters;
 use super::headers::{self, Forwarded};
 use super::upstream::Upstream;
 
-/// The pool of backend connections (keep-alive, HTTP/1.1).
-pub type BackendClient = Client<HttpConnector, ForwardBody>;
-
 /// What every request of the proxy shares.
 pub struct Engine {
-    pub client: BackendClient,
+    /// How backend connections are made and pooled (the pool itself is the worker's).
+    pub pool: PoolSettings,
     pub forwarded: Forwarded,
     pub backend_timeout: std::time::Duration,
+    pub tunnel_timeout: std::time::Duration,
     pub access_log: AccessLogger,
 }
 
@@ -146,7 +144,7 @@ impl Connection {
     }
 
     /// The service for `host` and `path` under the routes in force.
-    fn select(&self, host: Option<&str>, path: &str) -> Option<Arc<ServiceEntry>> {
+    pub(super) fn select(&self, host: Option<&str>, path: &str) -> Option<Arc<ServiceEntry>> {
         let mut seen = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         if seen.0 != self.listener.generation.load(Ordering::Acquire) {
             *seen = self.listener.current();
@@ -250,11 +248,11 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         conn.https,
         &conn.listener.port_header,
     );
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+    // Origin-form for the backend, whatever form the client used (HTTP/2 sends the authority).
+    let target = match parts.uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    };
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -269,21 +267,36 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
             let Some(this_body) = body.again() else {
                 break 'candidates;
             };
-            let Ok(uri) = Uri::try_from(format!("http://{backend}{path}")) else {
-                service.counters.count(StatusCode::BAD_REQUEST);
-                return refuse(done, StatusCode::BAD_REQUEST, "invalid request target\n");
+            let connected = if try_on_backend == 0 {
+                backend::checkout(backend, &conn.engine.pool).await
+            } else {
+                backend::connect(backend, &conn.engine.pool).await
+            };
+            let mut backend_conn = match connected {
+                Ok(backend_conn) => backend_conn,
+                Err(error) => {
+                    let reason = error.to_string();
+                    debug!(service = %service.name, %backend, %reason, "connect failed; trying the next backend");
+                    if error.is_backend_fault() {
+                        service.upstream.connect_failed(backend, &reason);
+                        last_failure = "no backend could be reached";
+                    } else {
+                        service.upstream.request_failed(backend);
+                        last_failure = "this node is out of connections";
+                    }
+                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    continue 'candidates;
+                }
             };
             let mut outgoing = Request::new(this_body);
             *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri;
+            *outgoing.uri_mut() = target.clone();
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = parts.headers.clone();
 
-            let sent = tokio::time::timeout(
-                conn.engine.backend_timeout,
-                conn.engine.client.request(outgoing),
-            )
-            .await;
+            let sent =
+                tokio::time::timeout(conn.engine.backend_timeout, backend_conn.send(outgoing))
+                    .await;
             match sent {
                 Ok(Ok(response)) => {
                     let (mut head, backend_body) = response.into_parts();
@@ -296,21 +309,17 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                         record.status = head.status;
                         record.backend = Some(backend);
                     }
-                    let body = ResponseBody::backend(backend_body, Box::new(done));
+                    let body = ResponseBody::backend(backend_body, backend_conn, Box::new(done));
                     return Response::from_parts(head, body);
-                }
-                Ok(Err(error)) if error.is_connect() => {
-                    let reason = error_chain(&error);
-                    debug!(service = %service.name, %backend, %reason, "connect failed; trying the next backend");
-                    service.upstream.connect_failed(backend, &reason);
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_failure = "no backend could be reached";
-                    continue 'candidates;
                 }
                 Ok(Err(error)) => {
                     service.counters.errors.fetch_add(1, Ordering::Relaxed);
                     service.upstream.request_failed(backend);
-                    debug!(service = %service.name, %backend, try_on_backend, error = %error_chain(&error), "backend connection lost before the response");
+                    let reason = match &error {
+                        SendError::Http(error) => error_chain(error),
+                        SendError::Closed => error.to_string(),
+                    };
+                    debug!(service = %service.name, %backend, try_on_backend, reused = backend_conn.reused(), error = %reason, "backend connection lost before the response");
                     if !(idempotent && body.is_empty()) {
                         service.counters.count(StatusCode::BAD_GATEWAY);
                         return refuse(
@@ -380,7 +389,7 @@ fn record(
 }
 
 /// The client's address as logged and forwarded (IPv4-mapped IPv6 shown as IPv4).
-fn client_ip(client: SocketAddr) -> IpAddr {
+pub(super) fn client_ip(client: SocketAddr) -> IpAddr {
     match client.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

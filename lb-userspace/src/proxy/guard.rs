@@ -101,7 +101,7 @@ enum State {
 
 /// Where the scanner is inside a chunked body (RFC 9112 7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub enum Chunk {
     /// Reading the hex size; `digits` so far, `line` bytes of the line so far.
     Size {
         size: u64,
@@ -525,6 +525,68 @@ fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), Rejecti
     Ok((i, State::Chunked(chunk)))
 }
 
+/// Where a message body ends, for bodies relayed as they are (the HTTP/1 engine passes chunked
+/// bodies through without decoding them): fed the body's bytes in order, it says how many of
+/// them belong to the body and whether the body has ended with them.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyEnd {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the connection closes (a response with neither length nor chunks).
+    Close,
+    Done,
+}
+
+/// A chunked body was not valid: its end cannot be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body")]
+pub struct MalformedChunks;
+
+impl BodyEnd {
+    pub fn length(n: u64) -> Self {
+        if n == 0 {
+            BodyEnd::Done
+        } else {
+            BodyEnd::Length(n)
+        }
+    }
+
+    pub fn chunked() -> Self {
+        BodyEnd::Chunked(Chunk::Size {
+            size: 0,
+            digits: 0,
+            line: 0,
+            in_ext: false,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyEnd::Done)
+    }
+
+    /// Takes in `data`, the next bytes of the stream; returns how many belong to the body.
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, MalformedChunks> {
+        match *self {
+            BodyEnd::Done => Ok(0),
+            BodyEnd::Close => Ok(data.len()),
+            BodyEnd::Length(left) => {
+                let n = (data.len() as u64).min(left);
+                *self = BodyEnd::length(left - n);
+                Ok(n as usize)
+            }
+            BodyEnd::Chunked(chunk) => {
+                let (used, next) = scan_chunked(chunk, data).map_err(|_| MalformedChunks)?;
+                *self = match next {
+                    State::Chunked(chunk) => BodyEnd::Chunked(chunk),
+                    _ => BodyEnd::Done,
+                };
+                Ok(used)
+            }
+        }
+    }
+}
+
 /// What the connection and its requests share with the I/O wrapper.
 #[derive(Debug, Default)]
 pub struct ConnActivity {
@@ -602,6 +664,13 @@ impl<T> ClientIo<T> {
             activity,
             on_reject: Some(on_reject),
         }
+    }
+
+    /// After a protocol switch (101): the bytes are no longer HTTP/1 and nothing is checked
+    /// any more; what was held back goes on.
+    pub fn pass_through(&mut self) {
+        self.scanner = Scanner::passthrough();
+        self.cleared = self.held.len();
     }
 
     /// When the connection must be closed if nothing happens before.

@@ -35,6 +35,8 @@ pub struct Counters {
     /// Backend attempts that failed (connect refused or timed out, connection lost, timeout).
     pub errors: AtomicU64,
     pub in_flight: AtomicI64,
+    /// Protocol switches (WebSocket...) tunneling now.
+    pub tunnels: AtomicI64,
     /// How long answered requests took, from the request head to the end of the response.
     pub latency: Latency,
 }
@@ -95,6 +97,8 @@ pub struct ServiceSnapshot {
     pub upstream: super::upstream::UpstreamStatus,
     pub requests: RequestCounts,
     pub errors: u64,
+    /// Protocol switches (WebSocket...) tunneling now.
+    pub tunnels: u64,
     pub latency: LatencySnapshot,
 }
 
@@ -277,6 +281,10 @@ impl ProxyHandle {
                         "errors".into(),
                         service.counters.errors.load(Ordering::Relaxed).into(),
                     );
+                    fields.insert(
+                        "tunnels".into(),
+                        service.counters.tunnels.load(Ordering::Relaxed).into(),
+                    );
                 }
                 value
             })
@@ -291,6 +299,8 @@ impl ProxyHandle {
                 upstream: service.upstream.status(),
                 requests: service.counters.snapshot(),
                 errors: service.counters.errors.load(Ordering::Relaxed),
+                tunnels: u64::try_from(service.counters.tunnels.load(Ordering::Relaxed))
+                    .unwrap_or(0),
                 latency: service.counters.latency.snapshot(),
             })
             .collect()

@@ -13,10 +13,12 @@ pub mod upstream;
 
 // The HTTP engine: client and backend connections.
 pub mod access_log;
+pub mod backend;
 pub mod body;
 pub mod dispatch;
 pub mod forward;
 pub mod guard;
+pub mod h1;
 pub mod handle;
 pub mod headers;
 pub mod routes;

@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -37,8 +35,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::access_log::{AccessLogger, Record};
+use super::backend::{self, PoolSettings};
 use super::forward::{self, Connection, Engine, ListenerEntry};
 use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
+use super::h1;
 use super::handle::{self, ConnectionCounters, ProxyHandle};
 use super::headers::Forwarded;
 use super::replicate::Replicator;
@@ -51,6 +51,8 @@ const LISTEN_BACKLOG: i32 = 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long an idle pooled backend connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// How often a worker drops the backend connections idle for longer than [`POOL_IDLE`].
+const POOL_SWEEP: Duration = Duration::from_secs(10);
 /// Largest read buffer of a backend connection.
 const BACKEND_READ_BUFFER: usize = 64 * 1024;
 /// Idle connections kept per backend and worker.
@@ -214,9 +216,16 @@ async fn run_worker(
         accept_loops.extend(spawn_loop(listener, socket));
     }
     let _ = ready.send(());
+    let mut sweep = tokio::time::interval(POOL_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                let now = std::time::Instant::now();
+                backend::sweep(now);
+                h1::pool::sweep(now);
+            }
             command = commands.recv() => match command {
                 Some(AddListener { listener, socket, running }) => {
                     accept_loops.extend(spawn_loop(listener, socket));
@@ -257,13 +266,14 @@ impl ServerSide {
                 idle: settings.idle_timeout,
             },
             engine: Arc::new(Engine {
-                client: backend_client(settings),
+                pool: pool_settings(settings),
                 forwarded: Forwarded {
                     for_: settings.x_forwarded_for,
                     proto: settings.x_forwarded_proto,
                     port: settings.x_forwarded_port,
                 },
                 backend_timeout: settings.backend_timeout,
+                tunnel_timeout: settings.tunnel_timeout,
                 access_log,
             }),
         }
@@ -323,23 +333,17 @@ fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The pool of backend connections, with the connect timeout.
-fn backend_client(settings: &ProxySettings) -> forward::BackendClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        // hyper's read buffer grows with large responses up to ~400 KiB per connection; bodies
-        // stream through, so a bounded buffer costs a few more reads and saves most memory.
-        .http1_max_buf_size(BACKEND_READ_BUFFER)
-        // After a burst, keep a bounded number of idle connections per backend and worker.
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .set_host(false)
-        .build(connector)
+/// How backend connections are made and kept.
+fn pool_settings(settings: &ProxySettings) -> PoolSettings {
+    PoolSettings {
+        connect_timeout: settings.connect_timeout,
+        // hyper's read buffer would grow with large responses up to ~400 KiB per connection;
+        // bodies stream through, so a bounded buffer costs a few more reads and saves most
+        // memory.
+        read_buffer: BACKEND_READ_BUFFER,
+        max_idle_per_backend: POOL_MAX_IDLE,
+        idle_timeout: POOL_IDLE,
+    }
 }
 
 /// A listening socket on `addr`, even if the address is not (yet) on this node; one of
@@ -517,7 +521,9 @@ async fn handle_client(
     .await;
 }
 
-/// Serves one client connection until it ends, or until shutdown (graceful, then forced).
+/// Serves one client connection until it ends, or until shutdown (graceful, then forced):
+/// HTTP/1 by the engine in [`h1`], HTTP/2 (ALPN, or the preface on a cleartext connection) by
+/// hyper.
 #[allow(clippy::too_many_arguments)]
 async fn serve<I>(
     io: I,
@@ -552,6 +558,36 @@ async fn serve<I>(
         peer,
         activity,
     ));
+    if http2 {
+        serve_hyper(io, &server, connection, shutdown, force_close).await;
+        return;
+    }
+    let engine = h1::serve(
+        io,
+        Arc::clone(&connection),
+        shutdown.clone(),
+        server.engine.tunnel_timeout,
+    );
+    let outcome = tokio::select! {
+        outcome = engine => outcome,
+        () = force_close.cancelled() => return,
+    };
+    if let h1::Outcome::Http2(io, read) = outcome {
+        let io = h1::Prefixed::new(io, read);
+        serve_hyper(io, &server, connection, shutdown, force_close).await;
+    }
+}
+
+/// Serves an HTTP/2 connection with hyper; each stream goes to [`forward::handle`].
+async fn serve_hyper<I>(
+    io: I,
+    server: &ServerSide,
+    connection: Arc<Connection>,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| {
         let connection = Arc::clone(&connection);
         async move { Ok::<_, Infallible>(forward::handle(connection, request).await) }
