@@ -1,14 +1,18 @@
 //! `cargo xtask bench proxy`: Tandem's L7 proxy against HAProxy and nginx (Debian's packages)
 //! on the lab topology, configured alike: the same two backends (the project's echo server on
 //! http1 and http2, `/size/N` bodies), round robin, keep-alive to clients and to backends, two
-//! worker threads or processes each, no access log, X-Forwarded-For/Proto/Port added. Each
-//! proxy runs on lb1 in turn; wrk loads it from the client host for a bounded time per case
-//! (1 KiB and 100 KiB bodies, 64 and 256 connections). The table (requests/s, p50, p99, peak
-//! RSS, ratios to HAProxy and nginx) is printed and written to docs/benchmarks.md (## Proxy).
+//! worker threads or processes each, no access log, X-Forwarded-For/Proto/Port added. The three
+//! run side by side on lb1 (each on its own port) and are loaded in turn from the client host:
+//! each cell (HTTP/1.1 with wrk: 1 KiB and 100 KiB bodies at 64 and 256 connections; HTTP/2
+//! with h2load: 1 KiB and 100 KiB) is run for every proxy, interleaved, and the whole round is
+//! repeated (3 times by default, the proxies' order rotated each time), so a noisy moment of the
+//! shared machine hits all of them alike. Per run: requests/s, p99 latency, CPU time of the
+//! proxy's processes per request, and its peak RSS during that run alone (the peak is reset
+//! before it). Before any load, each proxy holds 10,000 idle keep-alive client connections
+//! (each has made one request): the RSS they add, per connection.
 //!
-//! Everything shares one machine: wrk, the backends and the proxy compete for its cores, so
-//! the absolute figures say little; the ratios between proxies on the same machine are the
-//! point.
+//! The table (median and min-max of the repetitions, ratios of medians to HAProxy and nginx) is
+//! printed and written to docs/benchmarks.md (## Proxy).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -28,8 +32,6 @@ const CONNECTIONS: [u32; 2] = [64, 256];
 /// HTTP/2 (cleartext, prior knowledge) with h2load: connections, each with this many streams.
 const H2_CONNECTIONS: u32 = 64;
 const H2_STREAMS: u32 = 10;
-/// nginx's cleartext HTTP/2 port (Tandem and HAProxy detect the preface on `PORT`).
-const H2_NGINX_PORT: u16 = PORT + 1;
 /// Load before the measured runs of each proxy (connections, pools, caches warm).
 const WARM_UP: Duration = Duration::from_secs(2);
 
@@ -53,24 +55,91 @@ impl Contender {
     }
 }
 
-/// One wrk run's figures.
+/// One load run's figures.
 #[derive(Debug, Clone, Copy, Default)]
 struct Measured {
     requests_per_second: f64,
+    /// Requests completed (for CPU per request).
+    requests: u64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
 }
 
-pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
+/// What one run of one cell gave for one proxy.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    load: Measured,
+    /// CPU time of the proxy's processes per request, in microseconds.
+    cpu_us_per_request: f64,
+    peak_rss_kib: u64,
+}
+
+/// A cell of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    Http1 { size: usize, connections: u32 },
+    Http2 { size: usize },
+}
+
+impl Cell {
+    fn all() -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for (size, _) in BODIES {
+            for connections in CONNECTIONS {
+                cells.push(Cell::Http1 { size, connections });
+            }
+        }
+        for (size, _) in BODIES {
+            cells.push(Cell::Http2 { size });
+        }
+        cells
+    }
+
+    fn label(self) -> String {
+        let body = |size| {
+            BODIES
+                .iter()
+                .find(|(s, _)| *s == size)
+                .map_or("?", |(_, label)| *label)
+        };
+        match self {
+            Cell::Http1 { size, connections } => {
+                format!("HTTP/1.1 {} x {connections}", body(size))
+            }
+            Cell::Http2 { size } => {
+                format!("HTTP/2 {} x {H2_CONNECTIONS}x{H2_STREAMS}", body(size))
+            }
+        }
+    }
+}
+
+/// Idle keep-alive client connections held for the memory row.
+const IDLE_CONNECTIONS: usize = 9_000;
+/// Each proxy's port on lb1 (nginx's cleartext HTTP/2 port is the next one).
+fn port_of(proxy: Contender) -> u16 {
+    match proxy {
+        Contender::Tandem => PORT,
+        Contender::HaProxy => PORT + 1,
+        Contender::Nginx => PORT + 2,
+    }
+}
+
+pub fn run(root: &Path, seconds: u64, repetitions: u32) -> anyhow::Result<()> {
     let target = crate::bench_report::release_dir(root);
     crate::bench_report::require_tools(
-        &["/usr/bin/wrk", "/usr/sbin/haproxy", "/usr/sbin/nginx"],
-        "wrk, haproxy and nginx-light",
+        &[
+            "/usr/bin/wrk",
+            "/usr/bin/h2load",
+            "/usr/sbin/haproxy",
+            "/usr/sbin/nginx",
+        ],
+        "wrk, nghttp2-client, haproxy and nginx-light",
     )?;
     let tandem = target.join("tandem");
     let echo = target.join("tandem-echo");
     let run_for = Duration::from_secs(seconds.max(1));
+    let repetitions = repetitions.max(1);
 
     let lab = Lab::new()?;
     let backends = [
@@ -80,57 +149,165 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
     let backend_addrs: Vec<SocketAddrV4> = backends.iter().map(EchoBackend::addr).collect();
     let lb1 = lab.host(LB1);
     let client = lab.host(CLIENT);
-    let listen = SocketAddrV4::new(lb1.ip, PORT);
 
-    let mut results: Vec<(Contender, usize, u32, Measured)> = Vec::new();
-    let mut h2_results: Vec<(Contender, usize, Measured)> = Vec::new();
-    let mut peak_rss: Vec<(Contender, u64)> = Vec::new();
+    // All three run at once; each is idle while another is measured.
+    let mut processes = Vec::new();
+    let mut idle = Vec::new();
     for proxy in Contender::ALL {
-        eprintln!("bench proxy: {}", proxy.name());
+        let listen = SocketAddrV4::new(lb1.ip, port_of(proxy));
         let dir = lab
             .work_dir()
             .join(format!("bench-{}", proxy.name().to_lowercase()));
         fs::create_dir_all(&dir)?;
-        let mut process = start(proxy, &tandem, lb1, &dir, listen, &backend_addrs)?;
+        let process = start(proxy, &tandem, lb1, &dir, listen, &backend_addrs)?;
         wait_for_tcp(client, SocketAddr::V4(listen), Duration::from_secs(10))
             .with_context(|| format!("{} does not accept on {listen}", proxy.name()))?;
-        wrk(client, listen, BODIES[0].0, 64, WARM_UP)?;
-        for (size, _) in BODIES {
-            for connections in CONNECTIONS {
-                let measured = wrk(client, listen, size, connections, run_for)?;
+        // The memory row first, before any load has grown the allocators' caches.
+        match idle_rss_per_connection(client, listen, process.pid()) {
+            Ok(per_connection) => {
                 eprintln!(
-                    "  {size} bytes, {connections} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
-                    measured.requests_per_second, measured.p50_ms, measured.p99_ms
+                    "bench proxy: {} holds {IDLE_CONNECTIONS} idle connections at \
+                     {per_connection:.2} KiB each",
+                    proxy.name()
                 );
-                results.push((proxy, size, connections, measured));
+                idle.push((proxy, Ok(per_connection)));
+            }
+            Err(error) => {
+                let logs: String = ["stderr.log", "error.log"]
+                    .iter()
+                    .filter_map(|name| fs::read_to_string(dir.join(name)).ok())
+                    .collect();
+                eprintln!(
+                    "bench proxy: {} could not hold {IDLE_CONNECTIONS} idle connections: \
+                     {error:#}\n{logs}",
+                    proxy.name()
+                );
+                idle.push((proxy, Err(format!("{error:#}"))));
             }
         }
-        let h2_target = match proxy {
-            Contender::Nginx => SocketAddrV4::new(*listen.ip(), H2_NGINX_PORT),
-            Contender::Tandem | Contender::HaProxy => listen,
-        };
-        for (size, _) in BODIES {
-            let measured = h2load(client, h2_target, size, run_for)?;
-            eprintln!(
-                "  HTTP/2 {size} bytes, {H2_CONNECTIONS}x{H2_STREAMS} streams: {:.0} req/s, mean {:.2} ms",
-                measured.requests_per_second, measured.p50_ms
-            );
-            h2_results.push((proxy, size, measured));
+        processes.push((proxy, listen, process));
+    }
+    for (_, listen, _) in &processes {
+        wrk(client, *listen, BODIES[0].0, 64, WARM_UP)?;
+    }
+
+    let ticks = crate::process_tree::ticks_per_second();
+    let mut runs: Vec<(Cell, Contender, Run)> = Vec::new();
+    for repetition in 0..repetitions {
+        for cell in Cell::all() {
+            // The order rotates each repetition: no proxy always goes first after a change.
+            for i in 0..processes.len() {
+                let (proxy, listen, process) =
+                    &processes[(i + repetition as usize) % processes.len()];
+                let pid = process.pid();
+                crate::process_tree::reset_peak(pid);
+                let cpu_before = crate::process_tree::cpu_ticks(pid);
+                let load = match cell {
+                    Cell::Http1 { size, connections } => {
+                        wrk(client, *listen, size, connections, run_for)?
+                    }
+                    Cell::Http2 { size } => {
+                        let target = match proxy {
+                            Contender::Nginx => SocketAddrV4::new(*listen.ip(), listen.port() + 1),
+                            Contender::Tandem | Contender::HaProxy => *listen,
+                        };
+                        h2load(client, target, size, run_for)?
+                    }
+                };
+                let cpu_seconds = (crate::process_tree::cpu_ticks(pid) - cpu_before) as f64 / ticks;
+                let run = Run {
+                    load,
+                    cpu_us_per_request: cpu_seconds * 1e6 / load.requests.max(1) as f64,
+                    peak_rss_kib: crate::process_tree::kib(
+                        pid,
+                        crate::process_tree::Memory::PeakResident,
+                    ),
+                };
+                eprintln!(
+                    "  [{}/{repetitions}] {} {}: {:.0} req/s, p99 {:.2} ms, {:.1} µs CPU/req, peak {:.1} MiB",
+                    repetition + 1,
+                    cell.label(),
+                    proxy.name(),
+                    load.requests_per_second,
+                    load.p99_ms,
+                    run.cpu_us_per_request,
+                    run.peak_rss_kib as f64 / 1024.0
+                );
+                runs.push((cell, *proxy, run));
+            }
         }
-        peak_rss.push((
-            proxy,
-            crate::process_tree::kib(process.pid(), crate::process_tree::Memory::PeakResident),
-        ));
+    }
+    for (proxy, _, mut process) in processes {
         process
             .terminate(Duration::from_secs(5))
             .with_context(|| format!("stopping {}", proxy.name()))?;
     }
     drop(backends);
 
-    let table = render(&results, &h2_results, &peak_rss, run_for);
+    let table = render(&runs, &idle, run_for, repetitions);
     println!("\n{table}");
     crate::bench_report::replace_section(root, "Proxy", &table)?;
     Ok(())
+}
+
+/// Opens [`IDLE_CONNECTIONS`] keep-alive connections from `client` to `listen`, each making
+/// one request, holds them, and returns the RSS the proxy (`pid` and its children) gained, in
+/// KiB per connection.
+fn idle_rss_per_connection(client: &Host, listen: SocketAddrV4, pid: u32) -> anyhow::Result<f64> {
+    use std::io::{Read as _, Write as _};
+    let before = crate::process_tree::kib(pid, crate::process_tree::Memory::Resident);
+    let after = client.in_netns(move || -> anyhow::Result<u64> {
+        raise_fd_limit();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let request = format!("GET /size/16 HTTP/1.1\r\nHost: {listen}\r\n\r\n");
+        let mut held = Vec::with_capacity(IDLE_CONNECTIONS);
+        let mut answer = [0u8; 1024];
+        for _ in 0..IDLE_CONNECTIONS {
+            if std::time::Instant::now() > deadline {
+                bail!("opened only {} connections in 120 s", held.len());
+            }
+            let mut stream = std::net::TcpStream::connect_timeout(
+                &SocketAddr::V4(listen),
+                Duration::from_secs(5),
+            )?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            // The 16-byte body ends the answer: read until it is in.
+            let mut got = Vec::new();
+            while !got.ends_with(&[b'x'; 16]) && got.len() < 4096 {
+                let n = stream.read(&mut answer)?;
+                if n == 0 {
+                    bail!(
+                        "the proxy closed a connection after {} were open",
+                        held.len()
+                    );
+                }
+                got.extend_from_slice(&answer[..n]);
+            }
+            held.push(stream);
+        }
+        // Let the proxy settle (buffers released, tasks parked) before reading its memory.
+        std::thread::sleep(Duration::from_secs(2));
+        let after = crate::process_tree::kib(pid, crate::process_tree::Memory::Resident);
+        drop(held);
+        Ok(after)
+    })??;
+    Ok(after.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64)
+}
+
+/// Lets this process hold the idle connections (the soft limit is often 1024).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Starts `proxy` on lb1 with its equivalent configuration in `dir`.
@@ -181,7 +358,8 @@ pub(crate) fn config_text(
                 dir.join("tandem.toml"),
                 format!(
                     "[node]\nname = \"lb1\"\ninterface = \"{iface}\"\ndataplane = \"none\"\n\
-                     control_socket = \"{socket}\"\n\n[proxy]\naccess_log = {{ level = 0 }}\nworkers = 2\n\n\
+                     control_socket = \"{socket}\"\n\n[proxy]\naccess_log = {{ level = 0 }}\nworkers = 2\n\
+                     max_connections = 20000\n\n\
                      [[service]]\nname = \"web\"\nlisten = \"{listen}\"\nbackends = [{backends}]\n",
                     iface = lb1.iface,
                     socket = dir.join("tandem.sock").display(),
@@ -198,7 +376,7 @@ pub(crate) fn config_text(
             (
                 dir.join("haproxy.cfg"),
                 format!(
-                    "global\n    nbthread 2\n    maxconn 8000\n\n\
+                    "global\n    nbthread 2\n    maxconn 9990\n\n\
                      defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n\
                      \x20   timeout server 15s\n    timeout http-keep-alive 60s\n    option forwardfor\n\n\
                      frontend web\n    bind {listen}\n\
@@ -222,12 +400,12 @@ pub(crate) fn config_text(
                  \x20           proxy_set_header X-Forwarded-Port $server_port;\n\
                  \x20           proxy_max_temp_file_size 0;\n        }\n";
             // nginx speaks cleartext HTTP/2 only on a port of its own.
-            let h2 = SocketAddrV4::new(*listen.ip(), H2_NGINX_PORT);
+            let h2 = SocketAddrV4::new(*listen.ip(), listen.port() + 1);
             (
                 dir.join("nginx.conf"),
                 format!(
                     "user root;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
-                     worker_rlimit_nofile 20000;\nevents {{ worker_connections 8000; }}\n\
+                     worker_rlimit_nofile 20000;\nevents {{ worker_connections 20000; }}\n\
                      http {{\n    access_log off;\n    keepalive_timeout 60s;\n    keepalive_requests 1000000;\n\
                      \x20   upstream servers {{\n{servers}        keepalive 512;\n        keepalive_requests 1000000;\n    }}\n\
                      \x20   server {{\n        listen {listen};\n{location}    }}\n\
@@ -301,6 +479,12 @@ fn parse_wrk(output: &str) -> anyhow::Result<Measured> {
     for line in output.lines().map(str::trim) {
         if line.starts_with("Latency Distribution") {
             in_distribution = true;
+        } else if line.contains(" requests in ") {
+            measured.requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .context("the 'requests in' line")?;
         } else if let Some(rate) = line.strip_prefix("Requests/sec:") {
             measured.requests_per_second = rate.trim().parse().context("Requests/sec")?;
         } else if let Some(errors) = line.strip_prefix("Socket errors:") {
@@ -346,7 +530,6 @@ fn h2load(
             &H2_STREAMS.to_string(),
             "-D",
             &duration.as_secs().to_string(),
-            "--warm-up-time=1",
             &format!("http://{target}/size/{size}"),
         ],
     )?;
@@ -363,6 +546,10 @@ fn parse_h2load(output: &str) -> anyhow::Result<Measured> {
                 .context("no req/s in the 'finished in' line")?;
             measured.requests_per_second = rate.parse().context("req/s")?;
         } else if let Some(rest) = line.strip_prefix("requests:") {
+            measured.requests = rest
+                .split(',')
+                .find_map(|part| part.trim().strip_suffix(" done")?.parse().ok())
+                .context("no 'done' count in the requests line")?;
             measured.errors = rest
                 .split(',')
                 .filter_map(|part| {
@@ -399,81 +586,123 @@ fn milliseconds(value: &str) -> anyhow::Result<f64> {
         * factor)
 }
 
-fn render(
-    results: &[(Contender, usize, u32, Measured)],
-    h2_results: &[(Contender, usize, Measured)],
-    peak_rss: &[(Contender, u64)],
-    run_for: Duration,
-) -> String {
-    let find = |proxy: Contender, size: usize, connections: u32| {
-        results
-            .iter()
-            .find(|(p, s, c, _)| *p == proxy && *s == size && *c == connections)
-            .map(|(_, _, _, m)| *m)
-            .unwrap_or_default()
+/// The median and the range of `values` (sorted here).
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
     };
+    (median, values[0], values[n - 1])
+}
+
+fn render(
+    runs: &[(Cell, Contender, Run)],
+    idle: &[(Contender, Result<f64, String>)],
+    run_for: Duration,
+    repetitions: u32,
+) -> String {
     let mut table = format!(
-        "`cargo xtask bench proxy`: wrk (2 threads, {}s per case) from the client host to a \
-         proxy on lb1, two tandem-echo backends, round robin, keep-alive both sides, 2 \
-         workers each, no access log.\n\n\
-         | body | conns | proxy | req/s | p50 ms | p99 ms | errors | req/s vs HAProxy | req/s vs nginx | p99 vs HAProxy |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "`cargo xtask bench proxy`: the three proxies side by side on lb1, two tandem-echo \
+         backends, round robin, keep-alive both sides, 2 workers each, no access log. Each \
+         cell runs {}s per proxy, interleaved, {repetitions} times (the proxies' order rotated \
+         each time); figures are the median with the min-max in brackets. HTTP/1.1 load: wrk, 2 \
+         threads; HTTP/2: h2load (cleartext, prior knowledge), {H2_CONNECTIONS} connections x \
+         {H2_STREAMS} streams, which reports a mean latency, not a p99. CPU: user and system \
+         time of the proxy's processes over the run, per request. Peak RSS: the proxy's \
+         processes during that run alone. Ratios are of medians; for latency, CPU and memory \
+         lower is better.\n\n\
+         | cell | proxy | req/s | p99 ms | CPU µs/req | peak RSS MiB | errors | req/s vs HAProxy | req/s vs nginx | p99 vs HAProxy | CPU vs HAProxy | RSS vs HAProxy |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         run_for.as_secs()
     );
-    for (size, label) in BODIES {
-        for connections in CONNECTIONS {
-            let haproxy = find(Contender::HaProxy, size, connections);
-            let nginx = find(Contender::Nginx, size, connections);
-            for proxy in Contender::ALL {
-                let m = find(proxy, size, connections);
-                let _ = writeln!(
-                    table,
-                    "| {label} | {connections} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} |",
-                    proxy.name(),
-                    m.requests_per_second,
-                    m.p50_ms,
-                    m.p99_ms,
-                    m.errors,
-                    ratio(m.requests_per_second, haproxy.requests_per_second),
-                    ratio(m.requests_per_second, nginx.requests_per_second),
-                    ratio(m.p99_ms, haproxy.p99_ms),
-                );
-            }
+    for cell in Cell::all() {
+        let of = |proxy: Contender| -> Vec<Run> {
+            runs.iter()
+                .filter(|(c, p, _)| *c == cell && *p == proxy)
+                .map(|(_, _, run)| *run)
+                .collect()
+        };
+        let summary = |proxy: Contender| {
+            let runs = of(proxy);
+            let rate = spread(runs.iter().map(|r| r.load.requests_per_second).collect());
+            let latency = spread(
+                runs.iter()
+                    .map(|r| match cell {
+                        Cell::Http1 { .. } => r.load.p99_ms,
+                        Cell::Http2 { .. } => r.load.p50_ms,
+                    })
+                    .collect(),
+            );
+            let cpu = spread(runs.iter().map(|r| r.cpu_us_per_request).collect());
+            let rss = spread(
+                runs.iter()
+                    .map(|r| r.peak_rss_kib as f64 / 1024.0)
+                    .collect(),
+            );
+            let errors: u64 = runs.iter().map(|r| r.load.errors).sum();
+            (rate, latency, cpu, rss, errors)
+        };
+        let haproxy = summary(Contender::HaProxy);
+        let nginx = summary(Contender::Nginx);
+        for proxy in Contender::ALL {
+            let (rate, latency, cpu, rss, errors) = summary(proxy);
+            let latency_label = match cell {
+                Cell::Http1 { .. } => {
+                    format!("{:.2} ({:.2}-{:.2})", latency.0, latency.1, latency.2)
+                }
+                Cell::Http2 { .. } => {
+                    format!("mean {:.2} ({:.2}-{:.2})", latency.0, latency.1, latency.2)
+                }
+            };
+            let _ = writeln!(
+                table,
+                "| {} | {} | {:.0} ({:.0}-{:.0}) | {latency_label} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {errors} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                cell.label(),
+                proxy.name(),
+                rate.0,
+                rate.1,
+                rate.2,
+                cpu.0,
+                cpu.1,
+                cpu.2,
+                rss.0,
+                rss.1,
+                rss.2,
+                ratio(rate.0, haproxy.0 .0),
+                ratio(rate.0, nginx.0 .0),
+                ratio(latency.0, haproxy.1 .0),
+                ratio(cpu.0, haproxy.2 .0),
+                ratio(rss.0, haproxy.3 .0),
+            );
         }
     }
     let _ = write!(
         table,
-        "\nHTTP/2 (cleartext, prior knowledge) with h2load: {H2_CONNECTIONS} connections x \
-         {H2_STREAMS} streams; h2load reports the mean, not percentiles.\n\n\
-         | body | proxy | req/s | mean ms | errors | req/s vs HAProxy | req/s vs nginx |\n\
-         |---|---|---|---|---|---|---|\n"
+        "\n{IDLE_CONNECTIONS} idle keep-alive client connections (each made one request, before \
+         any load): the RSS the proxy's processes gained while holding them.\n\n\
+         | proxy | KiB per idle connection | vs HAProxy |\n|---|---|---|\n"
     );
-    for (size, label) in BODIES {
-        let find = |proxy: Contender| {
-            h2_results
-                .iter()
-                .find(|(p, s, _)| *p == proxy && *s == size)
-                .map(|(_, _, m)| *m)
-                .unwrap_or_default()
-        };
-        let (haproxy, nginx) = (find(Contender::HaProxy), find(Contender::Nginx));
-        for proxy in Contender::ALL {
-            let m = find(proxy);
-            let _ = writeln!(
+    let haproxy = idle
+        .iter()
+        .find(|(p, _)| *p == Contender::HaProxy)
+        .and_then(|(_, kib)| kib.as_ref().ok().copied())
+        .unwrap_or(0.0);
+    for (proxy, kib) in idle {
+        let _ = match kib {
+            Ok(kib) => writeln!(
                 table,
-                "| {label} | {} | {:.0} | {:.2} | {} | {:.2} | {:.2} |",
+                "| {} | {kib:.2} | {:.2} |",
                 proxy.name(),
-                m.requests_per_second,
-                m.p50_ms,
-                m.errors,
-                ratio(m.requests_per_second, haproxy.requests_per_second),
-                ratio(m.requests_per_second, nginx.requests_per_second),
-            );
-        }
-    }
-    table.push_str("\n| proxy | peak RSS (MiB) |\n|---|---|\n");
-    for (proxy, kib) in peak_rss {
-        let _ = writeln!(table, "| {} | {:.1} |", proxy.name(), *kib as f64 / 1024.0);
+                ratio(*kib, haproxy)
+            ),
+            Err(error) => writeln!(table, "| {} | failed: {error} | |", proxy.name()),
+        };
     }
     table
 }
@@ -489,6 +718,12 @@ pub(crate) fn ratio(value: f64, reference: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_gives_the_median_and_the_range() {
+        assert_eq!(spread(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(spread(vec![4.0, 1.0]), (2.5, 1.0, 4.0));
+    }
 
     #[test]
     fn wrk_output_is_read() -> anyhow::Result<()> {
@@ -512,6 +747,7 @@ Transfer/sec:     13.00MB
         assert!((measured.p50_ms - 0.812).abs() < 1e-9);
         assert!((measured.p99_ms - 4.5).abs() < 1e-9);
         assert_eq!(measured.errors, 6);
+        assert_eq!(measured.requests, 123456);
         Ok(())
     }
 
@@ -525,6 +761,7 @@ time for request:      107us      6.93ms      1.08ms       539us    75.88%
         assert!((measured.requests_per_second - 34813.0).abs() < 1e-6);
         assert!((measured.p50_ms - 1.08).abs() < 1e-9);
         assert_eq!(measured.errors, 6);
+        assert_eq!(measured.requests, 69626);
         Ok(())
     }
 }

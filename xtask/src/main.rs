@@ -106,9 +106,12 @@ enum BenchCmd {
     /// Tandem's L7 proxy against HAProxy and nginx: requests/s, p50/p99 latency and peak RSS
     /// with 1 KiB and 100 KiB bodies at 64 and 256 connections.
     Proxy {
-        /// Seconds of load per case (each of the 3 proxies runs 4 cases).
+        /// Seconds of load per proxy in each cell (6 cells, 3 proxies, each repetition).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Rounds over every cell and proxy (median and min-max are reported).
+        #[arg(long, default_value_t = 3)]
+        repetitions: u32,
     },
     /// L4 balancing: Tandem XDP (native, generic), nftables DNAT, HAProxy mode tcp and
     /// Tandem's userspace relay; packets/s (trafgen UDP flood), requests/s (wrk) and the
@@ -174,7 +177,10 @@ fn main() {
                     repetitions,
                     bench_failover::Filter { pair, interval_ms },
                 ),
-                BenchCmd::Proxy { seconds } => bench_proxy::run(&workspace_root(), seconds),
+                BenchCmd::Proxy {
+                    seconds,
+                    repetitions,
+                } => bench_proxy::run(&workspace_root(), seconds, repetitions),
                 BenchCmd::L4 { seconds } => bench_l4::run(&workspace_root(), seconds),
                 BenchCmd::Reload { seconds } => bench_reload::run(&workspace_root(), seconds),
             }),

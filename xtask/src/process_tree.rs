@@ -35,6 +35,57 @@ pub fn kib(root: u32, memory: Memory) -> u64 {
     total
 }
 
+/// `root` and every process below it.
+pub fn pids(root: u32) -> Vec<u32> {
+    let children = children_by_parent();
+    let mut all = Vec::new();
+    let mut pending = vec![root];
+    while let Some(pid) = pending.pop() {
+        all.push(pid);
+        pending.extend(children.get(&pid).into_iter().flatten());
+    }
+    all
+}
+
+/// CPU time (user and system, all threads) used so far by `root` and every process below it,
+/// in clock ticks (`CLK_TCK`, usually 100 per second).
+pub fn cpu_ticks(root: u32) -> u64 {
+    pids(root)
+        .into_iter()
+        .map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+            stat.rsplit_once(')')
+                .map(|(_, rest)| {
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+                    field(11).unwrap_or(0) + field(12).unwrap_or(0)
+                })
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Clock ticks per second, for [`cpu_ticks`].
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// Starts the peak (VmHWM) of `root` and every process below it again from the current RSS,
+/// so the next reading of [`Memory::PeakResident`] is the peak of what follows.
+pub fn reset_peak(root: u32) {
+    for pid in pids(root) {
+        // "5" resets the peak resident set size (proc(5), /proc/pid/clear_refs).
+        let _ = fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
+}
+
 fn children_by_parent() -> HashMap<u32, Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     let Ok(entries) = fs::read_dir("/proc") else {

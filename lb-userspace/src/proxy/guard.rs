@@ -692,6 +692,9 @@ impl<T: AsyncRead + Unpin> ClientIo<T> {
         buf.put_slice(&self.held[..n]);
         self.held.advance(n);
         self.cleared -= n;
+        if self.held.is_empty() {
+            self.held = BytesMut::new();
+        }
     }
 }
 
@@ -750,13 +753,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                     other => other,
                 }
             } else {
-                let start = this.held.len();
-                this.held.reserve(READ_CHUNK);
-                let mut chunk = ReadBuf::uninit(this.held.spare_capacity_mut());
+                // Read on the stack, not into `held`: a connection waiting for its next request
+                // then holds no buffer (idle keep-alive connections cost little memory).
+                let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut chunk = ReadBuf::uninit(&mut chunk);
                 let polled = Pin::new(&mut this.inner).poll_read(cx, &mut chunk);
                 let n = chunk.filled().len();
-                // SAFETY: the reader initialised and filled the first `n` spare bytes.
-                unsafe { this.held.set_len(start + n) };
+                this.held.extend_from_slice(chunk.filled());
                 match polled {
                     Poll::Ready(Ok(())) if n == 0 => {
                         // Let hyper see whatever partial head there is and fail on it.

@@ -502,22 +502,26 @@ async fn handle_client(
         .await;
         return;
     };
-    // The handshake is part of what a client must finish in the header timeout.
-    let handshake = tokio::time::timeout(server.timeouts.header, acceptor.accept(stream)).await;
-    let Ok(Ok(tls)) = handshake else {
-        return;
-    };
-    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(
-        tls,
-        true,
-        http2,
-        server,
-        listener,
-        peer,
-        shutdown,
-        force_close,
-    )
+    // Boxed: a plain connection's future does not carry the size of a TLS session.
+    Box::pin(async move {
+        // The handshake is part of what a client must finish in the header timeout.
+        let handshake = tokio::time::timeout(server.timeouts.header, acceptor.accept(stream)).await;
+        let Ok(Ok(tls)) = handshake else {
+            return;
+        };
+        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        serve(
+            tls,
+            true,
+            http2,
+            server,
+            listener,
+            peer,
+            shutdown,
+            force_close,
+        )
+        .await;
+    })
     .await;
 }
 
@@ -558,8 +562,9 @@ async fn serve<I>(
         peer,
         activity,
     ));
+    // hyper's state is boxed, so an HTTP/1 connection does not carry its size.
     if http2 {
-        serve_hyper(io, &server, connection, shutdown, force_close).await;
+        Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
         return;
     }
     let engine = h1::serve(
@@ -574,7 +579,7 @@ async fn serve<I>(
     };
     if let h1::Outcome::Http2(io, read) = outcome {
         let io = h1::Prefixed::new(io, read);
-        serve_hyper(io, &server, connection, shutdown, force_close).await;
+        Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
     }
 }
 

@@ -120,7 +120,10 @@ where
             }
             NextHead::End => break,
         };
-        if !session.exchange(head).await || session.shutdown.is_cancelled() {
+        // A request's state (backend connection, timers, relay) lives on the heap while it
+        // runs: a connection waiting for its next request then holds a few hundred bytes,
+        // not the several KiB of the deepest exchange.
+        if !Box::pin(session.exchange(head)).await || session.shutdown.is_cancelled() {
             break;
         }
         if session.buf.is_empty() {
@@ -215,18 +218,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     }
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(CLIENT_READ);
-            }
             let read = if self.buf.is_empty() {
                 // Between requests a shutdown closes the connection.
                 tokio::select! {
                     biased;
-                    read = self.io.read_buf(&mut self.buf) => read,
+                    read = read_some(&mut self.io, &mut self.buf) => read,
                     () = self.stopping.as_mut() => return NextHead::End,
                 }
             } else {
-                self.io.read_buf(&mut self.buf).await
+                read_some(&mut self.io, &mut self.buf).await
             };
             match read {
                 Ok(0) | Err(_) => return NextHead::End,
@@ -868,6 +868,19 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 enum Lost {
     Client,
     Backend,
+}
+
+/// Reads what the client has sent into `buf`. The bytes land on the stack first, so a
+/// connection waiting for its next request holds no buffer.
+async fn read_some<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); CLIENT_READ];
+        let mut chunk = tokio::io::ReadBuf::uninit(&mut chunk);
+        std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
+        buf.extend_from_slice(chunk.filled());
+        std::task::Poll::Ready(Ok(chunk.filled().len()))
+    })
+    .await
 }
 
 /// Reads until a complete response head is in `buf`; returns it (and leaves the bytes after
