@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::dataplane::{DataplaneKind, DataplaneStatus};
-use crate::proxy::handle::ServiceSnapshot;
+use crate::proxy::engine::stats::ServiceSnapshot;
 use crate::vrrp::instance::InstanceStatus;
 
 /// The states `tandem_vrrp_state` has a series for.

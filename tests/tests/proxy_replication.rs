@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tandem::config;
-use tandem::proxy::upstream::Upstream;
+use tandem::proxy::policy::upstream::Upstream;
 use tandem_lab::pair::{wait_until, TandemNode};
 use tandem_lab::{http_get, wait_for_tcp, EchoBackend, Host, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2};
 

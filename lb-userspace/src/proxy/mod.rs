@@ -1,29 +1,14 @@
-//! The L7 reverse proxy: what the classic pair relied on Pound for, on hyper.
+//! The L7 reverse proxy: what the classic pair relied on Pound for.
 //!
-//! Two sides meet at [`upstream::Upstream`], one per HTTP service:
-//! - the HTTP engine (listeners, TLS, forwarding, header rewriting, limits, access log) asks it
-//!   which backends to try for a request and tells it what happened;
-//! - the policy side behind it (balancing, health checks, session affinity, replication to the
-//!   peer) decides, and never touches a client connection.
+//! Two rooms, with imports one way (engine to policy):
+//! - [`engine`]: listeners, TLS, the HTTP/1.1 engine and hyper's HTTP/2, backend connections,
+//!   header rewriting, limits and timeouts, the access log, counters;
+//! - [`policy`]: per HTTP service, an [`policy::upstream::Upstream`] that decides which
+//!   backends to try (health, balancing, session affinity, replication to the peer) and never
+//!   touches a connection.
 
-pub mod affinity;
-pub mod balance;
-pub mod replicate;
-pub mod upstream;
+pub mod engine;
+pub mod policy;
 
-// The HTTP engine: client and backend connections.
-pub mod access_log;
-pub mod backend;
-pub mod body;
-pub mod dispatch;
-pub mod forward;
-pub mod guard;
-pub mod h1;
-pub mod handle;
-pub mod headers;
-pub mod routes;
-pub mod server;
-pub mod tls;
-
-pub use handle::{PreparedReload, ProxyHandle, ProxyStats};
-pub use server::start;
+pub use engine::handle::{start, PreparedReload, ProxyHandle};
+pub use engine::stats::ProxyStats;

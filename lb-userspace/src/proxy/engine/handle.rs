@@ -4,177 +4,67 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::StatusCode;
-use serde::Serialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::forward::{ListenerEntry, ServiceEntry};
-use super::replicate::Replicator;
-use super::routes;
-use super::server::{bind, AddListener, ServeProbe};
+use super::access_log::AccessLogger;
+use super::routes::{self, ListenerEntry, ServiceEntry};
+use super::server::{self, answers_probe, bind, AddListener, ServeProbe};
+use super::stats::{ConnectionCounters, ListenerStats, ProxyStats, ServiceSnapshot, ServiceStats};
 use crate::config::Config;
+use crate::proxy::policy::replicate::Replicator;
 
 /// How long the probe's local request may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// The probe's request: the server-wide `OPTIONS *`, answered by the proxy itself.
-const PROBE_REQUEST: &[u8] =
-    b"OPTIONS * HTTP/1.1\r\nHost: tandem-probe\r\nConnection: close\r\n\r\n";
 
-/// Request counters of one service (or of a listener's unrouted requests).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx.
-    pub by_class: [AtomicU64; 5],
-    /// Backend attempts that failed (connect refused or timed out, connection lost, timeout).
-    pub errors: AtomicU64,
-    pub in_flight: AtomicI64,
-    /// Protocol switches (WebSocket...) tunneling now.
-    pub tunnels: AtomicI64,
-    /// How long answered requests took, from the request head to the end of the response.
-    pub latency: Latency,
-}
-
-/// Upper bounds (seconds) of the request latency histogram's buckets; one more counts the rest.
-pub const LATENCY_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// A lock-free latency histogram: a count per bucket (not cumulative) and the sum.
-#[derive(Debug, Default)]
-pub struct Latency {
-    /// One per [`LATENCY_BUCKETS`] entry, then the +Inf bucket.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl Latency {
-    pub fn observe(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> LatencySnapshot {
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(&self.buckets)
-            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
-            .collect();
-        LatencySnapshot {
-            count: buckets.iter().map(|(_, count)| count).sum(),
-            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            buckets,
+/// Starts the proxy for the config's `mode = "http"` services. Returns once every listener is
+/// bound and served. The worker threads run even with no HTTP service, so a reload can add one.
+pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<ProxyHandle> {
+    let settings = &config.proxy;
+    server::raise_fd_limit();
+    let access_log = AccessLogger::start(&settings.access_log)?;
+    // Learned sessions go to the peer node (and come from it) when `[replication]` is set.
+    let replicator = config.replication.as_ref().map(Replicator::new);
+    let prepared = routes::prepare(config, &HashMap::new(), replicator.as_ref(), &shutdown)?;
+    let workers = settings.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    // Bound here, so a port in use fails the start instead of a worker.
+    let mut listeners = Vec::with_capacity(prepared.listeners.len());
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for (addr, routes) in &prepared.listeners {
+        for per_worker in &mut sockets {
+            per_worker.push(bind(*addr)?);
         }
+        listeners.push(Arc::new(ListenerEntry::new(*addr, Arc::clone(routes))));
     }
-}
-
-/// A [`Latency`] histogram at one moment.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct LatencySnapshot {
-    pub count: u64,
-    pub sum_seconds: f64,
-    /// (upper bound in seconds, observations in this bucket alone); the last bound is +Inf.
-    pub buckets: Vec<(f64, u64)>,
-}
-
-/// One HTTP service as the metrics read it.
-#[derive(Debug, Clone)]
-pub struct ServiceSnapshot {
-    pub upstream: super::upstream::UpstreamStatus,
-    pub requests: RequestCounts,
-    pub errors: u64,
-    /// Protocol switches (WebSocket...) tunneling now.
-    pub tunnels: u64,
-    pub latency: LatencySnapshot,
-}
-
-impl Counters {
-    pub fn count(&self, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    prepared.start_checks();
+    if let Some(replicator) = &replicator {
+        replicator.spawn(shutdown.child_token());
     }
-
-    fn snapshot(&self) -> RequestCounts {
-        let get = |i: usize| self.by_class[i].load(Ordering::Relaxed);
-        RequestCounts {
-            informational: get(0),
-            success: get(1),
-            redirect: get(2),
-            client_error: get(3),
-            server_error: get(4),
-        }
+    let running =
+        server::spawn_workers(settings, &access_log, &listeners, sockets, &shutdown).await?;
+    for listener in &listeners {
+        info!(listen = %listener.addr, https = listener.https(), services = listener.routes().services.len(), workers, "proxy listening");
     }
-}
-
-/// Requests answered, by status class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct RequestCounts {
-    #[serde(rename = "1xx")]
-    pub informational: u64,
-    #[serde(rename = "2xx")]
-    pub success: u64,
-    #[serde(rename = "3xx")]
-    pub redirect: u64,
-    #[serde(rename = "4xx")]
-    pub client_error: u64,
-    #[serde(rename = "5xx")]
-    pub server_error: u64,
-}
-
-impl RequestCounts {
-    pub fn total(&self) -> u64 {
-        self.informational + self.success + self.redirect + self.client_error + self.server_error
-    }
-}
-
-/// One service's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServiceStats {
-    pub name: String,
-    pub listen: SocketAddrV4,
-    pub requests: RequestCounts,
-    pub errors: u64,
-    pub in_flight: i64,
-}
-
-/// One listener's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListenerStats {
-    pub listen: SocketAddrV4,
-    pub https: bool,
-    /// Requests no service took (404) or refused before routing (400, 431, 501).
-    pub unrouted: RequestCounts,
-}
-
-/// Everything `stats()` reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProxyStats {
-    pub services: Vec<ServiceStats>,
-    pub listeners: Vec<ListenerStats>,
-    pub connections_open: u64,
-    pub connections_total: u64,
-    pub access_log_dropped: u64,
-}
-
-/// Connection counters shared by the accept loops.
-#[derive(Debug, Default)]
-pub struct ConnectionCounters {
-    pub open: AtomicU64,
-    pub total: AtomicU64,
+    Ok(ProxyHandle {
+        listeners: RwLock::new(listeners),
+        workers: running.commands,
+        live_accept_loops: running.live_accept_loops,
+        threads: running.threads,
+        finished: running.finished,
+        connection_counters: running.counters,
+        access_log,
+        shutdown,
+        probe_server: running.probe_server,
+        replicator,
+        reloading: tokio::sync::Mutex::new(()),
+    })
 }
 
 /// A running proxy.
@@ -307,7 +197,7 @@ impl ProxyHandle {
     }
 
     /// `tandem drain` / `tandem enable` for an HTTP service's backend (see
-    /// [`super::upstream::Upstream::set_drained`]). `Ok(false)` when no HTTP service has that
+    /// [`crate::proxy::policy::upstream::Upstream::set_drained`]). `Ok(false)` when no HTTP service has that
     /// name; an error names the service's backends when it has no such backend.
     pub fn set_drained(
         &self,
@@ -492,23 +382,12 @@ async fn probe_tcp(target: SocketAddr) -> bool {
     answers_probe(&mut stream).await
 }
 
-/// Sends the probe request over `stream` and checks for a 200 answer.
-pub(super) async fn answers_probe<S>(stream: &mut S) -> bool
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    if stream.write_all(PROBE_REQUEST).await.is_err() {
-        return false;
-    }
-    let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer).await.is_ok() && &answer == b"HTTP/1.1 200"
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     fn config(listen: &str) -> crate::config::Config {
         let text = format!(

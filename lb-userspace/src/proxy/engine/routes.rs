@@ -10,18 +10,98 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
+use http::HeaderValue;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch;
-use super::forward::{Routes, ServiceEntry};
-use super::handle::Counters;
-use super::replicate::Replicator;
+use super::stats::Counters;
 use super::tls;
-use super::upstream::Upstream;
 use crate::config::{CertificateFiles, Config, ServiceMode};
+use crate::proxy::policy::replicate::Replicator;
+use crate::proxy::policy::upstream::Upstream;
+
+/// A service as the engine sees it.
+pub struct ServiceEntry {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    /// Shared with the entry a reload replaces, so counters never go back.
+    pub counters: Arc<Counters>,
+    /// Stops the service's health checks and session sweep when a reload retires the entry.
+    pub checks: CancellationToken,
+}
+
+/// One listening address. What a reload may change behind it is in [`Routes`], swapped whole:
+/// a connection checks `generation` for each request and takes the new routes when it moved,
+/// so a reload applies to the next request of a connection that stays open. (The check is a
+/// plain load: the entry is shared by every worker, and taking its lock or cloning its routes
+/// on every request would write to a cache line all of them read.)
+pub struct ListenerEntry {
+    pub addr: SocketAddrV4,
+    pub port_header: HeaderValue,
+    routes: RwLock<Arc<Routes>>,
+    /// Bumped by every `replace_routes`, after the routes are in place.
+    generation: AtomicU64,
+    /// Requests no service took, and requests refused before routing (400/431/501).
+    pub unrouted: Counters,
+    /// Cancelled when a reload removes the address: the accept loops stop and close their
+    /// sockets; connections already accepted finish.
+    pub closed: CancellationToken,
+}
+
+/// The services of one listening address, and its TLS certificates.
+pub struct Routes {
+    /// `Some` for HTTPS: the certificates (chosen by SNI) new connections get.
+    pub tls: Option<TlsAcceptor>,
+    pub rules: Vec<dispatch::Rule>,
+    pub services: Vec<Arc<ServiceEntry>>,
+}
+
+impl ListenerEntry {
+    pub fn new(addr: SocketAddrV4, routes: Arc<Routes>) -> ListenerEntry {
+        ListenerEntry {
+            addr,
+            port_header: HeaderValue::from(addr.port()),
+            routes: RwLock::new(routes),
+            generation: AtomicU64::new(0),
+            unrouted: Counters::default(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// The routes in force now.
+    pub fn routes(&self) -> Arc<Routes> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A reload's new routes; requests already routed finish with the old ones.
+    pub fn replace_routes(&self, routes: Arc<Routes>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The routes with the generation they are at least as new as.
+    pub(super) fn current(&self) -> (u64, Arc<Routes>) {
+        // Generation first: routes read after it are that new or newer (a newer pair is
+        // simply taken again at the next request).
+        let generation = self.generation.load(Ordering::Acquire);
+        (generation, self.routes())
+    }
+
+    /// How many times the routes were replaced.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether new connections get TLS.
+    pub fn https(&self) -> bool {
+        self.routes().tls.is_some()
+    }
+}
 
 /// The routes of every listening address of a config, built but not started.
 pub(super) struct Prepared {

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Most header lines a head may have (hyper's default is 100 too).
 pub const MAX_HEADERS: usize = 100;
@@ -103,9 +103,13 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Parses the head at the start of `buf`: `Ok(None)` if it is not complete yet, else the
-    /// head and its length. (The bytes are copied once, into the head's own buffer.)
-    pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Malformed> {
+    /// Takes the head at the start of `buf` out of it, without copying it.
+    pub fn take(buf: &mut BytesMut) -> Result<Option<RequestHead>, Malformed> {
+        Ok(Self::locate(buf)?.map(|(located, len)| located.into_head(buf.split_to(len).freeze())))
+    }
+
+    /// Where the parts of the head at the start of `buf` are, and its length.
+    fn locate(buf: &[u8]) -> Result<Option<(Located, usize)>, Malformed> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         let len = match request.parse(buf) {
@@ -126,18 +130,15 @@ impl RequestHead {
         };
         let (method, target) = (range(method.as_bytes()), range(target.as_bytes()));
         let count = request.headers.len();
-        let fields = Fields {
-            fields: headers[..count]
-                .iter()
-                .map(|h| Field {
-                    name: range(h.name.as_bytes()),
-                    value: range(h.value),
-                })
-                .collect(),
-            bytes: Bytes::copy_from_slice(&buf[..len]),
-        };
+        let fields = headers[..count]
+            .iter()
+            .map(|h| Field {
+                name: range(h.name.as_bytes()),
+                value: range(h.value),
+            })
+            .collect();
         Ok(Some((
-            RequestHead {
+            Located {
                 fields,
                 method,
                 target,
@@ -257,6 +258,28 @@ fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A request head's parts, before its bytes are taken.
+struct Located {
+    fields: Vec<Field>,
+    method: Range<usize>,
+    target: Range<usize>,
+    minor: u8,
+}
+
+impl Located {
+    fn into_head(self, bytes: Bytes) -> RequestHead {
+        RequestHead {
+            fields: Fields {
+                bytes,
+                fields: self.fields,
+            },
+            method: self.method,
+            target: self.target,
+            minor: self.minor,
+        }
+    }
+}
+
 /// A response head from a backend.
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
@@ -267,7 +290,8 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
-    /// Parses the head at the start of `buf`, as [`RequestHead::parse`].
+    /// Parses the head at the start of `buf`: `Ok(None)` if it is not complete yet, else the
+    /// head (its bytes copied) and its length.
     pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, Malformed> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
@@ -387,7 +411,7 @@ fn is_hop_by_hop(name: &[u8], listed: &[&[u8]], keep: &[&[u8]]) -> bool {
 /// Which `X-Forwarded-*` headers to set, and their values for one client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardedFor<'a> {
-    pub switches: super::super::headers::Forwarded,
+    pub switches: crate::proxy::engine::headers::Forwarded,
     /// The client's address as written (see [`client_text`]).
     pub client: &'a [u8],
     pub https: bool,
@@ -602,13 +626,14 @@ fn trim(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::headers::Forwarded;
+    use crate::proxy::engine::headers::Forwarded;
 
     fn request(text: &str) -> RequestHead {
-        let (head, len) = RequestHead::parse(text.as_bytes())
+        let mut buf = BytesMut::from(text.as_bytes());
+        let head = RequestHead::take(&mut buf)
             .expect("valid")
             .expect("complete");
-        assert_eq!(len, text.len());
+        assert!(buf.is_empty(), "the whole text is one head");
         head
     }
 
@@ -653,10 +678,21 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_head_waits_for_more() {
-        assert!(RequestHead::parse(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    fn a_head_taken_from_the_buffer_leaves_what_follows() {
+        let mut buf = BytesMut::from(&b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b"[..]);
+        let head = RequestHead::take(&mut buf)
             .expect("valid")
-            .is_none());
+            .expect("complete");
+        assert_eq!(head.target(), b"/a");
+        assert_eq!(head.host(), Some("h"));
+        assert_eq!(&buf[..], b"GET /b");
+    }
+
+    #[test]
+    fn a_partial_head_waits_for_more() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n"[..]);
+        assert!(RequestHead::take(&mut buf).expect("valid").is_none());
+        assert_eq!(buf.len(), 25, "nothing is taken");
     }
 
     #[test]

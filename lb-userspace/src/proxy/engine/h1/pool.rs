@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::proxy::backend::{ConnectError, PoolSettings};
+use crate::proxy::engine::backend::{ConnectError, PoolSettings};
 
 /// One connection to a backend, with what was read from it past the last response.
 pub struct RawConn {

@@ -12,7 +12,7 @@
 //!   backend;
 //! - replication ([`super::replicate`]): what is learned is sent to the peer node.
 //!
-//! [`super::routes`] builds every HTTP service's upstream from a [`config::Config`].
+//! [`crate::proxy::engine::routes`] builds every HTTP service's upstream from a [`config::Config`].
 //!
 //! INTERFACE NOTE: `new`, `service`, `spawn_health_checks`, `route`, `connect_failed` and
 //! `responded` are the contract with the HTTP engine; their signatures stay as they are.

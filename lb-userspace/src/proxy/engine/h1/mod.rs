@@ -11,7 +11,7 @@
 //!
 //! A request's way: read the head (the client I/O below has checked its framing and enforces
 //! the header and idle timeouts) > `OPTIONS *` answered here > the service by Host and path >
-//! its [`Upstream`](crate::proxy::upstream::Upstream)'s candidates > for each: a pooled or new
+//! its [`Upstream`](crate::proxy::policy::upstream::Upstream)'s candidates > for each: a pooled or new
 //! backend connection ([`pool`]), the head and body sent, the response head awaited within
 //! `backend_timeout` > the response head and body relayed > the backend connection back to the
 //! pool, the client's kept for the next request. Retries follow [`super::forward`]'s rules: a
@@ -42,8 +42,9 @@ use tracing::debug;
 use self::head::{ClientConnection, ForwardedFor, Framing, RequestHead, ResponseHead};
 use self::pool::RawConn;
 use super::access_log::Record;
-use super::forward::{Connection, ServiceEntry};
+use super::forward::Connection;
 use super::guard::{BodyEnd, ClientIo};
+use super::routes::ServiceEntry;
 
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -192,11 +193,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         return NextHead::Http2;
                     }
                 } else {
-                    match RequestHead::parse(&self.buf) {
-                        Ok(Some((head, len))) => {
-                            self.buf.advance(len);
-                            return NextHead::Head(head);
-                        }
+                    match RequestHead::take(&mut self.buf) {
+                        Ok(Some(head)) => return NextHead::Head(head),
                         Ok(None) => {}
                         Err(error) => {
                             // The client I/O lets through only heads it checked; what httparse
@@ -535,7 +533,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         head_request: bool,
         mut mode: ClientConnection,
         service: &Arc<ServiceEntry>,
-        route: &crate::proxy::upstream::Route,
+        route: &crate::proxy::policy::upstream::Route,
         outcome: &mut RequestTally,
     ) -> After {
         let backend_addr = backend.backend;

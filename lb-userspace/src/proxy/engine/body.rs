@@ -1,101 +1,15 @@
-//! The two body types of the engine, both streaming (nothing is buffered whole):
-//! - [`ForwardBody`], a client's request body on its way to a backend. It can be lent to an
-//!   attempt and taken back if that attempt never started reading it (the connect failed), so
-//!   the request can go to the next backend with its body intact.
-//! - [`ResponseBody`], what the client gets: the backend's body or a short local answer, with a
-//!   [`Finish`] hook that runs once the response is done (or abandoned): access log, counters.
+//! [`ResponseBody`], what an HTTP/2 client gets: the backend's body (streaming, nothing is
+//! buffered whole) or a short local answer, with a [`Finish`] hook that runs once the
+//! response is done (or abandoned): access log, counters. The request body on its way to the
+//! backend is [`super::backend::ForwardBody`].
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::backend::BackendConn;
-
-/// A request body as sent to a backend.
-#[derive(Debug)]
-pub enum ForwardBody {
-    Empty,
-    Shared(Arc<SharedBody>),
-}
-
-/// A client's body that several attempts can hold in turn.
-#[derive(Debug)]
-pub struct SharedBody {
-    body: Mutex<Option<Incoming>>,
-    started: AtomicBool,
-    hint: SizeHint,
-}
-
-impl ForwardBody {
-    /// Wraps a client's body; an empty one needs no sharing.
-    pub fn new(body: Incoming) -> Self {
-        if body.is_end_stream() {
-            return ForwardBody::Empty;
-        }
-        let hint = body.size_hint();
-        ForwardBody::Shared(Arc::new(SharedBody {
-            body: Mutex::new(Some(body)),
-            started: AtomicBool::new(false),
-            hint,
-        }))
-    }
-
-    /// Another handle on the same body for the next attempt, if no attempt has read from it
-    /// yet; `None` means the body cannot be sent again.
-    pub fn again(&self) -> Option<ForwardBody> {
-        match self {
-            ForwardBody::Empty => Some(ForwardBody::Empty),
-            ForwardBody::Shared(shared) if !shared.started.load(Ordering::Acquire) => {
-                Some(ForwardBody::Shared(Arc::clone(shared)))
-            }
-            ForwardBody::Shared(_) => None,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        matches!(self, ForwardBody::Empty)
-    }
-}
-
-impl Body for ForwardBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ForwardBody::Empty => Poll::Ready(None),
-            ForwardBody::Shared(shared) => {
-                shared.started.store(true, Ordering::Release);
-                let mut body = shared
-                    .body
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                match body.as_mut() {
-                    Some(body) => Pin::new(body).poll_frame(cx),
-                    None => Poll::Ready(None),
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, ForwardBody::Empty)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ForwardBody::Empty => SizeHint::with_exact(0),
-            ForwardBody::Shared(shared) => shared.hint,
-        }
-    }
-}
 
 /// Runs when a response is finished or dropped, with the body bytes sent.
 pub trait Finish: Send + Sync + 'static {

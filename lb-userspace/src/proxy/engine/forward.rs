@@ -1,4 +1,5 @@
-//! One request's way through the proxy: pick the service (Host, path), ask its [`Upstream`]
+//! One HTTP/2 stream's way through the proxy: pick the service (Host, path), ask its
+//! [`Upstream`](crate::proxy::policy::upstream::Upstream)
 //! for backends, rewrite the headers, try the backends in order over pooled connections, and
 //! answer with the backend's response or a short error of our own.
 //!
@@ -8,26 +9,23 @@
 //! when repeating it is harmless: an idempotent method (RFC 9110 9.2.2) and no body. No
 //! candidate left: 503. A backend that does not start answering within `backend_timeout`: 504.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::access_log::{AccessLogger, Record};
-use super::backend::{self, PoolSettings, SendError};
-use super::body::{Finish, ForwardBody, ResponseBody};
+use super::backend::{self, ForwardBody, PoolSettings, SendError};
+use super::body::{Finish, ResponseBody};
 use super::dispatch;
 use super::guard::ConnActivity;
-use super::handle::Counters;
 use super::headers::{self, Forwarded};
-use super::upstream::Upstream;
+use super::routes::{ListenerEntry, Routes, ServiceEntry};
 
 /// What every request of the proxy shares.
 pub struct Engine {
@@ -37,79 +35,6 @@ pub struct Engine {
     pub backend_timeout: std::time::Duration,
     pub tunnel_timeout: std::time::Duration,
     pub access_log: AccessLogger,
-}
-
-/// A service as the engine sees it.
-pub struct ServiceEntry {
-    pub name: Arc<str>,
-    pub upstream: Arc<Upstream>,
-    /// Shared with the entry a reload replaces, so counters never go back.
-    pub counters: Arc<Counters>,
-    /// Stops the service's health checks and session sweep when a reload retires the entry.
-    pub checks: CancellationToken,
-}
-
-/// One listening address. What a reload may change behind it is in [`Routes`], swapped whole:
-/// a connection checks `generation` for each request and takes the new routes when it moved,
-/// so a reload applies to the next request of a connection that stays open. (The check is a
-/// plain load: the entry is shared by every worker, and taking its lock or cloning its routes
-/// on every request would write to a cache line all of them read.)
-pub struct ListenerEntry {
-    pub addr: SocketAddrV4,
-    pub port_header: HeaderValue,
-    routes: RwLock<Arc<Routes>>,
-    /// Bumped by every `replace_routes`, after the routes are in place.
-    generation: AtomicU64,
-    /// Requests no service took, and requests refused before routing (400/431/501).
-    pub unrouted: Counters,
-    /// Cancelled when a reload removes the address: the accept loops stop and close their
-    /// sockets; connections already accepted finish.
-    pub closed: CancellationToken,
-}
-
-/// The services of one listening address, and its TLS certificates.
-pub struct Routes {
-    /// `Some` for HTTPS: the certificates (chosen by SNI) new connections get.
-    pub tls: Option<TlsAcceptor>,
-    pub rules: Vec<dispatch::Rule>,
-    pub services: Vec<Arc<ServiceEntry>>,
-}
-
-impl ListenerEntry {
-    pub fn new(addr: SocketAddrV4, routes: Arc<Routes>) -> ListenerEntry {
-        ListenerEntry {
-            addr,
-            port_header: HeaderValue::from(addr.port()),
-            routes: RwLock::new(routes),
-            generation: AtomicU64::new(0),
-            unrouted: Counters::default(),
-            closed: CancellationToken::new(),
-        }
-    }
-
-    /// The routes in force now.
-    pub fn routes(&self) -> Arc<Routes> {
-        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// A reload's new routes; requests already routed finish with the old ones.
-    pub fn replace_routes(&self, routes: Arc<Routes>) {
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The routes with the generation they are at least as new as.
-    fn current(&self) -> (u64, Arc<Routes>) {
-        // Generation first: routes read after it are that new or newer (a newer pair is
-        // simply taken again at the next request).
-        let generation = self.generation.load(Ordering::Acquire);
-        (generation, self.routes())
-    }
-
-    /// Whether new connections get TLS.
-    pub fn https(&self) -> bool {
-        self.routes().tls.is_some()
-    }
 }
 
 /// One client connection.
@@ -146,7 +71,7 @@ impl Connection {
     /// The service for `host` and `path` under the routes in force.
     pub(super) fn select(&self, host: Option<&str>, path: &str) -> Option<Arc<ServiceEntry>> {
         let mut seen = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.0 != self.listener.generation.load(Ordering::Acquire) {
+        if seen.0 != self.listener.generation() {
             *seen = self.listener.current();
         }
         let routes = &seen.1;

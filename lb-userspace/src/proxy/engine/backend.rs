@@ -22,19 +22,102 @@ use std::future::{poll_fn, Future as _};
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::ForwardBody;
-
 type Io = TokioIo<TcpStream>;
 type Driver = http1::Connection<Io, ForwardBody>;
+
+/// A request body as sent to a backend.
+#[derive(Debug)]
+pub enum ForwardBody {
+    Empty,
+    Shared(Arc<SharedBody>),
+}
+
+/// A client's body that several attempts can hold in turn.
+#[derive(Debug)]
+pub struct SharedBody {
+    body: Mutex<Option<Incoming>>,
+    started: AtomicBool,
+    hint: SizeHint,
+}
+
+impl ForwardBody {
+    /// Wraps a client's body; an empty one needs no sharing.
+    pub fn new(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            return ForwardBody::Empty;
+        }
+        let hint = body.size_hint();
+        ForwardBody::Shared(Arc::new(SharedBody {
+            body: Mutex::new(Some(body)),
+            started: AtomicBool::new(false),
+            hint,
+        }))
+    }
+
+    /// Another handle on the same body for the next attempt, if no attempt has read from it
+    /// yet; `None` means the body cannot be sent again.
+    pub fn again(&self) -> Option<ForwardBody> {
+        match self {
+            ForwardBody::Empty => Some(ForwardBody::Empty),
+            ForwardBody::Shared(shared) if !shared.started.load(Ordering::Acquire) => {
+                Some(ForwardBody::Shared(Arc::clone(shared)))
+            }
+            ForwardBody::Shared(_) => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, ForwardBody::Empty)
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ForwardBody::Empty => Poll::Ready(None),
+            ForwardBody::Shared(shared) => {
+                shared.started.store(true, Ordering::Release);
+                let mut body = shared
+                    .body
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                match body.as_mut() {
+                    Some(body) => Pin::new(body).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ForwardBody::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ForwardBody::Empty => SizeHint::with_exact(0),
+            ForwardBody::Shared(shared) => shared.hint,
+        }
+    }
+}
 
 /// How backend connections are made and kept.
 #[derive(Debug, Clone)]
@@ -296,10 +379,9 @@ pub fn idle_connections() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::body::{Finish, ResponseBody};
     use super::*;
+    use crate::proxy::engine::body::{Finish, ResponseBody};
     use http_body_util::BodyExt as _;
-    use hyper::body::Body as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

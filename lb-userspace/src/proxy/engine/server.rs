@@ -14,7 +14,6 @@
 //! finish (HTTP/1.1: after the current response; HTTP/2: GOAWAY) for up to 5 s, then closed;
 //! [`ProxyHandle::stopped`] waits for the worker threads.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,24 +25,23 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::access_log::{AccessLogger, Record};
 use super::backend::{self, PoolSettings};
-use super::forward::{self, Connection, Engine, ListenerEntry};
+use super::forward::{self, Connection, Engine};
 use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
 use super::h1;
-use super::handle::{self, ConnectionCounters, ProxyHandle};
 use super::headers::Forwarded;
-use super::replicate::Replicator;
-use super::routes;
-use crate::config::{Config, ProxySettings};
+use super::routes::ListenerEntry;
+use super::stats::ConnectionCounters;
+use crate::config::ProxySettings;
 
 /// The kernel's queue of connections not yet accepted, per socket.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -67,32 +65,28 @@ const MAX_STREAMS: u32 = 256;
 /// How long open connections get to finish after shutdown before they are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts the proxy for the config's `mode = "http"` services. Returns once every listener is
-/// bound and served. The worker threads run even with no HTTP service, so a reload can add one.
-pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<ProxyHandle> {
-    let settings = &config.proxy;
-    raise_fd_limit();
-    let access_log = AccessLogger::start(&settings.access_log)?;
-    // Learned sessions go to the peer node (and come from it) when `[replication]` is set.
-    let replicator = config.replication.as_ref().map(Replicator::new);
-    let prepared = routes::prepare(config, &HashMap::new(), replicator.as_ref(), &shutdown)?;
-    let workers = settings.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    // Bound here, so a port in use fails the start instead of a worker.
-    let mut listeners = Vec::with_capacity(prepared.listeners.len());
-    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    for (addr, routes) in &prepared.listeners {
-        for per_worker in &mut sockets {
-            per_worker.push(bind(*addr)?);
-        }
-        listeners.push(Arc::new(ListenerEntry::new(*addr, Arc::clone(routes))));
-    }
-    prepared.start_checks();
-    if let Some(replicator) = &replicator {
-        replicator.spawn(shutdown.child_token());
-    }
+/// The worker threads of a running proxy, as [`spawn_workers`] started them.
+pub(super) struct Workers {
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each worker says here that it has finished (its connections closed).
+    pub finished: Vec<oneshot::Receiver<()>>,
+    /// One per worker: how a reload asks it to serve a new address.
+    pub commands: Vec<mpsc::UnboundedSender<AddListener>>,
+    pub live_accept_loops: Arc<AtomicUsize>,
+    pub counters: Arc<ConnectionCounters>,
+    pub probe_server: ServeProbe,
+}
 
+/// Starts `sockets.len()` worker threads, each with its own single-threaded runtime, serving
+/// `listeners` on its own sockets (one per listener, in the same order). Returns once every
+/// worker serves: the probe may run at once.
+pub(super) async fn spawn_workers(
+    settings: &ProxySettings,
+    access_log: &AccessLogger,
+    listeners: &[Arc<ListenerEntry>],
+    sockets: Vec<Vec<std::net::TcpListener>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Workers> {
     let shared = Arc::new(WorkerShared {
         settings: settings.clone(),
         access_log: access_log.clone(),
@@ -104,6 +98,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         force_close: CancellationToken::new(),
         live_accept_loops: Arc::new(AtomicUsize::new(0)),
     });
+    let workers = sockets.len();
     let mut threads = Vec::with_capacity(workers);
     let mut finished = Vec::with_capacity(workers);
     let mut starting = Vec::with_capacity(workers);
@@ -135,29 +130,18 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         starting.push(ready_rx);
         commands.push(command);
     }
-    // Serving when this returns: the probe may run at once.
     for ready in starting {
         let _ = ready.await;
     }
-    for listener in &listeners {
-        info!(listen = %listener.addr, https = listener.https(), services = listener.routes().services.len(), workers, "proxy listening");
-    }
-
-    let probe_server = ServeProbe {
-        server: Arc::new(ServerSide::new(settings, access_log.clone())),
-    };
-    Ok(ProxyHandle {
-        listeners: std::sync::RwLock::new(listeners),
-        workers: commands,
-        live_accept_loops: Arc::clone(&shared.live_accept_loops),
+    Ok(Workers {
         threads,
         finished,
-        connection_counters: Arc::clone(&shared.counters),
-        access_log,
-        shutdown,
-        probe_server,
-        replicator,
-        reloading: tokio::sync::Mutex::new(()),
+        commands,
+        live_accept_loops: Arc::clone(&shared.live_accept_loops),
+        counters: Arc::clone(&shared.counters),
+        probe_server: ServeProbe {
+            server: Arc::new(ServerSide::new(settings, access_log.clone())),
+        },
     })
 }
 
@@ -282,6 +266,22 @@ impl ServerSide {
     }
 }
 
+/// The probe's request: the server-wide `OPTIONS *`, answered by the proxy itself.
+const PROBE_REQUEST: &[u8] =
+    b"OPTIONS * HTTP/1.1\r\nHost: tandem-probe\r\nConnection: close\r\n\r\n";
+
+/// Sends the probe request over `stream` and checks for a 200 answer.
+pub(super) async fn answers_probe<S>(stream: &mut S) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if stream.write_all(PROBE_REQUEST).await.is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).await.is_ok() && &answer == b"HTTP/1.1 200"
+}
+
 /// Serves the probe over an in-memory pipe (see [`ProxyHandle::probe`]).
 pub(super) struct ServeProbe {
     server: Arc<ServerSide>,
@@ -310,7 +310,7 @@ impl ServeProbe {
             )
             .await;
         });
-        let answered = handle::answers_probe(&mut near).await;
+        let answered = answers_probe(&mut near).await;
         serving.abort();
         answered
     }
@@ -379,7 +379,7 @@ pub(super) fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> 
 
 /// Each connection needs a descriptor for the client and one for the backend: raise the soft
 /// limit to the hard one (Debian's default soft limit, 1024, is far below `max_connections`).
-fn raise_fd_limit() {
+pub(super) fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -1,0 +1,22 @@
+//! The HTTP engine: everything that touches a client or a backend connection. From the top:
+//! [`handle`] (what the daemon holds of a running proxy: start, stats, reload, probe) >
+//! [`server`] (worker threads, listeners, accept, TLS, HTTP/1 or HTTP/2 per connection) >
+//! [`h1`] (the HTTP/1.1 engine) and [`forward`] (HTTP/2 streams through hyper) > [`routes`]
+//! (the services of each listening address, swapped whole by a reload) > [`stats`]. Beside
+//! them: the client I/O's checks and timeouts ([`guard`]), backend connections ([`backend`]),
+//! bodies, headers, the access log, TLS certificates. Imports run down this list and into
+//! [`crate::proxy::policy`], never back up.
+
+pub mod access_log;
+pub mod backend;
+pub mod body;
+pub mod dispatch;
+pub mod forward;
+pub mod guard;
+pub mod h1;
+pub mod handle;
+pub mod headers;
+pub mod routes;
+pub mod server;
+pub mod stats;
+pub mod tls;
