@@ -549,14 +549,10 @@ async fn serve<I>(
         let log = server.engine.access_log.clone();
         Box::new(move |rejection: &Rejection| report_rejection(&listener, &log, peer, rejection))
     };
-    let io = ClientIo::new(
-        io,
-        server.max_head,
-        http2,
-        server.timeouts,
-        Arc::clone(&activity),
-        on_reject,
-    );
+    let (max_head, timeouts) = (server.max_head, server.timeouts);
+    let client_activity = Arc::clone(&activity);
+    let make_io =
+        move |io: I| ClientIo::new(io, max_head, http2, timeouts, client_activity, on_reject);
     let connection = Arc::new(Connection::new(
         Arc::clone(&server.engine),
         listener,
@@ -566,11 +562,13 @@ async fn serve<I>(
     ));
     // hyper's state is boxed, so an HTTP/1 connection does not carry its size.
     if http2 {
+        let io = make_io(io);
         Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
         return;
     }
     let engine = h1::serve(
         io,
+        make_io,
         Arc::clone(&connection),
         shutdown.clone(),
         server.engine.tunnel_timeout,

@@ -92,8 +92,13 @@ fn give_buffer(buffer: BytesMut) {
 
 /// Serves one client connection (plain or TLS) until it closes. The I/O's shutdown is called
 /// at the end (it writes a refusal the client I/O may hold).
+///
+/// The client I/O is made here (`make_io` wraps the stream), not by the caller: a value moved
+/// into an async function is stored twice in its future, and every idle connection would
+/// carry the copy.
 pub async fn serve<T>(
-    io: ClientIo<T>,
+    stream: T,
+    make_io: impl FnOnce(T) -> ClientIo<T>,
     conn: Arc<Connection>,
     shutdown: CancellationToken,
     tunnel_timeout: Duration,
@@ -104,7 +109,7 @@ where
     let client_text = head::client_text(conn.client.ip());
     let stopping = Box::pin(shutdown.clone().cancelled_owned());
     let mut session = Session {
-        io,
+        io: make_io(stream),
         buf: BytesMut::new(),
         conn,
         shutdown,
