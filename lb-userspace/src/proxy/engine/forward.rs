@@ -200,16 +200,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
             let mut backend_conn = match connected {
                 Ok(backend_conn) => backend_conn,
                 Err(error) => {
-                    let reason = error.to_string();
-                    debug!(service = %service.name, %backend, %reason, "connect failed; trying the next backend");
-                    if error.is_backend_fault() {
-                        service.upstream.connect_failed(backend, &reason);
-                        last_failure = "no backend could be reached";
-                    } else {
-                        service.upstream.request_failed(backend);
-                        last_failure = "this node is out of connections";
-                    }
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    last_failure = service.connect_failed(backend, &error);
                     continue 'candidates;
                 }
             };
@@ -238,8 +229,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     return Response::from_parts(head, body);
                 }
                 Ok(Err(error)) => {
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    service.upstream.request_failed(backend);
+                    service.backend_failed(backend);
                     let reason = match &error {
                         SendError::Http(error) => error_chain(error),
                         SendError::Closed => error.to_string(),
@@ -256,8 +246,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     last_failure = "the backends closed the connection before answering";
                 }
                 Err(_elapsed) => {
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    service.upstream.request_failed(backend);
+                    service.backend_failed(backend);
                     service.counters.count(StatusCode::GATEWAY_TIMEOUT);
                     if let Some((_, record)) = &mut done.log {
                         record.backend = Some(backend);

@@ -401,7 +401,8 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
+/// `bytes` without leading and trailing spaces and tabs (optional whitespace, RFC 9110 5.6.3).
+pub(super) fn trim(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
         .position(|&b| b != b' ' && b != b'\t')

@@ -18,6 +18,7 @@ use http::HeaderValue;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::backend::ConnectError;
 use super::dispatch;
 use super::stats::Counters;
 use super::tls;
@@ -33,6 +34,30 @@ pub struct ServiceEntry {
     pub counters: Arc<Counters>,
     /// Stops the service's health checks and session sweep when a reload retires the entry.
     pub checks: CancellationToken,
+}
+
+impl ServiceEntry {
+    /// Connecting to `backend` failed: counted, and the backend marked down when it is to
+    /// blame (not when this node ran out of descriptors or ports). Returns why, for the 503.
+    pub fn connect_failed(&self, backend: SocketAddrV4, error: &ConnectError) -> &'static str {
+        let reason = error.to_string();
+        tracing::debug!(service = %self.name, %backend, %reason, "connect failed; trying the next backend");
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        if error.is_backend_fault() {
+            self.upstream.connect_failed(backend, &reason);
+            "no backend could be reached"
+        } else {
+            self.upstream.request_failed(backend);
+            "this node is out of connections"
+        }
+    }
+
+    /// `backend` took the request and then failed it (lost the connection, no answer in
+    /// time, a malformed answer): counted against the service and the backend.
+    pub fn backend_failed(&self, backend: SocketAddrV4) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.upstream.request_failed(backend);
+    }
 }
 
 /// One listening address. What a reload may change behind it is in [`Routes`], swapped whole:

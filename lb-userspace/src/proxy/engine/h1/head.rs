@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::proxy::engine::guard::trim;
+
 /// Most header lines a head may have (hyper's default is 100 too).
 pub const MAX_HEADERS: usize = 100;
 
@@ -609,18 +611,6 @@ pub fn client_text(ip: IpAddr) -> Vec<u8> {
         v4 => v4,
     };
     ip.to_string().into_bytes()
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 #[cfg(test)]

@@ -368,7 +368,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         };
         let pool = &conn.engine.pool;
 
-        let mut last_failure: &[u8] = b"503 Service Unavailable: no backend available\n";
+        let mut last_failure = "no backend available";
         'candidates: for &backend in &route.candidates {
             for try_on_backend in 0..2 {
                 let body_untouched = match body {
@@ -386,18 +386,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 let mut backend_conn = match connected {
                     Ok(backend_conn) => backend_conn,
                     Err(error) => {
-                        let reason = error.to_string();
-                        debug!(service = %service.name, %backend, %reason, "connect failed; trying the next backend");
-                        if error.is_backend_fault() {
-                            service.upstream.connect_failed(backend, &reason);
-                            last_failure =
-                                b"503 Service Unavailable: no backend could be reached\n";
-                        } else {
-                            service.upstream.request_failed(backend);
-                            last_failure =
-                                b"503 Service Unavailable: this node is out of connections\n";
-                        }
-                        service.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        last_failure = service.connect_failed(backend, &error);
                         continue 'candidates;
                     }
                 };
@@ -420,8 +409,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         match waited {
                             Err(_elapsed) => {
                                 give_buffer(backend_buf);
-                                service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                                service.upstream.request_failed(backend);
+                                service.backend_failed(backend);
                                 if let Some(record) = &mut outcome.record {
                                     record.backend = Some(backend);
                                 }
@@ -441,8 +429,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 };
                 let Some(response) = answer else {
                     give_buffer(backend_buf);
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    service.upstream.request_failed(backend);
+                    service.backend_failed(backend);
                     debug!(service = %service.name, %backend, try_on_backend, reused = backend_conn.reused, "backend connection lost before the response");
                     let body_sent = framing != Framing::None;
                     if !idempotent || body_sent {
@@ -456,7 +443,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                             )
                             .await;
                     }
-                    last_failure = b"503 Service Unavailable: the backends closed the connection before answering\n";
+                    last_failure = "the backends closed the connection before answering";
                     continue;
                 };
                 let after = self
@@ -475,11 +462,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 return after;
             }
         }
+        let text = format!("503 Service Unavailable: {last_failure}\n");
         self.refuse(
             outcome,
             &service,
             StatusCode::SERVICE_UNAVAILABLE,
-            last_failure,
+            text.as_bytes(),
             local_mode,
         )
         .await
@@ -568,8 +556,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 Ok(Some(next)) => response = next,
                 _ => {
                     give_buffer(backend_buf);
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    service.upstream.request_failed(backend_addr);
+                    service.backend_failed(backend_addr);
                     return self
                         .refuse(
                             outcome,
@@ -592,8 +579,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 Err(error) => {
                     give_buffer(backend_buf);
                     debug!(service = %service.name, backend = %backend_addr, %error, "refused a response head");
-                    service.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    service.upstream.request_failed(backend_addr);
+                    service.backend_failed(backend_addr);
                     return self
                         .refuse(
                             outcome,
@@ -700,8 +686,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         if failed {
             // The body was cut short: the client sees its connection close.
             debug!(service = %service.name, backend = %backend_addr, "backend connection lost in the middle of a response body");
-            service.counters.errors.fetch_add(1, Ordering::Relaxed);
-            service.upstream.request_failed(backend_addr);
+            service.backend_failed(backend_addr);
         }
         // Bytes after the response: the backend is not speaking HTTP as expected.
         let clean = !failed && !client_gone && backend_buf.is_empty();
