@@ -84,6 +84,23 @@ impl Fields {
     }
 }
 
+/// Where `slice`, a part of `base`, lies in it.
+fn range_in(base: &[u8], slice: &[u8]) -> Range<usize> {
+    let start = slice.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + slice.len()
+}
+
+/// Where each parsed header line lies in `base`, the bytes it was parsed from.
+fn fields_in(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Field> {
+    headers
+        .iter()
+        .map(|h| Field {
+            name: range_in(base, h.name.as_bytes()),
+            value: range_in(base, h.value),
+        })
+        .collect()
+}
+
 /// How a message's body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -125,20 +142,12 @@ impl RequestHead {
         else {
             return Err(Malformed("invalid request line"));
         };
-        let base = buf.as_ptr() as usize;
-        let range = |slice: &[u8]| {
-            let start = slice.as_ptr() as usize - base;
-            start..start + slice.len()
-        };
-        let (method, target) = (range(method.as_bytes()), range(target.as_bytes()));
+        let (method, target) = (
+            range_in(buf, method.as_bytes()),
+            range_in(buf, target.as_bytes()),
+        );
         let count = request.headers.len();
-        let fields = headers[..count]
-            .iter()
-            .map(|h| Field {
-                name: range(h.name.as_bytes()),
-                value: range(h.value),
-            })
-            .collect();
+        let fields = fields_in(buf, &headers[..count]);
         Ok(Some((
             Located {
                 fields,
@@ -305,20 +314,13 @@ impl ResponseHead {
         let (Some(status), Some(minor)) = (response.code, response.version) else {
             return Err(Malformed("invalid status line"));
         };
-        let base = buf.as_ptr() as usize;
-        let range = |slice: &[u8]| {
-            let start = slice.as_ptr() as usize - base;
-            start..start + slice.len()
+        // An absent reason is an empty one at the end of the status line.
+        let reason = match response.reason {
+            Some(reason) => range_in(buf, reason.as_bytes()),
+            None => 0..0,
         };
-        let reason = range(response.reason.unwrap_or("").as_bytes());
         let count = response.headers.len();
-        let fields = headers[..count]
-            .iter()
-            .map(|h| Field {
-                name: range(h.name.as_bytes()),
-                value: range(h.value),
-            })
-            .collect();
+        let fields = fields_in(buf, &headers[..count]);
         let fields = Fields {
             bytes: Bytes::copy_from_slice(&buf[..len]),
             fields,

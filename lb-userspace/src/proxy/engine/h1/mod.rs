@@ -557,16 +557,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 Ok(Some(next)) => response = next,
                 _ => {
                     give_buffer(backend_buf);
-                    service.backend_failed(backend_addr);
-                    return self
-                        .refuse(
-                            outcome,
-                            service,
-                            StatusCode::BAD_GATEWAY,
-                            b"the backend closed the connection before answering\n",
-                            ClientConnection::Close,
-                        )
-                        .await;
+                    let text = b"the backend closed the connection before answering\n";
+                    return self.bad_gateway(outcome, service, backend_addr, text).await;
                 }
             }
         }
@@ -580,16 +572,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 Err(error) => {
                     give_buffer(backend_buf);
                     debug!(service = %service.name, backend = %backend_addr, %error, "refused a response head");
-                    service.backend_failed(backend_addr);
-                    return self
-                        .refuse(
-                            outcome,
-                            service,
-                            StatusCode::BAD_GATEWAY,
-                            b"the backend's answer was malformed\n",
-                            ClientConnection::Close,
-                        )
-                        .await;
+                    let text = b"the backend's answer was malformed\n";
+                    return self.bad_gateway(outcome, service, backend_addr, text).await;
                 }
             }
         };
@@ -748,6 +732,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             }
         }
         service.counters.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `backend` failed the request before its answer began: counted against it, and the
+    /// client gets a 502 on a connection that then closes.
+    async fn bad_gateway(
+        &mut self,
+        outcome: &mut RequestTally,
+        service: &ServiceEntry,
+        backend: SocketAddrV4,
+        text: &[u8],
+    ) -> After {
+        service.backend_failed(backend);
+        self.refuse(
+            outcome,
+            service,
+            StatusCode::BAD_GATEWAY,
+            text,
+            ClientConnection::Close,
+        )
+        .await
     }
 
     /// Answers with the proxy's own response, counted for the service.
