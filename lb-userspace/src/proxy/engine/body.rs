@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
-use super::backend::BackendConn;
+use super::h1::client::{BoxError, RawBody};
 
 /// Runs when a response is finished or dropped, with the body bytes sent.
 pub trait Finish: Send + Sync + 'static {
@@ -24,22 +24,15 @@ pub struct ResponseBody {
 }
 
 enum Inner {
-    /// The backend's body and the connection it comes on: polled here, in the client's task,
-    /// and back to the worker's pool once the body has been read to its end.
-    Backend {
-        body: Incoming,
-        conn: Option<BackendConn>,
-    },
+    /// The backend's body, read from its connection in the client stream's task.
+    Backend(RawBody),
     Local(Option<Bytes>),
 }
 
 impl ResponseBody {
-    pub fn backend(body: Incoming, conn: BackendConn, finish: Box<dyn Finish>) -> Self {
+    pub fn backend(body: RawBody, finish: Box<dyn Finish>) -> Self {
         ResponseBody {
-            inner: Inner::Backend {
-                body,
-                conn: Some(conn),
-            },
+            inner: Inner::Backend(body),
             bytes: 0,
             finish: Some(finish),
         }
@@ -65,15 +58,15 @@ impl Drop for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Backend { body, conn } => poll_backend(body, conn, cx),
+            Inner::Backend(body) => Pin::new(body).poll_frame(cx),
             Inner::Local(text) => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -86,50 +79,15 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Backend { body, .. } => body.is_end_stream(),
+            Inner::Backend(body) => body.is_end_stream(),
             Inner::Local(text) => text.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Backend { body, .. } => body.size_hint(),
+            Inner::Backend(body) => body.size_hint(),
             Inner::Local(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
         }
     }
-}
-
-/// The next frame of a backend's body, driving its connection as needed: the body asks for
-/// data, the connection reads it from the socket, the body hands it over. At the end of the
-/// body the connection goes back to the pool; if the body is dropped before, so is the
-/// connection (hyper cannot reuse a connection with a message half read).
-fn poll_backend(
-    body: &mut Incoming,
-    conn: &mut Option<BackendConn>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-    let mut polled = Pin::new(&mut *body).poll_frame(cx);
-    if polled.is_pending() {
-        if let Some(connection) = conn.as_mut() {
-            if let Some(Err(error)) = connection.drive(cx) {
-                // The body sees the same error on its next poll; say it now.
-                *conn = None;
-                return Poll::Ready(Some(Err(error)));
-            }
-        }
-        polled = Pin::new(&mut *body).poll_frame(cx);
-    }
-    // hyper stops polling a body once it says it has ended (a known length all read), so
-    // the connection is released on the last frame, not on the `None` after it.
-    let ended = match &polled {
-        Poll::Ready(None) => true,
-        Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-        _ => false,
-    };
-    if ended {
-        if let Some(connection) = conn.take() {
-            connection.release(cx);
-        }
-    }
-    polled
 }

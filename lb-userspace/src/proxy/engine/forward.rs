@@ -1,7 +1,8 @@
 //! One HTTP/2 stream's way through the proxy: pick the service (Host, path), ask its
-//! [`Upstream`](crate::proxy::policy::upstream::Upstream)
-//! for backends, rewrite the headers, try the backends in order over pooled connections, and
-//! answer with the backend's response or a short error of our own.
+//! [`Upstream`](crate::proxy::policy::upstream::Upstream) for backends, rewrite the headers,
+//! try the backends in order over HTTP/1.1 connections of the worker's pool (the HTTP/1.1
+//! engine's, through [`super::h1::client`]), and answer with the backend's response or a
+//! short error of our own.
 //!
 //! Retries: a backend that refused or did not accept the connection never saw the request, so
 //! any request moves on to the next candidate (its body was not read yet: see
@@ -14,16 +15,21 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use bytes::BytesMut;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::debug;
 
 use super::access_log::{AccessLogger, Record};
-use super::backend::{self, ForwardBody, PoolSettings, SendError};
+use super::backend::{ForwardBody, PoolSettings};
 use super::body::{Finish, ResponseBody};
 use super::dispatch;
 use super::guard::ConnActivity;
+use super::h1::{
+    self,
+    client::{self, RawBody},
+};
 use super::headers::{self, Forwarded};
 use super::routes::{ListenerEntry, Routes, ServiceEntry};
 
@@ -174,16 +180,16 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         &conn.listener.port_header,
     );
     // Origin-form for the backend, whatever form the client used (HTTP/2 sends the authority).
-    let target = match parts.uri.path_and_query() {
-        Some(path) => Uri::from(path.clone()),
-        None => Uri::from_static("/"),
-    };
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
+    let head_request = parts.method == Method::HEAD;
 
     let body = ForwardBody::new(body);
+    let (request_head, chunked) = client::request_head(&parts, target.as_bytes(), !body.is_empty());
+    let pool = &conn.engine.pool;
     let mut last_failure = "no backend available";
     'candidates: for &backend in &route.candidates {
         // A request lost on a reused connection (the backend closed it as we sent) is sent
@@ -193,9 +199,9 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                 break 'candidates;
             };
             let connected = if try_on_backend == 0 {
-                backend::checkout(backend, &conn.engine.pool).await
+                h1::pool::checkout(backend, pool).await
             } else {
-                backend::connect(backend, &conn.engine.pool).await
+                h1::pool::connect(backend, pool).await
             };
             let mut backend_conn = match connected {
                 Ok(backend_conn) => backend_conn,
@@ -204,18 +210,40 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     continue 'candidates;
                 }
             };
-            let mut outgoing = Request::new(this_body);
-            *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = target.clone();
-            *outgoing.version_mut() = Version::HTTP_11;
-            *outgoing.headers_mut() = parts.headers.clone();
-
-            let sent =
-                tokio::time::timeout(conn.engine.backend_timeout, backend_conn.send(outgoing))
-                    .await;
-            match sent {
-                Ok(Ok(response)) => {
-                    let (mut head, backend_body) = response.into_parts();
+            let mut buf = BytesMut::new();
+            let exchange = async {
+                client::send(&mut backend_conn, &request_head, this_body, chunked)
+                    .await
+                    .ok()?;
+                loop {
+                    let response =
+                        h1::read_response_head(&mut backend_conn.stream, &mut buf).await?;
+                    // Interim answers do not go on to HTTP/2 clients; the final one follows.
+                    if !(100..200).contains(&response.status) || response.status == 101 {
+                        return Some(response);
+                    }
+                }
+            };
+            let answered = tokio::time::timeout(conn.engine.backend_timeout, exchange).await;
+            match answered {
+                Ok(Some(response)) => {
+                    let framing = match response.framing(head_request) {
+                        Ok(framing) if response.status != 101 => framing,
+                        _ => {
+                            // A protocol switch cannot be carried over HTTP/2.
+                            service.backend_failed(backend);
+                            service.counters.count(StatusCode::BAD_GATEWAY);
+                            return refuse(
+                                done,
+                                StatusCode::BAD_GATEWAY,
+                                "the backend's answer was malformed\n",
+                            );
+                        }
+                    };
+                    let mut head = Response::new(()).into_parts().0;
+                    head.status =
+                        StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    head.headers = response.header_map();
                     headers::remove_hop_by_hop(&mut head.headers);
                     service
                         .upstream
@@ -225,16 +253,13 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                         record.status = head.status;
                         record.backend = Some(backend);
                     }
-                    let body = ResponseBody::backend(backend_body, backend_conn, Box::new(done));
-                    return Response::from_parts(head, body);
+                    let reusable = response.keep_alive() && response.minor == 1;
+                    let raw = RawBody::new(backend_conn, buf, framing, reusable, pool.clone());
+                    return Response::from_parts(head, ResponseBody::backend(raw, Box::new(done)));
                 }
-                Ok(Err(error)) => {
+                Ok(None) => {
                     service.backend_failed(backend);
-                    let reason = match &error {
-                        SendError::Http(error) => error_chain(error),
-                        SendError::Closed => error.to_string(),
-                    };
-                    debug!(service = %service.name, %backend, try_on_backend, reused = backend_conn.reused(), error = %reason, "backend connection lost before the response");
+                    debug!(service = %service.name, %backend, try_on_backend, reused = backend_conn.reused, "backend connection lost before the response");
                     if !(idempotent && body.is_empty()) {
                         service.counters.count(StatusCode::BAD_GATEWAY);
                         return refuse(
@@ -332,16 +357,4 @@ fn local(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
-}
-
-/// The error and its causes on one line ("client error (Connect): tcp connect error: ...").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

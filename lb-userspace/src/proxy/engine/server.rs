@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::access_log::{AccessLogger, Record};
-use super::backend::{self, PoolSettings};
+use super::backend::PoolSettings;
 use super::forward::{self, Connection, Engine};
 use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
 use super::h1;
@@ -51,14 +51,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const POOL_IDLE: Duration = Duration::from_secs(60);
 /// How often a worker drops the backend connections idle for longer than [`POOL_IDLE`].
 const POOL_SWEEP: Duration = Duration::from_secs(10);
-/// Largest read buffer of a backend connection.
-const BACKEND_READ_BUFFER: usize = 32 * 1024;
 /// Idle connections kept per backend and worker.
 const POOL_MAX_IDLE: usize = 128;
 /// Response bytes buffered per HTTP/2 stream while the client's window is closed (h2's
 /// default, 400 KiB, adds up with many streams of large bodies). Measured with 640 streams of
-/// 100 KiB: 16 KiB here and in [`BACKEND_READ_BUFFER`] cost a third of the throughput, 32 KiB
-/// gave as much as 64 KiB with a quarter less memory.
+/// 100 KiB: 16 KiB here and in the backend reads cost a third of the throughput, 32 KiB gave
+/// as much as 64 KiB with a quarter less memory.
 const H2_SEND_BUFFER: usize = 32 * 1024;
 /// HTTP/2 streams one client connection may have open at once.
 const MAX_STREAMS: u32 = 256;
@@ -209,7 +207,6 @@ async fn run_worker(
             () = shared.shutdown.cancelled() => break,
             _ = sweep.tick() => {
                 let now = std::time::Instant::now();
-                backend::sweep(now);
                 h1::pool::sweep(now);
             }
             command = commands.recv() => match command {
@@ -339,10 +336,6 @@ fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
 fn pool_settings(settings: &ProxySettings) -> PoolSettings {
     PoolSettings {
         connect_timeout: settings.connect_timeout,
-        // hyper's read buffer would grow with large responses up to ~400 KiB per connection;
-        // bodies stream through, so a bounded buffer costs a few more reads and saves most
-        // memory.
-        read_buffer: BACKEND_READ_BUFFER,
         max_idle_per_backend: POOL_MAX_IDLE,
         idle_timeout: POOL_IDLE,
     }

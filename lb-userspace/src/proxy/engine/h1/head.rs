@@ -17,7 +17,7 @@ pub const MAX_HEADERS: usize = 100;
 /// A head could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed message head: {0}")]
-pub struct Malformed(&'static str);
+pub struct Malformed(pub &'static str);
 
 /// One header line: where its name and value are in the head's bytes.
 #[derive(Debug, Clone)]

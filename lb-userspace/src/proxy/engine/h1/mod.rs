@@ -25,6 +25,7 @@
 //! HTTP/2 clients (the connection preface) are handed back to the caller with the bytes read,
 //! for hyper's HTTP/2 server.
 
+pub mod client;
 pub mod head;
 pub mod pool;
 
@@ -878,7 +879,7 @@ async fn read_some<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> std:
 
 /// Reads until a complete response head is in `buf`; returns it (and leaves the bytes after
 /// it in `buf`), or `None` if the connection closed first or the head is malformed.
-async fn read_response_head(
+pub(in crate::proxy::engine) async fn read_response_head(
     stream: &mut tokio::net::TcpStream,
     buf: &mut BytesMut,
 ) -> Option<ResponseHead> {

@@ -141,7 +141,6 @@ mod tests {
     fn settings() -> PoolSettings {
         PoolSettings {
             connect_timeout: Duration::from_secs(1),
-            read_buffer: 16 * 1024,
             max_idle_per_backend: 2,
             idle_timeout: Duration::from_secs(60),
         }
@@ -167,6 +166,19 @@ mod tests {
         // The runtime has seen the close: the pooled connection is not handed out.
         let fresh = checkout(addr, &settings()).await.expect("connect");
         assert!(!fresh.reused);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_connect_blames_the_backend() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
+            unreachable!()
+        };
+        drop(listener);
+        let Err(error) = connect(addr, &settings()).await else {
+            panic!("connected to a closed port");
+        };
+        assert!(error.is_backend_fault(), "{error}");
     }
 
     #[tokio::test(flavor = "current_thread")]
