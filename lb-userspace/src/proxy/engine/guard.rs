@@ -566,6 +566,15 @@ impl BodyEnd {
         matches!(self, BodyEnd::Done)
     }
 
+    /// Inside a chunk's data: how many data bytes are left of it (a decoder takes them out;
+    /// everything else in a chunked body is framing).
+    pub fn chunk_data_left(&self) -> Option<u64> {
+        match self {
+            BodyEnd::Chunked(Chunk::Data { left }) => Some(*left),
+            _ => None,
+        }
+    }
+
     /// Takes in `data`, the next bytes of the stream; returns how many belong to the body.
     pub fn feed(&mut self, data: &[u8]) -> Result<usize, MalformedChunks> {
         match *self {

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt as _;
 use super::head::{Framing, Malformed};
 use super::pool::{self, RawConn};
 use crate::proxy::engine::backend::{ForwardBody, PoolSettings};
+use crate::proxy::engine::guard::BodyEnd;
 
 /// What one read from a backend may take.
 const READ: usize = 32 * 1024;
@@ -87,27 +88,10 @@ pub async fn send(
 }
 
 /// A chunked body's decoder (RFC 9112 7.1): chunk data out, sizes, extensions and trailers
-/// dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dechunk {
-    Size {
-        size: u64,
-        digits: u32,
-        in_ext: bool,
-    },
-    Data(u64),
-    DataEnd {
-        seen_cr: bool,
-    },
-    /// Trailer lines; `line` bytes into the current one.
-    Trailers {
-        line: usize,
-    },
-    Done,
-}
-
-/// Longest chunk-size line or trailer section accepted.
-const MAX_FRAMING: usize = 16 * 1024;
+/// dropped. The grammar is the client I/O's ([`BodyEnd`]), which checks and tracks chunked
+/// bodies everywhere else; this only takes the data out.
+#[derive(Debug, Clone, Copy)]
+pub struct Dechunk(BodyEnd);
 
 impl Default for Dechunk {
     fn default() -> Self {
@@ -116,79 +100,28 @@ impl Default for Dechunk {
 }
 
 impl Dechunk {
-    pub const fn new() -> Self {
-        Dechunk::Size {
-            size: 0,
-            digits: 0,
-            in_ext: false,
-        }
+    pub fn new() -> Self {
+        Dechunk(BodyEnd::chunked())
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0.is_done()
     }
 
     /// Takes the framing at the front of `buf` and returns the next chunk data there, if any;
     /// `Ok(None)` when `buf` holds no data yet (read more) or the body has ended.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, Malformed> {
-        let bad = Malformed("malformed chunked body");
-        let mut framing = 0usize;
-        while !buf.is_empty() {
-            if let Dechunk::Data(left) = *self {
+        let bad = |_| Malformed("malformed chunked body");
+        while !buf.is_empty() && !self.0.is_done() {
+            if let Some(left) = self.0.chunk_data_left() {
                 let n = (buf.len() as u64).min(left) as usize;
                 let data = buf.split_to(n).freeze();
-                *self = if n as u64 == left {
-                    Dechunk::DataEnd { seen_cr: false }
-                } else {
-                    Dechunk::Data(left - n as u64)
-                };
+                self.0.feed(&data).map_err(bad)?;
                 return Ok(Some(data));
             }
-            if *self == Dechunk::Done {
-                return Ok(None);
-            }
-            let b = buf[0];
+            // Framing, a byte at a time: it stops where the data begins.
+            self.0.feed(&buf[..1]).map_err(bad)?;
             buf.advance(1);
-            framing += 1;
-            if framing > MAX_FRAMING {
-                return Err(bad);
-            }
-            *self = match *self {
-                Dechunk::Size {
-                    size,
-                    digits,
-                    in_ext,
-                } => match b {
-                    b'\n' if digits == 0 => return Err(bad),
-                    b'\n' if size == 0 => Dechunk::Trailers { line: 0 },
-                    b'\n' => Dechunk::Data(size),
-                    _ if in_ext => *self,
-                    b';' | b' ' | b'\t' | b'\r' => Dechunk::Size {
-                        size,
-                        digits,
-                        in_ext: true,
-                    },
-                    _ => {
-                        let digit = (b as char).to_digit(16).ok_or(bad)?;
-                        if digits >= 16 {
-                            return Err(bad);
-                        }
-                        Dechunk::Size {
-                            size: size * 16 + u64::from(digit),
-                            digits: digits + 1,
-                            in_ext,
-                        }
-                    }
-                },
-                Dechunk::DataEnd { seen_cr } => match b {
-                    b'\r' if !seen_cr => Dechunk::DataEnd { seen_cr: true },
-                    b'\n' => Dechunk::new(),
-                    _ => return Err(bad),
-                },
-                Dechunk::Trailers { line } => match b {
-                    b'\n' if line == 0 => Dechunk::Done,
-                    b'\n' => Dechunk::Trailers { line: 0 },
-                    b'\r' => Dechunk::Trailers { line },
-                    _ => Dechunk::Trailers { line: line + 1 },
-                },
-                Dechunk::Data(_) | Dechunk::Done => unreachable!("handled above"),
-            };
         }
         Ok(None)
     }
@@ -274,7 +207,7 @@ impl RawBody {
             }
             Decoder::Chunked(dechunk) => {
                 let data = dechunk.decode(&mut self.buf)?;
-                if *dechunk == Dechunk::Done {
+                if dechunk.is_done() {
                     self.decoder = Decoder::Done;
                 }
                 data
@@ -364,7 +297,7 @@ mod tests {
                 out.extend_from_slice(&data);
             }
         }
-        assert_eq!(dechunk, Dechunk::Done, "the body ended");
+        assert!(dechunk.is_done(), "the body ended");
         Ok(out)
     }
 
