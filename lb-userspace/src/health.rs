@@ -2,7 +2,8 @@
 //!
 //! [`HealthTable`] holds one service's verdicts. Two kinds of evidence change them:
 //! - active checks ([`spawn_checks`]): a TCP connect, or an HTTP/1.1 `GET path` that must answer
-//!   the expected status, every `interval`; `fall` failures in a row take an up backend down,
+//!   the expected status, every `interval`, in the backend's protocol (TLS, HTTP/2) when it has
+//!   one; `fall` failures in a row take an up backend down,
 //!   `rise` successes in a row bring a down one back (Pound's `Alive`, keepalived's rise/fall);
 //! - passive marking ([`HealthTable::mark_down`]): a request that could not reach a backend
 //!   (refused, reset, timed out) takes it down at once, so the next request does not try it;
@@ -25,7 +26,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, HealthCheck, HealthKind};
+use bytes::Bytes;
+use http_body_util::Empty;
+
+use crate::backend_transport::Transport;
+use crate::config::{self, BackendProtocol, HealthCheck, HealthKind};
 
 /// The most of an HTTP probe's answer that is read: the status line is all that counts.
 const MAX_STATUS_LINE: usize = 1024;
@@ -304,10 +309,22 @@ pub fn spawn_checks(
     table: Arc<HealthTable>,
     shutdown: CancellationToken,
 ) {
+    // Backends that speak TLS or HTTP/2 are probed in their protocol.
+    let transport = match service.http.backend_protocol {
+        BackendProtocol::Http1 => None,
+        protocol => match Transport::new(protocol, service.http.backend_tls.as_ref()) {
+            Ok(transport) => Some(Arc::new(transport)),
+            Err(error) => {
+                warn!(service = %service.name, error = %format!("{error:#}"), "cannot set up the health checks' TLS; backends keep their state");
+                return;
+            }
+        },
+    };
     for backend in service.backends.iter().map(|b| b.address) {
         let table = table.clone();
         let check = service.health.clone();
         let shutdown = shutdown.clone();
+        let transport = transport.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(check.interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -318,7 +335,7 @@ pub fn spawn_checks(
                 }
                 let result = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    result = probe(backend, &check) => result,
+                    result = probe(backend, &check, transport.as_deref()) => result,
                 };
                 table.record_probe(backend, result);
             }
@@ -326,10 +343,18 @@ pub fn spawn_checks(
     }
 }
 
-/// Runs one probe of `backend` as `check` says, within `check.timeout`.
-pub async fn probe(backend: SocketAddrV4, check: &HealthCheck) -> ProbeResult {
+/// Runs one probe of `backend` as `check` says, within `check.timeout`; through `transport`
+/// when the backend speaks TLS or HTTP/2.
+pub async fn probe(
+    backend: SocketAddrV4,
+    check: &HealthCheck,
+    transport: Option<&Transport>,
+) -> ProbeResult {
     let timeout = check.timeout;
     let attempt = async {
+        if let Some(transport) = transport {
+            return transport_probe(transport, backend, &check.kind).await;
+        }
         let mut stream = TcpStream::connect(backend).await.map_err(connect_error)?;
         match &check.kind {
             HealthKind::Tcp => Ok(()),
@@ -374,6 +399,70 @@ pub fn connect_failure(reason: &str) -> String {
         .iter()
         .find(|(needle, _)| lower.contains(needle))
         .map_or_else(|| reason.to_owned(), |(_, short)| (*short).to_owned())
+}
+
+/// A probe in the backend's protocol: the TLS handshake (if any) must succeed, and for an
+/// HTTP check the `GET path` must answer the expected status.
+async fn transport_probe(
+    transport: &Transport,
+    backend: SocketAddrV4,
+    kind: &HealthKind,
+) -> ProbeResult {
+    let stream = transport.connect(backend, None).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::ConnectionRefused
+            || error.kind() == std::io::ErrorKind::TimedOut
+        {
+            connect_error(error)
+        } else {
+            format!("{} handshake failed: {error}", transport.protocol.as_str())
+        }
+    })?;
+    let HealthKind::Http {
+        path,
+        expect_status,
+    } = kind
+    else {
+        return Ok(());
+    };
+    let mut sender = transport
+        .handshake::<Empty<Bytes>>(stream)
+        .await
+        .map_err(|error| format!("{} handshake failed: {error}", transport.protocol.as_str()))?;
+    let mut request = http::Request::new(Empty::new());
+    let scheme = if transport.protocol.uses_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    if transport.protocol.is_http2() {
+        *request.uri_mut() = format!("{scheme}://{backend}{path}")
+            .parse()
+            .map_err(|_| format!("GET {path}: not a valid path"))?;
+        *request.version_mut() = http::Version::HTTP_2;
+    } else {
+        *request.uri_mut() = path
+            .parse()
+            .map_err(|_| format!("GET {path}: not a valid path"))?;
+        let host = http::HeaderValue::from_str(&backend.to_string())
+            .map_err(|_| "backend address is not a header value".to_owned())?;
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    request.headers_mut().insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("tandem-health-check"),
+    );
+    let response = sender
+        .send(request)
+        .await
+        .map_err(|error| format!("GET {path} failed: {error}"))?;
+    let status = response.status().as_u16();
+    if status == *expect_status {
+        Ok(())
+    } else {
+        Err(format!(
+            "GET {path} answered {status}, expected {expect_status}"
+        ))
+    }
 }
 
 async fn http_probe(
@@ -566,9 +655,12 @@ mod tests {
             panic!("v4 listener");
         };
         let check = HealthCheck::default();
-        assert_eq!(probe(open, &check).await, Ok(()));
+        assert_eq!(probe(open, &check, None).await, Ok(()));
         drop(listener);
-        assert_eq!(probe(open, &check).await, Err("connect refused".into()));
+        assert_eq!(
+            probe(open, &check, None).await,
+            Err("connect refused".into())
+        );
     }
 
     #[tokio::test]
@@ -597,14 +689,14 @@ mod tests {
             ..HealthCheck::default()
         };
         let ok = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        assert_eq!(probe(ok, &check(200)).await, Ok(()));
+        assert_eq!(probe(ok, &check(200), None).await, Ok(()));
         let wrong = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
         assert_eq!(
-            probe(wrong, &check(200)).await,
+            probe(wrong, &check(200), None).await,
             Err("GET /health answered 503, expected 200".into())
         );
         let garbage = serve_once("SSH-2.0-OpenSSH\r\n").await;
-        assert!(probe(garbage, &check(200))
+        assert!(probe(garbage, &check(200), None)
             .await
             .is_err_and(|e| e.contains("not an HTTP/1.x status line")));
     }
@@ -627,7 +719,7 @@ mod tests {
             ..HealthCheck::default()
         };
         assert_eq!(
-            probe(addr, &check).await,
+            probe(addr, &check, None).await,
             Err("no answer within 100ms".into())
         );
         drop(listener);

@@ -1,6 +1,7 @@
 //! Tandem: one daemon per node that does an L7 proxy's work, VRRP failover and an XDP fast path.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules; tests use them directly.
+//! - `backend_transport`: TLS and HTTP/2 to backends (h2c, https, h2), for the proxy and checks.
 //! - `capabilities`: which Linux capabilities the process has, for errors that name them.
 //! - `config`: the TOML model and its validation (errors as FILE:LINE:COL).
 //! - `control`: the control socket (`tandem status`, `tandem reload`) and the status screen.
@@ -12,6 +13,7 @@
 //! - `reload`: what SIGHUP and `tandem reload` change on a running node, all or nothing.
 //! - `vrrp`: the virtual IP's election, interoperable with keepalived.
 
+pub mod backend_transport;
 pub mod capabilities;
 pub mod config;
 pub mod control;

@@ -47,6 +47,8 @@ const PEER_PACKAGES: &[&str] = &[
     "curl",
     // The WebSocket server behind the proxy in the tunnel tests.
     "python3-websockets",
+    // The gRPC server and client through the proxy's h2c and h2 backends.
+    "python3-grpcio",
 ];
 
 pub fn run() -> anyhow::Result<()> {

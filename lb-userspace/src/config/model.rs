@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use super::proxy::{
-    AccessLog, AccessLogLevel, CertificateFiles, LogTarget, ProxySettings, ServiceHttp, Tls,
+    AccessLog, AccessLogLevel, BackendProtocol, BackendTls, CertificateFiles, LogTarget,
+    ProxySettings, ServiceHttp, Tls,
 };
 
 /// Where `tandem run` and `tandem check` look for the configuration when not told otherwise.

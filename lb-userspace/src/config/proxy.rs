@@ -33,8 +33,15 @@ const PROXY_KEYS: &[&str] = &[
 const ACCESS_LOG_KEYS: &[&str] = &["level", "path"];
 const TLS_KEYS: &[&str] = &["certificates"];
 const CERTIFICATE_KEYS: &[&str] = &["cert", "key"];
+const BACKEND_TLS_KEYS: &[&str] = &["ca", "verify", "server_name"];
 /// The per-service keys this module reads; `read.rs` accepts them in `[[service]]`.
-pub(super) const SERVICE_HTTP_KEYS: &[&str] = &["host", "path_prefix", "tls"];
+pub(super) const SERVICE_HTTP_KEYS: &[&str] = &[
+    "host",
+    "path_prefix",
+    "tls",
+    "backend_protocol",
+    "backend_tls",
+];
 
 /// hyper cannot parse a request head in a smaller buffer than this.
 const MIN_HEADER_SIZE: usize = 1024;
@@ -178,6 +185,61 @@ pub struct ServiceHttp {
     /// not "/apple"); `None` takes every path. The longest matching prefix wins.
     pub path_prefix: Option<String>,
     pub tls: Option<Tls>,
+    /// How the proxy speaks to this service's backends.
+    pub backend_protocol: BackendProtocol,
+    /// How backends are authenticated over TLS; `Some` exactly when `backend_protocol` is
+    /// `https` or `h2`.
+    pub backend_tls: Option<BackendTls>,
+}
+
+/// `backend_protocol`: what the proxy speaks to a service's backends, whatever the client
+/// speaks to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over TCP (Pound's only way).
+    #[default]
+    Http1,
+    /// HTTP/2 over TCP with prior knowledge (what gRPC servers speak without TLS).
+    H2c,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 over TLS, agreed by ALPN.
+    H2,
+}
+
+impl BackendProtocol {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendProtocol::Http1 => "http1",
+            BackendProtocol::H2c => "h2c",
+            BackendProtocol::Https => "https",
+            BackendProtocol::H2 => "h2",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::H2)
+    }
+
+    pub fn is_http2(self) -> bool {
+        matches!(self, BackendProtocol::H2c | BackendProtocol::H2)
+    }
+}
+
+/// `backend_tls = { ca = "FILE", verify = true, server_name = "NAME" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct BackendTls {
+    /// PEM certificates of the authorities that sign the backends' certificates; `None` uses
+    /// the system's (/etc/ssl/certs).
+    pub ca: Option<PathBuf>,
+    /// Whether the backend's certificate is checked (chain and name). `false` accepts any
+    /// certificate: traffic is encrypted but the backend is not authenticated.
+    pub verify: bool,
+    /// The name sent as SNI and checked in the certificate; `None` uses the backend's host
+    /// name, or its address when it was written as one.
+    pub server_name: Option<String>,
 }
 
 /// `tls = { certificates = [...] }`: the listener speaks HTTPS with these certificates, chosen
@@ -321,10 +383,84 @@ pub(super) fn read_service_http(
             .map(Some),
         None => Some(None),
     };
+    let backend_protocol = match section.field("backend_protocol") {
+        Some(field) => field.choice(
+            report,
+            &[
+                ("http1", BackendProtocol::Http1),
+                ("h2c", BackendProtocol::H2c),
+                ("https", BackendProtocol::Https),
+                ("h2", BackendProtocol::H2),
+            ],
+        ),
+        None => Some(BackendProtocol::Http1),
+    };
+    let backend_tls = match (section.field("backend_tls"), backend_protocol) {
+        (Some(field), Some(protocol)) if !protocol.uses_tls() => {
+            report.error(
+                field.at,
+                format!(
+                    "backend_tls applies to TLS backends, and backend_protocol is \"{}\": write \
+                     backend_protocol = \"https\" (HTTP/1.1 over TLS) or \"h2\" (HTTP/2 over \
+                     TLS), or remove backend_tls",
+                    protocol.as_str()
+                ),
+            );
+            None
+        }
+        (Some(field), _) => field
+            .section(report, "backend_tls")
+            .and_then(|tls| read_backend_tls(report, tls))
+            .map(Some),
+        (None, Some(protocol)) if protocol.uses_tls() => Some(Some(BackendTls {
+            verify: true,
+            ..BackendTls::default()
+        })),
+        (None, _) => Some(None),
+    };
     Some(ServiceHttp {
         hosts: hosts?,
         path_prefix: path_prefix?,
         tls: tls?,
+        backend_protocol: backend_protocol?,
+        backend_tls: backend_tls?,
+    })
+}
+
+fn read_backend_tls(report: &mut Reporter, section: Section) -> Option<BackendTls> {
+    section.reject_unknown_keys(report, BACKEND_TLS_KEYS);
+    let ca = match section.field("ca") {
+        Some(field) => field
+            .non_empty_str(report)
+            .map(|ca| Some(PathBuf::from(ca))),
+        None => Some(None),
+    };
+    let verify = match section.field("verify") {
+        Some(field) => field.bool(report),
+        None => Some(true),
+    };
+    let server_name = match section.field("server_name") {
+        Some(field) => field.non_empty_str(report).and_then(|name| {
+            match rustls::pki_types::ServerName::try_from(name) {
+                Ok(_) => Some(Some(name.to_owned())),
+                Err(_) => {
+                    report.error(
+                        field.at,
+                        format!(
+                            "server_name {name:?} is not a DNS name or an IP address: write the \
+                             name the backends' certificates carry, e.g. \"backend.example.com\""
+                        ),
+                    );
+                    None
+                }
+            }
+        }),
+        None => Some(None),
+    };
+    Some(BackendTls {
+        ca: ca?,
+        verify: verify?,
+        server_name: server_name?,
     })
 }
 
@@ -483,6 +619,80 @@ mod tests {
     }
 
     #[test]
+    fn backend_protocol_defaults_to_http1_and_tls_protocols_verify_by_default() {
+        let plain = parse_ok(&format!("{NODE}{}", service("web", ""))).config;
+        assert_eq!(
+            plain.services[0].http.backend_protocol,
+            BackendProtocol::Http1
+        );
+        assert_eq!(plain.services[0].http.backend_tls, None);
+        let h2 = parse_ok(&format!(
+            "{NODE}{}",
+            service("grpc", "backend_protocol = \"h2\"\n")
+        ))
+        .config;
+        assert_eq!(h2.services[0].http.backend_protocol, BackendProtocol::H2);
+        assert_eq!(
+            h2.services[0].http.backend_tls,
+            Some(BackendTls {
+                ca: None,
+                verify: true,
+                server_name: None
+            })
+        );
+        let https = parse_ok(&format!(
+            "{NODE}{}",
+            service(
+                "web",
+                "backend_protocol = \"https\"\nbackend_tls = { ca = \"ca.pem\", verify = false, \
+                 server_name = \"app.internal\" }\n"
+            )
+        ))
+        .config;
+        assert_eq!(
+            https.services[0].http.backend_tls,
+            Some(BackendTls {
+                ca: Some("ca.pem".into()),
+                verify: false,
+                server_name: Some("app.internal".into())
+            })
+        );
+    }
+
+    #[test]
+    fn backend_tls_without_a_tls_protocol_is_refused_with_the_fix() {
+        let text = format!(
+            "{NODE}{}",
+            service(
+                "web",
+                "backend_protocol = \"h2c\"\nbackend_tls = { ca = \"ca.pem\" }\n"
+            )
+        );
+        let wrong = errors(&text);
+        assert_eq!(wrong.len(), 1, "{wrong:?}");
+        assert!(wrong[0].starts_with("t.toml:9:15: backend_tls applies to TLS backends, and backend_protocol is \"h2c\""), "{wrong:?}");
+        let unknown = errors(&format!(
+            "{NODE}{}",
+            service("web", "backend_protocol = \"spdy\"\n")
+        ));
+        assert!(
+            unknown[0].contains("h2c"),
+            "the choices are listed: {unknown:?}"
+        );
+        let bad_name = errors(&format!(
+            "{NODE}{}",
+            service(
+                "web",
+                "backend_protocol = \"https\"\nbackend_tls = { server_name = \"a b\" }\n"
+            )
+        ));
+        assert!(
+            bad_name[0].contains("server_name \"a b\" is not a DNS name"),
+            "{bad_name:?}"
+        );
+    }
+
+    #[test]
     fn proxy_table_reads_every_key() {
         let text = format!(
             "{NODE}[proxy]\nheader_timeout = \"2s\"\nidle_timeout = \"30s\"\n\
@@ -560,6 +770,7 @@ mod tests {
                         key: "a.key".into(),
                     }],
                 }),
+                ..ServiceHttp::default()
             }
         );
         let single = format!("{NODE}{}", service("web", "host = \"a.example\"\n"));

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::h1::client::{BoxError, RawBody};
 
@@ -26,6 +26,8 @@ pub struct ResponseBody {
 enum Inner {
     /// The backend's body, read from its connection in the client stream's task.
     Backend(RawBody),
+    /// The body of a backend that hyper's client reaches (h2c, https, h2), trailers included.
+    Hyper(Incoming),
     Local(Option<Bytes>),
 }
 
@@ -33,6 +35,14 @@ impl ResponseBody {
     pub fn backend(body: RawBody, finish: Box<dyn Finish>) -> Self {
         ResponseBody {
             inner: Inner::Backend(body),
+            bytes: 0,
+            finish: Some(finish),
+        }
+    }
+
+    pub fn hyper(body: Incoming, finish: Box<dyn Finish>) -> Self {
+        ResponseBody {
+            inner: Inner::Hyper(body),
             bytes: 0,
             finish: Some(finish),
         }
@@ -67,6 +77,9 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Backend(body) => Pin::new(body).poll_frame(cx),
+            Inner::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
             Inner::Local(text) => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -80,6 +93,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Backend(body) => body.is_end_stream(),
+            Inner::Hyper(body) => body.is_end_stream(),
             Inner::Local(text) => text.is_none(),
         }
     }
@@ -87,6 +101,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Backend(body) => body.size_hint(),
+            Inner::Hyper(body) => body.size_hint(),
             Inner::Local(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tracing::debug;
 
@@ -32,6 +32,9 @@ use super::h1::{
 };
 use super::headers::{self, Forwarded};
 use super::routes::{ListenerEntry, Routes, ServiceEntry};
+use super::sender_pool;
+use crate::backend_transport::Transport;
+use crate::proxy::policy::upstream::Route;
 
 /// What every request of the proxy shares.
 pub struct Engine {
@@ -188,6 +191,17 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
     let head_request = parts.method == Method::HEAD;
 
     let body = ForwardBody::new(body);
+    if let Some(transport) = &service.transport {
+        let attempt = Attempt {
+            conn: &conn,
+            service: &service,
+            route: &route,
+            idempotent,
+        };
+        return attempt
+            .over_transport(transport, parts, host.as_deref(), body, done)
+            .await;
+    }
     let (request_head, chunked) = client::request_head(&parts, target.as_bytes(), !body.is_empty());
     let pool = &conn.engine.pool;
     let mut last_failure = "no backend available";
@@ -291,6 +305,152 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         StatusCode::SERVICE_UNAVAILABLE,
         format!("503 Service Unavailable: {last_failure}\n"),
     )
+}
+
+/// What trying a request's backends in turn needs to know.
+struct Attempt<'a> {
+    conn: &'a Connection,
+    service: &'a Arc<ServiceEntry>,
+    route: &'a Route,
+    idempotent: bool,
+}
+
+impl Attempt<'_> {
+    /// Sends the request to the route's backends through hyper's client over `transport`
+    /// (h2c, https or h2), with the retry rules of [`handle`]. `parts` has its headers
+    /// rewritten for the backend already.
+    async fn over_transport(
+        &self,
+        transport: &Transport,
+        parts: http::request::Parts,
+        host: Option<&str>,
+        body: ForwardBody,
+        mut done: Done,
+    ) -> Response<ResponseBody> {
+        let (conn, service) = (self.conn, self.service);
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut headers = parts.headers;
+        let (uri, version) = if transport.protocol.is_http2() {
+            // HTTP/2 carries the host as the :authority, with the scheme.
+            let scheme = if transport.protocol.uses_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            headers.remove(HOST);
+            let absolute = |authority: &str| format!("{scheme}://{authority}{path}").parse().ok();
+            let uri = host.and_then(absolute).or_else(|| {
+                absolute(
+                    &self
+                        .route
+                        .candidates
+                        .first()
+                        .map_or_else(String::new, ToString::to_string),
+                )
+            });
+            (uri, Version::HTTP_2)
+        } else {
+            (path.parse().ok(), Version::HTTP_11)
+        };
+        let Some(uri): Option<Uri> = uri else {
+            service.counters.count(StatusCode::BAD_REQUEST);
+            return refuse(
+                done,
+                StatusCode::BAD_REQUEST,
+                "the request's target is not a valid URI\n",
+            );
+        };
+        let pool = &conn.engine.pool;
+        let mut last_failure = "no backend available";
+        'candidates: for &backend in &self.route.candidates {
+            // A request lost on a pooled connection is sent once more on a fresh one when that
+            // is harmless, as in `handle`.
+            for _ in 0..2 {
+                let Some(this_body) = body.again() else {
+                    break 'candidates;
+                };
+                let (mut sender, reused) =
+                    match sender_pool::checkout(transport, backend, None, pool).await {
+                        Ok(checked_out) => checked_out,
+                        Err(error) => {
+                            last_failure = service.connect_failed(backend, &error);
+                            continue 'candidates;
+                        }
+                    };
+                let mut request = Request::new(this_body);
+                *request.method_mut() = parts.method.clone();
+                *request.uri_mut() = uri.clone();
+                *request.version_mut() = version;
+                *request.headers_mut() = headers.clone();
+                let sent =
+                    tokio::time::timeout(conn.engine.backend_timeout, sender.send(request)).await;
+                sender_pool::release(transport, backend, sender, pool);
+                match sent {
+                    Ok(Ok(response)) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                        let (mut head, incoming) = response.into_parts();
+                        headers::remove_hop_by_hop(&mut head.headers);
+                        head.version = Version::default();
+                        service
+                            .upstream
+                            .responded(self.route, backend, &mut head, Instant::now());
+                        service.counters.count(head.status);
+                        if let Some((_, record)) = &mut done.log {
+                            record.status = head.status;
+                            record.backend = Some(backend);
+                        }
+                        return Response::from_parts(
+                            head,
+                            ResponseBody::hyper(incoming, Box::new(done)),
+                        );
+                    }
+                    Ok(Ok(_switching)) => {
+                        // hyper's server side does not carry a protocol switch on.
+                        service.backend_failed(backend);
+                        service.counters.count(StatusCode::BAD_GATEWAY);
+                        return refuse(
+                            done,
+                            StatusCode::BAD_GATEWAY,
+                            "the backend switched protocols, which this service cannot carry\n",
+                        );
+                    }
+                    Ok(Err(error)) => {
+                        service.backend_failed(backend);
+                        debug!(service = %service.name, %backend, reused, %error, "backend request failed before the response");
+                        if !(self.idempotent && body.is_empty()) {
+                            service.counters.count(StatusCode::BAD_GATEWAY);
+                            return refuse(
+                                done,
+                                StatusCode::BAD_GATEWAY,
+                                "the backend closed the connection before answering\n",
+                            );
+                        }
+                        last_failure = "the backends closed the connection before answering";
+                        if !reused {
+                            continue 'candidates;
+                        }
+                    }
+                    Err(_elapsed) => {
+                        service.backend_failed(backend);
+                        service.counters.count(StatusCode::GATEWAY_TIMEOUT);
+                        if let Some((_, record)) = &mut done.log {
+                            record.backend = Some(backend);
+                        }
+                        return refuse(
+                            done,
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "the backend did not answer in time\n",
+                        );
+                    }
+                }
+            }
+        }
+        service.counters.count(StatusCode::SERVICE_UNAVAILABLE);
+        refuse(
+            done,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("503 Service Unavailable: {last_failure}\n"),
+        )
+    }
 }
 
 /// The request's line in the access log, completed when the response is known.

@@ -1,9 +1,11 @@
 //! The HTTP engine: everything that touches a client or a backend connection. From the top:
 //! [`handle`] (what the daemon holds of a running proxy: start, stats, reload, probe) >
 //! [`server`] (worker threads, listeners, accept, TLS, HTTP/1 or HTTP/2 per connection) >
-//! [`h1`] (the HTTP/1.1 engine) and [`forward`] (HTTP/2 streams through hyper) > [`routes`]
+//! [`h1`] (the HTTP/1.1 engine) and [`forward`] (HTTP/2 streams, and requests for backends
+//! that speak h2c, https or h2, through hyper) > [`routes`]
 //! (the services of each listening address, swapped whole by a reload) > [`stats`]. Beside
-//! them: the client I/O's checks and timeouts ([`guard`]), backend connections ([`backend`]),
+//! them: the client I/O's checks and timeouts ([`guard`]), backend connections ([`backend`],
+//! [`sender_pool`] for those hyper drives),
 //! bodies, headers, the access log, TLS certificates. Imports run down this list and into
 //! [`crate::proxy::policy`], never back up.
 
@@ -17,6 +19,7 @@ pub mod h1;
 pub mod handle;
 pub mod headers;
 pub mod routes;
+pub mod sender_pool;
 pub mod server;
 pub mod stats;
 pub mod tls;

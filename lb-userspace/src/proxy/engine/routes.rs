@@ -22,7 +22,8 @@ use super::backend::ConnectError;
 use super::dispatch;
 use super::stats::Counters;
 use super::tls;
-use crate::config::{CertificateFiles, Config, ServiceMode};
+use crate::backend_transport::Transport;
+use crate::config::{BackendProtocol, CertificateFiles, Config, ServiceMode};
 use crate::proxy::policy::replicate::Replicator;
 use crate::proxy::policy::upstream::Upstream;
 
@@ -34,6 +35,9 @@ pub struct ServiceEntry {
     pub counters: Arc<Counters>,
     /// Stops the service's health checks and session sweep when a reload retires the entry.
     pub checks: CancellationToken,
+    /// How backends are reached when they speak h2c, https or h2; `None` for plain HTTP/1.1,
+    /// which the HTTP/1.1 engine reaches itself.
+    pub transport: Option<Arc<Transport>>,
 }
 
 impl ServiceEntry {
@@ -84,6 +88,9 @@ pub struct Routes {
     pub tls: Option<TlsAcceptor>,
     pub rules: Vec<dispatch::Rule>,
     pub services: Vec<Arc<ServiceEntry>>,
+    /// Whether a service here has a [`ServiceEntry::transport`]: then the HTTP/1.1 engine
+    /// looks at each request's service before serving it.
+    pub any_transport: bool,
 }
 
 impl ListenerEntry {
@@ -214,8 +221,15 @@ pub(super) fn prepare(
             .map(|service| {
                 let before = previous.get(service.name.as_str());
                 if let Some(before) = before.filter(|b| b.upstream.service() == *service) {
-                    return Arc::clone(before);
+                    return Ok(Arc::clone(before));
                 }
+                let transport = match service.http.backend_protocol {
+                    BackendProtocol::Http1 => None,
+                    protocol => Some(Arc::new(
+                        Transport::new(protocol, service.http.backend_tls.as_ref())
+                            .with_context(|| format!("service {}", service.name))?,
+                    )),
+                };
                 let replicator = replicator.cloned();
                 let (upstream, counters) = match before {
                     Some(before) => (
@@ -232,17 +246,20 @@ pub(super) fn prepare(
                     upstream,
                     counters,
                     checks: shutdown.child_token(),
+                    transport,
                 });
                 fresh.push(Arc::clone(&entry));
-                entry
+                Ok(entry)
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let any_transport = entries.iter().any(|entry| entry.transport.is_some());
         listeners.push((
             addr,
             Arc::new(Routes {
                 tls,
                 rules,
                 services: entries,
+                any_transport,
             }),
         ));
     }

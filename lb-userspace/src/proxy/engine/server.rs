@@ -40,6 +40,7 @@ use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
 use super::h1;
 use super::headers::Forwarded;
 use super::routes::ListenerEntry;
+use super::sender_pool;
 use super::stats::ConnectionCounters;
 use crate::config::ProxySettings;
 
@@ -208,6 +209,7 @@ async fn run_worker(
             _ = sweep.tick() => {
                 let now = std::time::Instant::now();
                 h1::pool::sweep(now);
+                sender_pool::sweep(now, &server.engine.pool);
             }
             command = commands.recv() => match command {
                 Some(AddListener { listener, socket, running }) => {
@@ -570,13 +572,16 @@ async fn serve<I>(
         outcome = engine => outcome,
         () = force_close.cancelled() => return,
     };
-    if let h1::Outcome::Http2(io, read) = outcome {
+    // HTTP/2, or an HTTP/1.1 request for a service hyper's client reaches: hyper serves the
+    // rest of the connection, from the bytes already read.
+    if let h1::Outcome::Http2(io, read) | h1::Outcome::HandOff(io, read) = outcome {
         let io = h1::Prefixed::new(io, read);
         Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
     }
 }
 
-/// Serves an HTTP/2 connection with hyper; each stream goes to [`forward::handle`].
+/// Serves a connection with hyper (HTTP/2, or HTTP/1.1 handed off by the engine); each
+/// request goes to [`forward::handle`].
 async fn serve_hyper<I>(
     io: I,
     server: &ServerSide,

@@ -190,6 +190,11 @@ impl RequestHead {
         Some(&rest[..end])
     }
 
+    /// The head as the client wrote it.
+    pub fn into_bytes(self) -> Bytes {
+        self.fields.bytes
+    }
+
     /// The host the request is for: the Host header, else the target's authority.
     pub fn host(&self) -> Option<&str> {
         self.header("host")

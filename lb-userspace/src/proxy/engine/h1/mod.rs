@@ -63,6 +63,10 @@ pub enum Outcome<I> {
     Closed,
     /// The client speaks HTTP/2: its I/O and the bytes already read from it.
     Http2(I, bytes::Bytes),
+    /// A request is for a service whose backends hyper's client reaches (h2c, https, h2):
+    /// the I/O and the bytes read from it, that request's head first, for hyper's HTTP/1.1
+    /// server, which serves the rest of the connection.
+    HandOff(I, bytes::Bytes),
 }
 
 thread_local! {
@@ -131,8 +135,14 @@ where
         // A request's state (backend connection, timers, relay) lives on the heap while it
         // runs: a connection waiting for its next request then holds a few hundred bytes,
         // not the several KiB of the deepest exchange.
-        if !Box::pin(session.exchange(head)).await || session.shutdown.is_cancelled() {
-            break;
+        match Box::pin(session.exchange(&head)).await {
+            After::KeepOpen if !session.shutdown.is_cancelled() => {}
+            After::KeepOpen | After::Close => break,
+            After::HandOff => {
+                let mut read = BytesMut::from(head.into_bytes());
+                read.extend_from_slice(&session.buf);
+                return Outcome::HandOff(session.io, read.freeze());
+            }
         }
         if session.buf.is_empty() {
             // An idle connection holds no buffer.
@@ -167,12 +177,8 @@ struct Session<T> {
 enum After {
     KeepOpen,
     Close,
-}
-
-impl After {
-    fn keep(self) -> bool {
-        self == After::KeepOpen
-    }
+    /// The request is for hyper to serve (see [`Outcome::HandOff`]); nothing was sent.
+    HandOff,
 }
 
 /// Counters, latency and the access log line of one request, settled once when it ends.
@@ -241,7 +247,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
     }
 
     /// One request and its response; says whether the connection stays open.
-    async fn exchange(&mut self, head: RequestHead) -> bool {
+    async fn exchange(&mut self, head: &RequestHead) -> After {
         let conn = Arc::clone(&self.conn);
         conn.activity.request_started();
         let mut outcome = RequestTally {
@@ -250,7 +256,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             started: Instant::now(),
             bytes: 0,
         };
-        let after = self.route_and_forward(&head, &mut outcome).await;
+        let after = self.route_and_forward(head, &mut outcome).await;
         conn.activity.request_finished();
         if let Some(service) = &outcome.service {
             service.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -261,7 +267,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             record.took = outcome.started.elapsed();
             conn.engine.access_log.log(&record);
         }
-        after.keep()
+        after
     }
 
     async fn route_and_forward(&mut self, head: &RequestHead, outcome: &mut RequestTally) -> After {
@@ -296,6 +302,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         let selected = conn.select(host, head.path());
         if conn.engine.access_log.enabled() {
             outcome.record = Some(record(&conn, head, selected.as_ref()));
+        }
+        if selected.as_ref().is_some_and(|s| s.transport.is_some()) {
+            outcome.record = None;
+            return After::HandOff;
         }
         let Some(service) = selected else {
             conn.listener.unrouted.count(StatusCode::NOT_FOUND);
