@@ -670,7 +670,12 @@ mod tests {
         );
         let wrong = errors(&text);
         assert_eq!(wrong.len(), 1, "{wrong:?}");
-        assert!(wrong[0].starts_with("t.toml:9:15: backend_tls applies to TLS backends, and backend_protocol is \"h2c\""), "{wrong:?}");
+        assert!(
+            wrong[0].starts_with(
+                "t.toml:9:15: backend_tls applies to TLS backends, and backend_protocol is \"h2c\""
+            ),
+            "{wrong:?}"
+        );
         let unknown = errors(&format!(
             "{NODE}{}",
             service("web", "backend_protocol = \"spdy\"\n")

@@ -179,6 +179,11 @@ fn render_http_service(out: &mut String, paint: &Paint, service: &serde_json::Va
         format!("http on {}", text(service, "listen")),
         text(service, "balance").replace('_', " "),
     ];
+    // Plain HTTP/1.1 is the default and goes unsaid.
+    let protocol = text(service, "backend_protocol");
+    if !matches!(protocol, "http1" | "?") {
+        head.push(format!("backends over {protocol}"));
+    }
     if let Some(session) = service.get("session").filter(|s| s.is_object()) {
         head.push(format!(
             "{} sessions ({} affinity, {})",

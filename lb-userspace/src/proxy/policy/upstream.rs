@@ -122,6 +122,8 @@ enum Tier {
 pub struct UpstreamStatus {
     pub service: String,
     pub balance: config::Balance,
+    /// What the proxy speaks to the backends (http1, h2c, https, h2).
+    pub backend_protocol: config::BackendProtocol,
     pub session: Option<SessionStatus>,
     pub backends: Vec<BackendStatus>,
 }
@@ -465,6 +467,7 @@ impl Upstream {
         UpstreamStatus {
             service: self.service.name.clone(),
             balance: self.service.balance,
+            backend_protocol: self.service.http.backend_protocol,
             session: self.service.session.as_ref().map(|session| SessionStatus {
                 kind: session.kind,
                 mode: session.mode,
