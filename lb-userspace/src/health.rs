@@ -325,6 +325,7 @@ pub fn spawn_checks(
         let check = service.health.clone();
         let shutdown = shutdown.clone();
         let transport = transport.clone();
+        let host_name = service.backend_hosts.get(&backend).cloned();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(check.interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,7 +336,7 @@ pub fn spawn_checks(
                 }
                 let result = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    result = probe(backend, &check, transport.as_deref()) => result,
+                    result = probe(backend, &check, transport.as_deref(), host_name.as_deref()) => result,
                 };
                 table.record_probe(backend, result);
             }
@@ -349,11 +350,12 @@ pub async fn probe(
     backend: SocketAddrV4,
     check: &HealthCheck,
     transport: Option<&Transport>,
+    host_name: Option<&str>,
 ) -> ProbeResult {
     let timeout = check.timeout;
     let attempt = async {
         if let Some(transport) = transport {
-            return transport_probe(transport, backend, &check.kind).await;
+            return transport_probe(transport, backend, host_name, &check.kind).await;
         }
         let mut stream = TcpStream::connect(backend).await.map_err(connect_error)?;
         match &check.kind {
@@ -406,17 +408,21 @@ pub fn connect_failure(reason: &str) -> String {
 async fn transport_probe(
     transport: &Transport,
     backend: SocketAddrV4,
+    host_name: Option<&str>,
     kind: &HealthKind,
 ) -> ProbeResult {
-    let stream = transport.connect(backend, None).await.map_err(|error| {
-        if error.kind() == std::io::ErrorKind::ConnectionRefused
-            || error.kind() == std::io::ErrorKind::TimedOut
-        {
-            connect_error(error)
-        } else {
-            format!("{} handshake failed: {error}", transport.protocol.as_str())
-        }
-    })?;
+    let stream = transport
+        .connect(backend, host_name)
+        .await
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::ConnectionRefused
+                || error.kind() == std::io::ErrorKind::TimedOut
+            {
+                connect_error(error)
+            } else {
+                format!("{} handshake failed: {error}", transport.protocol.as_str())
+            }
+        })?;
     let HealthKind::Http {
         path,
         expect_status,
@@ -655,10 +661,10 @@ mod tests {
             panic!("v4 listener");
         };
         let check = HealthCheck::default();
-        assert_eq!(probe(open, &check, None).await, Ok(()));
+        assert_eq!(probe(open, &check, None, None).await, Ok(()));
         drop(listener);
         assert_eq!(
-            probe(open, &check, None).await,
+            probe(open, &check, None, None).await,
             Err("connect refused".into())
         );
     }
@@ -689,14 +695,14 @@ mod tests {
             ..HealthCheck::default()
         };
         let ok = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        assert_eq!(probe(ok, &check(200), None).await, Ok(()));
+        assert_eq!(probe(ok, &check(200), None, None).await, Ok(()));
         let wrong = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
         assert_eq!(
-            probe(wrong, &check(200), None).await,
+            probe(wrong, &check(200), None, None).await,
             Err("GET /health answered 503, expected 200".into())
         );
         let garbage = serve_once("SSH-2.0-OpenSSH\r\n").await;
-        assert!(probe(garbage, &check(200), None)
+        assert!(probe(garbage, &check(200), None, None)
             .await
             .is_err_and(|e| e.contains("not an HTTP/1.x status line")));
     }
@@ -719,7 +725,7 @@ mod tests {
             ..HealthCheck::default()
         };
         assert_eq!(
-            probe(addr, &check, None).await,
+            probe(addr, &check, None, None).await,
             Err("no answer within 100ms".into())
         );
         drop(listener);

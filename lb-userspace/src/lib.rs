@@ -8,6 +8,7 @@
 //! - `dataplane`: the XDP program's loader and the reader of its pinned maps.
 //! - `health`: backend health (active probes, passive marking), shared by the proxy and L4.
 //! - `maglev`: consistent hashing shared by the L4 data plane and the proxy's sessions.
+//! - `names`: backends written by host name, resolved at start, at reload and periodically.
 //! - `node`: the supervisor `tandem run` is: wires VRRP transitions to the VIPs and data plane.
 //! - `proxy`: the L7 reverse proxy (Pound's feature set on hyper).
 //! - `reload`: what SIGHUP and `tandem reload` change on a running node, all or nothing.
@@ -21,6 +22,7 @@ pub mod dataplane;
 pub mod health;
 pub mod maglev;
 pub mod metrics;
+pub mod names;
 pub mod node;
 pub mod proxy;
 pub mod reload;

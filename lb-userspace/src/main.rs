@@ -438,8 +438,9 @@ and lb2's keepalived files one at a time). Every directive that cannot be transl
 with FILE:LINE and what to do about it, on stderr and in a comment block at the top of the
 output; nothing is dropped silently.
 
-Host names (e.g. `Address http1.example.com` in a BackEnd) are never looked up in DNS: give
-their addresses with --map NAME=ADDR or --hosts FILE; an unmapped name is listed.
+Host names (e.g. `Address http1.example.com` in a BackEnd) are written as names, which the
+node resolves when it runs (at start and every resolve_interval); the import itself does no
+lookup. --map NAME=ADDR or --hosts FILE write an address instead.
 
 Exit status:
   0  everything was translated, and the output passes `tandem check`
@@ -462,10 +463,10 @@ struct ImportArgs {
     /// The node's name [default: keepalived's router_id, else the VRRP interface].
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
-    /// The address of a host name the files use (repeatable).
+    /// Write this address for a host name the files use, instead of the name (repeatable).
     #[arg(long = "map", value_name = "NAME=ADDR", value_parser = config::import::parse_map)]
     maps: Vec<(String, std::net::Ipv4Addr)>,
-    /// A hosts file (/etc/hosts format) with addresses for host names; --map wins over it.
+    /// A hosts file (/etc/hosts format) with addresses to write for host names; --map wins.
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
     /// Write tandem.toml here instead of to standard output.

@@ -19,13 +19,25 @@ use tracing::{error, info, warn};
 use crate::config;
 use crate::control::{self, NodeStatus, Reply};
 use crate::dataplane::{self, Dataplane};
-use crate::reload::{L4Health, Reloader};
+use crate::names::{Lookup, NameTable};
+use crate::reload::{L4Health, Reloader, Running};
 use crate::vrrp::instance::{self, InstanceHandle, Mastership};
 use crate::vrrp::link::Netlink;
 
 /// Runs the node until SIGINT or SIGTERM.
-pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
+pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Backends written by name become addresses before anything starts; a name that does not
+    // resolve stops the start here, with nothing changed.
+    let names = Arc::new(NameTable::default());
+    let (config, resolved) = names
+        .expand(&declared, Lookup::All)
+        .await
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    for status in resolved.statuses() {
+        info!(service = %status.service, name = %status.name, addresses = ?status.addresses, "backend name resolved");
+    }
+    names.commit(resolved);
     let node = &config.node;
     info!(config = %path.display(), node = %node.name, interface = %node.interface, dataplane = node.dataplane.as_str(), "loaded configuration");
     for instance in &config.vrrp {
@@ -101,6 +113,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
         let name = config.node.name.clone();
         let dataplane = dataplane.clone();
         let status_proxy = Arc::downgrade(&proxy);
+        let status_names = Arc::clone(&names);
         Arc::new(move || NodeStatus {
             node: name.clone(),
             pid: std::process::id(),
@@ -111,6 +124,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
                 .map(|proxy| proxy.service_status())
                 .unwrap_or_default(),
             dataplane: serde_json::to_value(dataplane.status()).ok(),
+            backend_names: status_names.status(),
         })
     };
     let metrics_task = match config.node.metrics {
@@ -142,11 +156,20 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
     let reloader = Arc::new(Reloader {
         path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         instances: instances.clone(),
-        running: tokio::sync::Mutex::new((config.clone(), l4_health)),
+        running: tokio::sync::Mutex::new(Running {
+            config: config.clone(),
+            declared,
+            l4_health,
+        }),
+        names: Arc::clone(&names),
         proxy: Arc::downgrade(&proxy),
         dataplane: dataplane.clone(),
         shutdown: shutdown.clone(),
     });
+    let resolver_task = tokio::spawn(resolve_names_periodically(
+        Arc::downgrade(&reloader),
+        shutdown.child_token(),
+    ));
     let handler: control::server::Handler = {
         let reloader = Arc::downgrade(&reloader);
         let drain_proxy = Arc::downgrade(&proxy);
@@ -238,6 +261,7 @@ pub async fn run(path: &Path, config: config::Config) -> anyhow::Result<()> {
             }
         }
     }
+    let _ = resolver_task.await;
     if let Some(task) = control_task {
         let _ = task.await;
     }
@@ -377,5 +401,31 @@ impl Mastership for NodeMastership {
                 error!(instance, "deactivating the data plane: {err:#}");
             }
         })
+    }
+}
+
+/// Every second, resolves again the backend names whose `resolve_interval` has passed (see
+/// [`Reloader::resolve_names`]); a reload may add or remove names at any time.
+async fn resolve_names_periodically(
+    reloader: std::sync::Weak<Reloader>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(reloader) = reloader.upgrade() else {
+            return;
+        };
+        let has_names = NameTable::next_interval(&reloader.running.lock().await.declared).is_some();
+        if has_names {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = reloader.resolve_names() => {}
+            }
+        }
     }
 }

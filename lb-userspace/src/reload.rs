@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config, Service};
 use crate::dataplane::Dataplane;
 use crate::health::HealthTable;
+use crate::names::{Lookup, NameTable, Resolved};
 use crate::proxy::ProxyHandle;
 
 /// What a successful reload changed, one line per change ("service web: backend
@@ -268,13 +269,22 @@ impl L4Health {
     }
 }
 
+/// What runs now: the config as written, the config with its backend names resolved (what
+/// every part of the node runs), and the L4 services' health checks.
+pub struct Running {
+    pub config: Config,
+    pub declared: Config,
+    pub l4_health: L4Health,
+}
+
 /// Everything a reload touches; the supervisor keeps one and calls [`Reloader::reload`] on
-/// SIGHUP and on `tandem reload`.
+/// SIGHUP and on `tandem reload`, and [`Reloader::resolve_names`] every `resolve_interval`.
 pub struct Reloader {
     pub path: PathBuf,
     /// The VRRP instances, whose priority a reload may change.
     pub instances: Vec<crate::vrrp::instance::InstanceHandle>,
-    pub running: tokio::sync::Mutex<(Config, L4Health)>,
+    pub running: tokio::sync::Mutex<Running>,
+    pub names: Arc<NameTable>,
     pub proxy: Weak<ProxyHandle>,
     pub dataplane: Arc<dyn Dataplane>,
     pub shutdown: CancellationToken,
@@ -298,8 +308,13 @@ impl Reloader {
                  Fix them (`tandem check` shows the same) and reload again:\n{diagnostics}"
             )
         })?;
-        let new = loaded.config;
-        let restart = restart_only_changes(&running.0, &new);
+        let declared = loaded.config;
+        let (new, resolved) = self
+            .names
+            .expand(&declared, Lookup::All)
+            .await
+            .map_err(|err| format!("{}: {err}; nothing was changed", self.path.display()))?;
+        let restart = restart_only_changes(&running.config, &new);
         if !restart.is_empty() {
             return Err(format!(
                 "{}: these settings change only with a restart (`systemctl restart tandem`); nothing was changed:\n  {}",
@@ -307,8 +322,8 @@ impl Reloader {
                 restart.join("\n  ")
             ));
         }
-        let priorities = priority_changes(&running.0, &new);
-        let mut changes = service_changes(&running.0, &new);
+        let priorities = priority_changes(&running.config, &new);
+        let mut changes = service_changes(&running.config, &new);
         changes.extend(
             priorities.iter().map(|(name, before, after)| {
                 format!("[[vrrp]] {name} priority: {before} -> {after}")
@@ -319,22 +334,10 @@ impl Reloader {
             // The same services; certificates are still read again (they may have been renewed).
             info!(config = %self.path.display(), "reload: no change to the services");
         }
-        self.dataplane
-            .check_reconfigure(&new)
-            .map_err(|err| format!("{}: {err:#}; nothing was changed", self.path.display()))?;
-        let proxy = self.proxy.upgrade().ok_or("the node is stopping")?;
-        let prepared = proxy
-            .prepare_reload(&new)
-            .map_err(|err| format!("{}: {err:#}; nothing was changed", self.path.display()))?;
-        // From here on the new config applies.
-        proxy.commit_reload(prepared).await;
-        drop(proxy);
-        let mut failures = Vec::new();
-        if let Err(err) = self.dataplane.reconfigure(&new).await {
-            warn!("reload: updating the data plane: {err:#}");
-            failures.push(format!("updating the data plane: {err:#}"));
-        }
-        running.1.apply(&new, &self.dataplane, &self.shutdown);
+        let failures = self
+            .apply_services(&mut running, new, declared, resolved)
+            .await
+            .map_err(|err| format!("{}: {err}; nothing was changed", self.path.display()))?;
         for (name, _, after) in &priorities {
             if let Some(instance) = self.instances.iter().find(|i| i.name() == name) {
                 instance.set_priority(*after);
@@ -343,7 +346,6 @@ impl Reloader {
         for change in &changes {
             info!(config = %self.path.display(), "reload: {change}");
         }
-        running.0 = new;
         if !failures.is_empty() {
             return Err(format!(
                 "{}: the proxy runs the new services, but {}",
@@ -357,6 +359,81 @@ impl Reloader {
             changes,
             warnings,
         })
+    }
+
+    /// Resolves again the backend names whose `resolve_interval` has passed, and applies the
+    /// addresses that changed as a reload of the same file would (backends that remain keep
+    /// their health and sessions). A name that stops resolving keeps its last addresses.
+    pub async fn resolve_names(&self) {
+        let mut running = self.running.lock().await;
+        let expanded = self
+            .names
+            .expand(&running.declared, Lookup::Due(std::time::Instant::now()))
+            .await;
+        let (new, resolved) = match expanded {
+            Ok(expanded) => expanded,
+            Err(err) => {
+                warn!("resolving backend names: {err}");
+                return;
+            }
+        };
+        for change in &resolved.changes {
+            info!("{change}");
+        }
+        if new.services == running.config.services {
+            self.names.commit(resolved);
+            return;
+        }
+        let changes = service_changes(&running.config, &new);
+        let declared = running.declared.clone();
+        match self
+            .apply_services(&mut running, new, declared, resolved)
+            .await
+        {
+            Ok(failures) => {
+                for change in &changes {
+                    info!("backend names: {change}");
+                }
+                for failure in failures {
+                    warn!("backend names: {failure}");
+                }
+            }
+            Err(err) => warn!("backend names: the new addresses cannot apply: {err}"),
+        }
+    }
+
+    /// Applies `new` (the expanded form of `declared`) to the proxy, the data plane and the L4
+    /// health checks. `Err`: refused before anything changed. `Ok`: applied; what failed
+    /// after the proxy switched is listed.
+    async fn apply_services(
+        &self,
+        running: &mut Running,
+        new: Config,
+        declared: Config,
+        resolved: Resolved,
+    ) -> Result<Vec<String>, String> {
+        self.dataplane
+            .check_reconfigure(&new)
+            .map_err(|err| format!("{err:#}"))?;
+        let proxy = self.proxy.upgrade().ok_or("the node is stopping")?;
+        let prepared = proxy
+            .prepare_reload(&new)
+            .map_err(|err| format!("{err:#}"))?;
+        // From here on the new config applies.
+        proxy.commit_reload(prepared).await;
+        drop(proxy);
+        self.names.commit(resolved);
+        let mut failures = Vec::new();
+        if let Err(err) = self.dataplane.reconfigure(&new).await {
+            warn!("reload: updating the data plane: {err:#}");
+            failures.push(format!("updating the data plane: {err:#}"));
+        }
+        running
+            .l4_health
+            .apply(&new, &self.dataplane, &self.shutdown);
+        running.config = new;
+        running.declared = declared;
+        Ok(failures)
     }
 }
 

@@ -41,6 +41,7 @@ fn fake() -> Snapshot {
             upstream: UpstreamStatus {
                 service: "web".into(),
                 balance: Balance::RoundRobin,
+                backend_protocol: tandem::config::BackendProtocol::Http1,
                 session: Some(SessionStatus {
                     kind: SessionKind::Cookie,
                     mode: SessionMode::Learn,

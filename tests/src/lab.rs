@@ -29,6 +29,8 @@ use crate::{HOSTS, SEGMENT_PREFIX_LEN};
 const ID_PREFIX: &str = "tdm";
 /// Where `ip netns` binds named namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
+/// Where `ip netns exec NAME` finds files it binds over /etc (NAME/hosts over /etc/hosts).
+const NETNS_ETC_DIR: &str = "/etc/netns";
 /// The bpffs mount under which each run gets its pin directories.
 const BPFFS_DIR: &str = "/sys/fs/bpf";
 /// statfs(2) f_type of a bpffs.
@@ -256,6 +258,12 @@ impl Lab {
                 eprintln!("tandem-lab: {error:#}");
             }
         }
+        for name in &self.created_netns {
+            // What Host::set_hosts_file wrote for `ip netns exec`.
+            if let Err(error) = remove_dir_if_exists(&Path::new(NETNS_ETC_DIR).join(name)) {
+                eprintln!("tandem-lab: {error:#}");
+            }
+        }
         self.created_netns.clear();
         let pin_dirs: Vec<PathBuf> = self.hosts.iter().map(|h| self.pin_dir(&h.name)).collect();
         for dir in pin_dirs.iter().chain(std::iter::once(&self.work_dir)) {
@@ -287,6 +295,25 @@ impl Host {
         let mut net = std::ffi::OsString::from("--net=");
         net.push(self.netns_path());
         command.arg(net).arg("--").arg(program);
+        command
+    }
+
+    /// Gives this host its own /etc/hosts, which programs started with
+    /// [`Host::command_with_etc`] see (`ip netns exec` binds /etc/netns/NAME/hosts over
+    /// /etc/hosts). Removed with the lab.
+    pub fn set_hosts_file(&self, text: &str) -> anyhow::Result<()> {
+        let dir = Path::new(NETNS_ETC_DIR).join(&self.netns);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("hosts"), text)
+            .with_context(|| format!("writing {}/hosts", dir.display()))
+    }
+
+    /// As [`Host::command`], but through `ip netns exec`, so that the program sees this host's
+    /// files under /etc/netns/NAME (its hosts file) instead of /etc's. It also remounts /sys,
+    /// so pinned BPF maps are out of its sight: for programs that need none.
+    pub fn command_with_etc(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.netns]).arg(program);
         command
     }
 

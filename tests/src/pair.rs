@@ -85,6 +85,25 @@ virtual_ipaddress = ["{VIP}"]
     /// Starts `tandem run` on `host` with `config` (TOML text); its log goes to a file in the
     /// lab's work directory (appended, so a restarted node keeps its history).
     pub fn start(lab: &Lab, host: &Host, config: &str) -> anyhow::Result<TandemNode> {
+        Self::start_with(lab, host, config, host.command(tandem_binary()?))
+    }
+
+    /// As [`TandemNode::start`], but the daemon sees the host's own hosts file (see
+    /// [`Host::set_hosts_file`]); it cannot use pinned maps, so `dataplane = "none"` only.
+    pub fn start_with_hosts_file(
+        lab: &Lab,
+        host: &Host,
+        config: &str,
+    ) -> anyhow::Result<TandemNode> {
+        Self::start_with(lab, host, config, host.command_with_etc(tandem_binary()?))
+    }
+
+    fn start_with(
+        lab: &Lab,
+        host: &Host,
+        config: &str,
+        mut command: std::process::Command,
+    ) -> anyhow::Result<TandemNode> {
         let config_path = lab.work_dir().join(format!("{}.toml", host.name));
         std::fs::write(&config_path, config).context("writing the node's config")?;
         let log = lab.work_dir().join(format!("{}-tandem.log", host.name));
@@ -93,7 +112,6 @@ virtual_ipaddress = ["{VIP}"]
             .append(true)
             .open(&log)
             .context("opening the node's log")?;
-        let mut command = host.command(tandem_binary()?);
         command
             .arg("run")
             .arg("--config")

@@ -16,6 +16,7 @@ use std::time::Duration;
 use toml_edit::{ArrayOfTables, Item, Key, TableLike, Value};
 
 use super::diagnostic::{Pos, Reporter};
+use super::model::BackendAddress;
 
 /// A table of the document: a `[header]` table, an `[[array]]` element, an inline `{ ... }`
 /// table or one made of dotted keys (`health.interval = "2s"`).
@@ -315,6 +316,45 @@ impl<'a> Field<'a> {
             return None;
         }
         Some(address)
+    }
+
+    /// A backend's address: an IPv4 address with a port, or a host name with a port
+    /// ("http1.example.com:80") that is resolved when the node runs.
+    pub fn backend_address(&self, report: &mut Reporter) -> Option<BackendAddress> {
+        let text = self.str(report)?;
+        if text.parse::<SocketAddrV4>().is_ok() || text.parse::<Ipv4Addr>().is_ok() {
+            return self.socket_addr(report).map(BackendAddress::Ip);
+        }
+        let named = text.rsplit_once(':').and_then(|(host, port)| {
+            let port = port.parse::<u16>().ok().filter(|&port| port != 0)?;
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+                && !host.chars().all(|c| c.is_ascii_digit() || c == '.');
+            valid.then(|| BackendAddress::Name {
+                host: host.to_ascii_lowercase(),
+                port,
+            })
+        });
+        if named.is_none() {
+            report.error(
+                self.at,
+                format!(
+                    "{} {text:?} is not an address with a port: write an IPv4 address or a host \
+                     name with the port, e.g. \"198.18.0.102:80\" or \"http1.example.com:80\"",
+                    self.key
+                ),
+            );
+        }
+        named
     }
 
     /// The value as a table (`[header]`, `{ inline }` or dotted keys) that messages call `name`.

@@ -30,10 +30,11 @@ use std::path::Path;
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use model::no_such_backend;
 pub use model::{
-    AccessLog, AccessLogLevel, Backend, BackendProtocol, BackendTls, Balance, BuiltinCheck,
-    CertificateFiles, Config, DataplaneMode, HealthCheck, HealthKind, LogTarget, Node,
-    ProxySettings, Replication, Service, ServiceHttp, ServiceMode, Session, SessionKind,
-    SessionMode, Tls, Track, VrrpInstance, DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET,
+    AccessLog, AccessLogLevel, Backend, BackendAddress, BackendProtocol, BackendTls, Balance,
+    BuiltinCheck, CertificateFiles, Config, DataplaneMode, HealthCheck, HealthKind, LogTarget,
+    NamedBackend, Node, ProxySettings, Replication, Service, ServiceHttp, ServiceMode, Session,
+    SessionKind, SessionMode, Tls, Track, VrrpInstance, DEFAULT_CONFIG_PATH,
+    DEFAULT_CONTROL_SOCKET,
 };
 
 use diagnostic::{Pos, Reporter};

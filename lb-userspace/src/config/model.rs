@@ -189,8 +189,19 @@ pub struct Service {
     /// Unique per (address, port, transport protocol) across services.
     pub listen: SocketAddrV4,
     pub mode: ServiceMode,
-    /// Never empty; no address twice.
+    /// No address twice. Empty only while every backend is written by name and the names are
+    /// not resolved yet: a running node's config has the names' addresses here
+    /// ([`crate::names`]).
     pub backends: Vec<Backend>,
+    /// Backends written by host name; each address a name resolves to is one more backend.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_names: Vec<NamedBackend>,
+    /// How often the names in `backend_names` are resolved again.
+    #[serde(with = "duration_text")]
+    pub resolve_interval: Duration,
+    /// Of the `backends` that came from a name, which name (filled by the resolver).
+    #[serde(skip)]
+    pub backend_hosts: std::collections::BTreeMap<SocketAddrV4, String>,
     pub health: HealthCheck,
     /// Only for `mode = "http"`.
     pub session: Option<Session>,
@@ -269,6 +280,38 @@ pub struct Backend {
     /// Used only while every regular (non-emergency) backend is down (Pound's `Emergency`);
     /// `mode = "http"` only.
     pub emergency: bool,
+}
+
+/// A backend written by host name (`"http1.example.com:80"`): every IPv4 address the name
+/// resolves to (through the system resolver, so /etc/hosts counts) is a backend with this
+/// weight, as HAProxy's `server-template` and nginx's `resolve` do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NamedBackend {
+    /// Lower case.
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub emergency: bool,
+}
+
+impl NamedBackend {
+    /// "host:port", as written.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// How a backend's address is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddress {
+    Ip(SocketAddrV4),
+    Name { host: String, port: u16 },
+}
+
+impl Service {
+    /// Re-resolution every 30 s, as HAProxy's resolvers hold valid names and nginx's
+    /// `resolver valid=30s` is commonly set.
+    pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 }
 
 impl Backend {

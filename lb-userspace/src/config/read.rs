@@ -16,9 +16,9 @@ use toml_edit::Table;
 use super::diagnostic::{Pos, Reporter};
 use super::fields::{Field, Section};
 use super::model::{
-    Backend, Balance, BuiltinCheck, DataplaneMode, HealthCheck, HealthKind, Node, Replication,
-    Service, ServiceMode, Session, SessionKind, SessionMode, Track, VrrpInstance,
-    DEFAULT_CONTROL_SOCKET,
+    Backend, BackendAddress, Balance, BuiltinCheck, DataplaneMode, HealthCheck, HealthKind,
+    NamedBackend, Node, Replication, Service, ServiceMode, Session, SessionKind, SessionMode,
+    Track, VrrpInstance, DEFAULT_CONTROL_SOCKET,
 };
 use super::proxy::{self, ProxySettings};
 
@@ -49,7 +49,14 @@ const VRRP_KEYS: &[&str] = &[
     "checksum_pseudo_header",
 ];
 const SERVICE_KEYS: &[&str] = &[
-    "name", "listen", "mode", "backends", "health", "session", "balance",
+    "name",
+    "listen",
+    "mode",
+    "backends",
+    "health",
+    "session",
+    "balance",
+    "resolve_interval",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight", "emergency"];
 const REPLICATION_KEYS: &[&str] = &["listen", "peers"];
@@ -626,11 +633,32 @@ fn read_service(report: &mut Reporter, section: Section) -> Option<(Service, Ser
     let http = proxy::read_service_http(report, &section, mode);
     let balance = read_balance(report, &section, mode);
 
-    let (listen_field, listen, mode, backends) = (listen_field?, listen?, mode?, backends?);
-    if mode.is_l4() && !l4_addresses_fit(report, listen_field.at, listen, mode, &backends) {
+    let resolve_interval = match section.field("resolve_interval") {
+        Some(field) => field.positive_duration(report),
+        None => Some(Service::DEFAULT_RESOLVE_INTERVAL),
+    };
+
+    let (listen_field, listen, mode, (backends, names)) =
+        (listen_field?, listen?, mode?, backends?);
+    let all: Vec<WrittenBackend> = backends
+        .iter()
+        .map(|(backend, at)| WrittenBackend {
+            label: backend.address.to_string(),
+            port: backend.address.port(),
+            emergency: backend.emergency,
+            at: *at,
+        })
+        .chain(names.iter().map(|(named, at)| WrittenBackend {
+            label: named.label(),
+            port: named.port,
+            emergency: named.emergency,
+            at: *at,
+        }))
+        .collect();
+    if mode.is_l4() && !l4_addresses_fit(report, listen_field.at, listen, mode, &all) {
         return None;
     }
-    if !emergency_backends_fit(report, &section, mode, &backends) {
+    if !emergency_backends_fit(report, &section, mode, &all) {
         return None;
     }
     let spans = ServiceSpans {
@@ -642,6 +670,9 @@ fn read_service(report: &mut Reporter, section: Section) -> Option<(Service, Ser
         listen,
         mode,
         backends: backends.into_iter().map(|(backend, _)| backend).collect(),
+        backend_names: names.into_iter().map(|(named, _)| named).collect(),
+        resolve_interval: resolve_interval?,
+        backend_hosts: std::collections::BTreeMap::new(),
         health: health?,
         session: session?,
         http: http?,
@@ -688,24 +719,24 @@ fn emergency_backends_fit(
     report: &mut Reporter,
     section: &Section,
     mode: ServiceMode,
-    backends: &[(Backend, Pos)],
+    backends: &[WrittenBackend],
 ) -> bool {
     let mut fits = true;
     if mode.is_l4() {
-        for (backend, at) in backends.iter().filter(|(backend, _)| backend.emergency) {
+        for backend in backends.iter().filter(|backend| backend.emergency) {
             report.error(
-                *at,
+                backend.at,
                 format!(
                     "backend {} is an emergency backend, which needs mode = \"http\"; mode = \
                      \"{}\" services spread flows by Maglev over every healthy backend, with no \
                      emergency tier",
-                    backend.address,
+                    backend.label,
                     mode.as_str()
                 ),
             );
             fits = false;
         }
-    } else if backends.iter().all(|(backend, _)| backend.emergency) {
+    } else if backends.iter().all(|backend| backend.emergency) {
         let at = section
             .field("backends")
             .map_or(section.at, |field| field.at);
@@ -729,7 +760,7 @@ fn l4_addresses_fit(
     listen_at: Pos,
     listen: SocketAddrV4,
     mode: ServiceMode,
-    backends: &[(Backend, Pos)],
+    backends: &[WrittenBackend],
 ) -> bool {
     let mut fits = true;
     if listen.ip().is_unspecified() {
@@ -744,14 +775,14 @@ fn l4_addresses_fit(
         );
         fits = false;
     }
-    for (backend, at) in backends {
-        if backend.address.port() != listen.port() {
+    for backend in backends {
+        if backend.port != listen.port() {
             report.error(
-                *at,
+                backend.at,
                 format!(
                     "backend {} must use port {} like the listen address: mode = \"{}\" \
                      services forward by direct server return, which does not rewrite ports",
-                    backend.address,
+                    backend.label,
                     listen.port(),
                     mode.as_str()
                 ),
@@ -762,8 +793,19 @@ fn l4_addresses_fit(
     fits
 }
 
+/// A backend as written, for the rules that hold whether it is an address or a name.
+struct WrittenBackend {
+    label: String,
+    port: u16,
+    emergency: bool,
+    at: Pos,
+}
+
+/// Backends written by address and by name, with where each is written.
+type ReadBackends = (Vec<(Backend, Pos)>, Vec<(NamedBackend, Pos)>);
+
 /// The backends with where each is written; none twice.
-fn read_backends(report: &mut Reporter, field: Field) -> Option<Vec<(Backend, Pos)>> {
+fn read_backends(report: &mut Reporter, field: Field) -> Option<ReadBackends> {
     let elements = field.list(report)?;
     if elements.is_empty() {
         report.error(
@@ -773,43 +815,62 @@ fn read_backends(report: &mut Reporter, field: Field) -> Option<Vec<(Backend, Po
         return None;
     }
     let mut backends = Vec::with_capacity(elements.len());
-    let mut first_seen: HashMap<SocketAddrV4, Pos> = HashMap::new();
+    let mut names = Vec::new();
+    let mut first_seen: HashMap<String, Pos> = HashMap::new();
     let mut complete = true;
     for element in elements {
         let Some((backend, at)) = read_backend(report, element) else {
             complete = false;
             continue;
         };
-        if let Some(&first) = first_seen.get(&backend.address) {
+        let written = match &backend {
+            Ok(backend) => backend.address.to_string(),
+            Err(named) => named.label(),
+        };
+        if let Some(&first) = first_seen.get(&written) {
             report.error(
                 at,
                 format!(
-                    "backend {} is listed twice (first at line {}); to give it more traffic, \
-                     raise its weight instead",
-                    backend.address,
+                    "backend {written} is listed twice (first at line {}); to give it more \
+                     traffic, raise its weight instead",
                     report.line_of(first)
                 ),
             );
             complete = false;
             continue;
         }
-        first_seen.insert(backend.address, at);
-        backends.push((backend, at));
+        first_seen.insert(written, at);
+        match backend {
+            Ok(backend) => backends.push((backend, at)),
+            Err(named) => names.push((named, at)),
+        }
     }
-    complete.then_some(backends)
+    complete.then_some((backends, names))
 }
 
-/// A backend written as "IP:PORT" or `{ address = "IP:PORT", weight = N }`; the position is
-/// its address's.
-fn read_backend(report: &mut Reporter, field: Field) -> Option<(Backend, Pos)> {
-    if field.is_str() {
-        let address = field.socket_addr(report)?;
-        let backend = Backend {
+/// A backend written as "ADDRESS" or `{ address = "ADDRESS", weight = N }`, ADDRESS being
+/// "IP:PORT" (`Ok`) or "NAME:PORT" (`Err`: resolved when the node runs); the position is its
+/// address's.
+fn read_backend(
+    report: &mut Reporter,
+    field: Field,
+) -> Option<(Result<Backend, NamedBackend>, Pos)> {
+    let written = |address: BackendAddress, weight: u32, emergency: bool| match address {
+        BackendAddress::Ip(address) => Ok(Backend {
             address,
-            weight: Backend::DEFAULT_WEIGHT,
-            emergency: false,
-        };
-        return Some((backend, field.at));
+            weight,
+            emergency,
+        }),
+        BackendAddress::Name { host, port } => Err(NamedBackend {
+            host,
+            port,
+            weight,
+            emergency,
+        }),
+    };
+    if field.is_str() {
+        let address = field.backend_address(report)?;
+        return Some((written(address, Backend::DEFAULT_WEIGHT, false), field.at));
     }
     if !field.is_table() {
         report.error(
@@ -824,17 +885,12 @@ fn read_backend(report: &mut Reporter, field: Field) -> Option<(Backend, Pos)> {
     let section = field.section(report, "backend")?;
     section.reject_unknown_keys(report, BACKEND_KEYS);
     let address_field = section.required(report, "address");
-    let address = address_field.and_then(|field| field.socket_addr(report));
+    let address = address_field.and_then(|field| field.backend_address(report));
     let weight = optional(&section, "weight", Backend::DEFAULT_WEIGHT, |field| {
         field.int(report, 1, Backend::MAX_WEIGHT)
     });
     let emergency = optional(&section, "emergency", false, |field| field.bool(report));
-    let backend = Backend {
-        address: address?,
-        weight: weight?,
-        emergency: emergency?,
-    };
-    Some((backend, address_field?.at))
+    Some((written(address?, weight?, emergency?), address_field?.at))
 }
 
 fn read_health(

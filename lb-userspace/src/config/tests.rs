@@ -121,6 +121,9 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
                     emergency: false,
                 },
             ],
+            backend_names: Vec::new(),
+            resolve_interval: Service::DEFAULT_RESOLVE_INTERVAL,
+            backend_hosts: Default::default(),
             health: HealthCheck {
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_secs(1),

@@ -25,6 +25,9 @@ pub struct NodeStatus {
     pub services: Vec<serde_json::Value>,
     #[serde(default)]
     pub dataplane: Option<serde_json::Value>,
+    /// Backends written by host name: what each resolved to, and whether it still does.
+    #[serde(default)]
+    pub backend_names: Vec<crate::names::NameStatus>,
 }
 
 /// The daemon's answer to one command.

@@ -144,6 +144,30 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
     for service in l4_services {
         render_l4_service(&mut out, &paint, service, relay);
     }
+    if !status.backend_names.is_empty() {
+        let _ = writeln!(out, "\n{}", paint.bold("Backend names"));
+    }
+    for name in &status.backend_names {
+        let addresses: Vec<String> = name.addresses.iter().map(ToString::to_string).collect();
+        let age = humantime::format_duration(Duration::from_secs(
+            (now as u64).saturating_sub(name.resolved_at),
+        ));
+        let state = match &name.error {
+            None => format!("resolved {age} ago"),
+            Some(error) => format!(
+                "{}: {error}; keeping the addresses resolved {age} ago",
+                paint.state("not resolving")
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<10} {} -> {}  {}",
+            name.service,
+            name.name,
+            addresses.join(" "),
+            state
+        );
+    }
     if let Some(dataplane) = &status.dataplane {
         let _ = writeln!(out, "\n{}", paint.bold("Data plane"));
         render_dataplane(&mut out, &paint, dataplane);
@@ -353,7 +377,42 @@ mod tests {
             }],
             services: Vec::new(),
             dataplane: None,
+            backend_names: Vec::new(),
         }
+    }
+
+    #[test]
+    fn backend_names_show_their_addresses_and_a_name_that_stopped_resolving() {
+        let mut status = sample();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        status.backend_names = vec![
+            crate::names::NameStatus {
+                service: "web".into(),
+                name: "http1.example.com:80".into(),
+                addresses: vec!["198.18.0.102:80".parse().unwrap()],
+                resolved_at: now - 5,
+                error: None,
+            },
+            crate::names::NameStatus {
+                service: "web".into(),
+                name: "http2.example.com:80".into(),
+                addresses: vec!["198.18.0.103:80".parse().unwrap()],
+                resolved_at: now - 60,
+                error: Some("failed to lookup address information".into()),
+            },
+        ];
+        let text = render(&status, Colour::Off);
+        assert!(
+            text.contains("http1.example.com:80 -> 198.18.0.102:80  resolved 5s ago"),
+            "{text}"
+        );
+        assert!(
+            text.contains("http2.example.com:80 -> 198.18.0.103:80  NOT RESOLVING: failed to lookup address information; keeping the addresses resolved 1m ago"),
+            "{text}"
+        );
     }
 
     #[test]

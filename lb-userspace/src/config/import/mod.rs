@@ -10,13 +10,13 @@
 //! stderr.
 //!
 //! What lives here: the entry point [`import`], the draft (plain values written as they will
-//! appear, not validated: an unresolved host name stays a name, so `tandem check` points at
-//! it), the lists, and the TOML writer. What does not: any rule of the config format; the
-//! output is checked by [`super::parse`] like a hand-written file.
+//! appear, not validated), the lists, and the TOML writer. What does not: any rule of the
+//! config format; the output is checked by [`super::parse`] like a hand-written file.
 //!
-//! Host names: Tandem takes addresses, and the import never asks DNS (the answer on the
-//! machine running the import need not be what the load balancer sees). Names are resolved
-//! from `--map NAME=ADDR` and `--hosts FILE` only ([`parse_map`], [`parse_hosts`]).
+//! Host names: a back-end's host name is written as a name, which the node resolves when it
+//! runs (`crate::names`); the import itself never asks DNS (the answer on the machine running
+//! the import need not be what the load balancer sees). `--map NAME=ADDR` and `--hosts FILE`
+//! ([`parse_map`], [`parse_hosts`]) write an address instead.
 
 mod keepalived;
 mod pound;

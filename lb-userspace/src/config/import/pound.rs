@@ -359,12 +359,13 @@ impl Reader<'_, '_> {
     /// A top-level directive other than a listener or a Service.
     fn global(&mut self, directive: &Directive) {
         match directive.keyword.to_ascii_lowercase().as_str() {
-            "user" => self.untranslated(
+            // Nothing for the operator to decide: the unit sets who Tandem runs as.
+            "user" => self.findings.note(
                 directive,
                 "not needed: Tandem runs under systemd's User= (the unit shipped with Tandem \
                  sets it)",
             ),
-            "group" => self.untranslated(
+            "group" => self.findings.note(
                 directive,
                 "not needed: Tandem runs under systemd's Group= (the unit shipped with Tandem \
                  sets it)",
@@ -498,7 +499,8 @@ impl Reader<'_, '_> {
         );
     }
 
-    /// An address (or host name, resolved through `--map`/`--hosts` only).
+    /// An address, or a host name: an address when `--map`/`--hosts` give one, else kept as a
+    /// name for the node's resolver.
     fn host(&mut self, directive: &Directive) -> Option<Host> {
         let Some(text) = directive.single_arg() else {
             self.untranslated(directive, "expected one address; not translated");
@@ -519,12 +521,12 @@ impl Reader<'_, '_> {
                 .note(directive, format!("written as {ip}, from --map or --hosts"));
             return Some(Host::Ip(*ip));
         }
-        self.untranslated(
+        self.findings.note(
             directive,
             format!(
-                "{text} is a host name, and Tandem takes addresses (the import does no DNS \
-                 lookups): pass --map {text}=ADDR or --hosts FILE; it is written as is, so \
-                 `tandem check` fails there until it is an address"
+                "{text} is written as a host name: the node resolves it (system resolver: \
+                 /etc/hosts, then DNS) at start and every resolve_interval (30s), each address \
+                 a backend; --map {text}=ADDR or --hosts FILE write an address instead"
             ),
         );
         Some(Host::Name(text.to_owned()))

@@ -369,14 +369,22 @@ impl Attempt<'_> {
                 let Some(this_body) = body.again() else {
                     break 'candidates;
                 };
-                let (mut sender, reused) =
-                    match sender_pool::checkout(transport, backend, None, pool).await {
-                        Ok(checked_out) => checked_out,
-                        Err(error) => {
-                            last_failure = service.connect_failed(backend, &error);
-                            continue 'candidates;
-                        }
-                    };
+                // A backend written by name is asked for by that name (TLS's server name).
+                let host_name = service.upstream.service().backend_hosts.get(&backend);
+                let (mut sender, reused) = match sender_pool::checkout(
+                    transport,
+                    backend,
+                    host_name.map(String::as_str),
+                    pool,
+                )
+                .await
+                {
+                    Ok(checked_out) => checked_out,
+                    Err(error) => {
+                        last_failure = service.connect_failed(backend, &error);
+                        continue 'candidates;
+                    }
+                };
                 let mut request = Request::new(this_body);
                 *request.method_mut() = parts.method.clone();
                 *request.uri_mut() = uri.clone();
