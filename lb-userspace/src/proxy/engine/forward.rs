@@ -198,8 +198,9 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
             route: &route,
             idempotent,
         };
-        return attempt
-            .over_transport(transport, parts, host.as_deref(), body, done)
+        // Boxed: hyper's client and the TLS handshake make a future of several KiB, which
+        // every HTTP/2 stream's task would otherwise carry (and copy when spawned).
+        return Box::pin(attempt.over_transport(transport, parts, host.as_deref(), body, done))
             .await;
     }
     let (request_head, chunked) = client::request_head(&parts, target.as_bytes(), !body.is_empty());
@@ -371,12 +372,12 @@ impl Attempt<'_> {
                 };
                 // A backend written by name is asked for by that name (TLS's server name).
                 let host_name = service.upstream.service().backend_hosts.get(&backend);
-                let (mut sender, reused) = match sender_pool::checkout(
+                let (mut sender, reused) = match Box::pin(sender_pool::checkout(
                     transport,
                     backend,
                     host_name.map(String::as_str),
                     pool,
-                )
+                ))
                 .await
                 {
                     Ok(checked_out) => checked_out,
