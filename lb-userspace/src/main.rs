@@ -160,7 +160,6 @@ enum XdpAction {
     },
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

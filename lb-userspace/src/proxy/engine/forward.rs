@@ -25,7 +25,7 @@ use super::access_log::{AccessLogger, Record};
 use super::backend::{ForwardBody, PoolSettings};
 use super::body::{Finish, ResponseBody};
 use super::dispatch;
-use super::guard::ConnActivity;
+use super::guard::{ClientEvents, ConnActivity, Rejection};
 use super::h1::{
     self,
     client::{self, RawBody},
@@ -55,7 +55,7 @@ pub struct Connection {
     /// Whether this connection came over TLS (for X-Forwarded-Proto).
     pub https: bool,
     pub client: SocketAddr,
-    pub activity: Arc<ConnActivity>,
+    pub activity: ConnActivity,
 }
 
 impl Connection {
@@ -64,7 +64,6 @@ impl Connection {
         listener: Arc<ListenerEntry>,
         https: bool,
         client: SocketAddr,
-        activity: Arc<ConnActivity>,
     ) -> Connection {
         let routes = Mutex::new(listener.current());
         Connection {
@@ -73,7 +72,7 @@ impl Connection {
             routes,
             https,
             client,
-            activity,
+            activity: ConnActivity::default(),
         }
     }
 
@@ -88,9 +87,53 @@ impl Connection {
     }
 }
 
+impl ClientEvents for Connection {
+    fn activity(&self) -> &ConnActivity {
+        &self.activity
+    }
+
+    /// A head refused by the client I/O: counted and logged like any answered request.
+    fn rejected(&self, rejection: &Rejection) {
+        let (listener, log, peer) = (&*self.listener, &self.engine.access_log, self.client);
+        let status =
+            http::StatusCode::from_u16(rejection.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+        listener.unrouted.count(status);
+        tracing::debug!(listen = %listener.addr, client = %peer, status = rejection.status, reason = rejection.reason, "refused a request head");
+        if !log.enabled() {
+            return;
+        }
+        let line = rejection.request_line.as_deref().unwrap_or("-");
+        let mut words = line.splitn(3, ' ');
+        let method = words
+            .next()
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(http::Method::GET);
+        let target = words.next().unwrap_or("-").to_owned();
+        let version = match words.next() {
+            Some("HTTP/1.0") => http::Version::HTTP_10,
+            _ => http::Version::HTTP_11,
+        };
+        log.log(&Record {
+            client: peer.ip(),
+            method,
+            target,
+            version,
+            host: None,
+            status,
+            bytes: 0,
+            service: Arc::from("-"),
+            backend: None,
+            took: std::time::Duration::ZERO,
+            at: std::time::SystemTime::now(),
+            referer: None,
+            user_agent: None,
+        });
+    }
+}
+
 /// What the access log and the counters need once the response is over.
 struct Done {
-    activity: Arc<ConnActivity>,
+    conn: Arc<Connection>,
     counters: Option<Arc<ServiceEntry>>,
     log: Option<(AccessLogger, Record)>,
     started: Instant,
@@ -98,7 +141,7 @@ struct Done {
 
 impl Finish for Done {
     fn finish(&mut self, bytes: u64) {
-        self.activity.request_finished();
+        self.conn.activity.request_finished();
         if let Some(service) = &self.counters {
             service.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             service.counters.latency.observe(self.started.elapsed());
@@ -124,7 +167,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         .map(str::to_owned)
         .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
     let mut done = Done {
-        activity: Arc::clone(&conn.activity),
+        conn: Arc::clone(&conn),
         counters: None,
         log: None,
         started,

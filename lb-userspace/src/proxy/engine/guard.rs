@@ -621,8 +621,14 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Called once with a refused request, when its refusal is written.
-pub type OnReject = Box<dyn FnOnce(&Rejection) + Send>;
+/// What a client I/O tells the connection it belongs to (implemented by the connection's
+/// shared state, so the I/O holds one pointer and nothing more is allocated per connection).
+pub trait ClientEvents: Send + Sync {
+    /// The connection's requests in flight (no idle timeout while one is).
+    fn activity(&self) -> &ConnActivity;
+    /// A refused request, once: called when its refusal is written.
+    fn rejected(&self, rejection: &Rejection);
+}
 
 /// A client connection's I/O as hyper sees it: request heads checked, timeouts enforced.
 pub struct ClientIo<T> {
@@ -634,14 +640,14 @@ pub struct ClientIo<T> {
     /// The client closed its side: hand hyper what is left, then the end.
     client_eof: bool,
     /// A refused request: hyper gets the end of the stream, the refusal is written at shutdown.
-    rejection: Option<(Rejection, Vec<u8>, usize)>,
+    /// Boxed: rare, and an idle connection should not carry its room.
+    rejection: Option<Box<(Rejection, Vec<u8>, usize)>>,
     rejection_reported: bool,
     timeouts: Timeouts,
     last_activity: Instant,
     head_started: Option<Instant>,
     timer: Pin<Box<Sleep>>,
-    activity: Arc<ConnActivity>,
-    on_reject: Option<OnReject>,
+    events: Arc<dyn ClientEvents>,
 }
 
 impl<T> ClientIo<T> {
@@ -651,8 +657,7 @@ impl<T> ClientIo<T> {
         max_head: usize,
         http2: bool,
         timeouts: Timeouts,
-        activity: Arc<ConnActivity>,
-        on_reject: OnReject,
+        events: Arc<dyn ClientEvents>,
     ) -> Self {
         let now = Instant::now();
         ClientIo {
@@ -671,8 +676,7 @@ impl<T> ClientIo<T> {
             last_activity: now,
             head_started: None,
             timer: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
-            activity,
-            on_reject: Some(on_reject),
+            events,
         }
     }
 
@@ -690,7 +694,7 @@ impl<T> ClientIo<T> {
             return Some(started + self.timeouts.header);
         }
         self.head_started = None;
-        let idle = self.activity.in_flight.load(Ordering::Relaxed) == 0
+        let idle = self.events.activity().in_flight.load(Ordering::Relaxed) == 0
             && (self.held.is_empty() || self.scanner.is_passthrough());
         idle.then(|| self.last_activity + self.timeouts.idle)
     }
@@ -720,7 +724,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                 this.hand_over(buf);
                 return Poll::Ready(Ok(()));
             }
-            if let Some((rejection, _, _)) = &this.rejection {
+            if let Some((rejection, _, _)) = this.rejection.as_deref() {
                 if !rejection.respond {
                     let error = io::Error::new(io::ErrorKind::InvalidData, rejection.reason);
                     return Poll::Ready(Err(error));
@@ -733,7 +737,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             if this.scanner.has_pending() {
                 if let Err(rejection) = this.scanner.scan(&this.held) {
                     let bytes = rejection.response_bytes();
-                    this.rejection = Some((rejection, bytes, 0));
+                    this.rejection = Some(Box::new((rejection, bytes, 0)));
                 }
                 continue;
             }
@@ -783,7 +787,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                             Ok(cleared) => this.cleared = cleared,
                             Err(rejection) => {
                                 let bytes = rejection.response_bytes();
-                                this.rejection = Some((rejection, bytes, 0));
+                                this.rejection = Some(Box::new((rejection, bytes, 0)));
                             }
                         }
                         continue;
@@ -852,12 +856,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some((rejection, bytes, written)) = this.rejection.as_mut().filter(|r| r.0.respond) {
+        if let Some((rejection, bytes, written)) =
+            this.rejection.as_deref_mut().filter(|r| r.0.respond)
+        {
             if !this.rejection_reported {
                 this.rejection_reported = true;
-                if let Some(report) = this.on_reject.take() {
-                    report(rejection);
-                }
+                this.events.rejected(rejection);
             }
             while *written < bytes.len() {
                 let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]))?;

@@ -33,10 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use super::access_log::{AccessLogger, Record};
+use super::access_log::AccessLogger;
 use super::backend::PoolSettings;
 use super::forward::{self, Connection, Engine};
-use super::guard::{ClientIo, ConnActivity, Rejection, Timeouts};
+use super::guard::{ClientEvents, ClientIo, Timeouts};
 use super::h1;
 use super::headers::Forwarded;
 use super::routes::ListenerEntry;
@@ -296,19 +296,17 @@ impl ServeProbe {
         let server = Arc::clone(&self.server);
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         let never = CancellationToken::new();
-        let serving = tokio::spawn(async move {
-            serve(
-                far,
-                false,
-                false,
-                server,
-                listener,
-                peer,
-                never.clone(),
-                never,
-            )
-            .await;
-        });
+        let client = Client::new(
+            far,
+            false,
+            server,
+            listener,
+            peer,
+            never.clone(),
+            never,
+            None,
+        );
+        let serving = tokio::spawn(serve_client(client));
         let answered = answers_probe(&mut near).await;
         serving.abort();
         answered
@@ -451,133 +449,184 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             self.counters.total.fetch_add(1, Ordering::Relaxed);
             self.counters.open.fetch_add(1, Ordering::Relaxed);
-            // The certificates in force when the connection came (a reload may renew them).
-            let acceptor = self.listener.routes().tls.clone();
+            let open = Open {
+                counters: Arc::clone(&self.counters),
+                _permit: permit,
+            };
             let server = Arc::clone(&self.server);
             let listener = Arc::clone(&self.listener);
-            let counters = Arc::clone(&self.counters);
             let shutdown = self.shutdown.clone();
             let force_close = self.force_close.clone();
-            self.connections.spawn(async move {
-                handle_client(
-                    stream,
-                    peer,
-                    acceptor,
-                    server,
-                    listener,
-                    shutdown,
-                    force_close,
-                )
-                .await;
-                counters.open.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            // The certificates in force when the connection came (a reload may renew them).
+            match self.listener.routes().tls.clone() {
+                None => {
+                    let client = Client::new(
+                        stream,
+                        false,
+                        server,
+                        listener,
+                        peer,
+                        shutdown,
+                        force_close,
+                        Some(open),
+                    );
+                    self.connections.spawn(serve_client(client));
+                }
+                Some(acceptor) => {
+                    self.connections.spawn(Box::pin(serve_tls(
+                        stream,
+                        peer,
+                        acceptor,
+                        server,
+                        listener,
+                        shutdown,
+                        force_close,
+                        open,
+                    )));
+                }
+            }
         }
     }
 }
 
-async fn handle_client(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
-    server: Arc<ServerSide>,
-    listener: Arc<ListenerEntry>,
-    shutdown: CancellationToken,
-    force_close: CancellationToken,
-) {
-    let Some(acceptor) = acceptor else {
-        serve(
-            stream,
-            false,
-            false,
-            server,
-            listener,
-            peer,
-            shutdown,
-            force_close,
-        )
-        .await;
-        return;
-    };
-    // Boxed: a plain connection's future does not carry the size of a TLS session.
-    Box::pin(async move {
-        // The handshake is part of what a client must finish in the header timeout.
-        let handshake = tokio::time::timeout(server.timeouts.header, acceptor.accept(stream)).await;
-        let Ok(Ok(tls)) = handshake else {
-            return;
-        };
-        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        serve(
-            tls,
-            true,
-            http2,
-            server,
-            listener,
-            peer,
-            shutdown,
-            force_close,
-        )
-        .await;
-    })
-    .await;
+/// An accepted connection: counted as open, and holding its place in the connection budget,
+/// until dropped.
+struct Open {
+    counters: Arc<ConnectionCounters>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Serves one client connection until it ends, or until shutdown (graceful, then forced):
-/// HTTP/1 by the engine in [`h1`], HTTP/2 (ALPN, or the preface on a cleartext connection) by
-/// hyper.
-#[allow(clippy::too_many_arguments)]
-async fn serve<I>(
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A client connection's whole state, built before its task starts and kept in one
+/// allocation: its task then stores a pointer, not a copy of each part at each level of
+/// calls (an idle connection holds this, its task and its socket).
+struct Client<I> {
+    session: h1::Session<I>,
+    connection: Arc<Connection>,
+    server: Arc<ServerSide>,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+    /// `None` for the built-in probe's in-memory connection, which the counters leave out.
+    _open: Option<Open>,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client<I> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        io: I,
+        https: bool,
+        server: Arc<ServerSide>,
+        listener: Arc<ListenerEntry>,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+        force_close: CancellationToken,
+        open: Option<Open>,
+    ) -> Box<Self> {
+        let (io, connection) = client_io(io, https, false, &server, listener, peer);
+        let session = h1::Session::new(
+            io,
+            Arc::clone(&connection),
+            shutdown.clone(),
+            server.engine.tunnel_timeout,
+        );
+        Box::new(Client {
+            session,
+            connection,
+            server,
+            shutdown,
+            force_close,
+            _open: open,
+        })
+    }
+}
+
+/// The client I/O (its checks and timeouts) and the connection's shared state.
+fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
     io: I,
     https: bool,
     http2: bool,
-    server: Arc<ServerSide>,
+    server: &ServerSide,
     listener: Arc<ListenerEntry>,
     peer: SocketAddr,
-    shutdown: CancellationToken,
-    force_close: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Arc::new(ConnActivity::default());
-    let on_reject = {
-        let listener = Arc::clone(&listener);
-        let log = server.engine.access_log.clone();
-        Box::new(move |rejection: &Rejection| report_rejection(&listener, &log, peer, rejection))
-    };
-    let (max_head, timeouts) = (server.max_head, server.timeouts);
-    let client_activity = Arc::clone(&activity);
-    let make_io =
-        move |io: I| ClientIo::new(io, max_head, http2, timeouts, client_activity, on_reject);
+) -> (ClientIo<I>, Arc<Connection>) {
     let connection = Arc::new(Connection::new(
         Arc::clone(&server.engine),
         listener,
         https,
         peer,
-        activity,
     ));
-    // hyper's state is boxed, so an HTTP/1 connection does not carry its size.
-    if http2 {
-        let io = make_io(io);
+    let events: Arc<dyn ClientEvents> = Arc::clone(&connection) as Arc<dyn ClientEvents>;
+    let io = ClientIo::new(io, server.max_head, http2, server.timeouts, events);
+    (io, connection)
+}
+
+/// Serves one client connection until it ends, or until shutdown (graceful, then forced):
+/// HTTP/1 by the engine in [`h1`], HTTP/2 (the preface on a cleartext connection) and
+/// requests for services hyper's client reaches by hyper.
+async fn serve_client<I>(mut client: Box<Client<I>>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let outcome = tokio::select! {
+        outcome = client.session.run() => outcome,
+        () = client.force_close.cancelled() => return,
+    };
+    let (h1::Outcome::Http2(read) | h1::Outcome::HandOff(read)) = outcome else {
+        return;
+    };
+    // hyper serves the rest of the connection, from the bytes already read.
+    let Client {
+        session,
+        connection,
+        server,
+        shutdown,
+        force_close,
+        _open,
+    } = *client;
+    let io = h1::Prefixed::new(session.into_io(), read);
+    Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
+}
+
+/// A connection to an HTTPS listener: the handshake, then HTTP/2 by hyper (ALPN h2) or
+/// HTTP/1.1 by the engine.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    server: Arc<ServerSide>,
+    listener: Arc<ListenerEntry>,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+    open: Open,
+) {
+    // The handshake is part of what a client must finish in the header timeout.
+    let handshake = tokio::time::timeout(server.timeouts.header, acceptor.accept(stream)).await;
+    let Ok(Ok(tls)) = handshake else {
+        return;
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let (io, connection) = client_io(tls, true, true, &server, listener, peer);
         Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
+        drop(open);
         return;
     }
-    let engine = h1::serve(
-        io,
-        make_io,
-        Arc::clone(&connection),
-        shutdown.clone(),
-        server.engine.tunnel_timeout,
+    let client = Client::new(
+        tls,
+        true,
+        server,
+        listener,
+        peer,
+        shutdown,
+        force_close,
+        Some(open),
     );
-    let outcome = tokio::select! {
-        outcome = engine => outcome,
-        () = force_close.cancelled() => return,
-    };
-    // HTTP/2, or an HTTP/1.1 request for a service hyper's client reaches: hyper serves the
-    // rest of the connection, from the bytes already read.
-    if let h1::Outcome::Http2(io, read) | h1::Outcome::HandOff(io, read) = outcome {
-        let io = h1::Prefixed::new(io, read);
-        Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
-    }
+    serve_client(client).await;
 }
 
 /// Serves a connection with hyper (HTTP/2, or HTTP/1.1 handed off by the engine); each
@@ -606,46 +655,4 @@ async fn serve_hyper<I>(
         _ = serving.as_mut() => {}
         () = force_close.cancelled() => {}
     }
-}
-
-/// A head refused by [`ClientIo`]: counted and logged like any answered request.
-fn report_rejection(
-    listener: &ListenerEntry,
-    log: &AccessLogger,
-    peer: SocketAddr,
-    rejection: &Rejection,
-) {
-    let status =
-        http::StatusCode::from_u16(rejection.status).unwrap_or(http::StatusCode::BAD_REQUEST);
-    listener.unrouted.count(status);
-    tracing::debug!(listen = %listener.addr, client = %peer, status = rejection.status, reason = rejection.reason, "refused a request head");
-    if !log.enabled() {
-        return;
-    }
-    let line = rejection.request_line.as_deref().unwrap_or("-");
-    let mut words = line.splitn(3, ' ');
-    let method = words
-        .next()
-        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(http::Method::GET);
-    let target = words.next().unwrap_or("-").to_owned();
-    let version = match words.next() {
-        Some("HTTP/1.0") => http::Version::HTTP_10,
-        _ => http::Version::HTTP_11,
-    };
-    log.log(&Record {
-        client: peer.ip(),
-        method,
-        target,
-        version,
-        host: None,
-        status,
-        bytes: 0,
-        service: Arc::from("-"),
-        backend: None,
-        took: Duration::ZERO,
-        at: std::time::SystemTime::now(),
-        referer: None,
-        user_agent: None,
-    });
 }

@@ -63,14 +63,14 @@ const SPARE_BUFFERS: usize = 64;
 const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
 
 /// How a client connection ended.
-pub enum Outcome<I> {
+pub enum Outcome {
     Closed,
-    /// The client speaks HTTP/2: its I/O and the bytes already read from it.
-    Http2(I, bytes::Bytes),
+    /// The client speaks HTTP/2: the bytes already read from it.
+    Http2(bytes::Bytes),
     /// A request is for a service whose backends hyper's client reaches (h2c, https, h2):
-    /// the I/O and the bytes read from it, that request's head first, for hyper's HTTP/1.1
-    /// server, which serves the rest of the connection.
-    HandOff(I, bytes::Bytes),
+    /// the bytes read, that request's head first, for hyper's HTTP/1.1 server, which serves
+    /// the rest of the connection.
+    HandOff(bytes::Bytes),
 }
 
 thread_local! {
@@ -100,61 +100,64 @@ fn give_buffer(buffer: BytesMut) {
     });
 }
 
-/// Serves one client connection (plain or TLS) until it closes. The I/O's shutdown is called
-/// at the end (it writes a refusal the client I/O may hold).
-///
-/// The client I/O is made here (`make_io` wraps the stream), not by the caller: a value moved
-/// into an async function is stored twice in its future, and every idle connection would
-/// carry the copy.
-pub async fn serve<T>(
-    stream: T,
-    make_io: impl FnOnce(T) -> ClientIo<T>,
-    conn: Arc<Connection>,
-    shutdown: CancellationToken,
-    tunnel_timeout: Duration,
-) -> Outcome<ClientIo<T>>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let client_text = head::client_text(conn.client.ip());
-    let stopping = Box::pin(shutdown.clone().cancelled_owned());
-    let mut session = Session {
-        io: make_io(stream),
-        buf: BytesMut::new(),
-        conn,
-        shutdown,
-        stopping,
-        client_text,
-        tunnel_timeout,
-    };
-    loop {
-        let head = match session.next_head().await {
-            NextHead::Head(head) => head,
-            NextHead::Http2 => {
-                let buffered = session.buf.split().freeze();
-                return Outcome::Http2(session.io, buffered);
-            }
-            NextHead::End => break,
-        };
-        // A request's state (backend connection, timers, relay) lives on the heap while it
-        // runs: a connection waiting for its next request then holds a few hundred bytes,
-        // not the several KiB of the deepest exchange.
-        match Box::pin(session.exchange(&head)).await {
-            After::KeepOpen if !session.shutdown.is_cancelled() => {}
-            After::KeepOpen | After::Close => break,
-            After::HandOff => {
-                let mut read = BytesMut::from(head.into_bytes());
-                read.extend_from_slice(&session.buf);
-                return Outcome::HandOff(session.io, read.freeze());
-            }
-        }
-        if session.buf.is_empty() {
-            // An idle connection holds no buffer.
-            session.buf = BytesMut::new();
+impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
+    /// A client connection's state, made before its task starts so that the task stores it
+    /// once (a value moved into an async function is stored twice in its future, and every
+    /// idle connection would carry the copy).
+    pub fn new(
+        io: ClientIo<T>,
+        conn: Arc<Connection>,
+        shutdown: CancellationToken,
+        tunnel_timeout: Duration,
+    ) -> Self {
+        let client_text = head::client_text(conn.client.ip());
+        let stopping = Box::pin(shutdown.clone().cancelled_owned());
+        Session {
+            io,
+            buf: BytesMut::new(),
+            conn,
+            shutdown,
+            stopping,
+            client_text,
+            tunnel_timeout,
         }
     }
-    let _ = session.io.shutdown().await;
-    Outcome::Closed
+
+    /// Serves the connection until it closes, or until it turns out to be for hyper (the
+    /// bytes read that hyper must see first are returned; the I/O is then [`Session::into_io`]).
+    /// On close, the I/O's shutdown is called (it writes a refusal the client I/O may hold).
+    pub async fn run(&mut self) -> Outcome {
+        loop {
+            let head = match self.next_head().await {
+                NextHead::Head(head) => head,
+                NextHead::Http2 => return Outcome::Http2(self.buf.split().freeze()),
+                NextHead::End => break,
+            };
+            // A request's state (backend connection, timers, relay) lives on the heap while
+            // it runs: a connection waiting for its next request then holds a few hundred
+            // bytes, not the several KiB of the deepest exchange.
+            match Box::pin(self.exchange(&head)).await {
+                After::KeepOpen if !self.shutdown.is_cancelled() => {}
+                After::KeepOpen | After::Close => break,
+                After::HandOff => {
+                    let mut read = BytesMut::from(head.into_bytes());
+                    read.extend_from_slice(&self.buf);
+                    return Outcome::HandOff(read.freeze());
+                }
+            }
+            if self.buf.is_empty() {
+                // An idle connection holds no buffer.
+                self.buf = BytesMut::new();
+            }
+        }
+        let _ = self.io.shutdown().await;
+        Outcome::Closed
+    }
+
+    /// The client I/O, for hyper after [`Outcome::Http2`] or [`Outcome::HandOff`].
+    pub fn into_io(self) -> ClientIo<T> {
+        self.io
+    }
 }
 
 enum NextHead {
@@ -163,7 +166,8 @@ enum NextHead {
     End,
 }
 
-struct Session<T> {
+/// One client connection served by the engine.
+pub struct Session<T> {
     io: ClientIo<T>,
     /// Bytes read from the client and not used yet.
     buf: BytesMut,
