@@ -25,7 +25,7 @@ use super::access_log::{AccessLogger, Record};
 use super::backend::{ForwardBody, PoolSettings};
 use super::body::{Finish, ResponseBody};
 use super::dispatch;
-use super::guard::{ClientEvents, ConnActivity, Rejection};
+use super::guard::{ClientEvents, ConnActivity, Rejection, Timeouts};
 use super::h1::{
     self,
     client::{self, RawBody},
@@ -38,6 +38,12 @@ use crate::proxy::policy::upstream::Route;
 
 /// What every request of the proxy shares.
 pub struct Engine {
+    /// hyper's server side, for HTTP/2 clients and requests handed off to it.
+    pub hyper: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// Cancelled after the shutdown grace: connections hyper serves close at once.
+    pub force_close: tokio_util::sync::CancellationToken,
+    /// The header and idle timeouts of client connections (enforced by their client I/O).
+    pub client_timeouts: Timeouts,
     /// How backend connections are made and pooled (the pool itself is the worker's).
     pub pool: PoolSettings,
     pub forwarded: Forwarded,
@@ -90,6 +96,10 @@ impl Connection {
 impl ClientEvents for Connection {
     fn activity(&self) -> &ConnActivity {
         &self.activity
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        self.engine.client_timeouts
     }
 
     /// A head refused by the client I/O: counted and logged like any answered request.

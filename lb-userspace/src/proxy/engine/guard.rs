@@ -126,7 +126,8 @@ pub struct Scanner {
     max_head: usize,
     /// A refusal found behind bytes that were cleared in the same call: reported once those
     /// bytes have gone on, so the requests before it are answered.
-    pending: Option<Rejection>,
+    /// Boxed: rare, and every connection carries a scanner.
+    pending: Option<Box<Rejection>>,
 }
 
 impl Scanner {
@@ -185,13 +186,13 @@ impl Scanner {
     /// others must be offered again, with more behind them.
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, Rejection> {
         if let Some(rejection) = self.pending.take() {
-            return Err(rejection);
+            return Err(*rejection);
         }
         let mut pos = 0;
         let result = self.scan_from(data, &mut pos);
         match result {
             Err(rejection) if pos > 0 => {
-                self.pending = Some(rejection);
+                self.pending = Some(Box::new(rejection));
                 Ok(pos)
             }
             other => other,
@@ -626,6 +627,9 @@ pub struct Timeouts {
 pub trait ClientEvents: Send + Sync {
     /// The connection's requests in flight (no idle timeout while one is).
     fn activity(&self) -> &ConnActivity;
+    /// The header and idle timeouts (kept by the connection's engine, not copied into each
+    /// connection's I/O).
+    fn timeouts(&self) -> Timeouts;
     /// A refused request, once: called when its refusal is written.
     fn rejected(&self, rejection: &Rejection);
 }
@@ -643,7 +647,6 @@ pub struct ClientIo<T> {
     /// Boxed: rare, and an idle connection should not carry its room.
     rejection: Option<Box<(Rejection, Vec<u8>, usize)>>,
     rejection_reported: bool,
-    timeouts: Timeouts,
     last_activity: Instant,
     head_started: Option<Instant>,
     timer: Pin<Box<Sleep>>,
@@ -652,13 +655,8 @@ pub struct ClientIo<T> {
 
 impl<T> ClientIo<T> {
     /// `http2` skips the HTTP/1 checks (ALPN chose h2).
-    pub fn new(
-        inner: T,
-        max_head: usize,
-        http2: bool,
-        timeouts: Timeouts,
-        events: Arc<dyn ClientEvents>,
-    ) -> Self {
+    pub fn new(inner: T, max_head: usize, http2: bool, events: Arc<dyn ClientEvents>) -> Self {
+        let timeouts = events.timeouts();
         let now = Instant::now();
         ClientIo {
             inner,
@@ -672,7 +670,6 @@ impl<T> ClientIo<T> {
             client_eof: false,
             rejection: None,
             rejection_reported: false,
-            timeouts,
             last_activity: now,
             head_started: None,
             timer: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
@@ -691,12 +688,12 @@ impl<T> ClientIo<T> {
     fn deadline(&mut self) -> Option<Instant> {
         if self.scanner.in_head(self.held.len()) {
             let started = *self.head_started.get_or_insert(self.last_activity);
-            return Some(started + self.timeouts.header);
+            return Some(started + self.events.timeouts().header);
         }
         self.head_started = None;
         let idle = self.events.activity().in_flight.load(Ordering::Relaxed) == 0
             && (self.held.is_empty() || self.scanner.is_passthrough());
-        idle.then(|| self.last_activity + self.timeouts.idle)
+        idle.then(|| self.last_activity + self.events.timeouts().idle)
     }
 }
 

@@ -139,7 +139,11 @@ pub(super) async fn spawn_workers(
         live_accept_loops: Arc::clone(&shared.live_accept_loops),
         counters: Arc::clone(&shared.counters),
         probe_server: ServeProbe {
-            server: Arc::new(ServerSide::new(settings, access_log.clone())),
+            server: Arc::new(ServerSide::new(
+                settings,
+                access_log.clone(),
+                CancellationToken::new(),
+            )),
         },
     })
 }
@@ -173,8 +177,15 @@ async fn run_worker(
     mut commands: mpsc::UnboundedReceiver<AddListener>,
     ready: oneshot::Sender<()>,
 ) {
-    let server = Arc::new(ServerSide::new(&shared.settings, shared.access_log.clone()));
+    let server = Arc::new(ServerSide::new(
+        &shared.settings,
+        shared.access_log.clone(),
+        shared.force_close.clone(),
+    ));
     let connections = TaskTracker::new();
+    // This worker's own token under the proxy's: every idle connection waits on it between
+    // requests, and a token shared by all workers would make them take one lock across CPUs.
+    let worker_shutdown = shared.shutdown.child_token();
     let mut accept_loops = Vec::with_capacity(initial.len());
     let spawn_loop = |listener: Arc<ListenerEntry>, socket: std::net::TcpListener| {
         let socket = match TcpListener::from_std(socket) {
@@ -191,8 +202,7 @@ async fn run_worker(
             budget: Arc::clone(&shared.budget),
             connections: connections.clone(),
             counters: Arc::clone(&shared.counters),
-            shutdown: shared.shutdown.clone(),
-            force_close: shared.force_close.clone(),
+            shutdown: worker_shutdown.clone(),
             _live: Live::new(&shared.live_accept_loops),
         };
         Some(tokio::spawn(accept.run()))
@@ -228,29 +238,34 @@ async fn run_worker(
         .await
         .is_err()
     {
+        // The connections still open are closed when this worker's runtime is dropped, as
+        // it is once this returns (hyper's are told first, so that they close cleanly).
         shared.force_close.cancel();
-        connections.wait().await;
+        tokio::task::yield_now().await;
     }
 }
 
 /// What serving a client connection needs; one per worker (its backend pool included).
 pub(super) struct ServerSide {
-    builder: auto::Builder<TokioExecutor>,
     max_head: usize,
-    timeouts: Timeouts,
     engine: Arc<Engine>,
 }
 
 impl ServerSide {
-    fn new(settings: &ProxySettings, access_log: AccessLogger) -> Self {
+    fn new(
+        settings: &ProxySettings,
+        access_log: AccessLogger,
+        force_close: CancellationToken,
+    ) -> Self {
         ServerSide {
-            builder: server_builder(settings),
             max_head: settings.max_header_size,
-            timeouts: Timeouts {
-                header: settings.header_timeout,
-                idle: settings.idle_timeout,
-            },
             engine: Arc::new(Engine {
+                hyper: server_builder(settings),
+                force_close,
+                client_timeouts: Timeouts {
+                    header: settings.header_timeout,
+                    idle: settings.idle_timeout,
+                },
                 pool: pool_settings(settings),
                 forwarded: Forwarded {
                     for_: settings.x_forwarded_for,
@@ -293,19 +308,9 @@ impl ServeProbe {
             return true;
         };
         let (mut near, far) = tokio::io::duplex(4096);
-        let server = Arc::clone(&self.server);
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         let never = CancellationToken::new();
-        let client = Client::new(
-            far,
-            false,
-            server,
-            listener,
-            peer,
-            never.clone(),
-            never,
-            None,
-        );
+        let client = Client::new(far, false, &self.server, listener, peer, never, None);
         let serving = tokio::spawn(serve_client(client));
         let answered = answers_probe(&mut near).await;
         serving.abort();
@@ -395,7 +400,6 @@ struct AcceptLoop {
     connections: TaskTracker,
     counters: Arc<ConnectionCounters>,
     shutdown: CancellationToken,
-    force_close: CancellationToken,
     /// Counts this loop as running, for the probe.
     _live: Live,
 }
@@ -456,32 +460,16 @@ impl AcceptLoop {
             let server = Arc::clone(&self.server);
             let listener = Arc::clone(&self.listener);
             let shutdown = self.shutdown.clone();
-            let force_close = self.force_close.clone();
             // The certificates in force when the connection came (a reload may renew them).
             match self.listener.routes().tls.clone() {
                 None => {
-                    let client = Client::new(
-                        stream,
-                        false,
-                        server,
-                        listener,
-                        peer,
-                        shutdown,
-                        force_close,
-                        Some(open),
-                    );
+                    let client =
+                        Client::new(stream, false, &server, listener, peer, shutdown, Some(open));
                     self.connections.spawn(serve_client(client));
                 }
                 Some(acceptor) => {
                     self.connections.spawn(Box::pin(serve_tls(
-                        stream,
-                        peer,
-                        acceptor,
-                        server,
-                        listener,
-                        shutdown,
-                        force_close,
-                        open,
+                        stream, peer, acceptor, server, listener, shutdown, open,
                     )));
                 }
             }
@@ -507,39 +495,24 @@ impl Drop for Open {
 /// calls (an idle connection holds this, its task and its socket).
 struct Client<I> {
     session: h1::Session<I>,
-    connection: Arc<Connection>,
-    server: Arc<ServerSide>,
-    shutdown: CancellationToken,
-    force_close: CancellationToken,
     /// `None` for the built-in probe's in-memory connection, which the counters leave out.
     _open: Option<Open>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client<I> {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         io: I,
         https: bool,
-        server: Arc<ServerSide>,
+        server: &ServerSide,
         listener: Arc<ListenerEntry>,
         peer: SocketAddr,
         shutdown: CancellationToken,
-        force_close: CancellationToken,
         open: Option<Open>,
     ) -> Box<Self> {
-        let (io, connection) = client_io(io, https, false, &server, listener, peer);
-        let session = h1::Session::new(
-            io,
-            Arc::clone(&connection),
-            shutdown.clone(),
-            server.engine.tunnel_timeout,
-        );
+        let (io, connection) = client_io(io, https, false, server, listener, peer);
+        let session = h1::Session::new(io, connection, shutdown);
         Box::new(Client {
             session,
-            connection,
-            server,
-            shutdown,
-            force_close,
             _open: open,
         })
     }
@@ -561,7 +534,7 @@ fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
         peer,
     ));
     let events: Arc<dyn ClientEvents> = Arc::clone(&connection) as Arc<dyn ClientEvents>;
-    let io = ClientIo::new(io, server.max_head, http2, server.timeouts, events);
+    let io = ClientIo::new(io, server.max_head, http2, events);
     (io, connection)
 }
 
@@ -572,24 +545,16 @@ async fn serve_client<I>(mut client: Box<Client<I>>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let outcome = tokio::select! {
-        outcome = client.session.run() => outcome,
-        () = client.force_close.cancelled() => return,
-    };
+    // A forced close after the shutdown grace drops this task with the worker's runtime.
+    let outcome = client.session.run().await;
     let (h1::Outcome::Http2(read) | h1::Outcome::HandOff(read)) = outcome else {
         return;
     };
     // hyper serves the rest of the connection, from the bytes already read.
-    let Client {
-        session,
-        connection,
-        server,
-        shutdown,
-        force_close,
-        _open,
-    } = *client;
-    let io = h1::Prefixed::new(session.into_io(), read);
-    Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
+    let Client { session, _open } = *client;
+    let (io, connection, shutdown) = session.into_parts();
+    let io = h1::Prefixed::new(io, read);
+    Box::pin(serve_hyper(io, connection, shutdown)).await;
 }
 
 /// A connection to an HTTPS listener: the handshake, then HTTP/2 by hyper (ALPN h2) or
@@ -602,49 +567,39 @@ async fn serve_tls(
     server: Arc<ServerSide>,
     listener: Arc<ListenerEntry>,
     shutdown: CancellationToken,
-    force_close: CancellationToken,
     open: Open,
 ) {
     // The handshake is part of what a client must finish in the header timeout.
-    let handshake = tokio::time::timeout(server.timeouts.header, acceptor.accept(stream)).await;
+    let handshake = tokio::time::timeout(
+        server.engine.client_timeouts.header,
+        acceptor.accept(stream),
+    )
+    .await;
     let Ok(Ok(tls)) = handshake else {
         return;
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         let (io, connection) = client_io(tls, true, true, &server, listener, peer);
-        Box::pin(serve_hyper(io, &server, connection, shutdown, force_close)).await;
+        Box::pin(serve_hyper(io, connection, shutdown)).await;
         drop(open);
         return;
     }
-    let client = Client::new(
-        tls,
-        true,
-        server,
-        listener,
-        peer,
-        shutdown,
-        force_close,
-        Some(open),
-    );
+    let client = Client::new(tls, true, &server, listener, peer, shutdown, Some(open));
     serve_client(client).await;
 }
 
 /// Serves a connection with hyper (HTTP/2, or HTTP/1.1 handed off by the engine); each
 /// request goes to [`forward::handle`].
-async fn serve_hyper<I>(
-    io: I,
-    server: &ServerSide,
-    connection: Arc<Connection>,
-    shutdown: CancellationToken,
-    force_close: CancellationToken,
-) where
+async fn serve_hyper<I>(io: I, connection: Arc<Connection>, shutdown: CancellationToken)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let engine = Arc::clone(&connection.engine);
     let service = service_fn(move |request| {
         let connection = Arc::clone(&connection);
         async move { Ok::<_, Infallible>(forward::handle(connection, request).await) }
     });
-    let serving = server.builder.serve_connection(TokioIo::new(io), service);
+    let serving = engine.hyper.serve_connection(TokioIo::new(io), service);
     tokio::pin!(serving);
     tokio::select! {
         _ = serving.as_mut() => return,
@@ -653,6 +608,6 @@ async fn serve_hyper<I>(
     serving.as_mut().graceful_shutdown();
     tokio::select! {
         _ = serving.as_mut() => {}
-        () = force_close.cancelled() => {}
+        () = engine.force_close.cancelled() => {}
     }
 }

@@ -104,22 +104,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
     /// A client connection's state, made before its task starts so that the task stores it
     /// once (a value moved into an async function is stored twice in its future, and every
     /// idle connection would carry the copy).
-    pub fn new(
-        io: ClientIo<T>,
-        conn: Arc<Connection>,
-        shutdown: CancellationToken,
-        tunnel_timeout: Duration,
-    ) -> Self {
-        let client_text = head::client_text(conn.client.ip());
-        let stopping = Box::pin(shutdown.clone().cancelled_owned());
+    pub fn new(io: ClientIo<T>, conn: Arc<Connection>, shutdown: CancellationToken) -> Self {
         Session {
             io,
             buf: BytesMut::new(),
             conn,
             shutdown,
-            stopping,
-            client_text,
-            tunnel_timeout,
         }
     }
 
@@ -154,9 +144,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         Outcome::Closed
     }
 
-    /// The client I/O, for hyper after [`Outcome::Http2`] or [`Outcome::HandOff`].
-    pub fn into_io(self) -> ClientIo<T> {
-        self.io
+    /// The client I/O, the connection's shared state and the shutdown token, for hyper
+    /// after [`Outcome::Http2`] or [`Outcome::HandOff`].
+    pub fn into_parts(self) -> (ClientIo<T>, Arc<Connection>, CancellationToken) {
+        (self.io, self.conn, self.shutdown)
     }
 }
 
@@ -173,11 +164,6 @@ pub struct Session<T> {
     buf: BytesMut,
     conn: Arc<Connection>,
     shutdown: CancellationToken,
-    /// `shutdown` as a future, made once: waited on between requests.
-    stopping: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    /// The client's address as X-Forwarded-For gets it.
-    client_text: Vec<u8>,
-    tunnel_timeout: Duration,
 }
 
 /// What becomes of the client connection after an exchange.
@@ -214,26 +200,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         return NextHead::Http2;
                     }
                 } else {
-                    match RequestHead::take(&mut self.buf) {
+                    let error = match RequestHead::take(&mut self.buf) {
                         Ok(Some(head)) => return NextHead::Head(head),
-                        Ok(None) => {}
-                        Err(error) => {
-                            // The client I/O lets through only heads it checked; what httparse
-                            // still refuses (a bad byte in a header value) gets a 400.
-                            debug!(client = %self.conn.client, %error, "refused a request head");
-                            self.conn.listener.unrouted.count(StatusCode::BAD_REQUEST);
-                            let mut out = Vec::new();
-                            head::write_local(
-                                &mut out,
-                                StatusCode::BAD_REQUEST,
-                                &[],
-                                b"400 Bad Request: malformed request head\n",
-                                ClientConnection::Close,
-                            );
-                            let _ = self.io.write_all(&out).await;
-                            let _ = self.io.flush().await;
-                            return NextHead::End;
-                        }
+                        Ok(None) => None,
+                        Err(error) => Some(error),
+                    };
+                    if let Some(error) = error {
+                        // Boxed: an idle connection's future need not hold this rare path.
+                        Box::pin(self.refuse_head(error)).await;
+                        return NextHead::End;
                     }
                 }
             }
@@ -242,7 +217,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 tokio::select! {
                     biased;
                     read = read_some(&mut self.io, &mut self.buf) => read,
-                    () = self.stopping.as_mut() => return NextHead::End,
+                    () = self.shutdown.cancelled() => return NextHead::End,
                 }
             } else {
                 read_some(&mut self.io, &mut self.buf).await
@@ -252,6 +227,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// The client I/O lets through only heads it checked; what httparse still refuses (a bad
+    /// byte in a header value) gets a 400 and the connection is closed.
+    async fn refuse_head(&mut self, error: head::Malformed) {
+        debug!(client = %self.conn.client, %error, "refused a request head");
+        self.conn.listener.unrouted.count(StatusCode::BAD_REQUEST);
+        let mut out = Vec::new();
+        head::write_local(
+            &mut out,
+            StatusCode::BAD_REQUEST,
+            &[],
+            b"400 Bad Request: malformed request head\n",
+            ClientConnection::Close,
+        );
+        let _ = self.io.write_all(&out).await;
+        let _ = self.io.flush().await;
     }
 
     /// One request and its response; says whether the connection stays open.
@@ -370,7 +362,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             head,
             ForwardedFor {
                 switches: conn.engine.forwarded,
-                client: &self.client_text,
+                client: &head::client_text(conn.client.ip()),
                 https: conn.https,
                 port: conn.listener.port_header.as_bytes(),
             },
@@ -723,7 +715,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         }
         let mut from_client = vec![0u8; 16 * 1024];
         let mut from_backend = vec![0u8; 16 * 1024];
-        let idle = self.tunnel_timeout;
+        let idle = self.conn.engine.tunnel_timeout;
         let (mut backend_read, mut backend_write) = backend.stream.split();
         let mut client_open = true;
         while ok {
