@@ -166,7 +166,6 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
         dataplane: dataplane.clone(),
         shutdown: shutdown.clone(),
     });
-    let trim_task = tokio::spawn(return_free_memory_periodically(shutdown.child_token()));
     let resolver_task = tokio::spawn(resolve_names_periodically(
         Arc::downgrade(&reloader),
         shutdown.child_token(),
@@ -263,7 +262,6 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
         }
     }
     let _ = resolver_task.await;
-    let _ = trim_task.await;
     if let Some(task) = control_task {
         let _ = task.await;
     }
@@ -428,27 +426,6 @@ async fn resolve_names_periodically(
                 () = shutdown.cancelled() => return,
                 () = reloader.resolve_names() => {}
             }
-        }
-    }
-}
-
-/// Every second, gives the memory that malloc holds free back to the system (glibc's
-/// `malloc_trim`): after a burst of load the process shrinks back instead of keeping its peak,
-/// as HAProxy's and nginx's pools do. Measured on loopback it costs nothing visible under load
-/// (pages still in use are not touched) and is why glibc's malloc is kept over mimalloc, which
-/// used the same CPU per request here but peaked 35 to 45% higher (docs/benchmarks.md).
-async fn return_free_memory_periodically(shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        // SAFETY: malloc_trim only walks and releases the allocator's free lists; it has no
-        // preconditions and is thread-safe.
-        unsafe {
-            libc::malloc_trim(0);
         }
     }
 }

@@ -38,6 +38,9 @@ use crate::proxy::policy::upstream::Route;
 
 /// What every request of the proxy shares.
 pub struct Engine {
+    /// The proxy's `max_connections` budget, given back as connections close.
+    pub budget: Arc<tokio::sync::Semaphore>,
+    pub connection_counters: Arc<super::stats::ConnectionCounters>,
     /// hyper's server side, for HTTP/2 clients and requests handed off to it.
     pub hyper: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     /// Cancelled after the shutdown grace: connections hyper serves close at once.
@@ -52,6 +55,16 @@ pub struct Engine {
     pub access_log: AccessLogger,
 }
 
+impl Engine {
+    /// A counted connection closed: out of the open count, its place in the budget free.
+    pub fn connection_closed(&self) {
+        self.connection_counters
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
+        self.budget.add_permits(1);
+    }
+}
+
 /// One client connection.
 pub struct Connection {
     pub engine: Arc<Engine>,
@@ -62,6 +75,17 @@ pub struct Connection {
     pub https: bool,
     pub client: SocketAddr,
     pub activity: ConnActivity,
+    /// In the open count and the budget (every accepted connection, not the probe's):
+    /// given back when this state goes, with the connection's last request.
+    counted: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.counted {
+            self.engine.connection_closed();
+        }
+    }
 }
 
 impl Connection {
@@ -70,6 +94,7 @@ impl Connection {
         listener: Arc<ListenerEntry>,
         https: bool,
         client: SocketAddr,
+        counted: bool,
     ) -> Connection {
         let routes = Mutex::new(listener.current());
         Connection {
@@ -79,6 +104,7 @@ impl Connection {
             https,
             client,
             activity: ConnActivity::default(),
+            counted,
         }
     }
 

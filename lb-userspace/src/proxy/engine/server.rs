@@ -143,6 +143,7 @@ pub(super) async fn spawn_workers(
                 settings,
                 access_log.clone(),
                 CancellationToken::new(),
+                &shared,
             )),
         },
     })
@@ -181,6 +182,7 @@ async fn run_worker(
         &shared.settings,
         shared.access_log.clone(),
         shared.force_close.clone(),
+        shared,
     ));
     let connections = TaskTracker::new();
     // This worker's own token under the proxy's: every idle connection waits on it between
@@ -256,10 +258,13 @@ impl ServerSide {
         settings: &ProxySettings,
         access_log: AccessLogger,
         force_close: CancellationToken,
+        shared: &WorkerShared,
     ) -> Self {
         ServerSide {
             max_head: settings.max_header_size,
             engine: Arc::new(Engine {
+                budget: Arc::clone(&shared.budget),
+                connection_counters: Arc::clone(&shared.counters),
                 hyper: server_builder(settings),
                 force_close,
                 client_timeouts: Timeouts {
@@ -310,8 +315,9 @@ impl ServeProbe {
         let (mut near, far) = tokio::io::duplex(4096);
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         let never = CancellationToken::new();
-        let client = Client::new(far, false, &self.server, listener, peer, never, None);
-        let serving = tokio::spawn(serve_client(client));
+        let (io, connection) = client_io(far, false, false, &self.server, listener, peer, false);
+        let session = Box::new(h1::Session::new(io, connection, never));
+        let serving = tokio::spawn(serve_client(session));
         let answered = answers_probe(&mut near).await;
         serving.abort();
         answered
@@ -453,23 +459,30 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             self.counters.total.fetch_add(1, Ordering::Relaxed);
             self.counters.open.fetch_add(1, Ordering::Relaxed);
-            let open = Open {
-                counters: Arc::clone(&self.counters),
-                _permit: permit,
-            };
+            // The connection's state gives the place in the budget back when it goes (see
+            // `Connection`'s `counted`): no permit is kept per connection.
+            permit.forget();
             let server = Arc::clone(&self.server);
             let listener = Arc::clone(&self.listener);
             let shutdown = self.shutdown.clone();
             // The certificates in force when the connection came (a reload may renew them).
             match self.listener.routes().tls.clone() {
                 None => {
-                    let client =
-                        Client::new(stream, false, &server, listener, peer, shutdown, Some(open));
-                    self.connections.spawn(serve_client(client));
+                    let (io, connection) =
+                        client_io(stream, false, false, &server, listener, peer, true);
+                    let session = Box::new(h1::Session::new(io, connection, shutdown));
+                    self.connections.spawn(serve_client(session));
                 }
                 Some(acceptor) => {
+                    let handshaking = Handshaking(Some(Arc::clone(&server.engine)));
                     self.connections.spawn(Box::pin(serve_tls(
-                        stream, peer, acceptor, server, listener, shutdown, open,
+                        stream,
+                        peer,
+                        acceptor,
+                        server,
+                        listener,
+                        shutdown,
+                        handshaking,
                     )));
                 }
             }
@@ -477,48 +490,28 @@ impl AcceptLoop {
     }
 }
 
-/// An accepted connection: counted as open, and holding its place in the connection budget,
-/// until dropped.
-struct Open {
-    counters: Arc<ConnectionCounters>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
+/// A TLS connection in its handshake: counted as open and holding its place in the budget
+/// until its `Connection` takes over, or it fails.
+struct Handshaking(Option<Arc<Engine>>);
 
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+impl Handshaking {
+    /// The connection's state now accounts for it.
+    fn done(mut self) {
+        self.0 = None;
     }
 }
 
-/// A client connection's whole state, built before its task starts and kept in one
-/// allocation: its task then stores a pointer, not a copy of each part at each level of
-/// calls (an idle connection holds this, its task and its socket).
-struct Client<I> {
-    session: h1::Session<I>,
-    /// `None` for the built-in probe's in-memory connection, which the counters leave out.
-    _open: Option<Open>,
-}
-
-impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client<I> {
-    fn new(
-        io: I,
-        https: bool,
-        server: &ServerSide,
-        listener: Arc<ListenerEntry>,
-        peer: SocketAddr,
-        shutdown: CancellationToken,
-        open: Option<Open>,
-    ) -> Box<Self> {
-        let (io, connection) = client_io(io, https, false, server, listener, peer);
-        let session = h1::Session::new(io, connection, shutdown);
-        Box::new(Client {
-            session,
-            _open: open,
-        })
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        if let Some(engine) = self.0.take() {
+            engine.connection_closed();
+        }
     }
 }
 
 /// The client I/O (its checks and timeouts) and the connection's shared state.
+/// `counted`: the connection is in the open count and the budget, given back when its state
+/// goes (not for the probe's in-memory connection).
 fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
     io: I,
     https: bool,
@@ -526,12 +519,14 @@ fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
     server: &ServerSide,
     listener: Arc<ListenerEntry>,
     peer: SocketAddr,
+    counted: bool,
 ) -> (ClientIo<I>, Arc<Connection>) {
     let connection = Arc::new(Connection::new(
         Arc::clone(&server.engine),
         listener,
         https,
         peer,
+        counted,
     ));
     let events: Arc<dyn ClientEvents> = Arc::clone(&connection) as Arc<dyn ClientEvents>;
     let io = ClientIo::new(io, server.max_head, http2, events);
@@ -541,17 +536,20 @@ fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
 /// Serves one client connection until it ends, or until shutdown (graceful, then forced):
 /// HTTP/1 by the engine in [`h1`], HTTP/2 (the preface on a cleartext connection) and
 /// requests for services hyper's client reaches by hyper.
-async fn serve_client<I>(mut client: Box<Client<I>>)
+///
+/// The session is built before the task starts and kept in one allocation: the task stores a
+/// pointer, not a copy of each part at each level of calls (an idle connection holds this,
+/// its task, its socket and its shared state).
+async fn serve_client<I>(mut session: Box<h1::Session<I>>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // A forced close after the shutdown grace drops this task with the worker's runtime.
-    let outcome = client.session.run().await;
+    let outcome = session.run().await;
     let (h1::Outcome::Http2(read) | h1::Outcome::HandOff(read)) = outcome else {
         return;
     };
     // hyper serves the rest of the connection, from the bytes already read.
-    let Client { session, _open } = *client;
     let (io, connection, shutdown) = session.into_parts();
     let io = h1::Prefixed::new(io, read);
     Box::pin(serve_hyper(io, connection, shutdown)).await;
@@ -567,7 +565,7 @@ async fn serve_tls(
     server: Arc<ServerSide>,
     listener: Arc<ListenerEntry>,
     shutdown: CancellationToken,
-    open: Open,
+    handshaking: Handshaking,
 ) {
     // The handshake is part of what a client must finish in the header timeout.
     let handshake = tokio::time::timeout(
@@ -578,14 +576,14 @@ async fn serve_tls(
     let Ok(Ok(tls)) = handshake else {
         return;
     };
-    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let (io, connection) = client_io(tls, true, true, &server, listener, peer);
+    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (io, connection) = client_io(tls, true, http2, &server, listener, peer, true);
+    handshaking.done();
+    if http2 {
         Box::pin(serve_hyper(io, connection, shutdown)).await;
-        drop(open);
         return;
     }
-    let client = Client::new(tls, true, &server, listener, peer, shutdown, Some(open));
-    serve_client(client).await;
+    serve_client(Box::new(h1::Session::new(io, connection, shutdown))).await;
 }
 
 /// Serves a connection with hyper (HTTP/2, or HTTP/1.1 handed off by the engine); each
