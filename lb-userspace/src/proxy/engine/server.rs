@@ -50,6 +50,8 @@ const LISTEN_BACKLOG: i32 = 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long an idle pooled backend connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// How often a worker gives its allocator's free memory back to the system.
+const ALLOCATOR_COLLECT: Duration = Duration::from_secs(1);
 /// How often a worker drops the backend connections idle for longer than [`POOL_IDLE`].
 const POOL_SWEEP: Duration = Duration::from_secs(10);
 /// Idle connections kept per backend and worker.
@@ -215,9 +217,19 @@ async fn run_worker(
     let _ = ready.send(());
     let mut sweep = tokio::time::interval(POOL_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut collect = tokio::time::interval(ALLOCATOR_COLLECT);
+    collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
+            _ = collect.tick() => {
+                // mimalloc keeps a thread's freed pages for that thread until told: after a
+                // burst, this gives them back so the process shrinks (48 MiB after an HTTP/2
+                // 100 KiB load stayed 48 MiB without it). Only this thread's heap is collected,
+                // hence a call in each worker.
+                // SAFETY: mi_collect only walks and releases the calling thread's heap.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
             _ = sweep.tick() => {
                 let now = std::time::Instant::now();
                 h1::pool::sweep(now);
