@@ -162,6 +162,11 @@ where
         }
     }
 
+    /// Whether the connection carries several requests at once (HTTP/2).
+    pub fn is_multiplexed(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+
     /// Another handle on the same connection (HTTP/2 multiplexes; HTTP/1.1 does not).
     pub fn share(&self) -> Option<Sender<B>> {
         match self {

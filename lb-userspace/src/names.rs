@@ -92,13 +92,7 @@ impl NameTable {
         for service in &mut expanded.services {
             let due = match lookup {
                 Lookup::All => true,
-                Lookup::Due(now) => service.backend_names.iter().any(|named| {
-                    known
-                        .get(&(service.name.clone(), named.label()))
-                        .is_none_or(|entry| {
-                            now.duration_since(entry.looked_up) >= service.resolve_interval
-                        })
-                }),
+                Lookup::Due(now) => is_due(&known, service, now),
             };
             let mut seen: HashSet<SocketAddrV4> =
                 service.backends.iter().map(|b| b.address).collect();
@@ -185,19 +179,32 @@ impl NameTable {
             .collect()
     }
 
-    /// The shortest `resolve_interval` among the services that have names, if any do.
-    pub fn next_interval(config: &Config) -> Option<Duration> {
-        config
+    /// Whether a name of `declared` is due for a lookup at `now` (none: nothing to do).
+    pub fn any_due(&self, declared: &Config, now: Instant) -> bool {
+        let known = self.lock();
+        declared
             .services
             .iter()
-            .filter(|service| !service.backend_names.is_empty())
-            .map(|service| service.resolve_interval)
-            .min()
+            .any(|service| is_due(&known, service, now))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether one of `service`'s names was never looked up, or last looked up at least its
+/// `resolve_interval` before `now`.
+fn is_due(
+    known: &BTreeMap<(String, String), Entry>,
+    service: &crate::config::Service,
+    now: Instant,
+) -> bool {
+    service.backend_names.iter().any(|named| {
+        known
+            .get(&(service.name.clone(), named.label()))
+            .is_none_or(|entry| now.duration_since(entry.looked_up) >= service.resolve_interval)
+    })
 }
 
 /// The IPv4 addresses `host` resolves to with `port`, sorted; an error says why there are

@@ -420,12 +420,9 @@ async fn resolve_names_periodically(
         let Some(reloader) = reloader.upgrade() else {
             return;
         };
-        let has_names = NameTable::next_interval(&reloader.running.lock().await.declared).is_some();
-        if has_names {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = reloader.resolve_names() => {}
-            }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = reloader.resolve_names() => {}
         }
     }
 }

@@ -366,10 +366,11 @@ impl Reloader {
     /// their health and sessions). A name that stops resolving keeps its last addresses.
     pub async fn resolve_names(&self) {
         let mut running = self.running.lock().await;
-        let expanded = self
-            .names
-            .expand(&running.declared, Lookup::Due(std::time::Instant::now()))
-            .await;
+        let now = std::time::Instant::now();
+        if !self.names.any_due(&running.declared, now) {
+            return;
+        }
+        let expanded = self.names.expand(&running.declared, Lookup::Due(now)).await;
         let (new, resolved) = match expanded {
             Ok(expanded) => expanded,
             Err(err) => {

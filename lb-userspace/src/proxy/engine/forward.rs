@@ -10,7 +10,7 @@
 //! when repeating it is harmless: an idempotent method (RFC 9110 9.2.2) and no body. No
 //! candidate left: 503. A backend that does not start answering within `backend_timeout`: 504.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -257,7 +257,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
     headers::add_forwarded(
         &mut parts.headers,
         conn.engine.forwarded,
-        client_ip(conn.client),
+        headers::client_ip(conn.client),
         conn.https,
         &conn.listener.port_header,
     );
@@ -318,18 +318,19 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     }
                 }
             };
-            let answered = tokio::time::timeout(conn.engine.backend_timeout, exchange).await;
-            match answered {
+            let reply = tokio::time::timeout(conn.engine.backend_timeout, exchange).await;
+            match reply {
                 Ok(Some(response)) => {
                     let framing = match response.framing(head_request) {
                         Ok(framing) if response.status != 101 => framing,
                         _ => {
                             // A protocol switch cannot be carried over HTTP/2.
                             service.backend_failed(backend);
-                            service.counters.count(StatusCode::BAD_GATEWAY);
-                            return refuse(
+                            return refuse_for(
+                                &service,
                                 done,
                                 StatusCode::BAD_GATEWAY,
+                                None,
                                 "the backend's answer was malformed\n",
                             );
                         }
@@ -339,14 +340,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                         StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
                     head.headers = response.header_map();
                     headers::remove_hop_by_hop(&mut head.headers);
-                    service
-                        .upstream
-                        .responded(&route, backend, &mut head, Instant::now());
-                    service.counters.count(head.status);
-                    if let Some((_, record)) = &mut done.log {
-                        record.status = head.status;
-                        record.backend = Some(backend);
-                    }
+                    answered(&service, &route, backend, &mut head, &mut done);
                     let reusable = response.keep_alive() && response.minor == 1;
                     let raw = RawBody::new(backend_conn, buf, framing, reusable, pool.clone());
                     return Response::from_parts(head, ResponseBody::backend(raw, Box::new(done)));
@@ -355,36 +349,19 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     service.backend_failed(backend);
                     debug!(service = %service.name, %backend, try_on_backend, reused = backend_conn.reused, "backend connection lost before the response");
                     if !(idempotent && body.is_empty()) {
-                        service.counters.count(StatusCode::BAD_GATEWAY);
-                        return refuse(
-                            done,
-                            StatusCode::BAD_GATEWAY,
-                            "the backend closed the connection before answering\n",
-                        );
+                        return refuse_for(&service, done, StatusCode::BAD_GATEWAY, None, LOST);
                     }
                     last_failure = "the backends closed the connection before answering";
                 }
                 Err(_elapsed) => {
                     service.backend_failed(backend);
-                    service.counters.count(StatusCode::GATEWAY_TIMEOUT);
-                    if let Some((_, record)) = &mut done.log {
-                        record.backend = Some(backend);
-                    }
-                    return refuse(
-                        done,
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the backend did not answer in time\n",
-                    );
+                    let status = StatusCode::GATEWAY_TIMEOUT;
+                    return refuse_for(&service, done, status, Some(backend), LATE);
                 }
             }
         }
     }
-    service.counters.count(StatusCode::SERVICE_UNAVAILABLE);
-    refuse(
-        done,
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("503 Service Unavailable: {last_failure}\n"),
-    )
+    unavailable(&service, done, last_failure)
 }
 
 /// What trying a request's backends in turn needs to know.
@@ -478,14 +455,7 @@ impl Attempt<'_> {
                         let (mut head, incoming) = response.into_parts();
                         headers::remove_hop_by_hop(&mut head.headers);
                         head.version = Version::default();
-                        service
-                            .upstream
-                            .responded(self.route, backend, &mut head, Instant::now());
-                        service.counters.count(head.status);
-                        if let Some((_, record)) = &mut done.log {
-                            record.status = head.status;
-                            record.backend = Some(backend);
-                        }
+                        answered(service, self.route, backend, &mut head, &mut done);
                         return Response::from_parts(
                             head,
                             ResponseBody::hyper(incoming, Box::new(done)),
@@ -494,10 +464,11 @@ impl Attempt<'_> {
                     Ok(Ok(_switching)) => {
                         // hyper's server side does not carry a protocol switch on.
                         service.backend_failed(backend);
-                        service.counters.count(StatusCode::BAD_GATEWAY);
-                        return refuse(
+                        return refuse_for(
+                            service,
                             done,
                             StatusCode::BAD_GATEWAY,
+                            None,
                             "the backend switched protocols, which this service cannot carry\n",
                         );
                     }
@@ -505,12 +476,8 @@ impl Attempt<'_> {
                         service.backend_failed(backend);
                         debug!(service = %service.name, %backend, reused, %error, "backend request failed before the response");
                         if !(self.idempotent && body.is_empty()) {
-                            service.counters.count(StatusCode::BAD_GATEWAY);
-                            return refuse(
-                                done,
-                                StatusCode::BAD_GATEWAY,
-                                "the backend closed the connection before answering\n",
-                            );
+                            let status = StatusCode::BAD_GATEWAY;
+                            return refuse_for(service, done, status, None, LOST);
                         }
                         last_failure = "the backends closed the connection before answering";
                         if !reused {
@@ -519,25 +486,13 @@ impl Attempt<'_> {
                     }
                     Err(_elapsed) => {
                         service.backend_failed(backend);
-                        service.counters.count(StatusCode::GATEWAY_TIMEOUT);
-                        if let Some((_, record)) = &mut done.log {
-                            record.backend = Some(backend);
-                        }
-                        return refuse(
-                            done,
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "the backend did not answer in time\n",
-                        );
+                        let status = StatusCode::GATEWAY_TIMEOUT;
+                        return refuse_for(service, done, status, Some(backend), LATE);
                     }
                 }
             }
         }
-        service.counters.count(StatusCode::SERVICE_UNAVAILABLE);
-        refuse(
-            done,
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("503 Service Unavailable: {last_failure}\n"),
-        )
+        unavailable(service, done, last_failure)
     }
 }
 
@@ -556,7 +511,7 @@ fn record(
             .map(str::to_owned)
     };
     Record {
-        client: client_ip(conn.client),
+        client: headers::client_ip(conn.client),
         method: parts.method.clone(),
         target: parts
             .uri
@@ -575,13 +530,56 @@ fn record(
     }
 }
 
-/// The client's address as logged and forwarded (IPv4-mapped IPv6 shown as IPv4).
-pub(super) fn client_ip(client: SocketAddr) -> IpAddr {
-    match client.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+/// The backend's response head goes to the client: the policy sees it (sessions), and it is
+/// counted and logged against `backend`.
+fn answered(
+    service: &ServiceEntry,
+    route: &Route,
+    backend: SocketAddrV4,
+    head: &mut http::response::Parts,
+    done: &mut Done,
+) {
+    service
+        .upstream
+        .responded(route, backend, head, Instant::now());
+    service.counters.count(head.status);
+    if let Some((_, record)) = &mut done.log {
+        record.status = head.status;
+        record.backend = Some(backend);
     }
 }
+
+/// An answer of the proxy's own for a request of `service`, counted; `backend` is logged when
+/// the failure is one backend's.
+fn refuse_for(
+    service: &ServiceEntry,
+    mut done: Done,
+    status: StatusCode,
+    backend: Option<SocketAddrV4>,
+    text: impl Into<bytes::Bytes>,
+) -> Response<ResponseBody> {
+    service.counters.count(status);
+    if let (Some(backend), Some((_, record))) = (backend, &mut done.log) {
+        record.backend = Some(backend);
+    }
+    refuse(done, status, text)
+}
+
+/// The answer once every candidate failed: 503, with why the last one did.
+fn unavailable(service: &ServiceEntry, done: Done, last_failure: &str) -> Response<ResponseBody> {
+    refuse_for(
+        service,
+        done,
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        format!("503 Service Unavailable: {last_failure}\n"),
+    )
+}
+
+/// A request lost with its connection before the response head.
+const LOST: &str = "the backend closed the connection before answering\n";
+/// A backend that did not start answering within `backend_timeout`.
+const LATE: &str = "the backend did not answer in time\n";
 
 fn refuse(
     mut done: Done,

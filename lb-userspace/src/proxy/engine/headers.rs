@@ -2,7 +2,7 @@
 //! (RFC 9110 7.6.1), and the `X-Forwarded-*` headers Pound adds on the way to the backend.
 //! Pure functions over `HeaderMap`, so every rule is unit-tested without a socket.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE,
@@ -46,6 +46,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     });
     if !te_is_trailers {
         headers.remove(&TE);
+    }
+}
+
+/// The client's address as logged and forwarded (IPv4-mapped IPv6 shown as IPv4).
+pub fn client_ip(client: SocketAddr) -> IpAddr {
+    match client.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 

@@ -81,7 +81,7 @@ fn take(
         // An HTTP/2 connection is shared, ready or not: its streams queue behind its limit.
         let found = list
             .iter()
-            .position(|pooled| pooled.sender.share().is_some());
+            .position(|pooled| pooled.sender.is_multiplexed());
         if let Some(index) = found {
             let pooled = &mut list[index];
             pooled.since = now;
@@ -99,7 +99,7 @@ pub fn release(
     sender: Sender<ForwardBody>,
     settings: &PoolSettings,
 ) {
-    if sender.share().is_none() && !sender.is_closed() {
+    if !sender.is_multiplexed() && !sender.is_closed() {
         keep(transport.id, backend, sender, settings);
     }
 }

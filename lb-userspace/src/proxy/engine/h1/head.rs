@@ -4,12 +4,14 @@
 //! changes: hop-by-hop headers removed (RFC 9110 7.6.1), the `X-Forwarded-*` headers set.
 //! Pure functions over bytes: every rule is unit-tested without a socket.
 
-use std::net::IpAddr;
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::proxy::engine::guard::trim;
+use crate::proxy::engine::headers::client_ip;
 
 /// Most header lines a head may have (hyper's default is 100 too).
 pub const MAX_HEADERS: usize = 100;
@@ -610,14 +612,40 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// The client's address as forwarded and logged: IPv4-mapped IPv6 as IPv4. Written once per
-/// connection.
-pub fn client_text(ip: IpAddr) -> Vec<u8> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+/// The client's address as forwarded and logged ([`client_ip`]), written for each request
+/// into a buffer on the stack (no allocation; a connection does not keep it).
+pub fn client_text(client: impl Into<SocketAddr>) -> ClientText {
+    let mut text = ClientText {
+        bytes: [0; ClientText::MAX],
+        len: 0,
     };
-    ip.to_string().into_bytes()
+    let mut out = &mut text.bytes[..];
+    // An IPv6 address is at most 45 characters: the write cannot fall short.
+    let _ = write!(out, "{}", client_ip(client.into()));
+    text.len = ClientText::MAX - out.len();
+    text
+}
+
+/// An address as text, held inline.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientText {
+    bytes: [u8; ClientText::MAX],
+    len: usize,
+}
+
+impl ClientText {
+    /// The longest IPv6 address in text ("ffff:...:255.255.255.255").
+    const MAX: usize = 45;
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for ClientText {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.as_bytes() == &other[..]
+    }
 }
 
 #[cfg(test)]
@@ -665,11 +693,16 @@ mod tests {
     #[test]
     fn mapped_ipv4_clients_are_written_as_ipv4() {
         assert_eq!(
-            client_text("::ffff:198.18.0.10".parse().expect("ip")),
+            client_text((
+                "::ffff:198.18.0.10"
+                    .parse::<std::net::IpAddr>()
+                    .expect("ip"),
+                80
+            )),
             b"198.18.0.10"
         );
         assert_eq!(
-            client_text("2001:2::10".parse().expect("ip")),
+            client_text(("2001:2::10".parse::<std::net::IpAddr>().expect("ip"), 80)),
             b"2001:2::10"
         );
     }

@@ -362,7 +362,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             head,
             ForwardedFor {
                 switches: conn.engine.forwarded,
-                client: &head::client_text(conn.client.ip()),
+                client: head::client_text(conn.client).as_bytes(),
                 https: conn.https,
                 port: conn.listener.port_header.as_bytes(),
             },
@@ -933,7 +933,7 @@ fn record(conn: &Connection, head: &RequestHead, service: Option<&Arc<ServiceEnt
             .map(str::to_owned)
     };
     Record {
-        client: super::forward::client_ip(conn.client),
+        client: super::headers::client_ip(conn.client),
         method: Method::from_bytes(head.method()).unwrap_or(Method::GET),
         target: String::from_utf8_lossy(head.target()).into_owned(),
         version: if head.minor == 0 {
