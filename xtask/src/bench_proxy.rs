@@ -125,7 +125,21 @@ fn port_of(proxy: Contender) -> u16 {
     }
 }
 
-pub fn run(root: &Path, seconds: u64, repetitions: u32) -> anyhow::Result<()> {
+/// `only`: the cells whose label contains it (see [`Cell::label`]); then the idle row is
+/// skipped and the docs are left as they are.
+pub fn run(root: &Path, seconds: u64, repetitions: u32, only: Option<&str>) -> anyhow::Result<()> {
+    let cells: Vec<Cell> = Cell::all()
+        .into_iter()
+        .filter(|cell| only.is_none_or(|only| cell.label().contains(only)))
+        .collect();
+    if cells.is_empty() {
+        let labels: Vec<String> = Cell::all().into_iter().map(Cell::label).collect();
+        bail!(
+            "no cell matches --only {:?}; the cells are: {}",
+            only.unwrap_or_default(),
+            labels.join(", ")
+        );
+    }
     let target = crate::bench_report::release_dir(root);
     crate::bench_report::require_tools(
         &[
@@ -163,6 +177,10 @@ pub fn run(root: &Path, seconds: u64, repetitions: u32) -> anyhow::Result<()> {
         wait_for_tcp(client, SocketAddr::V4(listen), Duration::from_secs(10))
             .with_context(|| format!("{} does not accept on {listen}", proxy.name()))?;
         // The memory row first, before any load has grown the allocators' caches.
+        if only.is_some() {
+            processes.push((proxy, listen, process));
+            continue;
+        }
         match idle_rss_per_connection(client, listen, process.pid()) {
             Ok(per_connection) => {
                 eprintln!(
@@ -194,7 +212,7 @@ pub fn run(root: &Path, seconds: u64, repetitions: u32) -> anyhow::Result<()> {
     let ticks = crate::process_tree::ticks_per_second();
     let mut runs: Vec<(Cell, Contender, Run)> = Vec::new();
     for repetition in 0..repetitions {
-        for cell in Cell::all() {
+        for &cell in &cells {
             // The order rotates each repetition: no proxy always goes first after a change.
             for i in 0..processes.len() {
                 let (proxy, listen, process) =
@@ -246,7 +264,9 @@ pub fn run(root: &Path, seconds: u64, repetitions: u32) -> anyhow::Result<()> {
 
     let table = render(&runs, &idle, run_for, repetitions);
     println!("\n{table}");
-    crate::bench_report::replace_section(root, "Proxy", &table)?;
+    if only.is_none() {
+        crate::bench_report::replace_section(root, "Proxy", &table)?;
+    }
     Ok(())
 }
 

@@ -112,6 +112,10 @@ enum BenchCmd {
         /// Rounds over every cell and proxy (median and min-max are reported).
         #[arg(long, default_value_t = 3)]
         repetitions: u32,
+        /// Only the cells whose label contains this, e.g. "HTTP/2" or "1 KiB x 64"; the
+        /// idle-connection row is skipped and the table is not written to the docs.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// L4 balancing: Tandem XDP (native, generic), nftables DNAT, HAProxy mode tcp and
     /// Tandem's userspace relay; packets/s (trafgen UDP flood), requests/s (wrk) and the
@@ -180,7 +184,8 @@ fn main() {
                 BenchCmd::Proxy {
                     seconds,
                     repetitions,
-                } => bench_proxy::run(&workspace_root(), seconds, repetitions),
+                    only,
+                } => bench_proxy::run(&workspace_root(), seconds, repetitions, only.as_deref()),
                 BenchCmd::L4 { seconds } => bench_l4::run(&workspace_root(), seconds),
                 BenchCmd::Reload { seconds } => bench_reload::run(&workspace_root(), seconds),
             }),

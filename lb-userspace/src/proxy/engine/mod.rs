@@ -11,6 +11,7 @@
 
 pub mod access_log;
 pub mod backend;
+pub mod batched;
 pub mod body;
 pub mod dispatch;
 pub mod forward;

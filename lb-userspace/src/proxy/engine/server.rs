@@ -35,6 +35,7 @@ use tracing::warn;
 
 use super::access_log::AccessLogger;
 use super::backend::PoolSettings;
+use super::batched::BatchedWrites;
 use super::forward::{self, Connection, Engine};
 use super::guard::{ClientEvents, ClientIo, Timeouts};
 use super::h1;
@@ -558,13 +559,19 @@ where
 {
     // A forced close after the shutdown grace drops this task with the worker's runtime.
     let outcome = session.run().await;
-    let (h1::Outcome::Http2(read) | h1::Outcome::HandOff(read)) = outcome else {
-        return;
+    let (http2, read) = match outcome {
+        h1::Outcome::Http2(read) => (true, read),
+        h1::Outcome::HandOff(read) => (false, read),
+        _ => return,
     };
     // hyper serves the rest of the connection, from the bytes already read.
     let (io, connection, shutdown) = session.into_parts();
     let io = h1::Prefixed::new(io, read);
-    Box::pin(serve_hyper(io, connection, shutdown)).await;
+    if http2 {
+        Box::pin(serve_hyper(BatchedWrites::new(io), connection, shutdown)).await;
+    } else {
+        Box::pin(serve_hyper(io, connection, shutdown)).await;
+    }
 }
 
 /// A connection to an HTTPS listener: the handshake, then HTTP/2 by hyper (ALPN h2) or
@@ -592,7 +599,7 @@ async fn serve_tls(
     let (io, connection) = client_io(tls, true, http2, &server, listener, peer, true);
     handshaking.done();
     if http2 {
-        Box::pin(serve_hyper(io, connection, shutdown)).await;
+        Box::pin(serve_hyper(BatchedWrites::new(io), connection, shutdown)).await;
         return;
     }
     serve_client(Box::new(h1::Session::new(io, connection, shutdown))).await;
