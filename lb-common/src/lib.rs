@@ -24,9 +24,22 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tandem";
 /// Most services a node can hold in its SERVICES map.
 pub const MAX_SERVICES: u32 = 1024;
 
-/// IP protocol numbers used in [`ServiceKey::proto`].
+/// IP protocol numbers used in [`ServiceKey::proto`], and ICMP, whose errors the XDP program
+/// sends after their flow.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+
+/// EtherTypes (IEEE registry) the XDP program and userspace's codecs (`wire::ethernet`) read.
+pub mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const ARP: u16 = 0x0806;
+    pub const IPV6: u16 = 0x86dd;
+    /// An 802.1Q VLAN tag follows.
+    pub const VLAN: u16 = 0x8100;
+    /// An 802.1ad (Q-in-Q) service tag follows.
+    pub const QINQ: u16 = 0x88a8;
+}
 
 /// A service is identified by the virtual address, port and protocol a client sends to.
 #[repr(C)]

@@ -30,9 +30,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceMode, ServiceValue,
-    Stats, VipValue, BACKEND_UP, COUNTER_COUNT, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE,
-    MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES, MAX_VIPS, NO_BACKEND,
+    ethertype, BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceMode,
+    ServiceValue, Stats, VipValue, BACKEND_UP, COUNTER_COUNT, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES,
+    MAX_VIPS, NO_BACKEND,
 };
 
 /// Services this node answers for; filled by userspace while the node is master.
@@ -73,14 +74,9 @@ static IFACE: Array<IfaceValue> = Array::pinned(1, 0);
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
 const IPV4_MIN_HLEN: usize = 20;
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
-const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 /// ICMP header, then the offending datagram's IPv4 header (without options) and the first
@@ -115,20 +111,20 @@ struct Malformed;
 
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<u32, Malformed> {
-    let mut ethertype = read_u16_be(ctx, 12)?;
+    let mut next_header = read_u16_be(ctx, 12)?;
     let mut l3 = ETH_HLEN;
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        ethertype = read_u16_be(ctx, ETH_HLEN + 2)?;
+    if next_header == ethertype::VLAN || next_header == ethertype::QINQ {
+        next_header = read_u16_be(ctx, ETH_HLEN + 2)?;
         l3 += VLAN_HLEN;
-        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        if next_header == ethertype::VLAN || next_header == ethertype::QINQ {
             // Stacked tags are not parsed: leave the frame to the kernel, which knows them.
             count(Counter::NonIp);
             return Ok(xdp_action::XDP_PASS);
         }
     }
-    match ethertype {
-        ETH_P_IP => parse_ipv4(ctx, l3),
-        ETH_P_IPV6 => {
+    match next_header {
+        ethertype::IPV4 => parse_ipv4(ctx, l3),
+        ethertype::IPV6 => {
             count(Counter::Ipv6);
             Ok(xdp_action::XDP_PASS)
         }

@@ -1,29 +1,34 @@
 //! Tandem: one daemon per node that does an L7 proxy's work, VRRP failover and an XDP fast path.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules; tests use them directly.
+//! - `backends`: the policy the proxy and the L4 data plane share: backend health (active
+//!   probes, passive marking) and Maglev consistent hashing.
 //! - `backend_transport`: TLS and HTTP/2 to backends (h2c, https, h2), for the proxy and checks.
 //! - `capabilities`: which Linux capabilities the process has, for errors that name them.
 //! - `config`: the TOML model and its validation (errors as FILE:LINE:COL).
 //! - `control`: the control socket (`tandem status`, `tandem reload`) and the status screen.
 //! - `dataplane`: the XDP program's loader and the reader of its pinned maps.
-//! - `health`: backend health (active probes, passive marking), shared by the proxy and L4.
-//! - `maglev`: consistent hashing shared by the L4 data plane and the proxy's sessions.
+//! - `import`: `tandem import`, a classic pound.cfg and keepalived.conf read into a tandem.toml
+//!   (beside `config`: it writes what the config parser reads).
 //! - `names`: backends written by host name, resolved at start, at reload and periodically.
 //! - `node`: the supervisor `tandem run` is: wires VRRP transitions to the VIPs and data plane.
 //! - `proxy`: the L7 reverse proxy (Pound's feature set on hyper).
 //! - `reload`: what SIGHUP and `tandem reload` change on a running node, all or nothing.
 //! - `vrrp`: the virtual IP's election, interoperable with keepalived.
+//! - `wire`: the Ethernet, IPv4 and ARP codecs and the internet checksum (VRRP's advert parses
+//!   an IPv4 packet's payload with them; the tests crate builds its frames with them).
 
 pub mod backend_transport;
+pub mod backends;
 pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod health;
-pub mod maglev;
+pub mod import;
 pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod proxy;
 pub mod reload;
 pub mod vrrp;
+pub mod wire;

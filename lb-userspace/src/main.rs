@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tandem::config;
 use tandem::dataplane::{pinned, xdp, AttachMode};
+use tandem::import;
 
 const DEFAULT_CONFIG: &str = "/etc/tandem/tandem.toml";
 
@@ -458,7 +459,7 @@ struct ImportArgs {
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
     /// Write this address for a host name the files use, instead of the name (repeatable).
-    #[arg(long = "map", value_name = "NAME=ADDR", value_parser = config::import::parse_map)]
+    #[arg(long = "map", value_name = "NAME=ADDR", value_parser = import::parse_map)]
     maps: Vec<(String, std::net::Ipv4Addr)>,
     /// A hosts file (/etc/hosts format) with addresses to write for host names; --map wins.
     #[arg(long, value_name = "FILE")]
@@ -470,7 +471,7 @@ struct ImportArgs {
 
 /// `tandem import`: see [`IMPORT_HELP`] for what it does and its exit status.
 fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    use config::import::{self, Options, Source};
+    use tandem::import::{Options, Source};
 
     let read = |path: &Path| {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))

@@ -27,9 +27,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backends::health::HealthTable;
 use crate::config::{self, Config, Service};
 use crate::dataplane::Dataplane;
-use crate::health::HealthTable;
 use crate::names::{Lookup, NameTable, Resolved};
 use crate::proxy::ProxyHandle;
 
@@ -261,7 +261,7 @@ impl L4Health {
                 table.carry_over(previous);
             }
             let stop = shutdown.child_token();
-            crate::health::spawn_checks(service, table.clone(), stop.clone());
+            crate::backends::health::spawn_checks(service, table.clone(), stop.clone());
             dataplane.follow_health(&service.name, table.clone(), stop.clone());
             self.running
                 .insert(service.name.clone(), (service.clone(), table, stop));

@@ -13,7 +13,7 @@ const CLASSIC_MAPS: [&str; 4] = [
 ];
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/import/testdata")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/import/testdata")
 }
 
 /// Runs `tandem` in the test data directory, so messages name the files as the user typed them.

@@ -28,7 +28,6 @@ pub mod client;
 pub mod l4;
 pub mod lab;
 mod netns;
-pub mod packets;
 pub mod pair;
 pub mod probe;
 pub mod process;

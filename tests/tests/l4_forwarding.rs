@@ -228,7 +228,7 @@ fn a_node_whose_maps_are_empty_never_forwards() {
                 "replace",
                 &VIP.to_string(),
                 "lladdr",
-                &tandem_lab::packets::fmt_mac(lb2_mac),
+                &tandem::wire::ethernet::Mac(lb2_mac).to_string(),
                 "dev",
                 "eth0",
             ],

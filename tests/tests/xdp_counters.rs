@@ -5,12 +5,15 @@
 //! 802.1Q-tagged UDP and truncated IPv4) to lb1, with static neighbour entries on both sides
 //! so that the kernel adds no ARP of its own; `tandem maps --json` must show exactly that mix.
 
+mod support;
+
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::packets::{self, ethernet, Ipv4, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP};
 use tandem_lab::{tandem_binary, Host, Lab, CLIENT, LB1};
 
 const TCP_SYNS: u64 = 40;
@@ -131,13 +134,6 @@ fn detach_xdp(host: &Host, pin_dir: &str) {
     );
 }
 
-fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// A raw AF_PACKET socket on the current namespace's eth0, for frames the stack would never send.
 struct PacketSocket {
     fd: i32,
@@ -192,40 +188,9 @@ impl Drop for PacketSocket {
     }
 }
 
-fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(64);
-    frame.extend_from_slice(&dst);
-    frame.extend_from_slice(&src);
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 UDP datagram (header + 8-byte UDP header + payload), checksummed.
+/// An IPv4 UDP datagram from port 40000, checksummed.
 fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let checksum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-    ip.extend_from_slice(&40000u16.to_be_bytes());
-    ip.extend_from_slice(&dport.to_be_bytes());
-    ip.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
-    ip.extend_from_slice(payload);
-    ip
+    Ipv4::new(src, dst, IPPROTO_UDP).build(&packets::udp(src, dst, 40000, dport, payload))
 }
 
 fn send_known_mix(client: &Host, lb1: &Host) {
@@ -254,39 +219,36 @@ fn send_known_mix(client: &Host, lb1: &Host) {
             let raw = PacketSocket::open("eth0").expect("AF_PACKET socket");
             for i in 0..ARP_REQUESTS {
                 // Who has 198.18.0.250 (nobody): broadcast, so no host answers.
-                let mut frame = ethernet([0xff; 6], client_mac, 0x0806);
-                frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-                frame.extend_from_slice(&client_mac);
-                frame.extend_from_slice(&client_ip.octets());
-                frame.extend_from_slice(&[0; 6]);
-                frame.extend_from_slice(&[198, 18, 0, 250 - i as u8]);
+                let frame = packets::arp_request(
+                    (client_mac, client_ip),
+                    Ipv4Addr::new(198, 18, 0, 250 - i as u8),
+                );
                 raw.send(&frame).expect("send ARP");
             }
             for _ in 0..IPV6_FRAMES {
-                let mut frame = ethernet(lb1_mac, client_mac, 0x86DD);
-                frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 59, 64]); // no next header, empty
-                frame.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-                frame.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+                let mut ipv6 = vec![0x60, 0, 0, 0, 0, 0, 59, 64]; // no next header, empty
+                ipv6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+                ipv6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+                let frame = ethernet(lb1_mac, client_mac, None, ETH_P_IPV6, &ipv6);
                 raw.send(&frame).expect("send IPv6");
             }
             for _ in 0..TAGGED_UDP {
-                let mut frame = ethernet(lb1_mac, client_mac, 0x8100);
-                frame.extend_from_slice(&[0x00, 0x0a, 0x08, 0x00]); // VLAN 10, then IPv4
-                frame.extend_from_slice(&ipv4_udp(client_ip, lb1_ip, 9, b"tagged"));
+                // VLAN 10, then IPv4.
+                let udp = ipv4_udp(client_ip, lb1_ip, 9, b"tagged");
+                let frame = ethernet(lb1_mac, client_mac, Some(10), ETH_P_IP, &udp);
                 raw.send(&frame).expect("send tagged UDP");
             }
             for _ in 0..TRUNCATED_IPV4 {
                 // An IPv4 header cut after 10 of its 20 bytes.
-                let mut frame = ethernet(lb1_mac, client_mac, 0x0800);
-                frame.extend_from_slice(&ipv4_udp(client_ip, lb1_ip, 9, b"")[..10]);
+                let cut = &ipv4_udp(client_ip, lb1_ip, 9, b"")[..10];
+                let frame = ethernet(lb1_mac, client_mac, None, ETH_P_IP, cut);
                 raw.send(&frame).expect("send truncated IPv4");
             }
             for _ in 0..BAD_IHL_IPV4 {
                 // A complete datagram whose header claims to be 12 bytes long (IHL 3).
-                let mut frame = ethernet(lb1_mac, client_mac, 0x0800);
                 let mut packet = ipv4_udp(client_ip, lb1_ip, 9, b"bad ihl");
                 packet[0] = 0x43;
-                frame.extend_from_slice(&packet);
+                let frame = ethernet(lb1_mac, client_mac, None, ETH_P_IP, &packet);
                 raw.send(&frame).expect("send bad-IHL IPv4");
             }
         })
@@ -317,8 +279,8 @@ fn counts_every_frame_by_outcome(mode: &str, expected_ip_link_mode: u64) {
 
     // Static neighbours both ways: the kernels then send no ARP of their own, so every frame
     // lb1 receives is one the test sent.
-    let client_mac = fmt_mac(client.mac().expect("client mac"));
-    let lb1_mac = fmt_mac(lb1.mac().expect("lb1 mac"));
+    let client_mac = packets::fmt_mac(client.mac().expect("client mac"));
+    let lb1_mac = packets::fmt_mac(lb1.mac().expect("lb1 mac"));
     client
         .run(
             "ip",

@@ -6,6 +6,8 @@
 //!
 //! Needs root (loading BPF) and a bpffs at /sys/fs/bpf, like the lab tests.
 
+mod support;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,13 +16,13 @@ use lb_common::{
     flow_hash, BackendValue, FlowKey, FlowValue, ServiceKey, ServiceMode, ServiceValue, BACKEND_UP,
     IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE, NO_BACKEND,
 };
-use tandem::dataplane::maps::KernelMaps;
-use tandem::dataplane::xdp;
-use tandem::maglev::{Maglev, DEFAULT_TABLE_SIZE};
-use tandem_lab::packets::{
+use support::packets::{
     self, ethernet, icmp, tcp_frame, udp_frame, Ipv4, ACK, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
     IPPROTO_ICMP, PSH, SYN,
 };
+use tandem::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
+use tandem::dataplane::maps::KernelMaps;
+use tandem::dataplane::xdp;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

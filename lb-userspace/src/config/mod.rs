@@ -17,7 +17,6 @@
 mod cross_check;
 mod diagnostic;
 mod fields;
-pub mod import;
 mod model;
 mod proxy;
 mod read;

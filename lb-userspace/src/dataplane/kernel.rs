@@ -80,9 +80,10 @@ use super::neighbour::Neighbours;
 use super::plan::{Plan, PlannedService, Share};
 use super::xdp::{self, AttachMode, Attachment};
 use super::{BackendStatus, Dataplane, DataplaneKind, DataplaneStatus, HealthView, ServiceStatus};
+use crate::backends::health::HealthTable;
+use crate::backends::maglev::Maglev;
 use crate::config::Config;
-use crate::health::HealthTable;
-use crate::maglev::Maglev;
+use crate::wire::ethernet::Mac;
 
 /// How often backend MACs are read again from the neighbour table (and stale entries probed).
 pub const MAC_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -397,7 +398,7 @@ fn record_macs(state: &mut State, ips: &[Ipv4Addr], found: &HashMap<Ipv4Addr, [u
         match (found.get(ip), state.macs.get(ip)) {
             (Some(new), Some(old)) if new == old => {}
             (Some(new), _) => {
-                info!(backend = %ip, mac = %fmt_mac(*new), "backend MAC resolved");
+                info!(backend = %ip, mac = %Mac(*new), "backend MAC resolved");
                 state.macs.insert(*ip, *new);
                 changed = true;
             }
@@ -699,13 +700,6 @@ fn restore_plan(state: &mut State, previous: Arc<Plan>, failed: &Plan) -> anyhow
     Ok(())
 }
 
-pub(crate) fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 impl Dataplane for XdpDataplane {
     fn activate(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(self.do_activate())
@@ -797,7 +791,7 @@ impl Dataplane for XdpDataplane {
                                     shares.get(i).copied().unwrap_or(0),
                                     maglev.table().len(),
                                 ),
-                                mac: state.macs.get(b.address.ip()).map(|m| fmt_mac(*m)),
+                                mac: state.macs.get(b.address.ip()).map(|m| Mac(*m).to_string()),
                                 packets: stats.packets,
                                 bytes: stats.bytes,
                             }

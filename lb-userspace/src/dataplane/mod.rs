@@ -41,9 +41,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backends::health::HealthTable;
+use crate::backends::maglev::Maglev;
 use crate::config::{Config, DataplaneMode};
-use crate::health::HealthTable;
-use crate::maglev::Maglev;
 use plan::PlannedService;
 
 pub use plan::{Plan, Share};

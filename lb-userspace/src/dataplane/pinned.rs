@@ -17,10 +17,10 @@ use lb_common::{
 };
 use serde::Serialize;
 
-use super::kernel::fmt_mac;
 use super::maps::KernelMaps;
 use super::plan::Share;
 use super::xdp::{attached_interfaces, XdpError};
+use crate::wire::ethernet::Mac;
 
 /// The state of the data plane as the kernel holds it.
 #[derive(Clone, Debug, Serialize)]
@@ -164,7 +164,7 @@ pub fn read(pin_dir: &Path, verbose: bool) -> Result<MapsSnapshot, XdpError> {
         pin_dir: pin_dir.to_owned(),
         program,
         attached: attached_interfaces(pin_dir),
-        interface_mac: fmt_mac(maps.iface()?.mac),
+        interface_mac: Mac(maps.iface()?.mac).to_string(),
         counters,
         vips,
         services,
@@ -202,7 +202,7 @@ fn backends_of(maps: &KernelMaps, id: u32, ring: u32) -> Result<Vec<BackendEntry
             id: backend_id,
             address: ip(value.addr),
             port: u16::from_be(value.port),
-            mac: fmt_mac(value.mac),
+            mac: Mac(value.mac).to_string(),
             up: value.flags & BACKEND_UP != 0,
             share: Share::of(
                 slots.get(&backend_id).copied().unwrap_or(0),

@@ -38,8 +38,8 @@ use lb_common::{
 };
 use serde::Serialize;
 
+use crate::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use crate::config::{self, Config};
-use crate::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 
 /// The services of one node, numbered for the kernel maps. The default is the plan with no
 /// service, which [`Plan::reconcile`] numbers a first config against.

@@ -38,9 +38,9 @@ use tracing::{debug, info, warn};
 
 use super::plan::{Plan, PlannedService, Share};
 use super::{BackendStatus, Dataplane, DataplaneKind, DataplaneStatus, HealthView, ServiceStatus};
+use crate::backends::health::HealthTable;
+use crate::backends::maglev::Maglev;
 use crate::config::{Config, ServiceMode};
-use crate::health::HealthTable;
-use crate::maglev::Maglev;
 
 /// How long a backend gets to accept a relayed connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::accept::{self, Verdict};
 use super::link::{self, ArpSender, InterfaceInfo, Netlink};
 use super::machine::{Action, Event, Machine, Settings, State};
 use super::priority::{self, TrackerState};
@@ -342,20 +343,18 @@ impl Shell {
             Ok(received) => received,
             Err(reason) => return self.drop_packet(reason),
         };
-        if received.source == self.interface.primary_address {
-            return;
+        let expected = accept::Expected {
+            own_address: self.interface.primary_address,
+            vrid: self.config.virtual_router_id,
+            version: self.version,
+            advert_interval: self.config.advert_interval,
+        };
+        match accept::judge(&received, &expected) {
+            Verdict::Accept => {}
+            Verdict::Ignore => return,
+            Verdict::Drop(reason) => return self.drop_packet(reason),
         }
         let advert = &received.advert;
-        if advert.vrid != self.config.virtual_router_id {
-            // Another virtual router on the same segment: not ours, not an error.
-            return;
-        }
-        if advert.version != self.version {
-            return self.drop_packet(DropReason::VersionMismatch);
-        }
-        if self.version == Version::V2 && advert.interval != self.config.advert_interval {
-            return self.drop_packet(DropReason::IntervalMismatch);
-        }
         {
             let mut status = self.lock_status();
             status.adverts_received += 1;

@@ -13,7 +13,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
-use super::arp;
+use crate::wire::arp;
 
 /// The prefix length a virtual address is added with, as keepalived does: the VIP is a host
 /// address on the segment, the node's own address carries the route.

@@ -2,8 +2,10 @@
 //! the nodes, interoperable with keepalived.
 //!
 //! The protocol lives in I/O-free parts, each tested on its own:
-//! - `wire`: the advert codec (parse with full validation and a reason for every drop, emit).
-//! - `arp`: the gratuitous ARP frame a new master broadcasts.
+//! - `wire`: the advert codec (parse with full validation and a reason for every drop, emit),
+//!   over the IPv4 codec of [`crate::wire`] (where the gratuitous ARP frame is too).
+//! - `accept`: whether a parsed advert is for this instance (own address, VRID, version,
+//!   v2 interval), with the drop reason of each refusal.
 //! - `machine`: the per-instance state machine; time is injected, it never touches a socket.
 //! - `priority`: effective priority and Fault from the trackers (keepalived's weight rules).
 //!
@@ -13,7 +15,7 @@
 //! - `track`: tracker tasks (built-in proxy check, scripts, interfaces).
 //! - `instance`: one instance's task: drives the machine, carries out its actions, keeps the
 //!   status `tandem status` shows.
-pub mod arp;
+pub mod accept;
 pub mod instance;
 pub mod link;
 pub mod machine;

@@ -16,16 +16,21 @@
 //! #2324 tracks its default). A packet cannot tell which rule its sender used, so it is
 //! configuration: [`ChecksumMode`], keepalived's default unless set otherwise.
 //!
+//! The IPv4 header is read by [`crate::wire::ipv4`]; the advert is its payload.
+//!
 //! Not here: deciding whether an advert is for this instance (VRID, version, the v2 interval
-//! rule: the instance does that, though its drop reasons are listed in [`DropReason`] so every
+//! rule: `vrrp::accept` does that, though its drop reasons are listed in [`DropReason`] so every
 //! drop is counted in one place), sockets, and IPv6 (Tandem's virtual addresses are IPv4).
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::wire::ipv4::{self, Ipv4Repr};
+use crate::wire::{checksum, Error};
+
 /// IP protocol number of VRRP (`IPPROTO_VRRP`).
-pub const PROTOCOL: u8 = 112;
+pub const PROTOCOL: u8 = ipv4::protocol::VRRP;
 /// Where adverts are sent: the all-VRRP-routers group (RFC 5798 §5.1.1.2).
 pub const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 /// The only TTL an advert may carry: anything else was routed or forged off-link (§5.1.1.3).
@@ -59,25 +64,6 @@ mod field {
     pub const CHECKSUM: Field = 6..8;
     pub const ADDRESSES: usize = 8;
     pub const ADDRESS_LEN: usize = 4;
-}
-
-/// Offsets in the IPv4 header (RFC 791 §3.1).
-mod ipv4_field {
-    pub type Field = core::ops::Range<usize>;
-
-    pub const VER_IHL: usize = 0;
-    pub const TOS: usize = 1;
-    pub const LENGTH: Field = 2..4;
-    pub const FLAGS_FRAGMENT: Field = 6..8;
-    pub const TTL: usize = 8;
-    pub const PROTOCOL: usize = 9;
-    pub const CHECKSUM: Field = 10..12;
-    pub const SOURCE: Field = 12..16;
-    pub const DESTINATION: Field = 16..20;
-    /// An IPv4 header without options.
-    pub const MIN_HEADER_LEN: usize = 20;
-    /// More-fragments flag and fragment offset: non-zero in any fragment.
-    pub const FRAGMENT_MASK: u16 = 0x3fff;
 }
 
 /// The VRRP version an advert speaks.
@@ -256,48 +242,6 @@ impl DropReason {
     }
 }
 
-/// RFC 1071 Internet checksum arithmetic.
-mod checksum {
-    use std::net::Ipv4Addr;
-
-    /// Adds `data` as big-endian 16-bit words to `sum`, an odd last byte padded with zero.
-    /// 64 bits cannot overflow for any slice that fits in memory.
-    pub fn add(mut sum: u64, data: &[u8]) -> u64 {
-        let mut words = data.chunks_exact(2);
-        for word in &mut words {
-            sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
-        }
-        if let [last] = words.remainder() {
-            sum += u64::from(*last) << 8;
-        }
-        sum
-    }
-
-    /// Adds the IPv4 pseudo-header {source, destination, zero, protocol, length}.
-    pub fn add_pseudo_header(
-        sum: u64,
-        source: Ipv4Addr,
-        destination: Ipv4Addr,
-        protocol: u8,
-        length: usize,
-    ) -> u64 {
-        let sum = add(sum, &source.octets());
-        let sum = add(sum, &destination.octets());
-        // VRRP messages are at most 1,036 bytes; a longer slice only ever fails verification.
-        let length = u16::try_from(length).unwrap_or(u16::MAX);
-        sum + u64::from(protocol) + u64::from(length)
-    }
-
-    /// Folds the carries back in: the 16-bit ones' complement sum.
-    pub fn fold(mut sum: u64) -> u16 {
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        // The loop leaves at most 16 bits.
-        sum as u16
-    }
-}
-
 /// A zero-copy view over one VRRP message (v2 or v3), from the Version field to the end of
 /// the addresses (v3) or of the Authentication Data (v2): exactly the IP payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,7 +370,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         destination: Ipv4Addr,
         mode: ChecksumMode,
     ) -> bool {
-        checksum::fold(self.checksum_sum(source, destination, mode)) == 0xffff
+        checksum::verifies(self.checksum_sum(source, destination, mode))
     }
 
     fn checksum_sum(&self, source: Ipv4Addr, destination: Ipv4Addr, mode: ChecksumMode) -> u64 {
@@ -436,7 +380,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             .version()
             .is_some_and(|version| mode.uses_pseudo_header(version))
         {
-            sum = checksum::add_pseudo_header(sum, source, destination, PROTOCOL, data.len());
+            sum = checksum::add_ipv4_pseudo_header(sum, source, destination, PROTOCOL, data.len());
         }
         sum
     }
@@ -496,7 +440,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn fill_checksum(&mut self, source: Ipv4Addr, destination: Ipv4Addr, mode: ChecksumMode) {
         self.set_checksum(0);
         let sum = self.checksum_sum(source, destination, mode);
-        self.set_checksum(!checksum::fold(sum));
+        self.set_checksum(checksum::finish(sum));
     }
 }
 
@@ -613,21 +557,17 @@ impl Advert {
         checksum: ChecksumMode,
     ) -> Vec<u8> {
         let vrrp = self.emit(source, destination, checksum);
-        let header_len = ipv4_field::MIN_HEADER_LEN;
-        let mut datagram = vec![0; header_len + vrrp.len()];
-        // 20 + 1,036 bytes at most: always fits.
-        let total = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
-        datagram[ipv4_field::VER_IHL] = 0x45;
-        datagram[ipv4_field::TOS] = IPV4_TOS;
-        datagram[ipv4_field::LENGTH].copy_from_slice(&total.to_be_bytes());
-        datagram[ipv4_field::TTL] = TTL;
-        datagram[ipv4_field::PROTOCOL] = PROTOCOL;
-        datagram[ipv4_field::SOURCE].copy_from_slice(&source.octets());
-        datagram[ipv4_field::DESTINATION].copy_from_slice(&destination.octets());
-        let sum = !checksum::fold(checksum::add(0, &datagram[..header_len]));
-        datagram[ipv4_field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
-        datagram[header_len..].copy_from_slice(&vrrp);
-        datagram
+        Ipv4Repr {
+            source,
+            destination,
+            protocol: PROTOCOL,
+            ttl: TTL,
+            tos: IPV4_TOS,
+            identification: 0,
+            flags_fragment: 0,
+            payload_len: vrrp.len(),
+        }
+        .datagram_with(&[], &vrrp)
     }
 
     fn emitted_addresses(&self) -> &[Ipv4Addr] {
@@ -694,44 +634,26 @@ pub struct Received {
 /// ignored. The kernel has already checked the header checksum of what a raw socket returns;
 /// it is checked again so the function is right for any source of bytes.
 pub fn parse_ipv4(datagram: &[u8], checksum: ChecksumMode) -> Result<Received, DropReason> {
-    if datagram.len() < ipv4_field::MIN_HEADER_LEN {
-        return Err(DropReason::Truncated);
-    }
-    let ver_ihl = datagram[ipv4_field::VER_IHL];
-    if ver_ihl >> 4 != 4 {
-        return Err(DropReason::BadIpHeader);
-    }
-    let header_len = usize::from(ver_ihl & 0x0f) * 4;
-    if header_len < ipv4_field::MIN_HEADER_LEN {
-        return Err(DropReason::BadIpHeader);
-    }
-    if datagram.len() < header_len {
-        return Err(DropReason::Truncated);
-    }
-    let total_len = usize::from(be16(datagram, ipv4_field::LENGTH.start));
-    if total_len < header_len {
-        return Err(DropReason::BadIpHeader);
-    }
-    if datagram.len() < total_len {
-        return Err(DropReason::Truncated);
-    }
-    if checksum::fold(checksum::add(0, &datagram[..header_len])) != 0xffff {
+    let ip = ipv4::Packet::new_checked(datagram).map_err(|error| match error {
+        Error::Truncated { .. } => DropReason::Truncated,
+        Error::Malformed { .. } => DropReason::BadIpHeader,
+    })?;
+    if !ip.verify_checksum() {
         return Err(DropReason::BadIpHeader);
     }
     // A raw socket returns reassembled datagrams; a fragment here has no VRRP header to read.
-    if be16(datagram, ipv4_field::FLAGS_FRAGMENT.start) & ipv4_field::FRAGMENT_MASK != 0 {
+    if ip.is_fragment() {
         return Err(DropReason::BadIpHeader);
     }
-    if datagram[ipv4_field::PROTOCOL] != PROTOCOL {
+    if ip.protocol() != PROTOCOL {
         return Err(DropReason::NotVrrp);
     }
-    let ttl = datagram[ipv4_field::TTL];
+    let ttl = ip.ttl();
     if ttl != TTL {
         return Err(DropReason::TtlNot255);
     }
-    let source = ipv4_at(datagram, ipv4_field::SOURCE.start);
-    let destination = ipv4_at(datagram, ipv4_field::DESTINATION.start);
-    let packet = Packet::new_checked(&datagram[header_len..total_len])?;
+    let (source, destination) = (ip.source(), ip.destination());
+    let packet = Packet::new_checked(ip.payload())?;
     let advert = Advert::parse(&packet, source, destination, checksum)?;
     Ok(Received {
         source,
@@ -739,16 +661,6 @@ pub fn parse_ipv4(datagram: &[u8], checksum: ChecksumMode) -> Result<Received, D
         ttl,
         advert,
     })
-}
-
-/// The big-endian u16 at `at`; the caller has checked the length.
-fn be16(data: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([data[at], data[at + 1]])
-}
-
-/// The IPv4 address at `at`; the caller has checked the length.
-fn ipv4_at(data: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
 }
 
 #[cfg(test)]

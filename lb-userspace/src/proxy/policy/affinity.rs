@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName};
 
+use crate::backends::maglev;
 use crate::config::{Session, SessionKind};
-use crate::maglev;
 
 /// Longest session key kept, in bytes. Longer keys are treated as absent: a client could
 /// otherwise fill the table with megabyte keys.

@@ -3,7 +3,7 @@
 //! The engine calls [`Upstream::route`] for each request, tries the candidates in order, and
 //! reports back with [`Upstream::connect_failed`] and [`Upstream::responded`]. Everything that
 //! decides lives behind these calls:
-//! - health ([`crate::health`]): only backends that are up are candidates; emergency backends
+//! - health ([`crate::backends::health`]): only backends that are up are candidates; emergency backends
 //!   only while every regular one is down; none at all means the engine answers 503;
 //! - balancing ([`super::balance`]): the order for requests without a session;
 //! - affinity ([`super::affinity`]): a request with a known session key goes to its backend
@@ -32,8 +32,8 @@ use tracing::{debug, info, warn};
 use super::affinity::{self, InsertIds, SessionKey, SessionTable};
 use super::balance::{self, BackendSelection, Candidates, Consistent};
 use super::replicate::{self, Replicator, SessionSink};
+use crate::backends::health::{self, BackendHealth, HealthTable};
 use crate::config::{self, SessionKind, SessionMode};
-use crate::health::{self, BackendHealth, HealthTable};
 
 /// Bounds of the period of the background sweep of expired sessions.
 const MIN_SWEEP_PERIOD: Duration = Duration::from_secs(1);
@@ -103,7 +103,7 @@ struct Plan {
     draining: Vec<SocketAddrV4>,
     selection: Box<dyn BackendSelection>,
     /// Only when the service learns sessions: where new keys go.
-    consistent: Option<Consistent>,
+    placement: Option<Consistent>,
 }
 
 /// Which backends a plan uses.
@@ -648,7 +648,6 @@ impl Plan {
         } else {
             (active, draining)
         };
-        let weights: Vec<u32> = in_use.iter().map(|b| b.weight).collect();
         let weighted: Vec<(SocketAddrV4, u32)> =
             in_use.iter().map(|b| (b.address, b.weight)).collect();
         Plan {
@@ -657,8 +656,8 @@ impl Plan {
             tier,
             usable: in_use.iter().map(|b| b.address).collect(),
             draining: draining.iter().map(|b| b.address).collect(),
-            selection: balance::build(service.balance, &weights),
-            consistent: learns.then(|| Consistent::build(&weighted)),
+            selection: balance::build(service.balance, &weighted),
+            placement: learns.then(|| Consistent::build(&weighted)),
         }
     }
 
@@ -675,7 +674,7 @@ impl Plan {
                 // A session on a drained backend stays there; the balancer's order follows
                 // in case it fails.
                 candidates.extend(preferred.filter(|p| self.draining.contains(p)));
-                self.selection.select()
+                self.selection.select(&[])
             }
         };
         candidates.extend(order.map(|i| self.usable[i]));
@@ -689,7 +688,7 @@ impl Plan {
 
     /// Maglev's backend for a session key, among the backends in use.
     fn place(&self, key: &str) -> Option<SocketAddrV4> {
-        let index = self.consistent.as_ref()?.place(key)?;
+        let index = self.placement.as_ref()?.select(key.as_bytes()).next()?;
         self.usable.get(index).copied()
     }
 }

@@ -1,24 +1,36 @@
 //! Maglev placement of a key over the healthy backends: a session key seen for the first time
-//! goes where [`crate::maglev`] says, so both nodes (and the kernel's L4 tables, which use the
+//! goes where [`crate::backends::maglev`] says, so both nodes (and the kernel's L4 tables, which use the
 //! same hash) place the same key on the same backend without talking to each other.
 
 use std::net::SocketAddrV4;
 
-use crate::maglev::{self, Maglev};
+use super::{BackendSelection, Candidates};
+use crate::backends::maglev::{self, Maglev};
 
 /// A Maglev table over backends identified by their address ("198.18.0.102:80").
 #[derive(Debug, Clone)]
 pub struct Consistent {
     maglev: Maglev,
+    len: usize,
 }
 
-impl Consistent {
-    /// The table over `backends` (address and weight); indices are positions in `backends`.
-    pub fn build(backends: &[(SocketAddrV4, u32)]) -> Consistent {
+impl BackendSelection for Consistent {
+    /// The table over `backends`; indices are positions in `backends`.
+    fn build(backends: &[(SocketAddrV4, u32)]) -> Consistent {
         Consistent::with_table_size(backends, maglev::DEFAULT_TABLE_SIZE)
     }
 
-    /// [`Consistent::build`] with another (prime) table size, for small tests.
+    /// The backend `key` belongs on, then the others in ring order.
+    fn select(&self, key: &[u8]) -> Candidates {
+        match self.maglev.lookup(maglev::hash_key(key)) {
+            Some(index) => Candidates::starting_at(index, self.len),
+            None => Candidates::none(),
+        }
+    }
+}
+
+impl Consistent {
+    /// [`BackendSelection::build`] with another (prime) table size, for small tests.
     pub fn with_table_size(backends: &[(SocketAddrV4, u32)], table_size: usize) -> Consistent {
         let identities: Vec<String> = backends.iter().map(|(a, _)| a.to_string()).collect();
         let entries: Vec<(&[u8], u32)> = identities
@@ -28,12 +40,8 @@ impl Consistent {
             .collect();
         Consistent {
             maglev: Maglev::new(&entries, table_size),
+            len: backends.len(),
         }
-    }
-
-    /// The index of the backend `key` belongs on; `None` when there is no backend.
-    pub fn place(&self, key: &str) -> Option<usize> {
-        self.maglev.lookup(maglev::hash_key(key.as_bytes()))
     }
 }
 
@@ -53,8 +61,8 @@ mod tests {
         let mut per_backend = [0usize; 2];
         for i in 0..1000 {
             let key = format!("session-{i}");
-            let first = one.place(&key).expect("backends");
-            let second = two.place(&key).expect("backends");
+            let first = one.select(key.as_bytes()).next().expect("backends");
+            let second = two.select(key.as_bytes()).next().expect("backends");
             assert_eq!(a[first].0, b[second].0, "{key}");
             per_backend[first] += 1;
         }
@@ -62,6 +70,6 @@ mod tests {
             per_backend.iter().all(|&n| (400..=600).contains(&n)),
             "{per_backend:?}"
         );
-        assert_eq!(Consistent::build(&[]).place("x"), None);
+        assert_eq!(Consistent::build(&[]).select(b"x").next(), None);
     }
 }

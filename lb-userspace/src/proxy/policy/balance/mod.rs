@@ -8,12 +8,16 @@
 //! - [`round_robin`]: smooth weighted round robin, the default;
 //! - [`random`]: weighted random;
 //! - [`consistent`]: Maglev placement of a key, for sessions seen for the first time.
+//!
+//! Pingora's shape: every algorithm is built over the backends and asked with the request's
+//! key; the balancers ignore the key, consistent placement is decided by it.
 
 pub mod consistent;
 pub mod random;
 pub mod round_robin;
 
 use std::fmt::Debug;
+use std::net::SocketAddrV4;
 
 use crate::config::Balance;
 
@@ -21,22 +25,24 @@ pub use consistent::Consistent;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 
-/// A way to order backends for one request without a session.
+/// A way to order backends for one request.
 pub trait BackendSelection: Send + Sync + Debug {
-    /// The selection over backends with these weights (each at least 1), indexed as given.
-    fn build(weights: &[u32]) -> Self
+    /// The selection over `backends` (address and weight, a weight of 0 counting as 1),
+    /// indexed as given.
+    fn build(backends: &[(SocketAddrV4, u32)]) -> Self
     where
         Self: Sized;
 
-    /// Every backend, each once, best first. Empty when built over no backend.
-    fn select(&self) -> Candidates;
+    /// Every backend, each once, best first, for a request whose key is `key` (a session key;
+    /// empty when there is none). Empty when built over no backend.
+    fn select(&self, key: &[u8]) -> Candidates;
 }
 
-/// The selection `balance` names, over backends with `weights`.
-pub fn build(balance: Balance, weights: &[u32]) -> Box<dyn BackendSelection> {
+/// The selection `balance` names, over `backends` (address and weight).
+pub fn build(balance: Balance, backends: &[(SocketAddrV4, u32)]) -> Box<dyn BackendSelection> {
     match balance {
-        Balance::RoundRobin => Box::new(RoundRobin::build(weights)),
-        Balance::Random => Box::new(Random::build(weights)),
+        Balance::RoundRobin => Box::new(RoundRobin::build(backends)),
+        Balance::Random => Box::new(Random::build(backends)),
     }
 }
 
@@ -85,6 +91,16 @@ impl Iterator for Candidates {
 
 impl ExactSizeIterator for Candidates {}
 
+/// Backends 198.18.0.1:80, .2:80... with these weights, for the algorithms' tests.
+#[cfg(test)]
+pub(crate) fn weighted(weights: &[u32]) -> Vec<(SocketAddrV4, u32)> {
+    weights
+        .iter()
+        .zip(1u8..)
+        .map(|(&weight, host)| (SocketAddrV4::new([198, 18, 0, host].into(), 80), weight))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,10 +118,10 @@ mod tests {
 
     #[test]
     fn build_gives_the_named_algorithm() {
-        let rr = build(Balance::RoundRobin, &[1, 1]);
-        let firsts: Vec<usize> = (0..4).filter_map(|_| rr.select().next()).collect();
+        let rr = build(Balance::RoundRobin, &weighted(&[1, 1]));
+        let firsts: Vec<usize> = (0..4).filter_map(|_| rr.select(b"").next()).collect();
         assert_eq!(firsts, [0, 1, 0, 1]);
-        let random = build(Balance::Random, &[1, 1]);
-        assert_eq!(random.select().len(), 2);
+        let random = build(Balance::Random, &weighted(&[1, 1]));
+        assert_eq!(random.select(b"").len(), 2);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BackendSelection, Candidates};
@@ -58,13 +59,14 @@ impl Random {
 
 impl BackendSelection for Random {
     /// Seeded from the process's random hasher keys, so two nodes do not pick in lockstep.
-    fn build(weights: &[u32]) -> Random {
+    fn build(backends: &[(SocketAddrV4, u32)]) -> Random {
         let mut hasher = RandomState::new().build_hasher();
-        hasher.write_usize(weights.len());
-        Random::with_seed(weights, hasher.finish())
+        hasher.write_usize(backends.len());
+        let weights: Vec<u32> = backends.iter().map(|&(_, weight)| weight).collect();
+        Random::with_seed(&weights, hasher.finish())
     }
 
-    fn select(&self) -> Candidates {
+    fn select(&self, _key: &[u8]) -> Candidates {
         match self.pick() {
             Some(first) => Candidates::starting_at(first, self.cumulative.len()),
             None => Candidates::none(),
@@ -116,7 +118,7 @@ mod tests {
     fn candidates_list_every_backend_once() {
         let random = Random::with_seed(&[2, 1, 1], 5);
         for _ in 0..10 {
-            let mut all: Vec<usize> = random.select().collect();
+            let mut all: Vec<usize> = random.select(b"").collect();
             all.sort_unstable();
             assert_eq!(all, [0, 1, 2]);
         }

@@ -2,6 +2,7 @@
 //! one with the most credit is chosen and pays the total back, so weights 3:1 give A A B A
 //! rather than A A A B, and every window of `sum(weights)` picks honours the weights exactly.
 
+use std::net::SocketAddrV4;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{BackendSelection, Candidates};
@@ -40,8 +41,8 @@ impl RoundRobin {
 }
 
 impl BackendSelection for RoundRobin {
-    fn build(weights: &[u32]) -> RoundRobin {
-        let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w.max(1))).collect();
+    fn build(backends: &[(SocketAddrV4, u32)]) -> RoundRobin {
+        let weights: Vec<i64> = backends.iter().map(|&(_, w)| i64::from(w.max(1))).collect();
         RoundRobin {
             total: weights.iter().sum(),
             credit: Mutex::new(vec![0; weights.len()]),
@@ -49,7 +50,7 @@ impl BackendSelection for RoundRobin {
         }
     }
 
-    fn select(&self) -> Candidates {
+    fn select(&self, _key: &[u8]) -> Candidates {
         match self.pick() {
             Some(first) => Candidates::starting_at(first, self.weights.len()),
             None => Candidates::none(),
@@ -60,9 +61,10 @@ impl BackendSelection for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::policy::balance::weighted;
 
     fn picks(weights: &[u32], n: usize) -> Vec<usize> {
-        let rr = RoundRobin::build(weights);
+        let rr = RoundRobin::build(&weighted(weights));
         (0..n).map(|_| rr.pick().expect("backends")).collect()
     }
 
@@ -97,10 +99,10 @@ mod tests {
 
     #[test]
     fn candidates_put_the_pick_first_then_the_rest() {
-        let rr = RoundRobin::build(&[1, 1, 1]);
-        assert_eq!(rr.select().collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(rr.select().collect::<Vec<_>>(), [1, 2, 0]);
-        assert_eq!(RoundRobin::build(&[]).select().count(), 0);
+        let rr = RoundRobin::build(&weighted(&[1, 1, 1]));
+        assert_eq!(rr.select(b"").collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(rr.select(b"").collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(RoundRobin::build(&[]).select(b"").count(), 0);
         assert_eq!(RoundRobin::build(&[]).pick(), None);
     }
 }

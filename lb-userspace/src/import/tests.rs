@@ -73,7 +73,7 @@ fn listed(imported: &Imported) -> Vec<String> {
 
 fn golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/config/import/testdata")
+        .join("src/import/testdata")
         .join(name);
     if std::env::var_os("TANDEM_BLESS").is_some() {
         std::fs::write(&path, actual).expect("write the golden file");

@@ -1,46 +1,39 @@
-//! The gratuitous ARP a new master broadcasts for each virtual address, so that hosts and
-//! switches move the address to its MAC at once instead of when their caches expire.
+//! ARP for IPv4 over Ethernet (RFC 826), and the gratuitous ARP a new master broadcasts for
+//! each virtual address, so that hosts and switches move the address to its MAC at once
+//! instead of when their caches expire.
 //!
-//! A smoltcp-style codec for one Ethernet II frame carrying an ARP packet for IPv4 over
-//! Ethernet (RFC 826): [`Frame`] is the zero-copy view, [`ArpRepr`] its meaning, and
-//! [`gratuitous_arp`] the 42 bytes an `AF_PACKET` socket sends (the driver pads them to the
-//! 60-byte Ethernet minimum). [`parse`] reads frames back, for tests and the lab's captures.
+//! [`Packet`] is the zero-copy view over the 28-byte ARP packet (the Ethernet payload),
+//! [`ArpRepr`] its meaning. [`gratuitous_arp`] writes the 42 bytes an `AF_PACKET` socket sends
+//! (Ethernet header and ARP; the driver pads them to the 60-byte Ethernet minimum), and
+//! [`parse_frame`] reads frames back, for tests and the lab's captures.
 //!
 //! Not here: the socket, the timing and repetition of announcements (the supervisor's), and
 //! IPv6 neighbour advertisements.
 
 use std::net::Ipv4Addr;
 
-/// An Ethernet MAC address.
-pub type MacAddr = [u8; 6];
+use super::ethernet::{self, ethertype, EthernetRepr, MacAddr, BROADCAST};
 
-/// The Ethernet broadcast address.
-pub const BROADCAST: MacAddr = [0xff; 6];
-/// Ethernet header (14 bytes) and ARP packet for IPv4 over Ethernet (28 bytes).
-pub const FRAME_LEN: usize = 42;
-/// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// The ARP packet for IPv4 over Ethernet.
+pub const PACKET_LEN: usize = 28;
+/// Ethernet header (14 bytes) and ARP packet (28 bytes).
+pub const FRAME_LEN: usize = ethernet::HEADER_LEN + PACKET_LEN;
 /// ARP hardware type of Ethernet.
 pub const HARDWARE_ETHERNET: u16 = 1;
-/// ARP protocol type of IPv4 (its EtherType).
-pub const PROTOCOL_IPV4: u16 = 0x0800;
 
-/// Offsets in the frame: Ethernet II header, then the ARP packet.
+/// Offsets in the ARP packet.
 mod field {
     pub type Field = core::ops::Range<usize>;
 
-    pub const ETH_DESTINATION: Field = 0..6;
-    pub const ETH_SOURCE: Field = 6..12;
-    pub const ETHERTYPE: Field = 12..14;
-    pub const HARDWARE_TYPE: Field = 14..16;
-    pub const PROTOCOL_TYPE: Field = 16..18;
-    pub const HARDWARE_LEN: usize = 18;
-    pub const PROTOCOL_LEN: usize = 19;
-    pub const OPERATION: Field = 20..22;
-    pub const SENDER_MAC: Field = 22..28;
-    pub const SENDER_IP: Field = 28..32;
-    pub const TARGET_MAC: Field = 32..38;
-    pub const TARGET_IP: Field = 38..42;
+    pub const HARDWARE_TYPE: Field = 0..2;
+    pub const PROTOCOL_TYPE: Field = 2..4;
+    pub const HARDWARE_LEN: usize = 4;
+    pub const PROTOCOL_LEN: usize = 5;
+    pub const OPERATION: Field = 6..8;
+    pub const SENDER_MAC: Field = 8..14;
+    pub const SENDER_IP: Field = 14..18;
+    pub const TARGET_MAC: Field = 18..24;
+    pub const TARGET_IP: Field = 24..28;
 }
 
 /// Why a frame is not an ARP packet for IPv4 over Ethernet.
@@ -85,50 +78,26 @@ impl Operation {
     }
 }
 
-/// A zero-copy view over an Ethernet II frame that carries ARP.
+/// A zero-copy view over an ARP packet for IPv4 over Ethernet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame<T: AsRef<[u8]>> {
+pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
-impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps a buffer without checking it; accessors may panic until [`Frame::check_len`]
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it; accessors may panic until [`Packet::check_len`]
     /// succeeds.
-    pub const fn new_unchecked(buffer: T) -> Frame<T> {
-        Frame { buffer }
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
     }
 
-    /// Wraps a buffer long enough for every field; then no accessor can panic.
-    pub fn new_checked(buffer: T) -> Result<Frame<T>, ArpError> {
-        let frame = Frame::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
-    /// Checks the buffer holds the whole frame. Longer buffers are fine: Ethernet pads short
-    /// frames to 60 bytes.
-    pub fn check_len(&self) -> Result<(), ArpError> {
-        let len = self.buffer.as_ref().len();
-        if len < FRAME_LEN {
-            return Err(ArpError::Truncated(len));
-        }
-        Ok(())
+    /// Whether the buffer holds the whole packet (longer is fine: Ethernet padding).
+    pub fn check_len(&self) -> bool {
+        self.buffer.as_ref().len() >= PACKET_LEN
     }
 
     pub fn into_inner(self) -> T {
         self.buffer
-    }
-
-    pub fn eth_destination(&self) -> MacAddr {
-        self.mac(field::ETH_DESTINATION.start)
-    }
-
-    pub fn eth_source(&self) -> MacAddr {
-        self.mac(field::ETH_SOURCE.start)
-    }
-
-    pub fn ethertype(&self) -> u16 {
-        self.u16_at(field::ETHERTYPE.start)
     }
 
     pub fn hardware_type(&self) -> u16 {
@@ -185,20 +154,8 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 }
 
-/// Setters, for emitting. They panic on a buffer shorter than [`FRAME_LEN`].
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
-    pub fn set_eth_destination(&mut self, mac: MacAddr) {
-        self.buffer.as_mut()[field::ETH_DESTINATION].copy_from_slice(&mac);
-    }
-
-    pub fn set_eth_source(&mut self, mac: MacAddr) {
-        self.buffer.as_mut()[field::ETH_SOURCE].copy_from_slice(&mac);
-    }
-
-    pub fn set_ethertype(&mut self, ethertype: u16) {
-        self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&ethertype.to_be_bytes());
-    }
-
+/// Setters, for emitting. They panic on a buffer shorter than [`PACKET_LEN`].
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_hardware_type(&mut self, hardware_type: u16) {
         self.buffer.as_mut()[field::HARDWARE_TYPE].copy_from_slice(&hardware_type.to_be_bytes());
     }
@@ -236,13 +193,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
-/// What an Ethernet + ARP frame for IPv4 says.
+/// What an ARP packet for IPv4 over Ethernet says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ArpRepr {
-    /// Ethernet destination ([`BROADCAST`] for requests and announcements).
-    pub eth_destination: MacAddr,
-    /// Ethernet source: the interface that sent the frame.
-    pub eth_source: MacAddr,
     pub operation: Operation,
     pub sender_mac: MacAddr,
     pub sender_ip: Ipv4Addr,
@@ -253,7 +206,7 @@ pub struct ArpRepr {
 impl ArpRepr {
     /// The announcement a new master sends for `address` from the interface `mac`.
     ///
-    /// A broadcast ARP request with sender IP = target IP = the address, as keepalived sends
+    /// An ARP request with sender IP = target IP = the address, as keepalived sends
     /// (vrrp_arp.c, `send_gratuitous_arp_immediate`). The target MAC is 00:00:00:00:00:00, as
     /// RFC 5227 §2.3 says for an ARP Announcement (the field is "ignored and SHOULD be set to all
     /// zeroes"); keepalived writes ff:ff:ff:ff:ff:ff there instead (seen in a capture of 2.2.7,
@@ -261,8 +214,6 @@ impl ArpRepr {
     /// caches the same way: Linux learns from the sender fields.
     pub fn gratuitous(mac: MacAddr, address: Ipv4Addr) -> ArpRepr {
         ArpRepr {
-            eth_destination: BROADCAST,
-            eth_source: mac,
             operation: Operation::Request,
             sender_mac: mac,
             sender_ip: address,
@@ -276,65 +227,103 @@ impl ArpRepr {
         self.sender_ip == self.target_ip
     }
 
-    /// Reads a frame, refusing anything but ARP for IPv4 over Ethernet, request or reply.
-    pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<ArpRepr, ArpError> {
-        frame.check_len()?;
-        if frame.ethertype() != ETHERTYPE_ARP {
-            return Err(ArpError::NotArp(frame.ethertype()));
-        }
-        if frame.hardware_type() != HARDWARE_ETHERNET
-            || frame.protocol_type() != PROTOCOL_IPV4
-            || frame.hardware_len() != 6
-            || frame.protocol_len() != 4
+    /// Reads a packet, refusing anything but IPv4 over Ethernet, request or reply. The
+    /// caller has checked the length ([`Packet::check_len`]).
+    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<ArpRepr, ArpError> {
+        if packet.hardware_type() != HARDWARE_ETHERNET
+            || packet.protocol_type() != ethertype::IPV4
+            || packet.hardware_len() != 6
+            || packet.protocol_len() != 4
         {
             return Err(ArpError::Unsupported {
-                hardware_type: frame.hardware_type(),
-                protocol_type: frame.protocol_type(),
-                hardware_len: frame.hardware_len(),
-                protocol_len: frame.protocol_len(),
+                hardware_type: packet.hardware_type(),
+                protocol_type: packet.protocol_type(),
+                hardware_len: packet.hardware_len(),
+                protocol_len: packet.protocol_len(),
             });
         }
-        let operation = Operation::from_number(frame.operation())
-            .ok_or(ArpError::UnknownOperation(frame.operation()))?;
+        let operation = Operation::from_number(packet.operation())
+            .ok_or(ArpError::UnknownOperation(packet.operation()))?;
         Ok(ArpRepr {
-            eth_destination: frame.eth_destination(),
-            eth_source: frame.eth_source(),
             operation,
-            sender_mac: frame.sender_mac(),
-            sender_ip: frame.sender_ip(),
-            target_mac: frame.target_mac(),
-            target_ip: frame.target_ip(),
+            sender_mac: packet.sender_mac(),
+            sender_ip: packet.sender_ip(),
+            target_mac: packet.target_mac(),
+            target_ip: packet.target_ip(),
         })
     }
 
-    /// Writes the frame. Panics if the buffer is shorter than [`FRAME_LEN`].
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut Frame<T>) {
-        frame.set_eth_destination(self.eth_destination);
-        frame.set_eth_source(self.eth_source);
-        frame.set_ethertype(ETHERTYPE_ARP);
-        frame.set_hardware_type(HARDWARE_ETHERNET);
-        frame.set_protocol_type(PROTOCOL_IPV4);
-        frame.set_hardware_len(6);
-        frame.set_protocol_len(4);
-        frame.set_operation(self.operation.number());
-        frame.set_sender_mac(self.sender_mac);
-        frame.set_sender_ip(self.sender_ip);
-        frame.set_target_mac(self.target_mac);
-        frame.set_target_ip(self.target_ip);
+    /// Writes the packet. Panics if the buffer is shorter than [`PACKET_LEN`].
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
+        packet.set_hardware_type(HARDWARE_ETHERNET);
+        packet.set_protocol_type(ethertype::IPV4);
+        packet.set_hardware_len(6);
+        packet.set_protocol_len(4);
+        packet.set_operation(self.operation.number());
+        packet.set_sender_mac(self.sender_mac);
+        packet.set_sender_ip(self.sender_ip);
+        packet.set_target_mac(self.target_mac);
+        packet.set_target_ip(self.target_ip);
+    }
+}
+
+/// An Ethernet frame that carries ARP: its header and its ARP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ArpFrame {
+    pub ethernet: EthernetRepr,
+    pub arp: ArpRepr,
+}
+
+impl ArpFrame {
+    /// The broadcast gratuitous ARP for `address` from the interface `mac`.
+    pub fn gratuitous(mac: MacAddr, address: Ipv4Addr) -> ArpFrame {
+        ArpFrame {
+            ethernet: EthernetRepr {
+                destination: BROADCAST,
+                source: mac,
+                ethertype: ethertype::ARP,
+            },
+            arp: ArpRepr::gratuitous(mac, address),
+        }
+    }
+
+    /// Writes the frame into `buffer`; its EtherType is ARP whatever `ethernet` says.
+    pub fn emit(&self, buffer: &mut [u8; FRAME_LEN]) {
+        let mut frame = ethernet::Frame::new_unchecked(&mut buffer[..]);
+        EthernetRepr {
+            ethertype: ethertype::ARP,
+            ..self.ethernet
+        }
+        .emit(&mut frame);
+        self.arp
+            .emit(&mut Packet::new_unchecked(frame.payload_mut()));
     }
 }
 
 /// The gratuitous ARP frame for `address` from the interface whose MAC is `sender_mac`
-/// ([`ArpRepr::gratuitous`]).
+/// ([`ArpRepr::gratuitous`], broadcast).
 pub fn gratuitous_arp(sender_mac: MacAddr, address: Ipv4Addr) -> [u8; FRAME_LEN] {
     let mut buffer = [0; FRAME_LEN];
-    ArpRepr::gratuitous(sender_mac, address).emit(&mut Frame::new_unchecked(&mut buffer[..]));
+    ArpFrame::gratuitous(sender_mac, address).emit(&mut buffer);
     buffer
 }
 
 /// Reads an Ethernet + ARP frame (trailing padding allowed).
-pub fn parse(frame: &[u8]) -> Result<ArpRepr, ArpError> {
-    ArpRepr::parse(&Frame::new_checked(frame)?)
+pub fn parse_frame(frame: &[u8]) -> Result<ArpFrame, ArpError> {
+    if frame.len() < FRAME_LEN {
+        return Err(ArpError::Truncated(frame.len()));
+    }
+    let frame = ethernet::Frame::new_unchecked(frame);
+    let ethernet = EthernetRepr {
+        destination: frame.destination(),
+        source: frame.source(),
+        ethertype: frame.ethertype(),
+    };
+    if ethernet.ethertype != ethertype::ARP {
+        return Err(ArpError::NotArp(ethernet.ethertype));
+    }
+    let arp = ArpRepr::parse(&Packet::new_unchecked(frame.payload()))?;
+    Ok(ArpFrame { ethernet, arp })
 }
 
 #[cfg(test)]
@@ -366,29 +355,36 @@ mod tests {
 
     #[test]
     fn gratuitous_arp_parses_back() {
-        let repr = parse(&gratuitous_arp(MAC, VIP)).unwrap();
-        assert_eq!(repr, ArpRepr::gratuitous(MAC, VIP));
+        let frame = parse_frame(&gratuitous_arp(MAC, VIP)).unwrap();
+        assert_eq!(frame, ArpFrame::gratuitous(MAC, VIP));
+        let repr = frame.arp;
         assert!(repr.is_gratuitous());
         assert_eq!(repr.operation, Operation::Request);
-        assert_eq!(repr.eth_destination, BROADCAST);
+        assert_eq!(frame.ethernet.destination, BROADCAST);
+        assert_eq!(frame.ethernet.source, MAC);
         assert_eq!(repr.sender_mac, MAC);
     }
 
     #[test]
     fn reply_round_trips() {
-        let repr = ArpRepr {
-            eth_destination: MAC,
-            eth_source: [2, 0, 0, 0, 0, 2],
-            operation: Operation::Reply,
-            sender_mac: [2, 0, 0, 0, 0, 2],
-            sender_ip: Ipv4Addr::new(198, 18, 0, 100),
-            target_mac: MAC,
-            target_ip: Ipv4Addr::new(198, 18, 0, 10),
+        let frame = ArpFrame {
+            ethernet: EthernetRepr {
+                destination: MAC,
+                source: [2, 0, 0, 0, 0, 2],
+                ethertype: ethertype::ARP,
+            },
+            arp: ArpRepr {
+                operation: Operation::Reply,
+                sender_mac: [2, 0, 0, 0, 0, 2],
+                sender_ip: Ipv4Addr::new(198, 18, 0, 100),
+                target_mac: MAC,
+                target_ip: Ipv4Addr::new(198, 18, 0, 10),
+            },
         };
         let mut buffer = [0; FRAME_LEN];
-        repr.emit(&mut Frame::new_unchecked(&mut buffer[..]));
-        assert_eq!(parse(&buffer), Ok(repr));
-        assert!(!repr.is_gratuitous());
+        frame.emit(&mut buffer);
+        assert_eq!(parse_frame(&buffer), Ok(frame));
+        assert!(!frame.arp.is_gratuitous());
     }
 
     /// The first gratuitous ARP keepalived 2.2.7 (Debian 12) sent on becoming master for
@@ -404,14 +400,18 @@ mod tests {
     fn keepalived_gratuitous_arp_differs_only_in_target_mac() {
         let mac = [0xfa, 0x6d, 0x19, 0x40, 0x30, 0x13];
         let address = Ipv4Addr::new(192, 168, 0, 99);
-        let repr = parse(&KEEPALIVED_2_2_7_GARP).unwrap();
-        assert!(repr.is_gratuitous());
-        assert_eq!(repr.target_mac, BROADCAST);
+        let frame = parse_frame(&KEEPALIVED_2_2_7_GARP).unwrap();
+        assert!(frame.arp.is_gratuitous());
+        assert_eq!(frame.arp.target_mac, BROADCAST);
+        let ours = ArpFrame::gratuitous(mac, address);
         assert_eq!(
-            repr,
-            ArpRepr {
-                target_mac: BROADCAST,
-                ..ArpRepr::gratuitous(mac, address)
+            frame,
+            ArpFrame {
+                arp: ArpRepr {
+                    target_mac: BROADCAST,
+                    ..ours.arp
+                },
+                ..ours
             }
         );
         let ours = gratuitous_arp(mac, address);
@@ -424,13 +424,13 @@ mod tests {
     fn padded_frame_is_accepted() {
         let mut frame = GARP.to_vec();
         frame.resize(60, 0);
-        assert_eq!(parse(&frame), Ok(ArpRepr::gratuitous(MAC, VIP)));
+        assert_eq!(parse_frame(&frame), Ok(ArpFrame::gratuitous(MAC, VIP)));
     }
 
     #[test]
     fn truncated_frames_are_refused() {
         for len in 0..FRAME_LEN {
-            assert_eq!(parse(&GARP[..len]), Err(ArpError::Truncated(len)));
+            assert_eq!(parse_frame(&GARP[..len]), Err(ArpError::Truncated(len)));
         }
     }
 
@@ -438,7 +438,7 @@ mod tests {
     fn other_ethertypes_are_refused() {
         let mut frame = GARP;
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(parse(&frame), Err(ArpError::NotArp(0x0800)));
+        assert_eq!(parse_frame(&frame), Err(ArpError::NotArp(0x0800)));
     }
 
     #[test]
@@ -447,7 +447,7 @@ mod tests {
             let mut frame = GARP;
             frame[at] = value;
             assert!(
-                matches!(parse(&frame), Err(ArpError::Unsupported { .. })),
+                matches!(parse_frame(&frame), Err(ArpError::Unsupported { .. })),
                 "byte {at}"
             );
         }
@@ -458,7 +458,7 @@ mod tests {
         for op in [0u16, 3, 8, 0xffff] {
             let mut frame = GARP;
             frame[20..22].copy_from_slice(&op.to_be_bytes());
-            assert_eq!(parse(&frame), Err(ArpError::UnknownOperation(op)));
+            assert_eq!(parse_frame(&frame), Err(ArpError::UnknownOperation(op)));
         }
     }
 
@@ -468,7 +468,7 @@ mod tests {
         for at in 0..FRAME_LEN {
             for value in 0..=u8::MAX {
                 frame[at] = value;
-                let _ = parse(&frame);
+                let _ = parse_frame(&frame);
             }
             frame[at] = GARP[at];
         }

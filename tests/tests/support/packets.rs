@@ -1,52 +1,32 @@
-//! Frames built by hand, byte by byte, for the XDP packet fixtures and raw-socket tests:
-//! Ethernet (optionally 802.1Q-tagged), IPv4 (optionally with options or fragment bits), TCP,
-//! UDP and ICMP, with correct checksums. Nothing here parses; the XDP program is what is tested.
+//! Frames built for the XDP packet fixtures and raw-socket tests: Ethernet (optionally
+//! 802.1Q-tagged), IPv4 (optionally with options or fragment bits), TCP, UDP, ICMP and ARP,
+//! with correct checksums. The Ethernet, IPv4 and ARP headers and the checksums are written by
+//! Tandem's own codecs (`tandem::wire`); TCP, UDP and ICMP, which Tandem never parses in
+//! userspace, are laid out here. Nothing here parses; the XDP program is what is tested.
 
 use std::net::Ipv4Addr;
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_IPV6: u16 = 0x86DD;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
+use tandem::wire::arp::{ArpFrame, ArpRepr, Operation, FRAME_LEN as ARP_FRAME_LEN};
+use tandem::wire::checksum;
+use tandem::wire::ethernet::{ethertype, EthernetRepr, Mac, BROADCAST};
+use tandem::wire::ipv4::{self, Ipv4Repr};
+
+pub const ETH_P_IP: u16 = ethertype::IPV4;
+pub const ETH_P_ARP: u16 = ethertype::ARP;
+pub const ETH_P_IPV6: u16 = ethertype::IPV6;
+pub const ETH_P_8021Q: u16 = ethertype::VLAN;
+pub const IPPROTO_ICMP: u8 = ipv4::protocol::ICMP;
+pub const IPPROTO_TCP: u8 = ipv4::protocol::TCP;
+pub const IPPROTO_UDP: u8 = ipv4::protocol::UDP;
 /// TCP flags.
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;
 
-/// The internet checksum (RFC 1071) of `bytes`, with `initial` already summed in.
-pub fn checksum(initial: u32, bytes: &[u8]) -> u16 {
-    let mut sum = initial;
-    for chunk in bytes.chunks(2) {
-        let word = if chunk.len() == 2 {
-            u16::from_be_bytes([chunk[0], chunk[1]])
-        } else {
-            u16::from_be_bytes([chunk[0], 0])
-        };
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    let s = src.octets();
-    let d = dst.octets();
-    [
-        u16::from_be_bytes([s[0], s[1]]),
-        u16::from_be_bytes([s[2], s[3]]),
-        u16::from_be_bytes([d[0], d[1]]),
-        u16::from_be_bytes([d[2], d[3]]),
-        u16::from(proto),
-        len as u16,
-    ]
-    .iter()
-    .map(|w| u32::from(*w))
-    .sum()
+/// The checksum of a TCP or UDP message over its IPv4 pseudo-header.
+fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, message: &[u8]) -> u16 {
+    let sum = checksum::add_ipv4_pseudo_header(0, src, dst, proto, message.len());
+    checksum::finish(checksum::add(sum, message))
 }
 
 /// An IPv4 datagram under construction: header fields, then [`Ipv4::build`] with a payload.
@@ -78,28 +58,17 @@ impl Ipv4 {
 
     /// The header followed by `payload` (whose checksum, if any, is already in place).
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
-        let mut options = self.options.clone();
-        while !options.len().is_multiple_of(4) {
-            options.push(0);
+        Ipv4Repr {
+            source: self.src,
+            destination: self.dst,
+            protocol: self.proto,
+            ttl: self.ttl,
+            tos: 0,
+            identification: self.id,
+            flags_fragment: self.frag,
+            payload_len: payload.len(),
         }
-        let header_len = 20 + options.len();
-        let total = header_len + payload.len();
-        let mut ip = Vec::with_capacity(total);
-        ip.push(0x40 | (header_len / 4) as u8);
-        ip.push(0);
-        ip.extend_from_slice(&(total as u16).to_be_bytes());
-        ip.extend_from_slice(&self.id.to_be_bytes());
-        ip.extend_from_slice(&self.frag.to_be_bytes());
-        ip.push(self.ttl);
-        ip.push(self.proto);
-        ip.extend_from_slice(&[0, 0]);
-        ip.extend_from_slice(&self.src.octets());
-        ip.extend_from_slice(&self.dst.octets());
-        ip.extend_from_slice(&options);
-        let sum = checksum(0, &ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        ip.extend_from_slice(payload);
-        ip
+        .datagram_with(&self.options, payload)
     }
 }
 
@@ -122,7 +91,7 @@ pub fn tcp(
     seg.extend_from_slice(&64240u16.to_be_bytes());
     seg.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
     seg.extend_from_slice(payload);
-    let sum = checksum(pseudo_header_sum(src, dst, IPPROTO_TCP, seg.len()), &seg);
+    let sum = transport_checksum(src, dst, IPPROTO_TCP, &seg);
     seg[16..18].copy_from_slice(&sum.to_be_bytes());
     seg
 }
@@ -136,7 +105,7 @@ pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8])
     dgram.extend_from_slice(&(len as u16).to_be_bytes());
     dgram.extend_from_slice(&[0, 0]);
     dgram.extend_from_slice(payload);
-    let mut sum = checksum(pseudo_header_sum(src, dst, IPPROTO_UDP, len), &dgram);
+    let mut sum = transport_checksum(src, dst, IPPROTO_UDP, &dgram);
     if sum == 0 {
         sum = 0xffff;
     }
@@ -149,7 +118,7 @@ pub fn icmp(kind: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
     let mut msg = vec![kind, code, 0, 0];
     msg.extend_from_slice(&rest);
     msg.extend_from_slice(body);
-    let sum = checksum(0, &msg);
+    let sum = checksum::finish(checksum::add(0, &msg));
     msg[2..4].copy_from_slice(&sum.to_be_bytes());
     msg
 }
@@ -162,16 +131,26 @@ pub fn ethernet(
     ethertype: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(18 + payload.len());
-    frame.extend_from_slice(&dst);
-    frame.extend_from_slice(&src);
-    if let Some(id) = vlan {
-        frame.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
-        frame.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+    match vlan {
+        None => EthernetRepr {
+            destination: dst,
+            source: src,
+            ethertype,
+        }
+        .frame_with(payload),
+        Some(id) => {
+            let mut tagged = Vec::with_capacity(4 + payload.len());
+            tagged.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+            tagged.extend_from_slice(&ethertype.to_be_bytes());
+            tagged.extend_from_slice(payload);
+            EthernetRepr {
+                destination: dst,
+                source: src,
+                ethertype: ETH_P_8021Q,
+            }
+            .frame_with(&tagged)
+        }
     }
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
 }
 
 /// An Ethernet frame carrying a TCP segment from `src:sport` to `dst:dport`.
@@ -199,12 +178,30 @@ pub fn udp_frame(
     ethernet(macs.0, macs.1, None, ETH_P_IP, &ip)
 }
 
+/// A broadcast ARP request from `sender` asking who has `target`.
+pub fn arp_request(sender: ([u8; 6], Ipv4Addr), target: Ipv4Addr) -> [u8; ARP_FRAME_LEN] {
+    let mut frame = [0; ARP_FRAME_LEN];
+    ArpFrame {
+        ethernet: EthernetRepr {
+            destination: BROADCAST,
+            source: sender.0,
+            ethertype: ETH_P_ARP,
+        },
+        arp: ArpRepr {
+            operation: Operation::Request,
+            sender_mac: sender.0,
+            sender_ip: sender.1,
+            target_mac: [0; 6],
+            target_ip: target,
+        },
+    }
+    .emit(&mut frame);
+    frame
+}
+
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    Mac(mac).to_string()
 }
 
 #[cfg(test)]
@@ -212,23 +209,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv4_header_checksum_verifies_to_zero() {
+    fn ipv4_header_checksum_verifies() {
         let ip = Ipv4::new(
             Ipv4Addr::new(198, 18, 0, 10),
             Ipv4Addr::new(198, 18, 0, 99),
             6,
         )
         .build(&[]);
-        assert_eq!(checksum(0, &ip[..20]), 0);
+        assert!(checksum::verifies(checksum::add(0, &ip[..20])));
     }
 
     #[test]
-    fn tcp_checksum_verifies_to_zero_with_the_pseudo_header() {
+    fn tcp_checksum_verifies_with_the_pseudo_header() {
         let (s, d) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 99));
         let seg = tcp(s, d, 40000, 80, SYN, b"hello");
-        assert_eq!(
-            checksum(pseudo_header_sum(s, d, IPPROTO_TCP, seg.len()), &seg),
-            0
-        );
+        let sum = checksum::add_ipv4_pseudo_header(0, s, d, IPPROTO_TCP, seg.len());
+        assert!(checksum::verifies(checksum::add(sum, &seg)));
+    }
+
+    #[test]
+    fn a_tagged_frame_carries_the_vlan_then_the_ethertype() {
+        let frame = ethernet([1; 6], [2; 6], Some(10), ETH_P_IP, b"ip");
+        assert_eq!(&frame[12..18], &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
+        assert_eq!(&frame[18..], b"ip");
+    }
+
+    #[test]
+    fn an_arp_request_parses_back_as_asked() {
+        let sender = ([2, 0, 0, 0, 0, 1], Ipv4Addr::new(198, 18, 0, 10));
+        let frame = arp_request(sender, Ipv4Addr::new(198, 18, 0, 250));
+        let parsed = tandem::wire::arp::parse_frame(&frame).unwrap();
+        assert_eq!(parsed.ethernet.destination, BROADCAST);
+        assert_eq!(parsed.arp.operation, Operation::Request);
+        assert_eq!(parsed.arp.target_ip, Ipv4Addr::new(198, 18, 0, 250));
     }
 }

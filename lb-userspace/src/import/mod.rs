@@ -11,7 +11,7 @@
 //!
 //! What lives here: the entry point [`import`], the draft (plain values written as they will
 //! appear, not validated), the lists, and the TOML writer. What does not: any rule of the
-//! config format; the output is checked by [`super::parse`] like a hand-written file.
+//! config format; the output is checked by [`crate::config::parse`] like a hand-written file.
 //!
 //! Host names: a back-end's host name is written as a name, which the node resolves when it
 //! runs (`crate::names`); the import itself never asks DNS (the answer on the machine running

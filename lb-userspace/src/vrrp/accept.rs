@@ -1,0 +1,133 @@
+//! Whether an advert that parsed ([`wire::parse_ipv4`]) is for this instance: the rules of
+//! RFC 5798 §7.1 and RFC 3768 §7.1 that need the instance's settings, with the drop reason of
+//! each refusal. Pure, beside the state machine; the instance's task only carries out the
+//! verdict (counting a drop, or passing the advert to the machine).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::wire::{DropReason, Received, Version};
+
+/// What this instance expects of the adverts it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// This node's own address on the interface: its own adverts, looped back, are not a peer's.
+    pub own_address: Ipv4Addr,
+    pub vrid: u8,
+    pub version: Version,
+    /// The advert interval; VRRPv2 drops an advert whose interval differs.
+    pub advert_interval: Duration,
+}
+
+/// What to do with a received advert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A peer's advert for this virtual router: the machine takes it.
+    Accept,
+    /// Not for this instance and not an error: this node's own advert looped back, or another
+    /// virtual router on the same segment.
+    Ignore,
+    /// For this virtual router but refused: counted under the reason.
+    Drop(DropReason),
+}
+
+/// Judges `received` against what the instance expects.
+pub fn judge(received: &Received, expected: &Expected) -> Verdict {
+    if received.source == expected.own_address {
+        return Verdict::Ignore;
+    }
+    let advert = &received.advert;
+    if advert.vrid != expected.vrid {
+        return Verdict::Ignore;
+    }
+    if advert.version != expected.version {
+        return Verdict::Drop(DropReason::VersionMismatch);
+    }
+    // RFC 3768 §7.1: a v2 advert whose interval differs from ours MUST be discarded. v3's
+    // backups learn the master's interval instead (RFC 5798 §6.4.2).
+    if expected.version == Version::V2 && advert.interval != expected.advert_interval {
+        return Verdict::Drop(DropReason::IntervalMismatch);
+    }
+    Verdict::Accept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::wire::Advert;
+
+    const OWN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+
+    fn expected(version: Version) -> Expected {
+        Expected {
+            own_address: OWN,
+            vrid: 51,
+            version,
+            advert_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn received(source: Ipv4Addr, vrid: u8, version: Version, interval: Duration) -> Received {
+        Received {
+            source,
+            destination: Ipv4Addr::new(224, 0, 0, 18),
+            ttl: 255,
+            advert: Advert {
+                version,
+                vrid,
+                priority: 100,
+                interval,
+                addresses: vec![Ipv4Addr::new(198, 18, 0, 99)],
+            },
+        }
+    }
+
+    #[test]
+    fn a_peers_advert_for_this_virtual_router_is_accepted() {
+        for version in [Version::V2, Version::V3] {
+            let advert = received(PEER, 51, version, Duration::from_secs(1));
+            assert_eq!(judge(&advert, &expected(version)), Verdict::Accept);
+        }
+    }
+
+    #[test]
+    fn this_nodes_own_advert_looped_back_is_ignored_not_counted() {
+        let advert = received(OWN, 51, Version::V3, Duration::from_secs(1));
+        assert_eq!(judge(&advert, &expected(Version::V3)), Verdict::Ignore);
+    }
+
+    #[test]
+    fn another_virtual_router_on_the_segment_is_ignored_not_counted() {
+        let advert = received(PEER, 52, Version::V3, Duration::from_secs(1));
+        assert_eq!(judge(&advert, &expected(Version::V3)), Verdict::Ignore);
+    }
+
+    #[test]
+    fn an_advert_of_the_other_version_is_dropped_as_a_version_mismatch() {
+        let advert = received(PEER, 51, Version::V2, Duration::from_secs(1));
+        assert_eq!(
+            judge(&advert, &expected(Version::V3)),
+            Verdict::Drop(DropReason::VersionMismatch)
+        );
+    }
+
+    #[test]
+    fn a_v2_advert_with_another_interval_is_dropped_but_v3_learns_it() {
+        let slow = Duration::from_secs(2);
+        assert_eq!(
+            judge(
+                &received(PEER, 51, Version::V2, slow),
+                &expected(Version::V2)
+            ),
+            Verdict::Drop(DropReason::IntervalMismatch)
+        );
+        assert_eq!(
+            judge(
+                &received(PEER, 51, Version::V3, slow),
+                &expected(Version::V3)
+            ),
+            Verdict::Accept
+        );
+    }
+}

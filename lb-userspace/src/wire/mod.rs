@@ -1,0 +1,34 @@
+//! The protocols Tandem reads and writes byte by byte, after smoltcp's `wire` module: for each
+//! header a zero-copy view over a buffer (`Frame`, `Packet`: checked once, then no accessor
+//! can panic) and a `Repr`, what the header means, with `parse` and `emit`.
+//!
+//! - [`ethernet`]: the Ethernet II header, EtherTypes and MAC addresses;
+//! - [`ipv4`]: the IPv4 header (RFC 791) and its checksum;
+//! - [`arp`]: ARP for IPv4 over Ethernet (RFC 826), the gratuitous ARP of a new master;
+//! - [`checksum`]: the internet checksum (RFC 1071) they, ICMP, TCP, UDP and VRRP share.
+//!
+//! VRRP's own message lives with VRRP (`vrrp::wire`) and parses the payload of an
+//! [`ipv4::Packet`]. The tests crate builds its fixtures with these codecs too.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod ipv4;
+
+/// Why a buffer cannot be read as the header it should hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Shorter than the header (or than the length the header gives).
+    #[error("{what} of {len} bytes is shorter than its header needs ({needed} bytes)")]
+    Truncated {
+        what: &'static str,
+        len: usize,
+        needed: usize,
+    },
+    /// A field holds a value the protocol forbids.
+    #[error("malformed {what}: {why}")]
+    Malformed {
+        what: &'static str,
+        why: &'static str,
+    },
+}
