@@ -2,7 +2,7 @@
 //!
 //! The eBPF crate is built by a different compiler for a different target (see
 //! ../shared/TOOLCHAIN.md), so cargo cannot build it as a dependency. xtask builds it first;
-//! this script finds the object and sets `cfg(tandem_ebpf)` so `dataplane::xdp` embeds it.
+//! this script finds the object and sets `cfg(tandem_ebpf)` so `dataplane::xdp::loader` embeds it.
 //! Without the object the binary still builds (editors, quick `cargo check`) and the node runs
 //! with the userspace data plane, saying at run time how to get the XDP one.
 use std::path::PathBuf;

@@ -215,16 +215,6 @@ impl Counter {
             Counter::TxIcmpFragNeeded => "tx_icmp_frag_needed",
         }
     }
-
-    /// True for the counters that partition all packets by what they are.
-    pub const fn is_outcome(self) -> bool {
-        (self as u32) <= Counter::Malformed as u32
-    }
-
-    /// True for the counters that partition all packets by verdict.
-    pub const fn is_verdict(self) -> bool {
-        matches!(self, Counter::Pass | Counter::Tx | Counter::Drop)
-    }
 }
 
 /// Name of the hash map of virtual IPs (key: address in wire order as u32, value: [`VipValue`]).
@@ -244,18 +234,108 @@ pub const BACKEND_STATS_MAP: &str = "BACKEND_STATS";
 /// Name of the one-entry array holding [`IfaceValue`]: what the program needs of its interface.
 pub const IFACE_MAP: &str = "IFACE";
 
-/// Every map the program pins, so userspace can check, reuse or remove them together.
-pub const ALL_MAPS: [&str; 9] = [
-    SERVICES_MAP,
-    COUNTERS_MAP,
-    VIPS_MAP,
-    BACKENDS_MAP,
-    MAGLEV_MAP,
-    CONNTRACK_MAP,
-    SERVICE_STATS_MAP,
-    BACKEND_STATS_MAP,
-    IFACE_MAP,
+/// The kind of a BPF map, as the program declares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash,
+    LruHash,
+    Array,
+    PerCpuArray,
+}
+
+/// A map's layout: what lb-ebpf declares (its statics use these sizes and kinds) and what the
+/// loader checks the program's maps and any pinned map against before using them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// Bytes of `T` as a map key or value size.
+const fn size<T>() -> u32 {
+    core::mem::size_of::<T>() as u32
+}
+
+/// Every map the program pins, with its layout: declared once, here.
+pub const MAP_LAYOUTS: [MapLayout; 9] = [
+    MapLayout {
+        name: SERVICES_MAP,
+        kind: MapKind::Hash,
+        key_size: size::<ServiceKey>(),
+        value_size: size::<ServiceValue>(),
+        max_entries: MAX_SERVICES,
+    },
+    MapLayout {
+        name: COUNTERS_MAP,
+        kind: MapKind::PerCpuArray,
+        key_size: size::<u32>(),
+        value_size: size::<u64>(),
+        max_entries: COUNTER_COUNT,
+    },
+    MapLayout {
+        name: VIPS_MAP,
+        kind: MapKind::Hash,
+        key_size: size::<u32>(),
+        value_size: size::<VipValue>(),
+        max_entries: MAX_VIPS,
+    },
+    MapLayout {
+        name: BACKENDS_MAP,
+        kind: MapKind::Array,
+        key_size: size::<u32>(),
+        value_size: size::<BackendValue>(),
+        max_entries: MAX_BACKENDS,
+    },
+    MapLayout {
+        name: MAGLEV_MAP,
+        kind: MapKind::Array,
+        key_size: size::<u32>(),
+        value_size: size::<u32>(),
+        max_entries: MAX_L4_SERVICES * MAGLEV_TABLE_SIZE,
+    },
+    MapLayout {
+        name: CONNTRACK_MAP,
+        kind: MapKind::LruHash,
+        key_size: size::<FlowKey>(),
+        value_size: size::<FlowValue>(),
+        max_entries: MAX_FLOWS,
+    },
+    MapLayout {
+        name: SERVICE_STATS_MAP,
+        kind: MapKind::PerCpuArray,
+        key_size: size::<u32>(),
+        value_size: size::<Stats>(),
+        max_entries: MAX_SERVICES,
+    },
+    MapLayout {
+        name: BACKEND_STATS_MAP,
+        kind: MapKind::PerCpuArray,
+        key_size: size::<u32>(),
+        value_size: size::<Stats>(),
+        max_entries: MAX_BACKENDS,
+    },
+    MapLayout {
+        name: IFACE_MAP,
+        kind: MapKind::Array,
+        key_size: size::<u32>(),
+        value_size: size::<IfaceValue>(),
+        max_entries: 1,
+    },
 ];
+
+/// The names of [`MAP_LAYOUTS`], so userspace can check, reuse or remove the pins together.
+pub const ALL_MAPS: [&str; MAP_LAYOUTS.len()] = {
+    let mut names = [""; MAP_LAYOUTS.len()];
+    let mut i = 0;
+    while i < MAP_LAYOUTS.len() {
+        names[i] = MAP_LAYOUTS[i].name;
+        i += 1;
+    }
+    names
+};
 
 /// Most virtual IPs in VIPS.
 pub const MAX_VIPS: u32 = 256;

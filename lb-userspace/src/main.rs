@@ -9,10 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tandem::config;
-use tandem::dataplane::{pinned, xdp, AttachMode};
+use tandem::dataplane::xdp::{loader, pinned};
+use tandem::dataplane::AttachMode;
 use tandem::import;
-
-const DEFAULT_CONFIG: &str = "/etc/tandem/tandem.toml";
 
 #[derive(Parser)]
 #[command(
@@ -30,13 +29,13 @@ enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
     Run {
         /// The node's configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
     /// Validate a configuration file; errors are printed as FILE:LINE:COL: message (exit 1).
     Check {
         /// The configuration file to validate.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
     /// Show the eBPF maps read directly from the pin directory (works with no daemon running).
@@ -280,7 +279,7 @@ fn xdp_command(action: XdpAction) -> anyhow::Result<ExitCode> {
             pin_dir,
             json,
         } => {
-            let attachment = xdp::attach(&iface, mode, &pin_dir)?;
+            let attachment = loader::attach(&iface, mode, &pin_dir)?;
             if json {
                 println!("{}", serde_json::to_string(&attachment)?);
             } else {
@@ -299,7 +298,7 @@ fn xdp_command(action: XdpAction) -> anyhow::Result<ExitCode> {
             }
         }
         XdpAction::Detach { iface, pin_dir } => {
-            let removed_dir = xdp::detach(&iface, &pin_dir)?;
+            let removed_dir = loader::detach(&iface, &pin_dir)?;
             println!(
                 "detached the XDP program from {iface}{}",
                 if removed_dir {

@@ -21,8 +21,8 @@ use support::packets::{
     IPPROTO_ICMP, PSH, SYN,
 };
 use tandem::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
-use tandem::dataplane::maps::KernelMaps;
-use tandem::dataplane::xdp;
+use tandem::dataplane::xdp::loader;
+use tandem::dataplane::xdp::maps::KernelMaps;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -59,7 +59,7 @@ const NOMAC_B: u32 = 4;
 
 /// The program loaded with its maps pinned in a directory of its own, removed on drop.
 struct Fixture {
-    ebpf: xdp::Ebpf,
+    ebpf: loader::Ebpf,
     maps: KernelMaps,
     pin_dir: PathBuf,
     tcp_maglev: Maglev,
@@ -76,7 +76,7 @@ impl Fixture {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let ebpf = xdp::load_unattached(&pin_dir).expect(
+        let ebpf = loader::load_unattached(&pin_dir).expect(
             "load the XDP program (needs root, a bpffs, and a tandem built with the object)",
         );
         let maps = KernelMaps::open(&pin_dir).expect("open the maps");
@@ -154,7 +154,7 @@ impl Fixture {
     }
 
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        xdp::test_run(&mut self.ebpf, frame).expect("BPF_PROG_TEST_RUN")
+        loader::test_run(&mut self.ebpf, frame).expect("BPF_PROG_TEST_RUN")
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -170,7 +170,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let _ = xdp::remove_pins(&self.pin_dir);
+        let _ = loader::remove_pins(&self.pin_dir);
     }
 }
 

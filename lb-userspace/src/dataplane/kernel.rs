@@ -75,10 +75,10 @@ use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_UP, NO_BACKEND};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::maps::KernelMaps;
-use super::neighbour::Neighbours;
 use super::plan::{Plan, PlannedService, Share};
-use super::xdp::{self, AttachMode, Attachment};
+use super::xdp::loader::{self, AttachMode, Attachment};
+use super::xdp::maps::KernelMaps;
+use super::xdp::neighbour::Neighbours;
 use super::{BackendStatus, Dataplane, DataplaneKind, DataplaneStatus, HealthView, ServiceStatus};
 use crate::backends::health::HealthTable;
 use crate::backends::maglev::Maglev;
@@ -130,11 +130,11 @@ impl XdpDataplane {
         let fresh = Plan::new(config)?;
         warn_about_ports(&fresh, None);
         let node = &config.node;
-        let attachment = xdp::attach(&node.interface, mode, &node.bpf_pin_dir)
+        let attachment = loader::attach(&node.interface, mode, &node.bpf_pin_dir)
             .with_context(|| format!("attaching XDP to {}", node.interface))?;
-        let if_index = xdp::interface_index(&node.interface)
+        let if_index = loader::interface_index(&node.interface)
             .with_context(|| format!("interface {} vanished", node.interface))?;
-        let link = super::link::link_state(if_index)
+        let link = super::xdp::link::link_state(if_index)
             .with_context(|| format!("reading interface {}", node.interface))?;
         let mut maps = KernelMaps::open(&node.bpf_pin_dir)?;
         maps.set_iface_mac(link.mac)?;

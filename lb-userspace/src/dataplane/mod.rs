@@ -17,17 +17,14 @@
 //!   XDP cannot be loaded (no BPF permission, an interface that refuses it, a binary built
 //!   without the object).
 //!
-//! Layout: `plan` numbers services and backends and builds Maglev tables (pure); `maps` is the
-//! only reader and writer of the kernel maps; `xdp` loads, attaches and pins; `link` and
-//! `neighbour` ask the kernel about the interface and the backends' MACs; `pinned` is what
-//! `tandem maps` shows. Policy (which node is master, which backend is healthy) stays outside:
+//! Layout: `plan` numbers services and backends and builds Maglev tables (pure); `xdp/` is the
+//! program's side (`loader` loads, attaches and pins; `maps` is the only reader and writer of
+//! the kernel maps; `link` and `neighbour` ask the kernel about the interface and the
+//! backends' MACs; `pinned` is what `tandem maps` shows); `kernel` drives it as a
+//! [`Dataplane`]; `relay` is the userspace one. Policy (which node is master, which backend is healthy) stays outside:
 //! this module carries it out.
 
 pub mod kernel;
-pub mod link;
-pub mod maps;
-pub mod neighbour;
-pub mod pinned;
 pub mod plan;
 pub mod relay;
 pub mod xdp;
@@ -47,7 +44,8 @@ use crate::config::{Config, DataplaneMode};
 use plan::PlannedService;
 
 pub use plan::{Plan, Share};
-pub use xdp::{AttachMode, AttachedMode, Attachment, XdpError};
+pub use xdp::link::AttachedMode;
+pub use xdp::loader::{AttachMode, Attachment, XdpError};
 
 /// What the node supervisor drives. Implementations are cheap to share (`Arc` inside); every
 /// method may be called from any task.

@@ -12,8 +12,6 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, LinkXdp, XdpAtta
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use super::xdp::AttachedMode;
-
 /// An interface as the data plane needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkState {
@@ -82,4 +80,21 @@ pub fn link_state(if_index: u32) -> io::Result<LinkState> {
         }
     }
     Ok(state)
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        })
+    }
 }

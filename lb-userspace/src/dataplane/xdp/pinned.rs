@@ -17,9 +17,9 @@ use lb_common::{
 };
 use serde::Serialize;
 
+use super::loader::{attached_interfaces, XdpError};
 use super::maps::KernelMaps;
-use super::plan::Share;
-use super::xdp::{attached_interfaces, XdpError};
+use crate::dataplane::plan::Share;
 use crate::wire::ethernet::Mac;
 
 /// The state of the data plane as the kernel holds it.

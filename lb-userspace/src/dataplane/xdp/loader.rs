@@ -19,15 +19,10 @@ use aya::maps::MapData;
 use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, Xdp, XdpMode};
 pub use aya::Ebpf;
 use aya::EbpfLoader;
-use lb_common::{
-    BackendValue, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceValue, Stats, VipValue,
-    ALL_MAPS, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, COUNTER_COUNT,
-    IFACE_MAP, MAGLEV_MAP, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES,
-    MAX_SERVICES, MAX_VIPS, PROGRAM_NAME, PROGRAM_PIN, SERVICES_MAP, SERVICE_STATS_MAP, VIPS_MAP,
-};
+use lb_common::{MapKind, MapLayout, ALL_MAPS, MAP_LAYOUTS, PROGRAM_NAME, PROGRAM_PIN};
 use tracing::{info, warn};
 
-use super::link;
+use super::link::{self, AttachedMode};
 use crate::capabilities::{self, Capability};
 
 /// Where bpffs is mounted on a standard system; mounted on demand when a pin directory is below it.
@@ -56,23 +51,6 @@ pub enum AttachMode {
     Auto,
     Native,
     Generic,
-}
-
-/// The mode an attachment ended up in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachedMode {
-    Native,
-    Generic,
-}
-
-impl std::fmt::Display for AttachedMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AttachedMode::Native => "native",
-            AttachedMode::Generic => "generic",
-        })
-    }
 }
 
 /// What `attach` did.
@@ -280,10 +258,7 @@ pub fn load_unattached(pin_dir: &Path) -> Result<Ebpf, XdpError> {
     let object = embedded_object().ok_or(XdpError::NoObject)?;
     ensure_pin_dir(pin_dir)?;
     remove_incompatible_maps(pin_dir)?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .load(object)
-        .map_err(|e| XdpError::from_kernel("loading the XDP object", &e))?;
+    let mut ebpf = load_object(object, pin_dir)?;
     program_of(&mut ebpf)?
         .load()
         .map_err(|e| XdpError::from_kernel("verifying the XDP program", &e))?;
@@ -322,81 +297,66 @@ pub fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         .map_err(|e| XdpError::from_kernel("loading the XDP program", &e))
 }
 
-/// The layout each map must have: (name, map type, key size, value size, max entries). It
-/// mirrors lb-ebpf's definitions (both built from lb-common), so a pinned map left by another
-/// version is recognised before the program is loaded against it.
-fn expected_layouts() -> [(&'static str, aya::maps::MapType, u32, u32, u32); 9] {
+/// Loads the object with its maps pinned in `pin_dir` (reused when there), then checks that
+/// every map has the layout lb-common declares: an object built from another lb-common is
+/// refused before the program runs against maps that userspace would misread.
+fn load_object(object: &[u8], pin_dir: &Path) -> Result<Ebpf, XdpError> {
+    let ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(object)
+        .map_err(|e| XdpError::from_kernel("loading the XDP object", &e))?;
+    for layout in &MAP_LAYOUTS {
+        let path = pin_dir.join(layout.name);
+        let info = MapData::from_pin(&path).and_then(|map| map.info());
+        if !info.is_ok_and(|info| has_layout(&info, layout)) {
+            return Err(XdpError::Kernel {
+                what: "checking the XDP object's maps".into(),
+                detail: format!(
+                    "map {} is not the {:?} of {} entries ({}-byte keys, {}-byte values) that \
+                     lb-common declares; rebuild both with `cargo xtask build`",
+                    layout.name,
+                    layout.kind,
+                    layout.max_entries,
+                    layout.key_size,
+                    layout.value_size
+                ),
+            });
+        }
+    }
+    Ok(ebpf)
+}
+
+/// aya's type for a map of `kind`.
+fn map_type(kind: MapKind) -> aya::maps::MapType {
     use aya::maps::MapType as T;
-    use std::mem::size_of;
-    let size = |n: usize| n as u32;
-    [
-        (
-            SERVICES_MAP,
-            T::Hash,
-            size(size_of::<ServiceKey>()),
-            size(size_of::<ServiceValue>()),
-            MAX_SERVICES,
-        ),
-        (COUNTERS_MAP, T::PerCpuArray, 4, 8, COUNTER_COUNT),
-        (VIPS_MAP, T::Hash, 4, size(size_of::<VipValue>()), MAX_VIPS),
-        (
-            BACKENDS_MAP,
-            T::Array,
-            4,
-            size(size_of::<BackendValue>()),
-            MAX_BACKENDS,
-        ),
-        (
-            MAGLEV_MAP,
-            T::Array,
-            4,
-            4,
-            MAX_L4_SERVICES * MAGLEV_TABLE_SIZE,
-        ),
-        (
-            CONNTRACK_MAP,
-            T::LruHash,
-            size(size_of::<FlowKey>()),
-            size(size_of::<FlowValue>()),
-            MAX_FLOWS,
-        ),
-        (
-            SERVICE_STATS_MAP,
-            T::PerCpuArray,
-            4,
-            size(size_of::<Stats>()),
-            MAX_SERVICES,
-        ),
-        (
-            BACKEND_STATS_MAP,
-            T::PerCpuArray,
-            4,
-            size(size_of::<Stats>()),
-            MAX_BACKENDS,
-        ),
-        (IFACE_MAP, T::Array, 4, size(size_of::<IfaceValue>()), 1),
-    ]
+    match kind {
+        MapKind::Hash => T::Hash,
+        MapKind::LruHash => T::LruHash,
+        MapKind::Array => T::Array,
+        MapKind::PerCpuArray => T::PerCpuArray,
+    }
+}
+
+/// Whether the kernel's map behind `info` has `layout`.
+fn has_layout(info: &aya::maps::MapInfo, layout: &MapLayout) -> bool {
+    info.map_type().ok() == Some(map_type(layout.kind))
+        && info.key_size() == layout.key_size
+        && info.value_size() == layout.value_size
+        && info.max_entries() == layout.max_entries
 }
 
 /// Removes pinned maps whose layout is not this build's, so the loader creates them afresh
 /// instead of handing the program a map it would misread. Returns their names.
 fn remove_incompatible_maps(pin_dir: &Path) -> Result<Vec<&'static str>, XdpError> {
     let mut removed = Vec::new();
-    for (name, map_type, key_size, value_size, max_entries) in expected_layouts() {
+    for layout in &MAP_LAYOUTS {
+        let name = layout.name;
         let path = pin_dir.join(name);
         if !path.exists() {
             continue;
         }
         let info = MapData::from_pin(&path).and_then(|m| m.info());
-        let fits = match &info {
-            Ok(info) => {
-                info.map_type().ok() == Some(map_type)
-                    && info.key_size() == key_size
-                    && info.value_size() == value_size
-                    && info.max_entries() == max_entries
-            }
-            Err(_) => false,
-        };
+        let fits = info.is_ok_and(|info| has_layout(&info, layout));
         if !fits {
             warn!(
                 map = name,
@@ -421,10 +381,7 @@ fn load_and_attach(
     pin_dir: &Path,
     existing: Option<AttachedMode>,
 ) -> Result<Attachment, XdpError> {
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .load(object)
-        .map_err(|e| XdpError::from_kernel("loading the XDP object", &e))?;
+    let mut ebpf = load_object(object, pin_dir)?;
     let program = program_of(&mut ebpf)?;
     program
         .load()

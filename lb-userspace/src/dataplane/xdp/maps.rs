@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
     BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceValue, Stats,
-    VipValue, ALL_MAPS, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, IFACE_MAP,
-    MAGLEV_MAP, MAGLEV_TABLE_SIZE, MAX_L4_SERVICES, SERVICES_MAP, SERVICE_STATS_MAP, VIPS_MAP,
+    VipValue, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, IFACE_MAP, MAGLEV_MAP,
+    MAGLEV_TABLE_SIZE, MAX_L4_SERVICES, SERVICES_MAP, SERVICE_STATS_MAP, VIPS_MAP,
 };
 
-use super::xdp::XdpError;
+use super::loader::XdpError;
 
 /// Handles on every map of one pin directory.
 pub struct KernelMaps {
@@ -80,11 +80,6 @@ impl KernelMaps {
             backend_stats: typed!(pin_dir, BACKEND_STATS_MAP, PerCpuArray<MapData, Stats>),
             iface: typed!(pin_dir, IFACE_MAP, Array<MapData, IfaceValue>),
         })
-    }
-
-    /// True when every map of the program is pinned in `pin_dir`.
-    pub fn all_pinned(pin_dir: &Path) -> bool {
-        ALL_MAPS.iter().all(|name| pin_dir.join(name).exists())
     }
 
     pub fn pin_dir(&self) -> &Path {
