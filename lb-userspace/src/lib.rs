@@ -11,9 +11,10 @@
 //! - `import`: `tandem import`, a classic pound.cfg and keepalived.conf read into a tandem.toml
 //!   (beside `config`: it writes what the config parser reads).
 //! - `names`: backends written by host name, resolved at start, at reload and periodically.
-//! - `node`: the supervisor `tandem run` is: wires VRRP transitions to the VIPs and data plane.
+//! - `node`: the supervisor `tandem run` is: the start and stop order, the control commands,
+//!   reload (what SIGHUP and `tandem reload` change, all or nothing), the L4 health link and
+//!   the built-in proxy check.
 //! - `proxy`: the L7 reverse proxy (Pound's feature set on hyper).
-//! - `reload`: what SIGHUP and `tandem reload` change on a running node, all or nothing.
 //! - `vrrp`: the virtual IP's election, interoperable with keepalived.
 //! - `wire`: the Ethernet, IPv4 and ARP codecs and the internet checksum (VRRP's advert parses
 //!   an IPv4 packet's payload with them; the tests crate builds its frames with them).
@@ -29,6 +30,5 @@ pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod proxy;
-pub mod reload;
 pub mod vrrp;
 pub mod wire;

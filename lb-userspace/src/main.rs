@@ -363,7 +363,7 @@ fn reload(
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let report: tandem::reload::ReloadReport = serde_json::from_value(body)
+    let report: tandem::node::reload::ReloadReport = serde_json::from_value(body)
         .context("the daemon's answer has an unexpected shape (a different tandem version?)")?;
     for warning in &report.warnings {
         eprintln!("{warning} (warning)");

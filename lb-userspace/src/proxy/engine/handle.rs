@@ -57,7 +57,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         workers: running.commands,
         live_accept_loops: running.live_accept_loops,
         threads: running.threads,
-        finished: running.finished,
+        finished: std::sync::Mutex::new(running.finished),
         connection_counters: running.counters,
         access_log,
         shutdown,
@@ -76,7 +76,7 @@ pub struct ProxyHandle {
     pub(super) live_accept_loops: Arc<AtomicUsize>,
     pub(super) threads: Vec<std::thread::JoinHandle<()>>,
     /// Each worker says here that it has finished (its connections closed).
-    pub(super) finished: Vec<oneshot::Receiver<()>>,
+    pub(super) finished: std::sync::Mutex<Vec<oneshot::Receiver<()>>>,
     pub(super) connection_counters: Arc<ConnectionCounters>,
     pub(super) access_log: super::access_log::AccessLogger,
     pub(super) shutdown: CancellationToken,
@@ -354,9 +354,15 @@ impl ProxyHandle {
 
     /// Waits until the proxy has stopped: cancel the shutdown token first. Open connections
     /// finish their current request (up to 5 s), then are closed.
-    pub async fn stopped(self) {
+    pub async fn stopped(&self) {
         self.shutdown.cancelled().await;
-        for finished in self.finished {
+        let finished = std::mem::take(
+            &mut *self
+                .finished
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for finished in finished {
             // An error means the worker is gone already.
             let _ = finished.await;
         }

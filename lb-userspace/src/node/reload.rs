@@ -18,7 +18,7 @@
 //! [`restart_only_changes`] and [`service_changes`] are pure and say what differs, for the
 //! refusal and for the answer to the operator.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::backends::health::HealthTable;
+use super::l4_health::L4Health;
 use crate::config::{self, Config, Service};
 use crate::dataplane::Dataplane;
 use crate::names::{Lookup, NameTable, Resolved};
@@ -209,66 +209,6 @@ fn flatten(value: &Value) -> BTreeMap<String, Value> {
     out
 }
 
-/// The health checks of the L4 TCP services (the proxy keeps its own services'), which the
-/// data plane follows. UDP has no answer to probe for in general, so UDP backends count as up.
-pub struct L4Health {
-    running: HashMap<String, (Service, Arc<HealthTable>, CancellationToken)>,
-}
-
-impl L4Health {
-    /// Starts the checks of `config`'s TCP services and has `dataplane` follow them.
-    pub fn start(
-        config: &Config,
-        dataplane: &Arc<dyn Dataplane>,
-        shutdown: &CancellationToken,
-    ) -> L4Health {
-        let mut health = L4Health {
-            running: HashMap::new(),
-        };
-        health.apply(config, dataplane, shutdown);
-        health
-    }
-
-    /// Brings the checks in line with `config`: unchanged services keep theirs; a changed
-    /// service gets a new table that carries over what is known of its remaining backends;
-    /// checks of services that are gone stop.
-    pub fn apply(
-        &mut self,
-        config: &Config,
-        dataplane: &Arc<dyn Dataplane>,
-        shutdown: &CancellationToken,
-    ) {
-        let wanted: Vec<&Service> = config
-            .services
-            .iter()
-            .filter(|service| service.mode == config::ServiceMode::Tcp)
-            .collect();
-        let mut replaced: HashMap<String, Arc<HealthTable>> = HashMap::new();
-        self.running.retain(|name, (service, table, stop)| {
-            let keep = wanted.iter().any(|w| *w == service);
-            if !keep {
-                stop.cancel();
-                replaced.insert(name.clone(), Arc::clone(table));
-            }
-            keep
-        });
-        for service in wanted {
-            if self.running.contains_key(&service.name) {
-                continue;
-            }
-            let table = HealthTable::new(service);
-            if let Some(previous) = replaced.get(&service.name) {
-                table.carry_over(previous);
-            }
-            let stop = shutdown.child_token();
-            crate::backends::health::spawn_checks(service, table.clone(), stop.clone());
-            dataplane.follow_health(&service.name, table.clone(), stop.clone());
-            self.running
-                .insert(service.name.clone(), (service.clone(), table, stop));
-        }
-    }
-}
-
 /// What runs now: the config as written, the config with its backend names resolved (what
 /// every part of the node runs), and the L4 services' health checks.
 pub struct Running {
@@ -435,6 +375,29 @@ impl Reloader {
         running.config = new;
         running.declared = declared;
         Ok(failures)
+    }
+}
+
+/// Every second, resolves again the backend names whose `resolve_interval` has passed (see
+/// [`Reloader::resolve_names`]); a reload may add or remove names at any time.
+pub async fn resolve_names_periodically(
+    reloader: std::sync::Weak<Reloader>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(reloader) = reloader.upgrade() else {
+            return;
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = reloader.resolve_names() => {}
+        }
     }
 }
 

@@ -1,0 +1,217 @@
+//! The node supervisor: what `tandem run` is. It starts the parts in order, wires VRRP
+//! transitions to the data plane and the VIPs, serves the control socket, reloads the services
+//! on SIGHUP or `tandem reload` (see [`reload`]), and on SIGINT or SIGTERM stops them in
+//! the reverse order (a master sends priority 0 and drops its VIPs first,
+//! so the backup takes over after its skew time alone).
+//!
+//! With no `[[vrrp]]` instance the node serves on its own, as if it were always master.
+//!
+//! This file holds the start and stop order only. Beside it: `control` (the commands of the
+//! control socket), `reload` (what a reload changes, all or nothing, and the periodic
+//! re-resolution of backend names), `l4_health` (the L4 services' checks the data plane
+//! follows), `probe` (the built-in proxy check) and `mastership` (what a VRRP transition does
+//! to the data plane).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+mod control;
+pub mod l4_health;
+mod mastership;
+mod probe;
+pub mod reload;
+
+use crate::config;
+use crate::dataplane::{self, Dataplane};
+use crate::names::{Lookup, NameTable};
+use crate::vrrp::instance::{self, InstanceHandle, Mastership};
+use crate::vrrp::link::Netlink;
+use l4_health::L4Health;
+use mastership::NodeMastership;
+use probe::spawn_proxy_probe;
+use reload::{resolve_names_periodically, Reloader, Running};
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Backends written by name become addresses before anything starts; a name that does not
+    // resolve stops the start here, with nothing changed.
+    let names = Arc::new(NameTable::default());
+    let (config, resolved) = names
+        .expand(&declared, Lookup::All)
+        .await
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    for status in resolved.statuses() {
+        info!(service = %status.service, name = %status.name, addresses = ?status.addresses, "backend name resolved");
+    }
+    names.commit(resolved);
+    let node = &config.node;
+    info!(config = %path.display(), node = %node.name, interface = %node.interface, dataplane = node.dataplane.as_str(), "loaded configuration");
+    for instance in &config.vrrp {
+        info!(instance = %instance.name, vrid = instance.virtual_router_id, priority = instance.priority, version = instance.version, vips = ?instance.virtual_ipaddress, "VRRP instance");
+    }
+    for service in &config.services {
+        info!(service = %service.name, listen = %service.listen, mode = service.mode.as_str(), backends = service.backends.len(), "service");
+    }
+
+    // Signals are hooked before anything is touched, so a SIGTERM during start-up still goes
+    // through the clean stop below.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let shutdown = CancellationToken::new();
+
+    // The L7 proxy binds its listeners (IP_FREEBIND) before any VIP is here.
+    let proxy = crate::proxy::start(&config, shutdown.child_token())
+        .await
+        .context("starting the L7 proxy")?;
+
+    // XDP when it loads (native, else generic), the userspace relay otherwise; nothing is
+    // forwarded until the node becomes master.
+    let dataplane: Arc<dyn Dataplane> = Arc::from(dataplane::open(&config).await?);
+    let mastership: Arc<dyn Mastership> = Arc::new(NodeMastership {
+        dataplane: dataplane.clone(),
+    });
+    // TCP backends are probed like the proxy's; a change rebuilds that service's Maglev table.
+    let l4_health = L4Health::start(&config, &dataplane, &shutdown);
+
+    let proxy = Arc::new(proxy);
+    let proxy_up = if config.services.iter().any(|service| !service.mode.is_l4()) {
+        Some(spawn_proxy_probe(proxy.clone(), shutdown.child_token()))
+    } else {
+        None
+    };
+
+    let mut instances: Vec<InstanceHandle> = Vec::new();
+    let mut instance_tasks = Vec::new();
+    let vrrp_shutdown = shutdown.child_token();
+    if !config.vrrp.is_empty() {
+        let netlink = Netlink::connect()?;
+        for instance_config in &config.vrrp {
+            let resources = instance::Resources {
+                netlink: netlink.clone(),
+                mastership: mastership.clone(),
+                proxy_up: proxy_up.clone(),
+            };
+            match instance::start(instance_config.clone(), resources, vrrp_shutdown.clone()).await {
+                Ok((handle, task)) => {
+                    instances.push(handle);
+                    instance_tasks.push(task);
+                }
+                Err(err) => {
+                    // Stop what was started: no instance may be left half-running.
+                    vrrp_shutdown.cancel();
+                    for task in instance_tasks {
+                        let _ = task.await;
+                    }
+                    dataplane.shutdown().await;
+                    return Err(
+                        err.context(format!("starting VRRP instance {}", instance_config.name))
+                    );
+                }
+            }
+        }
+    } else {
+        mastership.becoming_master("(no VRRP: always active)").await;
+    }
+
+    let parts = control::Parts {
+        node: config.node.name.clone(),
+        started,
+        instances: instances.clone(),
+        proxy: Arc::downgrade(&proxy),
+        dataplane: dataplane.clone(),
+        names: Arc::clone(&names),
+    };
+    let metrics_task = match config.node.metrics {
+        Some(address) => {
+            let source = parts.metrics_source();
+            match crate::metrics::serve(address.into(), source, shutdown.child_token()).await {
+                Ok((bound, task)) => {
+                    info!(address = %bound, "serving Prometheus metrics at /metrics");
+                    Some(task)
+                }
+                Err(err) => {
+                    warn!("{err:#}; no metrics will be served");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let reloader = Arc::new(Reloader {
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        instances: instances.clone(),
+        running: tokio::sync::Mutex::new(Running {
+            config: config.clone(),
+            declared,
+            l4_health,
+        }),
+        names: Arc::clone(&names),
+        proxy: Arc::downgrade(&proxy),
+        dataplane: dataplane.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let resolver_task = tokio::spawn(resolve_names_periodically(
+        Arc::downgrade(&reloader),
+        shutdown.child_token(),
+    ));
+    let handler = control::handler(parts, Arc::downgrade(&reloader));
+    let control_task = match crate::control::server::serve(
+        &config.node.control_socket,
+        handler,
+        shutdown.child_token(),
+    )
+    .await
+    {
+        Ok(task) => Some(task),
+        Err(err) => {
+            warn!("{err:#}; `tandem status` will not reach this daemon");
+            None
+        }
+    };
+
+    info!("running; stop with SIGINT or SIGTERM, reload the services with SIGHUP");
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                info!(config = %reloader.path.display(), "SIGHUP: reloading");
+                match reloader.reload().await {
+                    Ok(report) if report.changes.is_empty() => info!("reload done: no change"),
+                    Ok(report) => info!(changes = report.changes.len(), "reload done"),
+                    Err(_) => {} // logged by the reload
+                }
+            }
+        }
+    };
+    drop(reloader);
+    info!(signal = signal_name, "stopping");
+    vrrp_shutdown.cancel();
+    for task in instance_tasks {
+        if let Err(err) = task.await {
+            error!("a VRRP instance task failed: {err}");
+        }
+    }
+    // Without VRRP the node stays "master" across a restart: the data plane is left as it is
+    // (Dataplane::shutdown below), so established L4 flows go on while the daemon restarts.
+    shutdown.cancel();
+    proxy.stopped().await;
+    let _ = resolver_task.await;
+    if let Some(task) = control_task {
+        let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    dataplane.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
