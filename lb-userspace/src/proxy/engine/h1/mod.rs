@@ -27,9 +27,12 @@
 
 pub mod client;
 pub mod head;
+mod io;
 pub mod pool;
 
-use std::cell::RefCell;
+pub(in crate::proxy::engine) use io::read_response_head;
+pub use io::Prefixed;
+
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use self::head::{ClientConnection, ForwardedFor, Framing, RequestHead, ResponseHead};
+use self::io::{give_buffer, read_some, take_buffer};
 use self::pool::RawConn;
 use super::access_log::Record;
 use super::forward::Connection;
@@ -71,33 +75,6 @@ pub enum Outcome {
     /// the bytes read, that request's head first, for hyper's HTTP/1.1 server, which serves
     /// the rest of the connection.
     HandOff(bytes::Bytes),
-}
-
-thread_local! {
-    /// This worker's spare buffers for reading backends' responses.
-    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-}
-
-fn take_buffer(capacity: usize) -> BytesMut {
-    let mut buffer = SPARE
-        .with(|spare| spare.borrow_mut().pop())
-        .unwrap_or_default();
-    buffer.clear();
-    buffer.reserve(capacity);
-    buffer
-}
-
-fn give_buffer(buffer: BytesMut) {
-    // Only buffers that are not shared and not oversized are worth keeping.
-    if buffer.capacity() > 4 * BACKEND_READ {
-        return;
-    }
-    SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buffer);
-        }
-    });
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
@@ -803,115 +780,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
     }
 }
 
-/// A client's I/O with bytes already read from it put back in front (for hyper, when the
-/// connection turned out to be HTTP/2).
-pub struct Prefixed<I> {
-    prefix: bytes::Bytes,
-    inner: I,
-}
-
-impl<I> Prefixed<I> {
-    pub fn new(inner: I, prefix: bytes::Bytes) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 /// Which side went away while the request was being sent.
 enum Lost {
     Client,
     Backend,
-}
-
-/// Reads what the client has sent into `buf`. The bytes land on the stack first, so a
-/// connection waiting for its next request holds no buffer.
-async fn read_some<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); CLIENT_READ];
-        let mut chunk = tokio::io::ReadBuf::uninit(&mut chunk);
-        std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
-        buf.extend_from_slice(chunk.filled());
-        std::task::Poll::Ready(Ok(chunk.filled().len()))
-    })
-    .await
-}
-
-/// Reads until a complete response head is in `buf`; returns it (and leaves the bytes after
-/// it in `buf`), or `None` if the connection closed first or the head is malformed.
-pub(in crate::proxy::engine) async fn read_response_head(
-    stream: &mut tokio::net::TcpStream,
-    buf: &mut BytesMut,
-) -> Option<ResponseHead> {
-    loop {
-        if !buf.is_empty() {
-            match ResponseHead::parse(buf) {
-                Ok(Some((head, len))) => {
-                    buf.advance(len);
-                    return Some(head);
-                }
-                Ok(None) => {}
-                Err(_) => return None,
-            }
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(HEAD_READ);
-        }
-        match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
 }
 
 /// The request as the policy reads it (for session keys): method, target and headers.
