@@ -2,7 +2,7 @@
 //! HTTP/1.1 request. Deliberately tiny and dependency-free (std `TcpStream` inside the host's
 //! namespace), so a bug in the project's own HTTP stack cannot hide behind the same bug here.
 
-use std::io::{Read as _, Write as _};
+use std::io::{self, BufRead, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -59,6 +59,9 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body (chunked transfer coding removed), as text; invalid UTF-8 is replaced.
     pub body: String,
+    /// The connection may carry another request: HTTP/1.1 without `Connection: close` (or
+    /// 1.0 with `keep-alive`), and a body whose end was not the end of the stream.
+    pub keep_alive: bool,
 }
 
 impl HttpResponse {
@@ -142,84 +145,114 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn parse_response(raw: &[u8]) -> anyhow::Result<HttpResponse> {
-    let head_end = find(raw, b"\r\n\r\n").with_context(|| {
-        format!(
-            "no end of headers in {} bytes: {:?}",
+    read_response(&mut io::Cursor::new(raw)).map_err(|error| {
+        anyhow::anyhow!(
+            "{error} in {} bytes: {:?}",
             raw.len(),
             String::from_utf8_lossy(&raw[..raw.len().min(200)])
         )
-    })?;
-    let head = std::str::from_utf8(&raw[..head_end]).context("headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.split(' ').nth(1))
+    })
+}
+
+/// Reads one HTTP/1.x response from `reader`, which may stay open for the next one (the
+/// benches' keep-alive load reads through this too): status line, headers, then the body by
+/// Content-Length, chunked (extensions and trailers skipped), or up to the end of the stream.
+/// An end of stream before the response is whole is `UnexpectedEof`; a malformed response is
+/// `InvalidData`; a read timeout comes back as the socket gave it.
+pub fn read_response(reader: &mut impl BufRead) -> io::Result<HttpResponse> {
+    let malformed = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut line = String::new();
+    read_line(reader, &mut line)?;
+    let status_line = line.trim_end().to_owned();
+    let mut words = status_line.split(' ');
+    let version = words.next().unwrap_or_default();
+    let status = words
+        .next()
         .and_then(|code| code.parse::<u16>().ok())
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line
-                .split_once(':')
-                .with_context(|| format!("bad header line {line:?}"))?;
-            Ok((name.trim().to_owned(), value.trim().to_owned()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .filter(|_| version.starts_with("HTTP/1."))
+        .ok_or_else(|| malformed(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        read_line(reader, &mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| malformed(format!("bad header line {header:?}")))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
     let mut response = HttpResponse {
         status,
         headers,
         body: String::new(),
+        keep_alive: version != "HTTP/1.0",
     };
-
-    let rest = &raw[head_end + 4..];
+    if let Some(connection) = response.header("connection") {
+        let connection = connection.to_ascii_lowercase();
+        if connection.contains("close") {
+            response.keep_alive = false;
+        } else if connection.contains("keep-alive") {
+            response.keep_alive = true;
+        }
+    }
     let chunked = response
         .header("transfer-encoding")
-        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        decode_chunked(rest)?
+        .is_some_and(|coding| coding.to_ascii_lowercase().contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            read_line(reader, &mut line)?;
+            let size_line = line.trim();
+            let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| malformed(format!("bad chunk size {size_line:?}")))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                loop {
+                    read_line(reader, &mut line)?;
+                    if line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            read_exactly(reader, size, &mut body)?;
+            let mut crlf = Vec::new();
+            read_exactly(reader, 2, &mut crlf)?;
+        }
     } else if let Some(length) = response.header("content-length") {
         let length: usize = length
             .parse()
-            .with_context(|| format!("bad Content-Length {length:?}"))?;
-        if rest.len() < length {
-            bail!(
-                "body cut short: Content-Length {length}, received {}",
-                rest.len()
-            );
-        }
-        rest[..length].to_vec()
+            .map_err(|_| malformed(format!("bad Content-Length {length:?}")))?;
+        read_exactly(reader, length, &mut body)?;
     } else {
-        rest.to_vec()
-    };
+        reader
+            .take(MAX_RESPONSE_BYTES as u64)
+            .read_to_end(&mut body)?;
+        response.keep_alive = false;
+    }
     response.body = String::from_utf8_lossy(&body).into_owned();
     Ok(response)
 }
 
-fn decode_chunked(mut rest: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    // Each round consumes at least the size line, so the input bounds the loop.
-    loop {
-        let line_end = find(rest, b"\r\n").context("chunk size line without end")?;
-        let size_line = std::str::from_utf8(&rest[..line_end]).context("chunk size not text")?;
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .with_context(|| format!("bad chunk size {size_line:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if rest.len() < size + 2 {
-            bail!("chunk of {size} bytes cut short");
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+/// Reads one line into `line` (cleared first); the end of the stream is `UnexpectedEof`.
+fn read_line(reader: &mut impl BufRead, line: &mut String) -> io::Result<()> {
+    line.clear();
+    if reader.read_line(line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
+    Ok(())
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+/// Appends exactly `n` bytes to `out`; fewer before the end of the stream is `UnexpectedEof`.
+fn read_exactly(reader: &mut impl BufRead, n: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    let read = reader.take(n as u64).read_to_end(out)?;
+    if read < n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -249,33 +282,29 @@ mod tests {
     }
 
     #[test]
+    fn responses_on_a_kept_alive_connection_are_read_one_after_the_other() -> anyhow::Result<()> {
+        let mut stream = io::Cursor::new(
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-backend: third\r\n\r\nabc\
+               HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+               Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..],
+        );
+        let first = read_response(&mut stream)?;
+        assert_eq!(
+            (first.status, first.header("x-backend"), first.keep_alive),
+            (200, Some("third"), true)
+        );
+        let second = read_response(&mut stream)?;
+        assert_eq!((second.status, second.keep_alive), (503, false));
+        assert_eq!(
+            read_response(&mut stream).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        Ok(())
+    }
+
+    #[test]
     fn truncated_responses_are_errors() {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhello").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
     }
-}
-
-/// The counts wrk prints at the end of a run.
-#[derive(Debug, Default)]
-pub struct WrkSummary {
-    pub requests: u64,
-    pub socket_errors: u64,
-    pub non_2xx: u64,
-}
-
-pub fn parse_wrk(output: &str) -> WrkSummary {
-    let mut summary = WrkSummary::default();
-    for line in output.lines().map(str::trim) {
-        if let Some((count, _)) = line.split_once(" requests in ") {
-            summary.requests = count.trim().parse().unwrap_or(0);
-        } else if let Some(errors) = line.strip_prefix("Socket errors:") {
-            summary.socket_errors = errors
-                .split(',')
-                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                .sum();
-        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            summary.non_2xx = count.trim().parse().unwrap_or(0);
-        }
-    }
-    summary
 }

@@ -15,7 +15,9 @@
 //!   commands and closures inside a host's namespace, and tearing everything down on drop (also
 //!   when a test panics) and at the next start when an earlier run was killed.
 //! - [`process`]: [`Process`], a child that is stopped and reaped when dropped.
-//! - [`client`]: what a client does in a test: wait for a port, send one HTTP/1.1 request.
+//! - [`client`]: what a client does in a test: wait for a port, send one HTTP/1.1 request,
+//!   read an HTTP/1.x response (also on a kept-alive connection, for the benches).
+//! - [`wrk`]: wrk's summary, for the tests and every bench.
 //! - [`backends`]: web servers for the `http1`/`http2` hosts: the project's echo server
 //!   (`tandem-echo`, fast, tells which backend answered and what it received) and Debian's
 //!   Apache (the classic setup's real backend).
@@ -32,6 +34,7 @@ pub mod pair;
 pub mod probe;
 pub mod process;
 pub mod raw_http;
+pub mod wrk;
 
 use std::net::Ipv4Addr;
 

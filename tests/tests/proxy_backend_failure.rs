@@ -8,8 +8,8 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use tandem_lab::client::parse_wrk;
 use tandem_lab::pair::TandemNode;
+use tandem_lab::wrk::parse_wrk;
 use tandem_lab::{http_get, wait_for_tcp, Apache, Host, Lab, CLIENT, HTTP1, HTTP2, LB1};
 
 const PORT: u16 = 80;
@@ -71,7 +71,7 @@ fn killing_a_backend_under_load_fails_no_request_and_it_serves_again_after_resta
     })
     .expect("wrk ran");
     eprintln!("wrk through the proxy while http1 was stopped and restarted:\n{output}");
-    let summary = parse_wrk(&output);
+    let summary = parse_wrk(&output).unwrap_or_else(|error| panic!("{error:#}: {output}"));
     assert!(summary.requests > 100, "wrk made requests: {output}");
     assert_eq!(
         (summary.socket_errors, summary.non_2xx),

@@ -9,9 +9,9 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use tandem_lab::client::parse_wrk;
 use tandem_lab::pair::{wait_until, TandemNode};
 use tandem_lab::raw_http::KeepAlive;
+use tandem_lab::wrk::parse_wrk;
 use tandem_lab::{wait_for_tcp, Apache, Host, Lab, CLIENT, HTTP1, HTTP2, LB1};
 
 const PORT: u16 = 80;
@@ -154,7 +154,7 @@ fn reloads_under_load_change_backends_without_failing_a_request_or_dropping_a_co
     .expect("wrk ran");
     eprintln!("wrk through the proxy across four reloads:\n{output}");
 
-    let summary = parse_wrk(&output);
+    let summary = parse_wrk(&output).unwrap_or_else(|error| panic!("{error:#}: {output}"));
     assert!(summary.requests > 1000, "wrk made requests: {output}");
     assert_eq!(
         (summary.socket_errors, summary.non_2xx),

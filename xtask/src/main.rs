@@ -5,14 +5,9 @@
 //! the two commands of the README. The eBPF crate is built here, not by a build script, because
 //! it needs Debian's rustc and bpf-linker (see ../shared/TOOLCHAIN.md and `build_ebpf`).
 
-mod bench_failover;
-mod bench_l4;
-mod bench_proxy;
-mod bench_reload;
-mod bench_report;
+mod bench;
 mod fuzz;
 mod lab;
-mod process_tree;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -176,18 +171,18 @@ fn main() {
                     repetitions,
                     pair,
                     interval_ms,
-                } => bench_failover::run(
+                } => bench::failover::run(
                     &workspace_root(),
                     repetitions,
-                    bench_failover::Filter { pair, interval_ms },
+                    bench::failover::Filter { pair, interval_ms },
                 ),
                 BenchCmd::Proxy {
                     seconds,
                     repetitions,
                     only,
-                } => bench_proxy::run(&workspace_root(), seconds, repetitions, only.as_deref()),
-                BenchCmd::L4 { seconds } => bench_l4::run(&workspace_root(), seconds),
-                BenchCmd::Reload { seconds } => bench_reload::run(&workspace_root(), seconds),
+                } => bench::proxy::run(&workspace_root(), seconds, repetitions, only.as_deref()),
+                BenchCmd::L4 { seconds } => bench::l4::run(&workspace_root(), seconds),
+                BenchCmd::Reload { seconds } => bench::reload::run(&workspace_root(), seconds),
             }),
     };
     if let Err(error) = result {

@@ -120,7 +120,7 @@ pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()
     let table = render(&cases, repetitions);
     println!("{table}");
     if filter.pair.is_none() && filter.interval_ms.is_none() {
-        crate::bench_report::replace_section(root, "Failover", &table)?;
+        crate::bench::report::replace_section(root, "Failover", &table)?;
     }
     Ok(())
 }

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tandem_lab::l4::{make_dsr_backend, prepare_native_xdp_tx, take_vip};
+use tandem_lab::wrk::parse_wrk;
 use tandem_lab::{wait_for_tcp, EchoBackend, Host, Lab, Process, CLIENT, HTTP1, HTTP2, LB1, VIP};
 
 const TCP_PORT: u16 = 80;
@@ -129,8 +130,8 @@ struct Row {
 }
 
 pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
-    let target = crate::bench_report::release_dir(root);
-    crate::bench_report::require_tools(
+    let setup = super::Setup::new(
+        root,
         &[
             "/usr/sbin/trafgen",
             "/usr/bin/wrk",
@@ -140,12 +141,9 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
         ],
         "netsniff-ng, wrk, haproxy, nftables and bpftool",
     )?;
-    let tandem = target.join("tandem");
-    std::env::set_var("TANDEM_BIN", &tandem);
-    std::env::set_var("TANDEM_ECHO_BIN", target.join("tandem-echo"));
+    let (tandem, lab) = (&setup.tandem, &setup.lab);
     let run_for = Duration::from_secs(seconds.max(1));
 
-    let lab = Lab::new()?;
     let lb1 = lab.host(LB1);
     let client = lab.host(CLIENT);
     let mut backends = Vec::new();
@@ -173,16 +171,16 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
         lb1.run("sysctl", &["-q", "-w", &format!("{key}=0")])?;
     }
     // veth delivers native XDP_TX frames only to a peer that runs XDP itself.
-    prepare_native_xdp_tx(&lab, LB1)?;
+    prepare_native_xdp_tx(lab, LB1)?;
     // Locally made TCP segments reach native XDP with a partial checksum that nobody fills in
     // on XDP_TX (TOOLCHAIN.md): the client computes them in software, for every peer alike.
     client.run("ethtool", &["-K", "eth0", "tx", "off"])?;
-    let counters = Counters::new(&lab);
+    let counters = Counters::new(lab);
 
     // The path with no balancer: straight to http1.
     eprintln!("bench l4: baseline (no balancer, straight to http1)");
     let http1 = lab.host(HTTP1);
-    let direct = write_trafgen_config(&lab, client, http1, "direct")?;
+    let direct = write_trafgen_config(lab, client, http1, "direct")?;
     let base_packets = flood(client, &direct, run_for, &counters, &[], None)?;
     let http1_url = format!("http://{}:{TCP_PORT}/size/{BODY}", http1.ip);
     wrk(client, &http1_url, WARM_UP)?;
@@ -195,7 +193,7 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
         base_requests.cpu_per_unit() / 1000.0
     );
 
-    let to_vip = write_trafgen_config(&lab, client, lb1, "vip")?;
+    let to_vip = write_trafgen_config(lab, client, lb1, "vip")?;
     let vip_url = format!("http://{VIP}:{TCP_PORT}/size/{BODY}");
     let mut rows: Vec<(Peer, Row)> = Vec::new();
     for peer in Peer::ALL {
@@ -204,7 +202,7 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
             .work_dir()
             .join(format!("bench-l4-{peer:?}").to_lowercase());
         fs::create_dir_all(&dir)?;
-        let mut running = start_peer(peer, &lab, &tandem, &dir)
+        let mut running = start_peer(peer, lab, tandem, &dir)
             .with_context(|| format!("starting {}", peer.name()))?;
         let listen = SocketAddr::V4(SocketAddrV4::new(VIP, TCP_PORT));
         wait_for_tcp(client, listen, Duration::from_secs(10)).with_context(|| {
@@ -236,14 +234,14 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
             load.balancer_per_unit(&base_requests) / 1000.0
         );
         row.requests = Some(load);
-        running.stop(&lab, &tandem)?;
+        running.stop(lab, tandem)?;
         rows.push((peer, row));
     }
     drop(backends);
 
     let table = render(&rows, &base_packets, &base_requests, run_for);
     println!("\n{table}");
-    crate::bench_report::replace_section(root, "L4", &table)?;
+    crate::bench::report::replace_section(root, "L4", &table)?;
     Ok(())
 }
 
@@ -701,29 +699,8 @@ fn wrk(client: &Host, url: &str, duration: Duration) -> anyhow::Result<(f64, u64
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    parse_wrk(&text)
-}
-
-fn parse_wrk(text: &str) -> anyhow::Result<(f64, u64)> {
-    let rate = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
-    let mut errors = 0;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(rest) = line.strip_prefix("Socket errors:") {
-            errors += rest
-                .split(',')
-                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>();
-        }
-        if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            errors += rest.trim().parse::<u64>().unwrap_or(0);
-        }
-    }
-    Ok((rate, errors))
+    let summary = parse_wrk(&text)?;
+    Ok((summary.requests_per_second, summary.errors()))
 }
 
 fn fmt(value: f64, digits: usize) -> String {
@@ -814,15 +791,6 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wrk_output_is_read() -> anyhow::Result<()> {
-        let text = "Running 5s test @ http://198.18.0.99:80/size/1024\n  1 threads and 64 connections\n\
-                    \x20 Socket errors: connect 0, read 2, write 0, timeout 3\n\
-                    \x20 Non-2xx or 3xx responses: 1\nRequests/sec:  12345.67\nTransfer/sec:      1.00MB\n";
-        assert_eq!(parse_wrk(text)?, (12345.67, 6));
-        Ok(())
-    }
 
     #[test]
     fn the_balancer_is_charged_what_it_adds_over_the_baseline() {

@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read as _, Write as _};
+use std::io::{self, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -41,9 +41,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use tandem_lab::{wait_for_tcp, EchoBackend, Host, Lab, Process, CLIENT, HTTP1, HTTP2, LB1};
+use tandem_lab::client::read_response;
+use tandem_lab::{wait_for_tcp, EchoBackend, Host, Process, CLIENT, HTTP1, LB1};
 
-use crate::bench_proxy::{self, ratio, Contender, PORT};
+use super::proxy::{self as bench_proxy, ratio, Contender, PORT};
 
 /// Kept-alive connections of the load, one thread each.
 const CONNECTIONS: usize = 32;
@@ -145,21 +146,16 @@ struct Reload {
 }
 
 pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
-    let target = crate::bench_report::release_dir(root);
-    crate::bench_report::require_tools(
+    let setup = super::Setup::new(
+        root,
         &["/usr/sbin/haproxy", "/usr/sbin/nginx"],
         "haproxy and nginx-light",
     )?;
-    let tandem = target.join("tandem");
-    let echo = target.join("tandem-echo");
+    let (tandem, lab) = (&setup.tandem, &setup.lab);
     let run_for = Duration::from_secs(seconds.max(2));
-
-    let lab = Lab::new()?;
-    let backends = [
-        EchoBackend::start_with_binary(&echo, lab.host(HTTP1), 80, HTTP1)?,
-        EchoBackend::start_with_binary(&echo, lab.host(HTTP2), 80, HTTP2)?,
-        EchoBackend::start_with_binary(&echo, lab.host(HTTP1), THIRD_PORT, THIRD)?,
-    ];
+    let [http1, http2] = setup.echo_backends()?;
+    let third = EchoBackend::start_with_binary(&setup.echo, lab.host(HTTP1), THIRD_PORT, THIRD)?;
+    let backends = [http1, http2, third];
     let set_b: Vec<SocketAddrV4> = backends.iter().map(EchoBackend::addr).collect();
     let set_a = &set_b[..2];
     let lb1 = lab.host(LB1);
@@ -173,12 +169,12 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
             .work_dir()
             .join(format!("bench-reload-{}", proxy.name().to_lowercase()));
         fs::create_dir_all(&dir)?;
-        let mut process = start(proxy, &tandem, lb1, &dir, listen, set_a)?;
+        let mut process = start(proxy, tandem, lb1, &dir, listen, set_a)?;
         wait_for_tcp(client, SocketAddr::V4(listen), Duration::from_secs(10))
             .with_context(|| format!("{} does not accept on {listen}", proxy.name()))?;
         let contender = Running {
             proxy,
-            tandem: &tandem,
+            tandem,
             lb1,
             dir: &dir,
             listen,
@@ -204,7 +200,7 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
 
     let table = render(&results, run_for);
     println!("\n{table}");
-    crate::bench_report::replace_section(root, "Reload", &table)?;
+    crate::bench::report::replace_section(root, "Reload", &table)?;
     Ok(())
 }
 
@@ -363,9 +359,9 @@ fn measure(
             while !stop_sampling.load(Ordering::Relaxed)
                 && started.elapsed() < run_for + EFFECT_LIMIT + Duration::from_secs(10)
             {
-                peak = peak.max(crate::process_tree::kib(
+                peak = peak.max(crate::bench::process_tree::kib(
                     c.pid,
-                    crate::process_tree::Memory::Resident,
+                    crate::bench::process_tree::Memory::Resident,
                 ));
                 thread::sleep(RSS_SAMPLE);
             }
@@ -488,14 +484,13 @@ fn load_connection(
 ) -> LoadStats {
     let request = format!("GET /size/{BODY} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     let mut stats = LoadStats::default();
-    let mut line = String::new();
     let mut conn = None;
     for _ in 0..MAX_REQUESTS_PER_THREAD {
         if Instant::now() >= deadline {
             break;
         }
-        let mut attempt = |conn: &mut Option<BufReader<TcpStream>>, stats: &mut LoadStats| {
-            request_on(client, target, conn, request.as_bytes(), &mut line, stats)
+        let attempt = |conn: &mut Option<BufReader<TcpStream>>, stats: &mut LoadStats| {
+            request_on(client, target, conn, request.as_bytes(), stats)
         };
         let cause = match attempt(&mut conn, &mut stats) {
             Ok(()) => continue,
@@ -526,14 +521,13 @@ fn request_on(
     target: SocketAddrV4,
     conn: &mut Option<BufReader<TcpStream>>,
     request: &[u8],
-    line: &mut String,
     stats: &mut LoadStats,
 ) -> Result<(), Failure> {
     let reader = match conn {
         Some(reader) => reader,
         None => conn.insert(connect(client, target)?),
     };
-    let response = exchange(reader, request, line);
+    let response = exchange(reader, request);
     let response = match response {
         Ok(response) => response,
         Err(failure) => {
@@ -574,118 +568,24 @@ fn connect(client: &Host, target: SocketAddrV4) -> Result<BufReader<TcpStream>, 
 }
 
 /// Sends `request` and reads the whole answer.
-fn exchange(
-    conn: &mut BufReader<TcpStream>,
-    request: &[u8],
-    line: &mut String,
-) -> Result<Response, Failure> {
+fn exchange(conn: &mut BufReader<TcpStream>, request: &[u8]) -> Result<Response, Failure> {
     conn.get_mut().write_all(request)?;
-    read_response(conn, line)
-}
-
-/// Reads one HTTP/1.x answer: status line, headers, body (Content-Length, chunked or to EOF).
-fn read_response(reader: &mut impl BufRead, line: &mut String) -> Result<Response, Failure> {
-    line.clear();
-    if reader.read_line(line)? == 0 {
-        return Err(Failure::Closed("EOF"));
-    }
-    let mut words = line.split_whitespace();
-    let version = words.next().unwrap_or_default().to_owned();
-    let status = words
-        .next()
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| Failure::Other(format!("bad status line {:?}", line.trim_end())))?;
-    let mut close = version == "HTTP/1.0";
-    let mut length = None;
-    let mut chunked = false;
-    let mut backend = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(line)? == 0 {
-            return Err(Failure::Closed("EOF"));
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let Some((name, value)) = header.split_once(':') else {
-            return Err(Failure::Other(format!("bad header line {header:?}")));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<u64>()
-                    .map_err(|_| Failure::Other(format!("bad Content-Length {value:?}")))?,
-            );
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if name.eq_ignore_ascii_case("connection") {
-            let value = value.to_ascii_lowercase();
-            if value.contains("close") {
-                close = true;
-            } else if value.contains("keep-alive") {
-                close = false;
-            }
-        } else if name.eq_ignore_ascii_case("x-backend") {
-            backend = value.to_owned();
-        }
-    }
-    if chunked {
-        loop {
-            line.clear();
-            if reader.read_line(line)? == 0 {
-                return Err(Failure::Closed("EOF"));
-            }
-            let size = line.trim().split(';').next().unwrap_or_default();
-            let size = u64::from_str_radix(size, 16)
-                .map_err(|_| Failure::Other(format!("bad chunk size {size:?}")))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    line.clear();
-                    if reader.read_line(line)? == 0 {
-                        return Err(Failure::Closed("EOF"));
-                    }
-                    if line.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            skip(reader, size + 2)?;
-        }
-    } else if let Some(length) = length {
-        skip(reader, length)?;
-    } else {
-        io::copy(reader, &mut io::sink())?;
-        close = true;
-    }
+    let response = read_response(conn)?;
     Ok(Response {
-        status,
-        backend,
-        close,
+        status: response.status,
+        backend: response.header("x-backend").unwrap_or_default().to_owned(),
+        close: !response.keep_alive,
     })
-}
-
-/// Reads and drops exactly `n` bytes.
-fn skip(reader: &mut impl BufRead, n: u64) -> Result<(), Failure> {
-    let copied = io::copy(&mut reader.by_ref().take(n), &mut io::sink())?;
-    if copied < n {
-        return Err(Failure::Closed("EOF"));
-    }
-    Ok(())
 }
 
 /// From `since` (the start of a reload to set B) until a request on a fresh connection is
 /// answered by the third backend; `None` if that does not happen within [`EFFECT_LIMIT`].
 fn time_to_effect(client: &Host, target: SocketAddrV4, since: Instant) -> Option<Duration> {
     let request = format!("GET /size/0 HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    let mut line = String::new();
     while since.elapsed() < EFFECT_LIMIT {
         if let Ok(mut conn) = connect(client, target) {
             for _ in 0..PROBE_REQUESTS {
-                match exchange(&mut conn, request.as_bytes(), &mut line) {
+                match exchange(&mut conn, request.as_bytes()) {
                     Ok(response) if response.backend == THIRD => return Some(since.elapsed()),
                     Ok(response) if !response.close => {}
                     _ => break,
@@ -908,30 +808,6 @@ fn render(results: &[(Contender, Measured)], run_for: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn read(text: &str) -> Result<Response, Failure> {
-        read_response(&mut io::Cursor::new(text.as_bytes()), &mut String::new())
-    }
-
-    #[test]
-    fn answers_are_read() {
-        let response =
-            read("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-backend: third\r\n\r\nabc").unwrap();
-        assert_eq!(
-            (response.status, response.backend.as_str(), response.close),
-            (200, "third", false)
-        );
-        let response = read(
-            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((response.status, response.close), (503, true));
-        assert!(matches!(read(""), Err(Failure::Closed("EOF"))));
-        assert!(matches!(
-            read("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"),
-            Err(Failure::Closed("EOF"))
-        ));
-    }
 
     #[test]
     fn median_of_even_and_odd_counts() {
