@@ -185,10 +185,10 @@ impl Collector for NodeCollector {
         // (labels, up, drained) of every backend, HTTP and L4.
         let mut backends: Vec<(Labels, bool, bool)> = Vec::new();
         for service in &snapshot.services {
-            for backend in &service.upstream.backends {
+            for backend in &service.status.upstream.backends {
                 backends.push((
                     vec![
-                        ("service", service.upstream.service.clone()),
+                        ("service", service.status.upstream.service.clone()),
                         ("backend", backend.address.to_string()),
                     ],
                     backend.up,
@@ -231,7 +231,7 @@ impl Collector for NodeCollector {
 
         let mut requests: Vec<(Labels, u64)> = Vec::new();
         for service in &snapshot.services {
-            let r = &service.requests;
+            let r = &service.status.requests;
             for (class, n) in [
                 ("1xx", r.informational),
                 ("2xx", r.success),
@@ -240,7 +240,7 @@ impl Collector for NodeCollector {
                 ("5xx", r.server_error),
             ] {
                 let labels = vec![
-                    ("service", service.upstream.service.clone()),
+                    ("service", service.status.upstream.service.clone()),
                     ("class", class.to_owned()),
                 ];
                 requests.push((labels, n));
@@ -255,7 +255,12 @@ impl Collector for NodeCollector {
         let errors: Vec<(Labels, u64)> = snapshot
             .services
             .iter()
-            .map(|s| (vec![("service", s.upstream.service.clone())], s.errors))
+            .map(|s| {
+                (
+                    vec![("service", s.status.upstream.service.clone())],
+                    s.status.errors,
+                )
+            })
             .collect();
         counter(
             e,
@@ -267,8 +272,8 @@ impl Collector for NodeCollector {
             .services
             .iter()
             .map(|s| {
-                let open = i64::try_from(s.tunnels).unwrap_or(i64::MAX);
-                (vec![("service", s.upstream.service.clone())], open)
+                let open = i64::try_from(s.status.tunnels).unwrap_or(i64::MAX);
+                (vec![("service", s.status.upstream.service.clone())], open)
             })
             .collect();
         gauge(
@@ -285,7 +290,7 @@ impl Collector for NodeCollector {
                 MetricType::Histogram,
             )?;
             for service in &snapshot.services {
-                let labels: Labels = vec![("service", service.upstream.service.clone())];
+                let labels: Labels = vec![("service", service.status.upstream.service.clone())];
                 let latency = &service.latency;
                 metric
                     .encode_family(&labels)?
@@ -301,9 +306,9 @@ impl Collector for NodeCollector {
             .services
             .iter()
             .filter_map(|s| {
-                let session = s.upstream.session.as_ref()?;
+                let session = s.status.upstream.session.as_ref()?;
                 Some((
-                    vec![("service", s.upstream.service.clone())],
+                    vec![("service", s.status.upstream.service.clone())],
                     count(session.entries),
                 ))
             })

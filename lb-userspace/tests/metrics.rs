@@ -9,7 +9,7 @@ use std::time::Duration;
 use tandem::config::{Balance, SessionKind, SessionMode};
 use tandem::dataplane::{self, DataplaneKind, DataplaneStatus, Share};
 use tandem::metrics::{self, Snapshot};
-use tandem::proxy::engine::stats::{Latency, RequestCounts, ServiceSnapshot};
+use tandem::proxy::engine::stats::{HttpServiceStatus, Latency, RequestCounts, ServiceSnapshot};
 use tandem::proxy::policy::upstream::{self, SessionStatus, UpstreamStatus};
 use tandem::vrrp::instance::InstanceStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -38,49 +38,53 @@ fn fake() -> Snapshot {
             transitions: 2,
         }],
         services: vec![ServiceSnapshot {
-            upstream: UpstreamStatus {
-                service: "web".into(),
-                balance: Balance::RoundRobin,
-                backend_protocol: tandem::config::BackendProtocol::Http1,
-                session: Some(SessionStatus {
-                    kind: SessionKind::Cookie,
-                    mode: SessionMode::Learn,
-                    entries: 5,
-                }),
-                backends: vec![
-                    upstream::BackendStatus {
-                        address: "198.18.0.102:80".parse().unwrap(),
-                        weight: 1,
-                        emergency: false,
-                        up: true,
-                        reason: "ok".into(),
-                        since: "2026-01-01T00:00:00Z".into(),
-                        sessions: 3,
-                        requests: 10,
-                        errors: 0,
-                        drained: false,
-                    },
-                    upstream::BackendStatus {
-                        address: "198.18.0.103:80".parse().unwrap(),
-                        weight: 1,
-                        emergency: false,
-                        up: false,
-                        reason: "connect refused".into(),
-                        since: "2026-01-01T00:00:00Z".into(),
-                        sessions: 2,
-                        requests: 4,
-                        errors: 3,
-                        drained: true,
-                    },
-                ],
+            status: HttpServiceStatus {
+                name: "web".into(),
+                listen: "198.18.0.99:80".parse().unwrap(),
+                upstream: UpstreamStatus {
+                    service: "web".into(),
+                    balance: Balance::RoundRobin,
+                    backend_protocol: tandem::config::BackendProtocol::Http1,
+                    session: Some(SessionStatus {
+                        kind: SessionKind::Cookie,
+                        mode: SessionMode::Learn,
+                        entries: 5,
+                    }),
+                    backends: vec![
+                        upstream::BackendStatus {
+                            address: "198.18.0.102:80".parse().unwrap(),
+                            weight: 1,
+                            emergency: false,
+                            up: true,
+                            reason: "ok".into(),
+                            since: "2026-01-01T00:00:00Z".into(),
+                            sessions: 3,
+                            requests: 10,
+                            errors: 0,
+                            drained: false,
+                        },
+                        upstream::BackendStatus {
+                            address: "198.18.0.103:80".parse().unwrap(),
+                            weight: 1,
+                            emergency: false,
+                            up: false,
+                            reason: "connect refused".into(),
+                            since: "2026-01-01T00:00:00Z".into(),
+                            sessions: 2,
+                            requests: 4,
+                            errors: 3,
+                            drained: true,
+                        },
+                    ],
+                },
+                requests: RequestCounts {
+                    success: 12,
+                    server_error: 1,
+                    ..RequestCounts::default()
+                },
+                errors: 1,
+                tunnels: 2,
             },
-            requests: RequestCounts {
-                success: 12,
-                server_error: 1,
-                ..RequestCounts::default()
-            },
-            errors: 1,
-            tunnels: 2,
             latency: latency.snapshot(),
         }],
         dataplane: Some(DataplaneStatus {
@@ -93,7 +97,7 @@ fn fake() -> Snapshot {
             services: vec![dataplane::ServiceStatus {
                 name: "ssh".into(),
                 listen: "198.18.0.99:22".parse().unwrap(),
-                mode: "tcp",
+                mode: "tcp".into(),
                 backends: vec![dataplane::BackendStatus {
                     address: "198.18.0.102:22".parse().unwrap(),
                     weight: 1,

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use super::proxy::{
     AccessLog, AccessLogLevel, BackendProtocol, BackendTls, CertificateFiles, LogTarget,
@@ -214,7 +214,7 @@ pub struct Service {
 }
 
 /// `balance`: how an HTTP service picks a backend for a request without a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
     /// Smooth weighted round robin (nginx's): weights 3:1 give A A B A, not A A A B.
@@ -392,7 +392,7 @@ pub struct Session {
 }
 
 /// `session.mode`: where a session's backend is remembered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionMode {
     /// Pound's way: a table of keys seen (and, for cookies, set by the backend), each with
@@ -420,7 +420,7 @@ impl Session {
 }
 
 /// What identifies a client's session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionKind {
     /// A cookie named `id`, learned from the backend's Set-Cookie.

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diagnostic::Reporter;
 use super::fields::{Field, Section};
@@ -194,7 +194,7 @@ pub struct ServiceHttp {
 
 /// `backend_protocol`: what the proxy speaks to a service's backends, whatever the client
 /// speaks to the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendProtocol {
     /// HTTP/1.1 over TCP (Pound's only way).

@@ -20,11 +20,12 @@ pub struct NodeStatus {
     pub pid: u32,
     pub uptime_seconds: f64,
     pub vrrp: Vec<InstanceStatus>,
-    /// Per service: its backends, health and counters (as the proxy and data plane report them).
+    /// Per HTTP service: its backends, health and counters, as the proxy reports them.
     #[serde(default)]
-    pub services: Vec<serde_json::Value>,
+    pub services: Vec<crate::proxy::engine::stats::HttpServiceStatus>,
+    /// The data plane and its L4 services.
     #[serde(default)]
-    pub dataplane: Option<serde_json::Value>,
+    pub dataplane: Option<crate::dataplane::DataplaneStatus>,
     /// Backends written by host name: what each resolved to, and whether it still does.
     #[serde(default)]
     pub backend_names: Vec<crate::names::NameStatus>,

@@ -4,6 +4,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::NodeStatus;
+use crate::config::BackendProtocol;
+use crate::dataplane::{DataplaneKind, DataplaneStatus, ServiceStatus as L4ServiceStatus};
+use crate::proxy::engine::stats::HttpServiceStatus;
 
 /// Whether to colour the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,12 +128,10 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
             instance.transitions
         );
     }
-    let l4_services: &[serde_json::Value] = status
+    let l4_services = status
         .dataplane
         .as_ref()
-        .and_then(|dataplane| dataplane.get("services"))
-        .and_then(|services| services.as_array())
-        .map_or(&[], Vec::as_slice);
+        .map_or(&[][..], |dataplane| dataplane.services.as_slice());
     if !status.services.is_empty() || !l4_services.is_empty() {
         let _ = writeln!(out, "\n{}", paint.bold("Services"));
     }
@@ -140,7 +141,7 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
     let relay = status
         .dataplane
         .as_ref()
-        .is_some_and(|dataplane| text(dataplane, "kind") == "relay");
+        .is_some_and(|dataplane| dataplane.kind == DataplaneKind::Relay);
     for service in l4_services {
         render_l4_service(&mut out, &paint, service, relay);
     }
@@ -175,84 +176,69 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
     out
 }
 
-fn text<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
-    value.get(key).and_then(|v| v.as_str()).unwrap_or("?")
+/// The name serde gives `value` (a config enum's spelling in the file, e.g. "round-robin").
+fn spelling<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => "?".to_owned(),
+    }
 }
 
-fn number(value: &serde_json::Value, key: &str) -> u64 {
-    value
-        .get(key)
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-}
-
-fn health(paint: &Paint, backend: &serde_json::Value) -> String {
-    let drained = backend.get("drained").and_then(serde_json::Value::as_bool) == Some(true);
-    match backend.get("up").and_then(serde_json::Value::as_bool) {
-        Some(true) if drained => paint.state("drain"),
-        Some(true) => paint.state("up"),
-        Some(false) => paint.state("down"),
-        None => String::new(),
+fn health(paint: &Paint, up: bool, drained: bool) -> String {
+    match (up, drained) {
+        (true, true) => paint.state("drain"),
+        (true, false) => paint.state("up"),
+        (false, _) => paint.state("down"),
     }
 }
 
 /// An HTTP service: its policy, counters by status class, and each backend's health, weight,
 /// sessions, requests and errors.
-fn render_http_service(out: &mut String, paint: &Paint, service: &serde_json::Value) {
+fn render_http_service(out: &mut String, paint: &Paint, service: &HttpServiceStatus) {
+    let upstream = &service.upstream;
     let mut head = vec![
-        format!("http on {}", text(service, "listen")),
-        text(service, "balance").replace('_', " "),
+        format!("http on {}", service.listen),
+        spelling(&upstream.balance).replace(['_', '-'], " "),
     ];
     // Plain HTTP/1.1 is the default and goes unsaid.
-    let protocol = text(service, "backend_protocol");
-    if !matches!(protocol, "http1" | "?") {
-        head.push(format!("backends over {protocol}"));
-    }
-    if let Some(session) = service.get("session").filter(|s| s.is_object()) {
+    if upstream.backend_protocol != BackendProtocol::Http1 {
         head.push(format!(
-            "{} sessions ({} affinity, {})",
-            number(session, "entries"),
-            text(session, "type"),
-            text(session, "mode")
+            "backends over {}",
+            spelling(&upstream.backend_protocol)
         ));
     }
-    let classes: Vec<String> = service
-        .get("requests")
-        .and_then(|r| r.as_object())
-        .map(|classes| {
-            classes
-                .iter()
-                .filter(|(_, count)| count.as_u64().unwrap_or(0) > 0)
-                .map(|(class, count)| format!("{class} {count}"))
-                .collect()
-        })
-        .unwrap_or_default();
+    if let Some(session) = &upstream.session {
+        head.push(format!(
+            "{} sessions ({} affinity, {})",
+            session.entries,
+            spelling(&session.kind),
+            spelling(&session.mode)
+        ));
+    }
+    let requests = &service.requests;
+    let classes: Vec<String> = [
+        ("1xx", requests.informational),
+        ("2xx", requests.success),
+        ("3xx", requests.redirect),
+        ("4xx", requests.client_error),
+        ("5xx", requests.server_error),
+    ]
+    .into_iter()
+    .filter(|(_, count)| *count > 0)
+    .map(|(class, count)| format!("{class} {count}"))
+    .collect();
     head.push(if classes.is_empty() {
         "no requests yet".to_owned()
     } else {
         format!("requests {}", classes.join(" "))
     });
-    head.push(format!("errors {}", number(service, "errors")));
-    if number(service, "tunnels") > 0 {
-        head.push(format!("tunnels open {}", number(service, "tunnels")));
+    head.push(format!("errors {}", service.errors));
+    if service.tunnels > 0 {
+        head.push(format!("tunnels open {}", service.tunnels));
     }
-    let _ = writeln!(
-        out,
-        "  {}  {}",
-        paint.bold(text(service, "name")),
-        head.join(", ")
-    );
-    for backend in service
-        .get("backends")
-        .and_then(|b| b.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let emergency = if backend
-            .get("emergency")
-            .and_then(serde_json::Value::as_bool)
-            == Some(true)
-        {
+    let _ = writeln!(out, "  {}  {}", paint.bold(&service.name), head.join(", "));
+    for backend in &upstream.backends {
+        let emergency = if backend.emergency {
             " (emergency)"
         } else {
             ""
@@ -260,91 +246,78 @@ fn render_http_service(out: &mut String, paint: &Paint, service: &serde_json::Va
         let _ = writeln!(
             out,
             "    {:<22} {:<6} weight {}{emergency}, sessions {}, requests {}, errors {}  {}",
-            text(backend, "address"),
-            health(paint, backend),
-            number(backend, "weight"),
-            number(backend, "sessions"),
-            number(backend, "requests"),
-            number(backend, "errors"),
-            paint.dim(&format!(
-                "{} since {}",
-                text(backend, "reason"),
-                text(backend, "since")
-            ))
+            backend.address.to_string(),
+            health(paint, backend.up, backend.drained),
+            backend.weight,
+            backend.sessions,
+            backend.requests,
+            backend.errors,
+            paint.dim(&format!("{} since {}", backend.reason, backend.since))
         );
     }
 }
 
 /// An L4 service, as the data plane forwards it: each backend's health, weight, share of new
 /// flows, MAC and traffic.
-fn render_l4_service(out: &mut String, paint: &Paint, service: &serde_json::Value, relay: bool) {
+fn render_l4_service(out: &mut String, paint: &Paint, service: &L4ServiceStatus, relay: bool) {
     let _ = writeln!(
         out,
         "  {}  {} on {}, forwarded by the data plane",
-        paint.bold(text(service, "name")),
-        text(service, "mode"),
-        text(service, "listen")
+        paint.bold(&service.name),
+        service.mode,
+        service.listen
     );
-    for backend in service
-        .get("backends")
-        .and_then(|b| b.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let share = backend
-            .get("share")
-            .and_then(|share| share.get("percent"))
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(0.0);
+    for backend in &service.backends {
         // The relay counts what it relays: connections (TCP) or datagrams (UDP).
-        let unit = match (relay, text(service, "mode")) {
+        let unit = match (relay, service.mode.as_str()) {
             (false, _) => "packets",
             (true, "udp") => "datagrams",
             (true, _) => "connections",
         };
         // The relay connects to backends; only XDP sends them frames by MAC.
-        let mac = match backend.get("mac").and_then(|mac| mac.as_str()) {
+        let mac = match &backend.mac {
             _ if relay => String::new(),
             Some(mac) => format!("mac {mac}"),
             None => "mac unresolved".to_owned(),
         };
         let _ = writeln!(
             out,
-            "    {:<22} {:<6} weight {}, new flows {share}%, {unit} {}, bytes {}  {}",
-            text(backend, "address"),
-            health(paint, backend),
-            number(backend, "weight"),
-            number(backend, "packets"),
-            number(backend, "bytes"),
+            "    {:<22} {:<6} weight {}, new flows {}%, {unit} {}, bytes {}  {}",
+            backend.address.to_string(),
+            health(paint, backend.up, backend.drained),
+            backend.weight,
+            backend.share.percent,
+            backend.packets,
+            backend.bytes,
             paint.dim(&mac)
         );
     }
 }
 
-fn render_dataplane(out: &mut String, paint: &Paint, dataplane: &serde_json::Value) {
-    let kind = match (
-        text(dataplane, "kind"),
-        dataplane.get("attach_mode").and_then(|m| m.as_str()),
-    ) {
-        ("xdp", Some(mode)) => format!("XDP ({mode})"),
-        ("xdp", None) => "XDP".to_owned(),
-        ("relay", _) => "userspace relay (L4 services)".to_owned(),
-        (other, _) => other.to_owned(),
+fn render_dataplane(out: &mut String, paint: &Paint, dataplane: &DataplaneStatus) {
+    let kind = match (dataplane.kind, dataplane.attach_mode) {
+        (DataplaneKind::Xdp, Some(mode)) => format!("XDP ({mode})"),
+        (DataplaneKind::Xdp, None) => "XDP".to_owned(),
+        (DataplaneKind::Relay, _) => "userspace relay (L4 services)".to_owned(),
     };
-    let active = if dataplane.get("active").and_then(serde_json::Value::as_bool) == Some(true) {
+    let active = if dataplane.active {
         paint.state("up") + " forwarding (this node is master)"
     } else {
         "idle (this node is not master)".to_owned()
     };
-    let mut line = format!("  {kind} on {}, {active}", text(dataplane, "interface"));
-    if let Some(flows) = dataplane.get("flows").and_then(serde_json::Value::as_u64) {
+    let mut line = format!("  {kind} on {}, {active}", dataplane.interface);
+    if let Some(flows) = dataplane.flows {
         let _ = write!(line, ", {flows} flows recorded");
     }
-    if let Some(dir) = dataplane.get("pin_dir").and_then(|d| d.as_str()) {
-        let _ = write!(line, "  {}", paint.dim(&format!("pinned at {dir}")));
+    if let Some(dir) = &dataplane.pin_dir {
+        let _ = write!(
+            line,
+            "  {}",
+            paint.dim(&format!("pinned at {}", dir.display()))
+        );
     }
     let _ = writeln!(out, "{line}");
-    if let Some(reason) = dataplane.get("fallback_reason").and_then(|r| r.as_str()) {
+    if let Some(reason) = &dataplane.fallback_reason {
         let _ = writeln!(out, "  XDP not in use: {reason}");
     }
 }
@@ -434,8 +407,8 @@ mod tests {
     #[test]
     fn services_show_each_backend_with_health_weight_sessions_requests_and_errors() {
         let mut status = sample();
-        status.services = vec![serde_json::json!({
-            "name": "web", "listen": "198.18.0.99:80", "balance": "round_robin",
+        status.services = vec![serde_json::from_value(serde_json::json!({
+            "name": "web", "listen": "198.18.0.99:80", "service": "web", "balance": "round-robin",
             "session": {"type": "cookie", "mode": "learn", "entries": 12},
             "requests": {"1xx": 0, "2xx": 1200, "3xx": 0, "4xx": 3, "5xx": 0},
             "errors": 2,
@@ -450,8 +423,9 @@ mod tests {
                  "reason": "connect refused", "since": "2026-11-26T05:01:00Z", "sessions": 5,
                  "requests": 500, "errors": 2}
             ]
-        })];
-        status.dataplane = Some(serde_json::json!({
+        }))
+        .expect("the proxy's status as JSON")];
+        status.dataplane = Some(serde_json::from_value(serde_json::json!({
             "kind": "xdp", "interface": "eth0", "attach_mode": "generic",
             "pin_dir": "/sys/fs/bpf/tandem", "active": true, "fallback_reason": null, "flows": 4,
             "services": [{"name": "ssh", "listen": "198.18.0.99:22", "mode": "tcp", "backends": [
@@ -459,7 +433,8 @@ mod tests {
                  "share": {"slots": 65537, "percent": 100.0}, "mac": "02:00:00:00:00:66",
                  "packets": 10, "bytes": 1000}
             ]}]
-        }));
+        }))
+        .expect("the data plane's status as JSON"));
         let text = render(&status, Colour::Off);
         for expected in [
             "web  http on 198.18.0.99:80, round robin, 12 sessions (cookie affinity, learn), requests 2xx 1200 4xx 3, errors 2",

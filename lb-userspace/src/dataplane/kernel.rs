@@ -775,7 +775,7 @@ impl Dataplane for XdpDataplane {
                 ServiceStatus {
                     name: service.name.clone(),
                     listen: service.listen,
-                    mode: service.mode.as_str(),
+                    mode: service.mode.as_str().to_owned(),
                     backends: service
                         .backends
                         .iter()

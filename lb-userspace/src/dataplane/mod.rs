@@ -34,7 +34,7 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -113,7 +113,7 @@ pub trait Dataplane: Send + Sync {
 }
 
 /// Which implementation runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataplaneKind {
     Xdp,
@@ -121,7 +121,7 @@ pub enum DataplaneKind {
 }
 
 /// `tandem status`'s view of the data plane.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataplaneStatus {
     pub kind: DataplaneKind,
     pub interface: String,
@@ -139,15 +139,15 @@ pub struct DataplaneStatus {
     pub flows: Option<usize>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
     pub listen: SocketAddrV4,
-    pub mode: &'static str,
+    pub mode: String,
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub address: SocketAddrV4,
     pub weight: u32,
@@ -157,6 +157,7 @@ pub struct BackendStatus {
     /// For XDP: the MAC frames are sent to (`None` while unresolved).
     pub mac: Option<String>,
     /// Taken out of rotation by `tandem drain`: no new flows, its recorded flows go on.
+    #[serde(default)]
     pub drained: bool,
     /// Frames (XDP) or connections and datagrams (relay) sent to it.
     pub packets: u64,

@@ -36,7 +36,7 @@ use lb_common::{
     BackendValue, ServiceKey, ServiceMode, ServiceValue, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
     MAX_L4_SERVICES, MAX_SERVICES,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use crate::config::{self, Config};
@@ -558,7 +558,7 @@ impl PlannedService {
 }
 
 /// A backend's share of its service's Maglev table, for `tandem status` and `tandem maps`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Share {
     pub slots: usize,
     pub percent: f64,

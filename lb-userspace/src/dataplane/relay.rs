@@ -728,7 +728,7 @@ impl Dataplane for RelayDataplane {
                 ServiceStatus {
                     name: planned.name.clone(),
                     listen: planned.listen,
-                    mode: planned.mode.as_str(),
+                    mode: planned.mode.as_str().to_owned(),
                     backends: planned
                         .backends
                         .iter()

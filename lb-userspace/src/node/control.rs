@@ -39,7 +39,7 @@ impl Parts {
                 .upgrade()
                 .map(|proxy| proxy.service_status())
                 .unwrap_or_default(),
-            dataplane: serde_json::to_value(self.dataplane.status()).ok(),
+            dataplane: Some(self.dataplane.status()),
             backend_names: self.names.status(),
         }
     }

@@ -83,7 +83,7 @@ pub fn link_state(if_index: u32) -> io::Result<LinkState> {
 }
 
 /// The mode an attachment ended up in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachedMode {
     Native,

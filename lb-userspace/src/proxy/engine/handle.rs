@@ -15,7 +15,9 @@ use tracing::info;
 use super::access_log::AccessLogger;
 use super::routes::{self, ListenerEntry, ServiceEntry};
 use super::server::{self, answers_probe, bind, AddListener, ServeProbe};
-use super::stats::{ConnectionCounters, ListenerStats, ProxyStats, ServiceSnapshot, ServiceStats};
+use super::stats::{
+    ConnectionCounters, HttpServiceStatus, ListenerStats, ProxyStats, ServiceSnapshot, ServiceStats,
+};
 use crate::config::Config;
 use crate::proxy::policy::replicate::Replicator;
 
@@ -155,42 +157,19 @@ impl ProxyHandle {
 
     /// Each HTTP service as `tandem status` shows it: the policy's view (backends, health,
     /// sessions) with the engine's counters.
-    pub fn service_status(&self) -> Vec<serde_json::Value> {
+    pub fn service_status(&self) -> Vec<HttpServiceStatus> {
         self.service_entries()
             .into_iter()
-            .map(|(listen, service)| {
-                let mut value = serde_json::to_value(service.upstream.status()).unwrap_or_default();
-                if let Some(fields) = value.as_object_mut() {
-                    fields.insert("name".into(), service.name.to_string().into());
-                    fields.insert("listen".into(), listen.to_string().into());
-                    fields.insert(
-                        "requests".into(),
-                        serde_json::to_value(service.counters.snapshot()).unwrap_or_default(),
-                    );
-                    fields.insert(
-                        "errors".into(),
-                        service.counters.errors.load(Ordering::Relaxed).into(),
-                    );
-                    fields.insert(
-                        "tunnels".into(),
-                        service.counters.tunnels.load(Ordering::Relaxed).into(),
-                    );
-                }
-                value
-            })
+            .map(|(listen, service)| status_of(listen, &service))
             .collect()
     }
 
-    /// Each HTTP service's policy view and counters, typed (for the metrics).
+    /// Each HTTP service's status and latency histogram (for the metrics).
     pub fn service_snapshots(&self) -> Vec<ServiceSnapshot> {
         self.service_entries()
             .into_iter()
-            .map(|(_, service)| ServiceSnapshot {
-                upstream: service.upstream.status(),
-                requests: service.counters.snapshot(),
-                errors: service.counters.errors.load(Ordering::Relaxed),
-                tunnels: u64::try_from(service.counters.tunnels.load(Ordering::Relaxed))
-                    .unwrap_or(0),
+            .map(|(listen, service)| ServiceSnapshot {
+                status: status_of(listen, &service),
                 latency: service.counters.latency.snapshot(),
             })
             .collect()
@@ -366,6 +345,18 @@ impl ProxyHandle {
             // An error means the worker is gone already.
             let _ = finished.await;
         }
+    }
+}
+
+/// One service's status: its upstream's view and the engine's counters.
+fn status_of(listen: SocketAddrV4, service: &ServiceEntry) -> HttpServiceStatus {
+    HttpServiceStatus {
+        name: service.name.to_string(),
+        listen,
+        upstream: service.upstream.status(),
+        requests: service.counters.snapshot(),
+        errors: service.counters.errors.load(Ordering::Relaxed),
+        tunnels: u64::try_from(service.counters.tunnels.load(Ordering::Relaxed)).unwrap_or(0),
     }
 }
 

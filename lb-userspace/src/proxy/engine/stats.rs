@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Request counters of one service (or of a listener's unrouted requests).
 #[derive(Debug, Default)]
@@ -73,14 +73,25 @@ pub struct LatencySnapshot {
     pub buckets: Vec<(f64, u64)>,
 }
 
-/// One HTTP service as the metrics read it.
-#[derive(Debug, Clone)]
-pub struct ServiceSnapshot {
+/// One HTTP service as `tandem status` shows it, `tandem status --json` prints it and the
+/// metrics read it: the policy's view (backends, health, sessions) with the engine's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpServiceStatus {
+    pub name: String,
+    pub listen: std::net::SocketAddrV4,
+    #[serde(flatten)]
     pub upstream: crate::proxy::policy::upstream::UpstreamStatus,
     pub requests: RequestCounts,
     pub errors: u64,
     /// Protocol switches (WebSocket...) tunneling now.
+    #[serde(default)]
     pub tunnels: u64,
+}
+
+/// One HTTP service as the metrics read it: its status and its latency histogram.
+#[derive(Debug, Clone)]
+pub struct ServiceSnapshot {
+    pub status: HttpServiceStatus,
     pub latency: LatencySnapshot,
 }
 
@@ -103,7 +114,7 @@ impl Counters {
 }
 
 /// Requests answered, by status class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RequestCounts {
     #[serde(rename = "1xx")]
     pub informational: u64,

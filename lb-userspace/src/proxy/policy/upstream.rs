@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use http::header::SET_COOKIE;
 use http::HeaderValue;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -118,17 +118,18 @@ enum Tier {
 }
 
 /// One service as `tandem status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     pub service: String,
     pub balance: config::Balance,
     /// What the proxy speaks to the backends (http1, h2c, https, h2).
+    #[serde(default)]
     pub backend_protocol: config::BackendProtocol,
     pub session: Option<SessionStatus>,
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStatus {
     #[serde(rename = "type")]
     pub kind: SessionKind,
@@ -138,7 +139,7 @@ pub struct SessionStatus {
 }
 
 /// One backend as `tandem status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub address: SocketAddrV4,
     pub weight: u32,
@@ -156,6 +157,7 @@ pub struct BackendStatus {
     /// got a 502/504).
     pub errors: u64,
     /// Taken out of rotation by `tandem drain`: only its existing sessions still reach it.
+    #[serde(default)]
     pub drained: bool,
 }
 
