@@ -301,14 +301,81 @@ fn round_to_millis(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The node's health checks, one entry per service, whichever part serves it (the proxy's
+/// HTTP services, the data plane's L4 TCP services): the one place checks start. A reload
+/// keeps the checks of a service that did not change, and gives a changed one a new table
+/// that carries over what is known of its remaining backends.
+#[derive(Default)]
+pub struct HealthChecks {
+    running: Mutex<std::collections::HashMap<String, Checked>>,
+}
+
+/// A service checked into a table until its token is cancelled.
+struct Checked {
+    service: config::Service,
+    table: Arc<HealthTable>,
+    stop: CancellationToken,
+}
+
+impl HealthChecks {
+    /// The table `service` is to be served with: the running one when the service is checked
+    /// as it is, else a new one (not checked until [`HealthChecks::run`]) with the verdicts of
+    /// the running one's remaining backends.
+    pub fn table_for(&self, service: &config::Service) -> Arc<HealthTable> {
+        let running = self.lock();
+        match running.get(&service.name) {
+            Some(checked) if checked.service == *service && !checked.stop.is_cancelled() => {
+                Arc::clone(&checked.table)
+            }
+            Some(checked) => {
+                let table = HealthTable::new(service);
+                table.carry_over(&checked.table);
+                table
+            }
+            None => HealthTable::new(service),
+        }
+    }
+
+    /// Checks `service` into `table` until `stop` is cancelled. Nothing changes when they run
+    /// on that table already; the checks of a replaced table stop.
+    pub fn run(
+        &self,
+        service: &config::Service,
+        table: &Arc<HealthTable>,
+        stop: &CancellationToken,
+    ) {
+        let mut running = self.lock();
+        if let Some(checked) = running.get(&service.name) {
+            if Arc::ptr_eq(&checked.table, table) && !checked.stop.is_cancelled() {
+                return;
+            }
+            checked.stop.cancel();
+        }
+        // Services that are gone leave nothing behind.
+        running.retain(|_, checked| !checked.stop.is_cancelled());
+        let own = stop.child_token();
+        spawn_checks(service, Arc::clone(table), own.clone());
+        running.insert(
+            service.name.clone(),
+            Checked {
+                service: service.clone(),
+                table: Arc::clone(table),
+                stop: own,
+            },
+        );
+    }
+
+    fn lock(&self) -> MutexGuard<'_, std::collections::HashMap<String, Checked>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Starts one probe task per backend of `service`, each probing every `health.interval`
 /// (the first at once) and recording into `table`, until `shutdown` is cancelled. Must be
 /// called inside a tokio runtime.
-pub fn spawn_checks(
-    service: &config::Service,
-    table: Arc<HealthTable>,
-    shutdown: CancellationToken,
-) {
+fn spawn_checks(service: &config::Service, table: Arc<HealthTable>, shutdown: CancellationToken) {
     // Backends that speak TLS or HTTP/2 are probed in their protocol.
     let transport = match service.http.backend_protocol {
         BackendProtocol::Http1 => None,
@@ -517,6 +584,81 @@ async fn http_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service "web" on `backends`, its checks every hour (none probes during a test).
+    fn checked_service(backends: &[&str]) -> config::Service {
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        let text = format!(
+            "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n\n[[service]]\nname = \"web\"\n\
+             listen = \"198.18.0.99:80\"\nbackends = [{}]\nhealth = {{ interval = \"1h\" }}\n",
+            list.join(", ")
+        );
+        crate::config::parse(&text, std::path::Path::new("t.toml"))
+            .expect("test config loads")
+            .config
+            .services
+            .remove(0)
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_service_keeps_its_table_and_its_checks() {
+        let checks = HealthChecks::default();
+        let service = checked_service(&["198.18.0.102:80"]);
+        let stop = CancellationToken::new();
+        let table = checks.table_for(&service);
+        checks.run(&service, &table, &stop);
+        assert!(Arc::ptr_eq(&checks.table_for(&service), &table));
+        checks.run(&service, &table, &stop);
+        assert_eq!(checks.lock().len(), 1);
+        assert!(!checks.lock()["web"].stop.is_cancelled());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_changed_service_gets_a_new_table_that_carries_over_and_replaces_the_old_checks() {
+        let checks = HealthChecks::default();
+        let before = checked_service(&["198.18.0.102:80", "198.18.0.103:80"]);
+        let stop = CancellationToken::new();
+        let old = checks.table_for(&before);
+        checks.run(&before, &old, &stop);
+        old.mark_down(addr("198.18.0.103:80"), "connect refused");
+        let old_checks = checks.lock()["web"].stop.clone();
+
+        let after = checked_service(&["198.18.0.103:80", "198.18.0.104:80"]);
+        let new = checks.table_for(&after);
+        assert!(!Arc::ptr_eq(&new, &old));
+        assert!(
+            !new.is_up(addr("198.18.0.103:80")),
+            "a backend known down stays down"
+        );
+        assert!(
+            new.is_up(addr("198.18.0.104:80")),
+            "a new backend starts up"
+        );
+        assert!(
+            !old_checks.is_cancelled(),
+            "nothing stops before the new table runs"
+        );
+        checks.run(&after, &new, &stop);
+        assert!(old_checks.is_cancelled());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_service_that_is_gone_leaves_nothing_behind() {
+        let checks = HealthChecks::default();
+        let web = checked_service(&["198.18.0.102:80"]);
+        let mut other = web.clone();
+        other.name = "api".to_owned();
+        let (web_stop, other_stop) = (CancellationToken::new(), CancellationToken::new());
+        checks.run(&web, &checks.table_for(&web), &web_stop);
+        web_stop.cancel();
+        checks.run(&other, &checks.table_for(&other), &other_stop);
+        let running = checks.lock();
+        assert_eq!(running.keys().collect::<Vec<_>>(), ["api"]);
+        drop(running);
+        other_stop.cancel();
+    }
 
     fn addr(text: &str) -> SocketAddrV4 {
         text.parse().expect("test address")

@@ -7,24 +7,28 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::health::{self, HealthTable};
+use crate::backends::health::{HealthChecks, HealthTable};
 use crate::config::{self, Config, Service};
 use crate::dataplane::Dataplane;
 
-/// The health checks of the L4 TCP services (the proxy keeps its own services'), which the
-/// data plane follows. UDP has no answer to probe for in general, so UDP backends count as up.
+/// The L4 TCP services' health checks (run by the node's [`HealthChecks`], like the proxy's
+/// services'), which the data plane follows. UDP has no answer to probe for in general, so UDP
+/// backends count as up.
 pub struct L4Health {
-    running: HashMap<String, (Service, Arc<HealthTable>, CancellationToken)>,
+    checks: Arc<HealthChecks>,
+    running: HashMap<String, (Service, CancellationToken)>,
 }
 
 impl L4Health {
     /// Starts the checks of `config`'s TCP services and has `dataplane` follow them.
     pub fn start(
         config: &Config,
+        checks: Arc<HealthChecks>,
         dataplane: &Arc<dyn Dataplane>,
         shutdown: &CancellationToken,
     ) -> L4Health {
         let mut health = L4Health {
+            checks,
             running: HashMap::new(),
         };
         health.apply(config, dataplane, shutdown);
@@ -45,28 +49,30 @@ impl L4Health {
             .iter()
             .filter(|service| service.mode == config::ServiceMode::Tcp)
             .collect();
-        let mut replaced: HashMap<String, Arc<HealthTable>> = HashMap::new();
-        self.running.retain(|name, (service, table, stop)| {
+        // Tables first, while the checks they replace still run: a changed service's table
+        // carries over what those know.
+        let fresh: Vec<(&Service, Arc<HealthTable>)> = wanted
+            .iter()
+            .filter(|service| {
+                self.running
+                    .get(&service.name)
+                    .is_none_or(|(running, _)| running != **service)
+            })
+            .map(|service| (*service, self.checks.table_for(service)))
+            .collect();
+        self.running.retain(|_, (service, stop)| {
             let keep = wanted.iter().any(|w| *w == service);
             if !keep {
                 stop.cancel();
-                replaced.insert(name.clone(), Arc::clone(table));
             }
             keep
         });
-        for service in wanted {
-            if self.running.contains_key(&service.name) {
-                continue;
-            }
-            let table = HealthTable::new(service);
-            if let Some(previous) = replaced.get(&service.name) {
-                table.carry_over(previous);
-            }
+        for (service, table) in fresh {
             let stop = shutdown.child_token();
-            health::spawn_checks(service, table.clone(), stop.clone());
-            dataplane.follow_health(&service.name, table.clone(), stop.clone());
+            self.checks.run(service, &table, &stop);
+            dataplane.follow_health(&service.name, table, stop.clone());
             self.running
-                .insert(service.name.clone(), (service.clone(), table, stop));
+                .insert(service.name.clone(), (service.clone(), stop));
         }
     }
 }

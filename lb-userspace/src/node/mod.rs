@@ -27,6 +27,7 @@ mod mastership;
 mod probe;
 pub mod reload;
 
+use crate::backends::health::HealthChecks;
 use crate::config;
 use crate::dataplane::{self, Dataplane};
 use crate::names::{Lookup, NameTable};
@@ -68,7 +69,9 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
 
     // The L7 proxy binds its listeners (IP_FREEBIND) before any VIP is here.
-    let proxy = crate::proxy::start(&config, shutdown.child_token())
+    // Every service's health checks, HTTP and L4, run through one registry.
+    let health_checks = Arc::new(HealthChecks::default());
+    let proxy = crate::proxy::start(&config, Arc::clone(&health_checks), shutdown.child_token())
         .await
         .context("starting the L7 proxy")?;
 
@@ -79,7 +82,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
         dataplane: dataplane.clone(),
     });
     // TCP backends are probed like the proxy's; a change rebuilds that service's Maglev table.
-    let l4_health = L4Health::start(&config, &dataplane, &shutdown);
+    let l4_health = L4Health::start(&config, Arc::clone(&health_checks), &dataplane, &shutdown);
 
     let proxy = Arc::new(proxy);
     let proxy_up = if config.services.iter().any(|service| !service.mode.is_l4()) {

@@ -18,6 +18,7 @@ use super::server::{self, answers_probe, bind, AddListener, ServeProbe};
 use super::stats::{
     ConnectionCounters, HttpServiceStatus, ListenerStats, ProxyStats, ServiceSnapshot, ServiceStats,
 };
+use crate::backends::health::HealthChecks;
 use crate::config::Config;
 use crate::proxy::policy::replicate::Replicator;
 
@@ -26,13 +27,25 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Starts the proxy for the config's `mode = "http"` services. Returns once every listener is
 /// bound and served. The worker threads run even with no HTTP service, so a reload can add one.
-pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<ProxyHandle> {
+/// Starts the proxy for `config`'s HTTP services; their health checks run through `checks`,
+/// the node's, which the L4 services share.
+pub async fn start(
+    config: &Config,
+    checks: Arc<HealthChecks>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ProxyHandle> {
     let settings = &config.proxy;
     server::raise_fd_limit();
     let access_log = AccessLogger::start(&settings.access_log)?;
     // Learned sessions go to the peer node (and come from it) when `[replication]` is set.
     let replicator = config.replication.as_ref().map(Replicator::new);
-    let prepared = routes::prepare(config, &HashMap::new(), replicator.as_ref(), &shutdown)?;
+    let prepared = routes::prepare(
+        config,
+        &HashMap::new(),
+        replicator.as_ref(),
+        &checks,
+        &shutdown,
+    )?;
     let workers = settings.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
@@ -45,7 +58,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         }
         listeners.push(Arc::new(ListenerEntry::new(*addr, Arc::clone(routes))));
     }
-    prepared.start_checks();
+    prepared.start_checks(&checks);
     if let Some(replicator) = &replicator {
         replicator.spawn(shutdown.child_token());
     }
@@ -65,6 +78,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         shutdown,
         probe_server: running.probe_server,
         replicator,
+        checks,
         reloading: tokio::sync::Mutex::new(()),
     })
 }
@@ -84,6 +98,8 @@ pub struct ProxyHandle {
     pub(super) shutdown: CancellationToken,
     pub(super) probe_server: ServeProbe,
     pub(super) replicator: Option<Arc<Replicator>>,
+    /// The node's health checks, which this proxy's services run through.
+    pub(super) checks: Arc<HealthChecks>,
     /// One reload at a time.
     pub(super) reloading: tokio::sync::Mutex<()>,
 }
@@ -209,7 +225,13 @@ impl ProxyHandle {
             .into_iter()
             .map(|(_, entry)| (Arc::clone(&entry.name), entry))
             .collect();
-        let routes = routes::prepare(config, &current, self.replicator.as_ref(), &self.shutdown);
+        let routes = routes::prepare(
+            config,
+            &current,
+            self.replicator.as_ref(),
+            &self.checks,
+            &self.shutdown,
+        );
         // Building an upstream registers it for replicated sessions: until the reload is
         // applied (or if it is not), the running ones must stay registered.
         for entry in current.values() {
@@ -246,7 +268,7 @@ impl ProxyHandle {
             mut new_sockets,
         } = reload;
         let before = self.service_entries();
-        routes.start_checks();
+        routes.start_checks(&self.checks);
         let mut listeners = Vec::with_capacity(routes.listeners.len());
         let current = self.listeners();
         for (addr, new_routes) in &routes.listeners {
@@ -404,7 +426,7 @@ mod tests {
         // not have (as on a backup node without the VIP) through the in-memory pipe.
         for listen in ["127.0.0.1:28391", "198.18.0.250:28392"] {
             let shutdown = CancellationToken::new();
-            let proxy = crate::proxy::start(&config(listen), shutdown.clone())
+            let proxy = crate::proxy::start(&config(listen), Default::default(), shutdown.clone())
                 .await
                 .expect("proxy starts");
             assert!(proxy.probe().await, "probe of a running proxy on {listen}");
@@ -497,6 +519,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let proxy = crate::proxy::start(
             &services_config(&[("web", first_port, a)]),
+            Default::default(),
             shutdown.clone(),
         )
         .await

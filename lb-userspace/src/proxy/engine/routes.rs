@@ -5,8 +5,9 @@
 //! The same code builds them at start and at a reload. At a reload, a service the new config
 //! leaves exactly as it was keeps its entry (upstream, health, sessions, counters: nothing
 //! about it changes); a changed service gets a new upstream that carries over what is known
-//! about the backends that remain ([`Upstream::succeed`]) and keeps its counters. Building
-//! starts nothing: [`Prepared::start_checks`] does, once the whole reload is known to apply.
+//! about the backends that remain ([`Upstream::succeed`], with the health table the node's
+//! [`HealthChecks`] gives it) and keeps its counters. Building starts nothing:
+//! [`Prepared::start_checks`] does, once the whole reload is known to apply.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -23,6 +24,7 @@ use super::dispatch;
 use super::stats::Counters;
 use super::tls;
 use crate::backend_transport::Transport;
+use crate::backends::health::HealthChecks;
 use crate::config::{BackendProtocol, CertificateFiles, Config, ServiceMode};
 use crate::proxy::policy::replicate::Replicator;
 use crate::proxy::policy::upstream::Upstream;
@@ -154,11 +156,13 @@ impl Prepared {
             .collect()
     }
 
-    /// Starts the health checks and session sweeps of the entries built for this config.
-    /// Must run inside a tokio runtime.
-    pub fn start_checks(&self) {
+    /// Starts the health checks (through the node's `checks`) and session sweeps of the
+    /// entries built for this config. Must run inside a tokio runtime.
+    pub fn start_checks(&self, checks: &HealthChecks) {
         for entry in &self.fresh {
-            entry.upstream.spawn_health_checks(entry.checks.clone());
+            let upstream = &entry.upstream;
+            checks.run(upstream.service(), upstream.health(), &entry.checks);
+            upstream.spawn_session_sweep(entry.checks.clone());
         }
     }
 }
@@ -170,6 +174,7 @@ pub(super) fn prepare(
     config: &Config,
     previous: &HashMap<Arc<str>, Arc<ServiceEntry>>,
     replicator: Option<&Arc<Replicator>>,
+    checks: &HealthChecks,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Prepared> {
     let mut order: Vec<SocketAddrV4> = Vec::new();
@@ -231,13 +236,14 @@ pub(super) fn prepare(
                     )),
                 };
                 let replicator = replicator.cloned();
+                let health = checks.table_for(service);
                 let (upstream, counters) = match before {
                     Some(before) => (
-                        Upstream::succeed(&before.upstream, service, replicator),
+                        Upstream::succeed(&before.upstream, service, health, replicator),
                         Arc::clone(&before.counters),
                     ),
                     None => (
-                        Upstream::with_replicator(service, replicator),
+                        Upstream::with_health(service, health, replicator),
                         Arc::new(Counters::default()),
                     ),
                 };
@@ -281,8 +287,14 @@ mod tests {
         )
         .expect("loads")
         .config;
-        let prepared =
-            prepare(&config, &HashMap::new(), None, &CancellationToken::new()).expect("prepare");
+        let prepared = prepare(
+            &config,
+            &HashMap::new(),
+            None,
+            &HealthChecks::default(),
+            &CancellationToken::new(),
+        )
+        .expect("prepare");
         let services = prepared.services();
         assert_eq!(services.len(), 1);
         assert!(services.contains_key("web"));

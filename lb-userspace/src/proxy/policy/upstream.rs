@@ -14,8 +14,9 @@
 //!
 //! [`crate::proxy::engine::routes`] builds every HTTP service's upstream from a [`config::Config`].
 //!
-//! INTERFACE NOTE: `new`, `service`, `spawn_health_checks`, `route`, `connect_failed` and
-//! `responded` are the contract with the HTTP engine; their signatures stay as they are.
+//! INTERFACE NOTE: `new`, `service`, `health`, `spawn_session_sweep`, `route`, `connect_failed`
+//! and `responded` are the contract with the HTTP engine. Health checks are not started here:
+//! the node's `backends::health::HealthChecks` runs them for every service, HTTP or L4.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -238,17 +239,18 @@ impl Upstream {
         }
     }
 
-    /// The upstream of `service` replacing `previous` (the same service before a reload):
-    /// health, sessions and request counts of the backends that remain carry over, so a reload
+    /// The upstream of `service` replacing `previous` (the same service before a reload),
+    /// judging health by `health` (which carries over what the node knew of the remaining
+    /// backends: `HealthChecks::table_for`); sessions and request counts of the backends that
+    /// remain carry over, so a reload
     /// neither resets what the node knows about them nor moves a session that did not have to
     /// move. Sessions carry over only when the session key is the same (type and id).
     pub fn succeed(
         previous: &Upstream,
         service: &config::Service,
+        health: Arc<HealthTable>,
         replicator: Option<Arc<Replicator>>,
     ) -> Arc<Self> {
-        let health = HealthTable::new(service);
-        health.carry_over(&previous.health);
         let upstream = Upstream::with_health(service, health, replicator);
         let same_key = match (&previous.service.session, &service.session) {
             (Some(old), Some(new)) => old.kind == new.kind && old.id == new.id,
@@ -289,10 +291,10 @@ impl Upstream {
         &self.health
     }
 
-    /// Starts the active health checks and the sweep of expired sessions; they stop when
-    /// `shutdown` is cancelled. Must be called inside a tokio runtime.
-    pub fn spawn_health_checks(self: &Arc<Self>, shutdown: CancellationToken) {
-        health::spawn_checks(&self.service, self.health.clone(), shutdown.clone());
+    /// Starts the sweep of expired sessions (for a service that learns them); it stops when
+    /// `shutdown` is cancelled. The health checks are the node's (`backends::health`). Must be
+    /// called inside a tokio runtime.
+    pub fn spawn_session_sweep(self: &Arc<Self>, shutdown: CancellationToken) {
         if let Affinity::Learn { ttl, .. } = &self.affinity {
             let period = (*ttl / 4).clamp(MIN_SWEEP_PERIOD, MAX_SWEEP_PERIOD);
             let upstream: Weak<Upstream> = Arc::downgrade(self);
