@@ -10,9 +10,9 @@
 //! when repeating it is harmless: an idempotent method (RFC 9110 9.2.2) and no body. No
 //! candidate left: 503. A backend that does not start answering within `backend_timeout`: 504.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
@@ -22,150 +22,18 @@ use hyper::body::Incoming;
 use tracing::debug;
 
 use super::access_log::{AccessLogger, Record};
-use super::backend::{ForwardBody, PoolSettings};
+use super::backend::ForwardBody;
 use super::body::{Finish, ResponseBody};
-use super::dispatch;
-use super::guard::{ClientEvents, ConnActivity, Rejection, Timeouts};
+use super::connection::Connection;
 use super::h1::{
     self,
     client::{self, RawBody},
 };
-use super::headers::{self, Forwarded};
-use super::routes::{ListenerEntry, Routes, ServiceEntry};
+use super::headers;
+use super::routes::ServiceEntry;
 use super::sender_pool;
 use crate::backend_transport::Transport;
 use crate::proxy::policy::upstream::Route;
-
-/// What every request of the proxy shares.
-pub struct Engine {
-    /// The proxy's `max_connections` budget, given back as connections close.
-    pub budget: Arc<tokio::sync::Semaphore>,
-    pub connection_counters: Arc<super::stats::ConnectionCounters>,
-    /// hyper's server side, for HTTP/2 clients and requests handed off to it.
-    pub hyper: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    /// Cancelled after the shutdown grace: connections hyper serves close at once.
-    pub force_close: tokio_util::sync::CancellationToken,
-    /// The header and idle timeouts of client connections (enforced by their client I/O).
-    pub client_timeouts: Timeouts,
-    /// How backend connections are made and pooled (the pool itself is the worker's).
-    pub pool: PoolSettings,
-    pub forwarded: Forwarded,
-    pub backend_timeout: std::time::Duration,
-    pub tunnel_timeout: std::time::Duration,
-    pub access_log: AccessLogger,
-}
-
-impl Engine {
-    /// A counted connection closed: out of the open count, its place in the budget free.
-    pub fn connection_closed(&self) {
-        self.connection_counters
-            .open
-            .fetch_sub(1, Ordering::Relaxed);
-        self.budget.add_permits(1);
-    }
-}
-
-/// One client connection.
-pub struct Connection {
-    pub engine: Arc<Engine>,
-    pub listener: Arc<ListenerEntry>,
-    /// The listener's routes as this connection last saw them (see [`ListenerEntry`]).
-    routes: Mutex<(u64, Arc<Routes>)>,
-    /// Whether this connection came over TLS (for X-Forwarded-Proto).
-    pub https: bool,
-    pub client: SocketAddr,
-    pub activity: ConnActivity,
-    /// In the open count and the budget (every accepted connection, not the probe's):
-    /// given back when this state goes, with the connection's last request.
-    counted: bool,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if self.counted {
-            self.engine.connection_closed();
-        }
-    }
-}
-
-impl Connection {
-    pub fn new(
-        engine: Arc<Engine>,
-        listener: Arc<ListenerEntry>,
-        https: bool,
-        client: SocketAddr,
-        counted: bool,
-    ) -> Connection {
-        let routes = Mutex::new(listener.current());
-        Connection {
-            engine,
-            listener,
-            routes,
-            https,
-            client,
-            activity: ConnActivity::default(),
-            counted,
-        }
-    }
-
-    /// The service for `host` and `path` under the routes in force.
-    pub(super) fn select(&self, host: Option<&str>, path: &str) -> Option<Arc<ServiceEntry>> {
-        let mut seen = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.0 != self.listener.generation() {
-            *seen = self.listener.current();
-        }
-        let routes = &seen.1;
-        dispatch::select(&routes.rules, host, path).map(|index| Arc::clone(&routes.services[index]))
-    }
-}
-
-impl ClientEvents for Connection {
-    fn activity(&self) -> &ConnActivity {
-        &self.activity
-    }
-
-    fn timeouts(&self) -> Timeouts {
-        self.engine.client_timeouts
-    }
-
-    /// A head refused by the client I/O: counted and logged like any answered request.
-    fn rejected(&self, rejection: &Rejection) {
-        let (listener, log, peer) = (&*self.listener, &self.engine.access_log, self.client);
-        let status =
-            http::StatusCode::from_u16(rejection.status).unwrap_or(http::StatusCode::BAD_REQUEST);
-        listener.unrouted.count(status);
-        tracing::debug!(listen = %listener.addr, client = %peer, status = rejection.status, reason = rejection.reason, "refused a request head");
-        if !log.enabled() {
-            return;
-        }
-        let line = rejection.request_line.as_deref().unwrap_or("-");
-        let mut words = line.splitn(3, ' ');
-        let method = words
-            .next()
-            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or(http::Method::GET);
-        let target = words.next().unwrap_or("-").to_owned();
-        let version = match words.next() {
-            Some("HTTP/1.0") => http::Version::HTTP_10,
-            _ => http::Version::HTTP_11,
-        };
-        log.log(&Record {
-            client: peer.ip(),
-            method,
-            target,
-            version,
-            host: None,
-            status,
-            bytes: 0,
-            service: Arc::from("-"),
-            backend: None,
-            took: std::time::Duration::ZERO,
-            at: std::time::SystemTime::now(),
-            referer: None,
-            user_agent: None,
-        });
-    }
-}
 
 /// What the access log and the counters need once the response is over.
 struct Done {

@@ -48,7 +48,7 @@ use self::head::{ClientConnection, ForwardedFor, Framing, RequestHead, ResponseH
 use self::io::{give_buffer, read_some, take_buffer};
 use self::pool::RawConn;
 use super::access_log::Record;
-use super::forward::Connection;
+use super::connection::Connection;
 use super::guard::{BodyEnd, ClientIo};
 use super::routes::ServiceEntry;
 
