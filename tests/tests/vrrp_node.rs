@@ -1,5 +1,6 @@
 //! One Tandem node's VRRP as an operator sees it through `tandem status`: it becomes master
-//! alone, counts every malformed advert under its reason without being disturbed by it, and a
+//! alone, counts every malformed advert under its reason without being disturbed by it (and
+//! every forged one from a host that is not its unicast peer), and a
 //! failing track script with weight 0 puts it in Fault (VIP released, notify script called with
 //! keepalived's arguments) until the script succeeds again.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use tandem::vrrp::wire::{Advert, ChecksumMode, Version};
 use tandem_lab::pair::{holders, wait_until, TandemNode, VrrpSettings};
-use tandem_lab::{Host, Lab, CLIENT, LB1, VIP};
+use tandem_lab::{Host, Lab, CLIENT, LB1, LB2, VIP};
 
 fn fast_settings() -> VrrpSettings {
     let mut settings = VrrpSettings::new(3, 101);
@@ -148,6 +149,56 @@ fn malformed_adverts_are_dropped_counted_by_reason_and_change_nothing() {
     assert_eq!(
         status["state"], "master",
         "nothing malformed moves the master"
+    );
+    assert_eq!(status["adverts_received"], 0, "{status}");
+    assert_eq!(holders(&lab, VIP), vec![LB1.to_owned()]);
+}
+
+#[test]
+fn forged_adverts_from_a_host_that_is_not_the_unicast_peer_are_dropped_and_counted() {
+    let lab = Lab::new().expect("lab");
+    let lb1 = lab.host(LB1);
+    let lb2 = lab.host(LB2);
+    // lb1 takes adverts from lb2 only (which is not running, so lb1 becomes master).
+    let config = TandemNode::vrrp_config(&lab, lb1, &fast_settings()).replacen(
+        "[[vrrp]]\n",
+        &format!("[[vrrp]]\nunicast_peer = [\"{}\"]\n", lb2.ip),
+        1,
+    );
+    let node = TandemNode::start(&lab, lb1, &config).expect("start");
+    wait_until(Duration::from_secs(5), "lb1 to hold the VIP", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+
+    // The client forges well-formed adverts with the highest priority, sent to lb1 as a peer
+    // would send them: had one been taken, lb1 would have stepped down at once.
+    let client = lab.host(CLIENT);
+    let forged = Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: 255,
+        interval: Duration::from_millis(100),
+        addresses: vec![VIP],
+    }
+    .emit(client.ip, lb1.ip, ChecksumMode::WithPseudoHeader);
+    for _ in 0..4 {
+        send_vrrp(client, lb1.ip, 255, forged.clone());
+    }
+
+    let mut status = serde_json::Value::Null;
+    let counted = wait_until(
+        Duration::from_secs(3),
+        "the forged adverts to be counted",
+        || {
+            status = instance_status(&node);
+            status["drops"] == serde_json::json!({ "unknown_source": 4 })
+        },
+    );
+    assert!(counted.is_ok(), "drops: {}", status["drops"]);
+    assert_eq!(
+        status["state"], "master",
+        "a forged advert does not move the master"
     );
     assert_eq!(status["adverts_received"], 0, "{status}");
     assert_eq!(holders(&lab, VIP), vec![LB1.to_owned()]);

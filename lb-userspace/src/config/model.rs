@@ -110,6 +110,9 @@ pub struct VrrpInstance {
     pub virtual_ipaddress: Vec<Ipv4Addr>,
     /// Empty means multicast adverts (224.0.0.18).
     pub unicast_peer: Vec<Ipv4Addr>,
+    /// Multicast only: the only sources adverts are taken from (empty: any). With unicast
+    /// peers, adverts are taken from the peers only.
+    pub allowed_sources: Vec<Ipv4Addr>,
     pub track: Vec<Track>,
     /// Gratuitous ARPs per address on becoming master, sent at once and again after
     /// `garp_master_delay` (keepalived's `garp_master_repeat`; 0 sends none).

@@ -96,6 +96,7 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
             preempt_delay: Duration::ZERO,
             virtual_ipaddress: vec![Ipv4Addr::new(198, 18, 0, 99)],
             unicast_peer: vec![],
+            allowed_sources: vec![],
             track: vec![Track::Builtin {
                 check: BuiltinCheck::Proxy,
                 weight: 2,
@@ -208,8 +209,8 @@ fn unknown_key_points_at_the_key_and_lists_the_known_ones() {
         error(&text),
         "t.toml:9:1: unknown key `priorty` in [[vrrp]] (expected one of: name, interface, \
          virtual_router_id, priority, version, advert_interval, preempt, preempt_delay, \
-         virtual_ipaddress, unicast_peer, track, garp_master_repeat, garp_master_delay, notify, \
-         checksum_pseudo_header)"
+         virtual_ipaddress, unicast_peer, allowed_sources, track, garp_master_repeat, \
+         garp_master_delay, notify, checksum_pseudo_header)"
     );
     let nested = format!(
         "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
@@ -959,5 +960,22 @@ fn replication_without_learned_sessions_warns() {
         warnings(&text),
         ["t.toml:14:10: warning: [replication] has nothing to replicate: no service has a session \
           with mode = \"learn\""]
+    );
+}
+
+#[test]
+fn allowed_sources_are_read_for_multicast_and_refused_beside_unicast_peers() {
+    let multicast = format!("{NODE}{VRRP}allowed_sources = [\"198.18.0.101\"]\n");
+    assert_eq!(
+        parse_ok(&multicast).config.vrrp[0].allowed_sources,
+        vec![Ipv4Addr::new(198, 18, 0, 101)]
+    );
+    let both = format!(
+        "{NODE}{VRRP}unicast_peer = [\"198.18.0.101\"]\nallowed_sources = [\"198.18.0.102\"]\n"
+    );
+    let message = error(&both);
+    assert!(
+        message.starts_with("t.toml:10:19: allowed_sources is for multicast adverts"),
+        "{message}"
     );
 }

@@ -1,6 +1,7 @@
-//! Whether an advert that parsed ([`wire::parse_ipv4`]) is for this instance: the rules of
-//! RFC 5798 §7.1 and RFC 3768 §7.1 that need the instance's settings, with the drop reason of
-//! each refusal. Pure, beside the state machine; the instance's task only carries out the
+//! Whether an advert that parsed (`wire::parse_ipv4`) is for this instance: the rules of
+//! RFC 5798 §7.1 and RFC 3768 §7.1 that need the instance's settings, and the sources it takes
+//! adverts from (its unicast peers, or `allowed_sources` for multicast), with the drop reason
+//! of each refusal. Pure, beside the state machine; the instance's task only carries out the
 //! verdict (counting a drop, or passing the advert to the machine).
 
 use std::net::Ipv4Addr;
@@ -10,13 +11,16 @@ use super::wire::{DropReason, Received, Version};
 
 /// What this instance expects of the adverts it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expected {
+pub struct Expected<'a> {
     /// This node's own address on the interface: its own adverts, looped back, are not a peer's.
     pub own_address: Ipv4Addr,
     pub vrid: u8,
     pub version: Version,
     /// The advert interval; VRRPv2 drops an advert whose interval differs.
     pub advert_interval: Duration,
+    /// The only sources adverts are taken from (the unicast peers, or `allowed_sources`);
+    /// empty: any. A forged advert from elsewhere must not take the VIP.
+    pub sources: &'a [Ipv4Addr],
 }
 
 /// What to do with a received advert.
@@ -32,13 +36,16 @@ pub enum Verdict {
 }
 
 /// Judges `received` against what the instance expects.
-pub fn judge(received: &Received, expected: &Expected) -> Verdict {
+pub fn judge(received: &Received, expected: &Expected<'_>) -> Verdict {
     if received.source == expected.own_address {
         return Verdict::Ignore;
     }
     let advert = &received.advert;
     if advert.vrid != expected.vrid {
         return Verdict::Ignore;
+    }
+    if !expected.sources.is_empty() && !expected.sources.contains(&received.source) {
+        return Verdict::Drop(DropReason::UnknownSource);
     }
     if advert.version != expected.version {
         return Verdict::Drop(DropReason::VersionMismatch);
@@ -59,12 +66,13 @@ mod tests {
     const OWN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
     const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 
-    fn expected(version: Version) -> Expected {
+    fn expected(version: Version) -> Expected<'static> {
         Expected {
             own_address: OWN,
             vrid: 51,
             version,
             advert_interval: Duration::from_secs(1),
+            sources: &[],
         }
     }
 
@@ -128,6 +136,29 @@ mod tests {
                 &expected(Version::V3)
             ),
             Verdict::Accept
+        );
+    }
+
+    #[test]
+    fn an_advert_from_a_source_that_is_not_a_peer_is_dropped_as_unknown() {
+        let stranger = Ipv4Addr::new(198, 18, 0, 10);
+        let peers = [PEER];
+        let expected = Expected {
+            sources: &peers,
+            ..expected(Version::V3)
+        };
+        let from_peer = received(PEER, 51, Version::V3, Duration::from_secs(1));
+        let forged = received(stranger, 51, Version::V3, Duration::from_secs(1));
+        let other_router = received(stranger, 52, Version::V3, Duration::from_secs(1));
+        assert_eq!(judge(&from_peer, &expected), Verdict::Accept);
+        assert_eq!(
+            judge(&forged, &expected),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        assert_eq!(
+            judge(&other_router, &expected),
+            Verdict::Ignore,
+            "another virtual router's adverts are not counted"
         );
     }
 }

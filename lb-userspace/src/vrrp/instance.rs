@@ -348,6 +348,11 @@ impl Shell {
             vrid: self.config.virtual_router_id,
             version: self.version,
             advert_interval: self.config.advert_interval,
+            sources: if self.config.unicast_peer.is_empty() {
+                &self.config.allowed_sources
+            } else {
+                &self.config.unicast_peer
+            },
         };
         match accept::judge(&received, &expected) {
             Verdict::Accept => {}

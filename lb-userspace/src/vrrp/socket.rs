@@ -38,10 +38,13 @@ impl VrrpSocket {
         // Precedence "internetwork control", as keepalived marks its adverts.
         socket.set_tos_v4(u32::from(wire::IPV4_TOS))?;
         socket.set_multicast_if_v4(&interface.primary_address)?;
-        socket.join_multicast_v4_n(
-            &wire::MULTICAST_GROUP,
-            &InterfaceIndexOrAddress::Index(interface.index),
-        )?;
+        // With unicast peers the group is not joined: adverts sent to it are not for us.
+        if unicast_peers.is_empty() {
+            socket.join_multicast_v4_n(
+                &wire::MULTICAST_GROUP,
+                &InterfaceIndexOrAddress::Index(interface.index),
+            )?;
+        }
         let destinations = if unicast_peers.is_empty() {
             vec![wire::MULTICAST_GROUP]
         } else {

@@ -202,6 +202,8 @@ pub enum DropReason {
     VersionMismatch,
     #[error("VRRPv2 advertisement interval differs from this instance's (RFC 3768 drops it)")]
     IntervalMismatch,
+    #[error("the advert's source is neither a unicast_peer nor in allowed_sources")]
+    UnknownSource,
 }
 
 impl DropReason {
@@ -220,6 +222,7 @@ impl DropReason {
         DropReason::UnsupportedAuthentication,
         DropReason::VersionMismatch,
         DropReason::IntervalMismatch,
+        DropReason::UnknownSource,
     ];
 
     /// A stable snake_case name for metrics and JSON (the same as the serde form).
@@ -238,6 +241,7 @@ impl DropReason {
             DropReason::UnsupportedAuthentication => "unsupported_authentication",
             DropReason::VersionMismatch => "version_mismatch",
             DropReason::IntervalMismatch => "interval_mismatch",
+            DropReason::UnknownSource => "unknown_source",
         }
     }
 }
@@ -1236,10 +1240,11 @@ mod tests {
             | DropReason::ZeroInterval
             | DropReason::UnsupportedAuthentication
             | DropReason::VersionMismatch
-            | DropReason::IntervalMismatch => DropReason::ALL.contains(&reason),
+            | DropReason::IntervalMismatch
+            | DropReason::UnknownSource => DropReason::ALL.contains(&reason),
         };
         assert!(DropReason::ALL.iter().all(|r| listed(*r)));
-        assert_eq!(DropReason::ALL.len(), 13);
+        assert_eq!(DropReason::ALL.len(), 14);
         let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
         for (reason, name) in DropReason::ALL.iter().zip(&names) {
             assert!(name

@@ -20,6 +20,7 @@ const VRRP_KEYS: &[&str] = &[
     "preempt_delay",
     "virtual_ipaddress",
     "unicast_peer",
+    "allowed_sources",
     "track",
     "garp_master_repeat",
     "garp_master_delay",
@@ -105,6 +106,26 @@ pub(super) fn read_vrrp(
         }),
         None => Some(Vec::new()),
     };
+    // Adverts are taken only from these (multicast); with unicast peers, only from the peers.
+    let allowed_sources = match section.field("allowed_sources") {
+        Some(field) => {
+            let sources = field.list(report).map(|sources| {
+                sources
+                    .iter()
+                    .filter_map(|source| source.ipv4(report))
+                    .collect::<Vec<_>>()
+            });
+            if unicast_peer.as_ref().is_some_and(|peers| !peers.is_empty()) {
+                report.error(
+                    field.at,
+                    "allowed_sources is for multicast adverts; with unicast_peer set, adverts \
+                     are taken from the peers only: remove allowed_sources or unicast_peer",
+                );
+            }
+            sources
+        }
+        None => Some(Vec::new()),
+    };
     let track = match section.field("track") {
         Some(field) => field.list(report).map(|entries| {
             entries
@@ -154,6 +175,7 @@ pub(super) fn read_vrrp(
         preempt_delay: preempt_delay?,
         virtual_ipaddress,
         unicast_peer: unicast_peer?,
+        allowed_sources: allowed_sources?,
         track: track?,
         garp_master_repeat: garp_master_repeat?,
         garp_master_delay: garp_master_delay?,
