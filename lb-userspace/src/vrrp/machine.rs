@@ -31,7 +31,9 @@
 //!   alone (the RFC resets it only for a priority-0 advert). We also emit
 //!   [`Action::SendGratuitousArp`], as keepalived does in `vrrp_state_master_rx` (its
 //!   `garp_lower_prio_rep`), because after a split brain heals the clients' ARP caches may point
-//!   at the other node.
+//!   at the other node. Like keepalived's `garp_lower_prio_repeat`, a lower-priority advert is
+//!   answered at most once per advert interval: a flood of them (forged, or a confused peer)
+//!   is not turned into a flood of adverts and ARPs.
 //! - **`preempt_delay`** follows keepalived's `vrrp_state_backup` (keepalived/vrrp/vrrp.c) and its
 //!   documentation ("seconds after startup or seeing a lower priority master until preemption"):
 //!   when a backup with preemption on first hears a lower-priority master, it starts the delay and
@@ -178,6 +180,9 @@ pub struct Machine {
     master: Option<Ipv4Addr>,
     /// keepalived's `preempt_time`: until then a lower-priority master is still accepted.
     preempt_deadline: Option<Instant>,
+    /// When a lower-priority advert was last answered (keepalived's `garp_lower_prio_repeat`
+    /// limit): at most once per advert interval, so a flood of them is not amplified.
+    lower_answered: Option<Instant>,
     last_transition: Option<Instant>,
 }
 
@@ -194,6 +199,7 @@ impl Machine {
             timer: None,
             master: None,
             preempt_deadline: None,
+            lower_answered: None,
             last_transition: None,
         }
     }
@@ -457,7 +463,15 @@ impl Machine {
             let arm = self.arm(now + self.master_down_interval());
             return vec![Action::BecomeBackup, arm];
         }
-        // A lower-priority master (split brain healing, or a backup that preempted wrongly).
+        // A lower-priority master (split brain healing, or a backup that preempted wrongly):
+        // answered at most once per advert interval; the others are discarded.
+        if self
+            .lower_answered
+            .is_some_and(|at| now < at + self.settings.advert_interval)
+        {
+            return Vec::new();
+        }
+        self.lower_answered = Some(now);
         vec![
             Action::SendAdvert {
                 priority: self.effective,
@@ -944,6 +958,29 @@ mod tests {
                 Action::SendAdvert { priority: 100 },
                 Action::SendGratuitousArp
             ]
+        );
+        assert_eq!(machine.state(), State::Master);
+    }
+
+    #[test]
+    fn lower_priority_adverts_are_answered_at_most_once_per_interval() {
+        let (mut machine, _, became) = master(settings(150));
+        let first = became + SECOND / 10;
+        let answer = vec![
+            Action::SendAdvert { priority: 150 },
+            Action::SendGratuitousArp,
+        ];
+        assert_eq!(machine.handle(advert(PEER_HIGH, 100), first), answer);
+        for ms in [1, 200, 999] {
+            assert_eq!(
+                machine.handle(advert(PEER_HIGH, 100), first + Duration::from_millis(ms)),
+                Vec::new(),
+                "{ms} ms after the last answer"
+            );
+        }
+        assert_eq!(
+            machine.handle(advert(PEER_HIGH, 100), first + SECOND),
+            answer
         );
         assert_eq!(machine.state(), State::Master);
     }
