@@ -2,13 +2,14 @@
 //! attempts, malformed heads, a client that trickles its head), sent over a plain TCP socket
 //! from a lab host, and the proxy's answer read back as bytes.
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::client::{read_response, HttpResponse};
 use crate::lab::Host;
 
 /// What came back on one connection.
@@ -70,25 +71,7 @@ pub fn exchange(
 /// One keep-alive HTTP/1.1 connection from a lab host, for tests that must see the same
 /// connection go on (e.g. across a reload): each [`KeepAlive::get`] is a request on it.
 pub struct KeepAlive {
-    stream: TcpStream,
-}
-
-/// One response read from a [`KeepAlive`] connection.
-#[derive(Debug, Clone)]
-pub struct KeptReply {
-    pub status: u16,
-    /// The head's header lines, as sent.
-    pub head: String,
-}
-
-impl KeptReply {
-    /// The value of header `name` (case-insensitive), if present.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
+    stream: BufReader<TcpStream>,
 }
 
 impl KeepAlive {
@@ -98,47 +81,25 @@ impl KeepAlive {
             .in_netns(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(KeepAlive { stream })
+        Ok(KeepAlive {
+            stream: BufReader::new(stream),
+        })
     }
 
-    /// Sends `GET path` on the connection and reads the response (its body by Content-Length).
-    /// Fails if the server closed the connection.
-    pub fn get(&mut self, path: &str) -> anyhow::Result<KeptReply> {
+    /// Sends `GET path` on the connection and reads the response (the lab's one reader,
+    /// [`read_response`]). Fails if the server closed the connection.
+    pub fn get(&mut self, path: &str) -> anyhow::Result<HttpResponse> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: tandem-test\r\n\r\n");
         self.stream
+            .get_mut()
             .write_all(request.as_bytes())
             .context("sending on the kept-alive connection")?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            let read = self
-                .stream
-                .read(&mut byte)
-                .context("reading the response head")?;
-            if read == 0 {
-                anyhow::bail!(
-                    "the server closed the kept-alive connection (after {} bytes of the head)",
-                    head.len()
-                );
+        read_response(&mut self.stream).map_err(|error| match error.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                anyhow::anyhow!("the server closed the kept-alive connection")
             }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("no status in {head:?}"))?;
-        let reply = KeptReply { status, head };
-        let length: usize = reply
-            .header("content-length")
-            .and_then(|value| value.parse().ok())
-            .with_context(|| format!("no Content-Length in {:?}", reply.head))?;
-        let mut body = vec![0u8; length];
-        self.stream
-            .read_exact(&mut body)
-            .context("reading the response body")?;
-        Ok(reply)
+            _ => anyhow::Error::new(error).context("reading the response"),
+        })
     }
 }
 

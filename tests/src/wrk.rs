@@ -1,7 +1,34 @@
-//! wrk's summary, read once for the tests and for every bench (`cargo xtask bench`): requests,
-//! rate, errors and, when run with `--latency`, the 50th and 99th percentiles.
+//! wrk for the tests and every bench (`cargo xtask bench`): [`run`] runs it on a lab host and
+//! [`parse_wrk`] reads its summary once for all: requests, rate, errors and, when run with
+//! `--latency`, the 50th and 99th percentiles.
 
 use anyhow::{bail, Context as _};
+
+use crate::lab::Host;
+
+/// Runs wrk on `host` with `args`, behind `prefix` when given (e.g. `nice -n -10 taskset -c
+/// 0`, which then runs /usr/bin/wrk), and reads its summary. A wrk that fails or prints no
+/// summary is an error that shows what it printed.
+pub fn run(host: &Host, prefix: &[&str], args: &[String]) -> anyhow::Result<WrkSummary> {
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut command = host.command(program);
+            command.args(rest).arg("/usr/bin/wrk");
+            command
+        }
+        None => host.command("wrk"),
+    };
+    let output = command.args(args).output().context("running wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed on host {}: {text}{}",
+            host.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))
+}
 
 /// What wrk prints at the end of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tandem_lab::l4::{make_dsr_backend, prepare_native_xdp_tx, take_vip};
-use tandem_lab::wrk::parse_wrk;
 use tandem_lab::{wait_for_tcp, EchoBackend, Host, Lab, Process, CLIENT, HTTP1, HTTP2, LB1, VIP};
 
 const TCP_PORT: u16 = 80;
@@ -676,30 +675,20 @@ fn write_trafgen_config(
 
 /// wrk from the client against `url` for `duration`; returns requests/s and errors.
 fn wrk(client: &Host, url: &str, duration: Duration) -> anyhow::Result<(f64, u64)> {
-    let output = client
-        .command("nice")
-        .args([
-            "-n",
-            NICE,
-            "taskset",
-            "-c",
-            CPU_LOAD,
-            "/usr/bin/wrk",
-            "-t",
-            "1",
-        ])
-        .args(["-c", &CONNECTIONS.to_string()])
-        .args(["-d", &format!("{}s", duration.as_secs().max(1))])
-        .arg(url)
-        .output()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "wrk failed: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let summary = parse_wrk(&text)?;
+    let args = [
+        "-t".to_owned(),
+        "1".to_owned(),
+        "-c".to_owned(),
+        CONNECTIONS.to_string(),
+        "-d".to_owned(),
+        format!("{}s", duration.as_secs().max(1)),
+        url.to_owned(),
+    ];
+    let summary = tandem_lab::wrk::run(
+        client,
+        &["nice", "-n", NICE, "taskset", "-c", CPU_LOAD],
+        &args,
+    )?;
     Ok((summary.requests_per_second, summary.errors()))
 }
 

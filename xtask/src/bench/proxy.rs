@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use tandem_lab::client::read_response;
-use tandem_lab::wrk::{milliseconds, parse_wrk};
+use tandem_lab::wrk::milliseconds;
 use tandem_lab::{wait_for_tcp, EchoBackend, Host, Process, CLIENT, LB1};
 
 /// The proxies' port on lb1.
@@ -474,22 +474,19 @@ fn wrk(
     connections: u32,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
-    let output = client.run(
-        "wrk",
-        &[
-            "-t",
-            "2",
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{}s", duration.as_secs()),
-            "--timeout",
-            "10s",
-            "--latency",
-            &format!("http://{listen}/size/{size}"),
-        ],
-    )?;
-    let summary = parse_wrk(&output).with_context(|| format!("reading wrk's output:\n{output}"))?;
+    let args = [
+        "-t".to_owned(),
+        "2".to_owned(),
+        "-c".to_owned(),
+        connections.to_string(),
+        "-d".to_owned(),
+        format!("{}s", duration.as_secs()),
+        "--timeout".to_owned(),
+        "10s".to_owned(),
+        "--latency".to_owned(),
+        format!("http://{listen}/size/{size}"),
+    ];
+    let summary = tandem_lab::wrk::run(client, &[], &args)?;
     Ok(Measured {
         requests_per_second: summary.requests_per_second,
         requests: summary.requests,
