@@ -83,8 +83,8 @@ pub struct Filter {
 }
 
 pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()> {
-    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
-    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
+    // The lab's pairs start the release binaries, as the other benches' Setup does.
+    super::use_release_binaries(root);
     let mut cases = Vec::new();
     for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
         for pair in [Pair::Tandem, Pair::Keepalived] {

@@ -34,12 +34,8 @@ impl Setup {
     /// Checks that `tools` exist (else says to install `installs`), points the lab library
     /// at the release binaries and builds the lab.
     pub fn new(root: &Path, tools: &[&str], installs: &str) -> anyhow::Result<Setup> {
-        let target = report::release_dir(root);
         report::require_tools(tools, installs)?;
-        let tandem = target.join("tandem");
-        let echo = target.join("tandem-echo");
-        std::env::set_var("TANDEM_BIN", &tandem);
-        std::env::set_var("TANDEM_ECHO_BIN", &echo);
+        let (tandem, echo) = use_release_binaries(root);
         Ok(Setup {
             tandem,
             echo,
@@ -54,4 +50,14 @@ impl Setup {
             EchoBackend::start_with_binary(&self.echo, self.lab.host(HTTP2), 80, HTTP2)?,
         ])
     }
+}
+
+/// Points the lab library at the release binaries (what the benches measure, not the debug
+/// build the tests use); returns Tandem's and the echo backend's paths.
+pub fn use_release_binaries(root: &Path) -> (PathBuf, PathBuf) {
+    let target = report::release_dir(root);
+    let (tandem, echo) = (target.join("tandem"), target.join("tandem-echo"));
+    std::env::set_var("TANDEM_BIN", &tandem);
+    std::env::set_var("TANDEM_ECHO_BIN", &echo);
+    (tandem, echo)
 }
