@@ -13,6 +13,7 @@
 use std::net::Ipv4Addr;
 
 use super::ethernet::{self, ethertype, EthernetRepr, MacAddr, BROADCAST};
+use super::{be16_at, ipv4_at, mac_at};
 
 /// The ARP packet for IPv4 over Ethernet.
 pub const PACKET_LEN: usize = 28;
@@ -101,11 +102,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn hardware_type(&self) -> u16 {
-        self.u16_at(field::HARDWARE_TYPE.start)
+        be16_at(self.buffer.as_ref(), field::HARDWARE_TYPE.start)
     }
 
     pub fn protocol_type(&self) -> u16 {
-        self.u16_at(field::PROTOCOL_TYPE.start)
+        be16_at(self.buffer.as_ref(), field::PROTOCOL_TYPE.start)
     }
 
     pub fn hardware_len(&self) -> u8 {
@@ -118,39 +119,23 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The operation as a number (1 request, 2 reply).
     pub fn operation(&self) -> u16 {
-        self.u16_at(field::OPERATION.start)
+        be16_at(self.buffer.as_ref(), field::OPERATION.start)
     }
 
     pub fn sender_mac(&self) -> MacAddr {
-        self.mac(field::SENDER_MAC.start)
+        mac_at(self.buffer.as_ref(), field::SENDER_MAC.start)
     }
 
     pub fn sender_ip(&self) -> Ipv4Addr {
-        self.ipv4(field::SENDER_IP.start)
+        ipv4_at(self.buffer.as_ref(), field::SENDER_IP.start)
     }
 
     pub fn target_mac(&self) -> MacAddr {
-        self.mac(field::TARGET_MAC.start)
+        mac_at(self.buffer.as_ref(), field::TARGET_MAC.start)
     }
 
     pub fn target_ip(&self) -> Ipv4Addr {
-        self.ipv4(field::TARGET_IP.start)
-    }
-
-    fn u16_at(&self, at: usize) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([data[at], data[at + 1]])
-    }
-
-    fn mac(&self, at: usize) -> MacAddr {
-        let mut mac = [0; 6];
-        mac.copy_from_slice(&self.buffer.as_ref()[at..at + 6]);
-        mac
-    }
-
-    fn ipv4(&self, at: usize) -> Ipv4Addr {
-        let data = self.buffer.as_ref();
-        Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+        ipv4_at(self.buffer.as_ref(), field::TARGET_IP.start)
     }
 }
 
@@ -313,12 +298,10 @@ pub fn parse_frame(frame: &[u8]) -> Result<ArpFrame, ArpError> {
     if frame.len() < FRAME_LEN {
         return Err(ArpError::Truncated(frame.len()));
     }
+    let len = frame.len();
     let frame = ethernet::Frame::new_unchecked(frame);
-    let ethernet = EthernetRepr {
-        destination: frame.destination(),
-        source: frame.source(),
-        ethertype: frame.ethertype(),
-    };
+    // Longer than the Ethernet header (checked above): parsing it cannot fail.
+    let ethernet = EthernetRepr::parse(&frame).map_err(|_| ArpError::Truncated(len))?;
     if ethernet.ethertype != ethertype::ARP {
         return Err(ArpError::NotArp(ethernet.ethertype));
     }

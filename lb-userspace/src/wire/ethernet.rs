@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::Error;
+use super::{be16_at, mac_at, Error};
 
 /// An Ethernet MAC address.
 pub type MacAddr = [u8; 6];
@@ -85,11 +85,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     pub fn ethertype(&self) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([
-            data[field::ETHERTYPE.start],
-            data[field::ETHERTYPE.start + 1],
-        ])
+        be16_at(self.buffer.as_ref(), field::ETHERTYPE.start)
     }
 
     /// What follows the header (padding included: Ethernet pads frames to 60 bytes).
@@ -115,12 +111,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]
     }
-}
-
-fn mac_at(data: &[u8], at: usize) -> MacAddr {
-    let mut mac = [0; 6];
-    mac.copy_from_slice(&data[at..at + 6]);
-    mac
 }
 
 /// What an Ethernet II header says.

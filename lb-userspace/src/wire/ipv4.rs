@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{checksum, Error};
+use super::{be16_at, checksum, ipv4_at, Error};
 
 /// An IPv4 header without options.
 pub const MIN_HEADER_LEN: usize = 20;
@@ -119,16 +119,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn total_len(&self) -> u16 {
-        self.u16_at(field::LENGTH.start)
+        be16_at(self.buffer.as_ref(), field::LENGTH.start)
     }
 
     pub fn identification(&self) -> u16 {
-        self.u16_at(field::IDENTIFICATION.start)
+        be16_at(self.buffer.as_ref(), field::IDENTIFICATION.start)
     }
 
     /// The flags and the fragment offset as on the wire.
     pub fn flags_fragment(&self) -> u16 {
-        self.u16_at(field::FLAGS_FRAGMENT.start)
+        be16_at(self.buffer.as_ref(), field::FLAGS_FRAGMENT.start)
     }
 
     /// More Fragments set or a fragment offset: not a whole datagram.
@@ -145,15 +145,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn checksum(&self) -> u16 {
-        self.u16_at(field::CHECKSUM.start)
+        be16_at(self.buffer.as_ref(), field::CHECKSUM.start)
     }
 
     pub fn source(&self) -> Ipv4Addr {
-        self.ipv4_at(field::SOURCE.start)
+        ipv4_at(self.buffer.as_ref(), field::SOURCE.start)
     }
 
     pub fn destination(&self) -> Ipv4Addr {
-        self.ipv4_at(field::DESTINATION.start)
+        ipv4_at(self.buffer.as_ref(), field::DESTINATION.start)
     }
 
     /// The options, between the fixed header and the payload.
@@ -169,16 +169,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The payload: from the end of the header to the total length.
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
-    }
-
-    fn u16_at(&self, at: usize) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([data[at], data[at + 1]])
-    }
-
-    fn ipv4_at(&self, at: usize) -> Ipv4Addr {
-        let data = self.buffer.as_ref();
-        Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
     }
 }
 
@@ -314,12 +304,6 @@ impl Ipv4Repr {
         repr.emit(&mut packet, &padded);
         packet.payload_mut().copy_from_slice(payload);
         buffer
-    }
-
-    /// The checksum sum of this header's pseudo-header, for TCP, UDP and VRRP v3 messages of
-    /// `length` bytes.
-    pub fn pseudo_header_sum(&self, length: usize) -> u64 {
-        checksum::add_ipv4_pseudo_header(0, self.source, self.destination, self.protocol, length)
     }
 }
 

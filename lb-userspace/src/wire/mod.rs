@@ -15,6 +15,27 @@ pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
 
+use std::net::Ipv4Addr;
+
+use ethernet::MacAddr;
+
+/// The big-endian u16 at `at`; the view has checked the length.
+fn be16_at(data: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([data[at], data[at + 1]])
+}
+
+/// The IPv4 address at `at`; the view has checked the length.
+fn ipv4_at(data: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+}
+
+/// The MAC address at `at`; the view has checked the length.
+fn mac_at(data: &[u8], at: usize) -> MacAddr {
+    let mut mac = [0; 6];
+    mac.copy_from_slice(&data[at..at + 6]);
+    mac
+}
+
 /// Why a buffer cannot be read as the header it should hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
