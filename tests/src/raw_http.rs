@@ -221,3 +221,134 @@ impl SilentBackend {
         })
     }
 }
+
+/// What a [`ScriptedBackend`] does with each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// Answers with a head promising `length` body bytes, sends `sent` of them and then
+    /// nothing more (a backend stuck in the middle of a body).
+    StallAfter { length: usize, sent: usize },
+    /// Answers with a head promising 1 GiB and sends it as fast as the proxy takes it.
+    Endless,
+}
+
+/// A backend that follows a [`Script`] on every connection and records when the proxy closed
+/// each one (what the backend side of a timeout looks like). Each connection is served for
+/// at most a minute; the listener lives until dropped.
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    closed: std::sync::mpsc::Receiver<Instant>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The longest a scripted backend keeps one connection.
+const SCRIPTED_CONNECTION_LIMIT: Duration = Duration::from_secs(60);
+
+impl ScriptedBackend {
+    pub fn start(host: &Host, port: u16, script: Script) -> anyhow::Result<ScriptedBackend> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let addr = SocketAddr::from((host.ip, port));
+        let listener = host
+            .in_netns(move || TcpListener::bind(addr))?
+            .with_context(|| format!("listening on {addr} on host {}", host.name))?;
+        listener
+            .set_nonblocking(true)
+            .context("a non-blocking listener")?;
+        let (closed_tx, closed) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let closed_tx = closed_tx.clone();
+                        thread::spawn(move || {
+                            if let Some(when) = serve_script(stream, script) {
+                                let _ = closed_tx.send(when);
+                            }
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(ScriptedBackend { addr, closed, stop })
+    }
+
+    /// Waits up to `timeout` for the proxy to close one of the connections; says when it did.
+    pub fn wait_for_close(&self, timeout: Duration) -> Option<Instant> {
+        self.closed.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for ScriptedBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection by `script`; returns when the proxy closed it (None: it was still
+/// open at the time limit, or it carried no request).
+fn serve_script(mut stream: TcpStream, script: Script) -> Option<Instant> {
+    let started = Instant::now();
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok()?;
+    // The request head (the proxy sends it in one piece).
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if started.elapsed() > SCRIPTED_CONNECTION_LIMIT {
+            return None;
+        }
+        match stream.read(&mut chunk) {
+            // No request (a health check's connection): nothing to report.
+            Ok(0) => return None,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    match script {
+        Script::StallAfter { length, sent } => {
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+            stream.write_all(answer.as_bytes()).ok()?;
+            stream.write_all(&vec![b'x'; sent]).ok()?;
+            // Nothing more: wait for the proxy to give up on us.
+            while started.elapsed() < SCRIPTED_CONNECTION_LIMIT {
+                match stream.read(&mut chunk) {
+                    Ok(0) => return Some(Instant::now()),
+                    Ok(_) => {}
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return Some(Instant::now()),
+                }
+            }
+            None
+        }
+        Script::Endless => {
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
+            stream.write_all(answer.as_bytes()).ok()?;
+            stream
+                .set_write_timeout(Some(Duration::from_millis(200)))
+                .ok()?;
+            let data = vec![b'x'; 64 * 1024];
+            while started.elapsed() < SCRIPTED_CONNECTION_LIMIT {
+                match stream.write(&data) {
+                    Ok(0) => return Some(Instant::now()),
+                    Ok(_) => {}
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return Some(Instant::now()),
+                }
+            }
+            None
+        }
+    }
+}

@@ -23,6 +23,8 @@ const PROXY_KEYS: &[&str] = &[
     "connect_timeout",
     "backend_timeout",
     "tunnel_timeout",
+    "client_timeout",
+    "server_timeout",
     "max_connections",
     "workers",
     "x_forwarded_for",
@@ -70,6 +72,17 @@ pub struct ProxySettings {
     /// closed (HAProxy's `timeout tunnel`).
     #[serde(with = "duration_text")]
     pub tunnel_timeout: Duration,
+    /// While a request or its response is in flight, a client that neither sends nor takes
+    /// anything for this long is cut off, with its backend connection (HAProxy's
+    /// `timeout client`): a slow POST, a client that stops reading a large answer.
+    #[serde(with = "duration_text")]
+    pub client_timeout: Duration,
+    /// Once a backend has started answering (or while it is being sent the request body), a
+    /// backend that neither sends nor takes anything for this long is cut off and counted as
+    /// failed; the client's connection closes (HAProxy's `timeout server`, nginx's
+    /// `proxy_read_timeout`). `backend_timeout` stays the time to the response head.
+    #[serde(with = "duration_text")]
+    pub server_timeout: Duration,
     /// Client connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Threads that serve connections (each with its own listening socket and backend pool);
@@ -91,6 +104,8 @@ impl ProxySettings {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(15);
     pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 }
 
@@ -103,6 +118,8 @@ impl Default for ProxySettings {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             backend_timeout: Self::DEFAULT_BACKEND_TIMEOUT,
             tunnel_timeout: Self::DEFAULT_TUNNEL_TIMEOUT,
+            client_timeout: Self::DEFAULT_CLIENT_TIMEOUT,
+            server_timeout: Self::DEFAULT_SERVER_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             workers: None,
             x_forwarded_for: true,
@@ -271,6 +288,8 @@ pub(super) fn read_proxy(report: &mut Reporter, section: Section) -> Option<Prox
     let connect_timeout = duration(report, "connect_timeout", defaults.connect_timeout);
     let backend_timeout = duration(report, "backend_timeout", defaults.backend_timeout);
     let tunnel_timeout = duration(report, "tunnel_timeout", defaults.tunnel_timeout);
+    let client_timeout = duration(report, "client_timeout", defaults.client_timeout);
+    let server_timeout = duration(report, "server_timeout", defaults.server_timeout);
     let max_header_size = match section.field("max_header_size") {
         Some(field) => field
             .int(report, MIN_HEADER_SIZE as u32, MAX_HEADER_SIZE as u32)
@@ -305,6 +324,8 @@ pub(super) fn read_proxy(report: &mut Reporter, section: Section) -> Option<Prox
         connect_timeout: connect_timeout?,
         backend_timeout: backend_timeout?,
         tunnel_timeout: tunnel_timeout?,
+        client_timeout: client_timeout?,
+        server_timeout: server_timeout?,
         max_connections: max_connections?,
         workers: workers?,
         x_forwarded_for: x_forwarded_for?,
@@ -702,7 +723,7 @@ mod tests {
         let text = format!(
             "{NODE}[proxy]\nheader_timeout = \"2s\"\nidle_timeout = \"30s\"\n\
              max_header_size = 8192\nconnect_timeout = \"300ms\"\nbackend_timeout = \"1m\"\n\
-             tunnel_timeout = \"2h\"\nmax_connections = 100\nworkers = 2\nx_forwarded_for = false\nx_forwarded_proto = false\n\
+             tunnel_timeout = \"2h\"\nclient_timeout = \"20s\"\nserver_timeout = \"45s\"\nmax_connections = 100\nworkers = 2\nx_forwarded_for = false\nx_forwarded_proto = false\n\
              x_forwarded_port = false\naccess_log = {{ level = 3, path = \"/var/log/t.log\" }}\n"
         );
         let proxy = parse_ok(&text).config.proxy;
@@ -715,6 +736,8 @@ mod tests {
                 connect_timeout: Duration::from_millis(300),
                 backend_timeout: Duration::from_secs(60),
                 tunnel_timeout: Duration::from_secs(7200),
+                client_timeout: Duration::from_secs(20),
+                server_timeout: Duration::from_secs(45),
                 max_connections: 100,
                 workers: Some(2),
                 x_forwarded_for: false,
@@ -747,7 +770,7 @@ mod tests {
                 "t.toml:8:19: `x_forwarded_for` must be true or false, found string",
                 "t.toml:9:1: unknown key `timeout` in [proxy] (expected one of: \
                  header_timeout, idle_timeout, max_header_size, connect_timeout, \
-                 backend_timeout, tunnel_timeout, max_connections, workers, x_forwarded_for, x_forwarded_proto, \
+                 backend_timeout, tunnel_timeout, client_timeout, server_timeout, max_connections, workers, x_forwarded_for, x_forwarded_proto, \
                  x_forwarded_port, access_log)",
             ]
         );

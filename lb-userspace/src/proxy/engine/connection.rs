@@ -30,6 +30,10 @@ pub struct Engine {
     pub forwarded: Forwarded,
     pub backend_timeout: std::time::Duration,
     pub tunnel_timeout: std::time::Duration,
+    /// Inactivity allowed of a client that owes a request body or is taking a response.
+    pub client_timeout: std::time::Duration,
+    /// Inactivity allowed of a backend once it is answering, or taking a request body.
+    pub server_timeout: std::time::Duration,
     pub access_log: AccessLogger,
 }
 

@@ -25,6 +25,7 @@ use super::access_log::{AccessLogger, Record};
 use super::backend::ForwardBody;
 use super::body::{Finish, ResponseBody};
 use super::connection::Connection;
+use super::guard::ConnActivity;
 use super::h1::{
     self,
     client::{self, RawBody},
@@ -39,12 +40,42 @@ use crate::proxy::policy::upstream::Route;
 struct Done {
     conn: Arc<Connection>,
     counters: Option<Arc<ServiceEntry>>,
+    /// The backend answering, once one is.
+    backend: Option<SocketAddrV4>,
     log: Option<(AccessLogger, Record)>,
     started: Instant,
+    finished: bool,
+}
+
+/// hyper drops a stream's future when the client resets the stream before its response
+/// began: the request still ends here (counted, logged as nginx does, 499), and the reset
+/// counts toward the connection's limit.
+impl Drop for Done {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.activity.stream_cancelled();
+            if let Some((_, record)) = &mut self.log {
+                record.status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+            }
+            self.finish(0);
+        }
+    }
 }
 
 impl Finish for Done {
+    fn backend_stalled(&mut self) {
+        if let (Some(service), Some(backend)) = (&self.counters, self.backend) {
+            debug!(service = %service.name, %backend, "the backend stalled in the middle of a response body");
+            service.backend_failed(backend);
+        }
+    }
+
+    fn activity(&self) -> Option<&ConnActivity> {
+        Some(&self.conn.activity)
+    }
+
     fn finish(&mut self, bytes: u64) {
+        self.finished = true;
         self.conn.activity.request_finished();
         if let Some(service) = &self.counters {
             service.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -73,8 +104,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
     let mut done = Done {
         conn: Arc::clone(&conn),
         counters: None,
+        backend: None,
         log: None,
         started,
+        finished: false,
     };
 
     // `OPTIONS *` asks about the server itself: answered here (also the built-in probe).
@@ -211,7 +244,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     answered(&service, &route, backend, &mut head, &mut done);
                     let reusable = response.keep_alive() && response.minor == 1;
                     let raw = RawBody::new(backend_conn, buf, framing, reusable, pool.clone());
-                    return Response::from_parts(head, ResponseBody::backend(raw, Box::new(done)));
+                    done.backend = Some(backend);
+                    let server_timeout = conn.engine.server_timeout;
+                    let body = ResponseBody::backend(raw, Box::new(done), server_timeout);
+                    return Response::from_parts(head, body);
                 }
                 Ok(None) => {
                     service.backend_failed(backend);
@@ -324,9 +360,11 @@ impl Attempt<'_> {
                         headers::remove_hop_by_hop(&mut head.headers);
                         head.version = Version::default();
                         answered(service, self.route, backend, &mut head, &mut done);
+                        done.backend = Some(backend);
+                        let server_timeout = self.conn.engine.server_timeout;
                         return Response::from_parts(
                             head,
-                            ResponseBody::hyper(incoming, Box::new(done)),
+                            ResponseBody::hyper(incoming, Box::new(done), server_timeout),
                         );
                     }
                     Ok(Ok(_switching)) => {

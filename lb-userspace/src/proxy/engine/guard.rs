@@ -18,12 +18,16 @@
 //!
 //! Timeouts live here too because this is where bytes are seen: the header timeout runs from
 //! the first byte of a request head to its end (slowloris), the idle timeout while no request is
-//! in progress and nothing moves.
+//! in progress and nothing moves, the client timeout while a write waits for a client that takes
+//! nothing (a full socket buffer). HTTP/2 connections count requests, not bytes: one that has
+//! started no request within the header timeout, or none for the idle timeout, is closed
+//! whatever PINGs or SETTINGS it sends, and one whose responses the client takes nothing of
+//! (its flow-control window kept shut) for the client timeout is closed too.
 
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -599,20 +603,135 @@ impl BodyEnd {
 }
 
 /// What the connection and its requests share with the I/O wrapper.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnActivity {
     /// Requests whose response has not been finished or dropped yet.
     pub in_flight: AtomicUsize,
+    /// A request has been started on this connection (HTTP/2: one is due within the header
+    /// timeout of the connection's start).
+    served: AtomicBool,
+    /// When the connection opened or its last request finished, on [`clock_ms`]. An HTTP/2
+    /// connection's idle time runs from here, not from its last byte: PING frames and other
+    /// chatter do not keep it open.
+    last_request_ms: AtomicU64,
+    /// HTTP/2 responses that handed the client a frame and have not been asked for the next
+    /// one yet (the client's window is closed or its socket full).
+    awaiting_client: AtomicUsize,
+    /// When a response in flight last had a frame taken by the client, on [`clock_ms`].
+    client_progress_ms: AtomicU64,
+    /// HTTP/2 streams the client cancelled (RST_STREAM before its response ended) in the
+    /// second that began at `resets_since_ms`.
+    resets: AtomicU32,
+    resets_since_ms: AtomicU64,
+    /// The client reset more than [`MAX_RESETS_PER_SECOND`] streams in a second (HTTP/2 rapid
+    /// reset, CVE-2023-44487): the connection is closed.
+    too_many_resets: AtomicBool,
+}
+
+/// Streams an HTTP/2 client may cancel in one second before its connection is closed. A
+/// browser cancels a few when a page is left; the rapid-reset attack cancels thousands, each
+/// of which would start a request here (and at a backend).
+pub const MAX_RESETS_PER_SECOND: u32 = 100;
+
+impl Default for ConnActivity {
+    fn default() -> Self {
+        ConnActivity {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_request_ms: AtomicU64::new(clock_ms(Instant::now())),
+            awaiting_client: AtomicUsize::new(0),
+            client_progress_ms: AtomicU64::new(0),
+            resets: AtomicU32::new(0),
+            resets_since_ms: AtomicU64::new(0),
+            too_many_resets: AtomicBool::new(false),
+        }
+    }
 }
 
 impl ConnActivity {
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
     }
 
     pub fn request_finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.last_request_ms
+            .store(clock_ms(Instant::now()), Ordering::Relaxed);
     }
+
+    /// A response handed the client a frame and waits to be asked for more.
+    pub fn handed_to_client(&self) {
+        if self.awaiting_client.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.client_progress_ms
+                .store(clock_ms(Instant::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// The client took what a response handed it (or the response is gone).
+    pub fn taken_by_client(&self) {
+        self.awaiting_client.fetch_sub(1, Ordering::Relaxed);
+        self.client_progress_ms
+            .store(clock_ms(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// The client cancelled a stream before its response ended.
+    pub fn stream_cancelled(&self) {
+        let now = clock_ms(Instant::now());
+        let since = self.resets_since_ms.load(Ordering::Relaxed);
+        let resets = if now.saturating_sub(since) >= 1000 {
+            self.resets_since_ms.store(now, Ordering::Relaxed);
+            self.resets.store(1, Ordering::Relaxed);
+            1
+        } else {
+            self.resets.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        if resets > MAX_RESETS_PER_SECOND {
+            self.too_many_resets.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// When an HTTP/2 connection must be closed if nothing changes, and why: no first request
+    /// within the header timeout, no request for the idle timeout, or responses the client has
+    /// taken nothing of for the client timeout.
+    fn http2_deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
+        if self.too_many_resets.load(Ordering::Relaxed) {
+            return Some((clock_epoch(), "the client reset too many streams"));
+        }
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let since = at_ms(self.last_request_ms.load(Ordering::Relaxed));
+            return Some(if self.served.load(Ordering::Relaxed) {
+                (since + timeouts.idle, "idle timeout")
+            } else {
+                (
+                    since + timeouts.header,
+                    "no request within the header timeout",
+                )
+            });
+        }
+        if self.awaiting_client.load(Ordering::Relaxed) > 0 {
+            let since = at_ms(self.client_progress_ms.load(Ordering::Relaxed));
+            return Some((
+                since + timeouts.client,
+                "the client took nothing of its responses within the client timeout",
+            ));
+        }
+        None
+    }
+}
+
+/// A process-wide millisecond clock, so that times fit in an atomic.
+fn clock_ms(now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(clock_epoch()).as_millis()).unwrap_or(u64::MAX)
+}
+
+fn at_ms(ms: u64) -> Instant {
+    clock_epoch() + Duration::from_millis(ms)
+}
+
+fn clock_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Timeouts enforced on one client connection.
@@ -620,6 +739,10 @@ impl ConnActivity {
 pub struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
+    /// Inactivity of the client while it owes the proxy something: taking a response's bytes.
+    pub client: Duration,
+    /// The same inside a protocol switch (101), where nothing is owed: the tunnel timeout.
+    pub tunnel: Duration,
 }
 
 /// What a client I/O tells the connection it belongs to (implemented by the connection's
@@ -647,9 +770,16 @@ pub struct ClientIo<T> {
     /// Boxed: rare, and an idle connection should not carry its room.
     rejection: Option<Box<(Rejection, Vec<u8>, usize)>>,
     rejection_reported: bool,
+    /// A protocol switch (101): the bytes are a tunnel, whose idle time its relay watches.
+    tunnel: bool,
+    /// A write is waiting for the client to take bytes (its socket buffer is full).
+    write_blocked: bool,
     last_activity: Instant,
     head_started: Option<Instant>,
     timer: Pin<Box<Sleep>>,
+    /// Runs while a write is blocked: a client that takes nothing for the client timeout is
+    /// cut off. Made the first time a write blocks (most connections never need it).
+    write_timer: Option<Pin<Box<Sleep>>>,
     events: Arc<dyn ClientEvents>,
 }
 
@@ -670,9 +800,12 @@ impl<T> ClientIo<T> {
             client_eof: false,
             rejection: None,
             rejection_reported: false,
+            tunnel: false,
+            write_blocked: false,
             last_activity: now,
             head_started: None,
             timer: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
+            write_timer: None,
             events,
         }
     }
@@ -682,18 +815,77 @@ impl<T> ClientIo<T> {
     pub fn pass_through(&mut self) {
         self.scanner = Scanner::passthrough();
         self.cleared = self.held.len();
+        self.tunnel = true;
     }
 
-    /// When the connection must be closed if nothing happens before.
-    fn deadline(&mut self) -> Option<Instant> {
+    /// HTTP/2 (by the preface or ALPN): framing passes through, the timeouts follow requests.
+    fn is_http2(&self) -> bool {
+        self.scanner.is_passthrough() && !self.tunnel
+    }
+
+    /// When the connection must be closed if nothing happens before, and why.
+    fn deadline(&mut self) -> Option<(Instant, &'static str)> {
         if self.scanner.in_head(self.held.len()) {
             let started = *self.head_started.get_or_insert(self.last_activity);
-            return Some(started + self.events.timeouts().header);
+            return Some((
+                started + self.events.timeouts().header,
+                "request head not complete within the header timeout",
+            ));
         }
         self.head_started = None;
+        if self.is_http2() {
+            return self
+                .events
+                .activity()
+                .http2_deadline(&self.events.timeouts());
+        }
         let idle = self.events.activity().in_flight.load(Ordering::Relaxed) == 0
             && (self.held.is_empty() || self.scanner.is_passthrough());
-        idle.then(|| self.last_activity + self.events.timeouts().idle)
+        idle.then(|| {
+            (
+                self.last_activity + self.events.timeouts().idle,
+                "idle timeout",
+            )
+        })
+    }
+
+    /// HTTP/2 frames keep arriving (PINGs, SETTINGS...) but that is no request: is the
+    /// connection's time up anyway?
+    fn http2_expired(&mut self, now: Instant) -> Option<io::Error> {
+        if !self.is_http2() {
+            return None;
+        }
+        let (deadline, why) = self.deadline()?;
+        (now >= deadline).then(|| io::Error::new(io::ErrorKind::TimedOut, why))
+    }
+
+    /// A write found the client's socket full: the client has the client timeout to take
+    /// bytes again.
+    fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let timeouts = self.events.timeouts();
+        let limit = if self.tunnel {
+            timeouts.tunnel
+        } else {
+            timeouts.client
+        };
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !self.write_blocked {
+            self.write_blocked = true;
+            timer.as_mut().reset(Instant::now() + limit);
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took nothing within the client timeout",
+        ))
+    }
+
+    /// A write went through: the client is taking bytes.
+    fn wrote(&mut self) {
+        self.write_blocked = false;
+        self.last_activity = Instant::now();
     }
 }
 
@@ -759,6 +951,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                         buf.advance(n);
                         this.scanner.consumed_direct(n);
                         this.last_activity = Instant::now();
+                        if let Some(expired) = this.http2_expired(this.last_activity) {
+                            return Poll::Ready(Err(expired));
+                        }
                         return Poll::Ready(Ok(()));
                     }
                     other => other,
@@ -799,16 +994,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             }
 
             // Nothing to read: is a timeout due?
-            let Some(deadline) = this.deadline() else {
+            let Some((deadline, why)) = this.deadline() else {
                 return Poll::Pending;
             };
             if Instant::now() >= deadline {
-                let what = if this.head_started.is_some() {
-                    "request head not complete within the header timeout"
-                } else {
-                    "idle timeout"
-                };
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
             }
             if this.timer.deadline() != deadline {
                 this.timer.as_mut().reset(deadline);
@@ -827,9 +1017,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.last_activity = Instant::now();
-        Poll::Ready(Ok(written))
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(written) => {
+                this.wrote();
+                Poll::Ready(written)
+            }
+            Poll::Pending => this.poll_write_stall(cx).map(Err),
+        }
     }
 
     fn poll_write_vectored(
@@ -838,9 +1032,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.last_activity = Instant::now();
-        Poll::Ready(Ok(written))
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(written) => {
+                this.wrote();
+                Poll::Ready(written)
+            }
+            Poll::Pending => this.poll_write_stall(cx).map(Err),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -848,7 +1046,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(flushed) => {
+                this.write_blocked = false;
+                Poll::Ready(flushed)
+            }
+            Poll::Pending => this.poll_write_stall(cx).map(Err),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1011,5 +1216,165 @@ mod tests {
     fn malformed_chunks_are_refused() {
         let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert_eq!(status(input), Some(400));
+    }
+
+    /// What a client I/O under test reports to.
+    struct Events {
+        activity: ConnActivity,
+        timeouts: Timeouts,
+    }
+
+    impl ClientEvents for Events {
+        fn activity(&self) -> &ConnActivity {
+            &self.activity
+        }
+        fn timeouts(&self) -> Timeouts {
+            self.timeouts
+        }
+        fn rejected(&self, _: &Rejection) {}
+    }
+
+    fn events() -> Arc<Events> {
+        Arc::new(Events {
+            activity: ConnActivity::default(),
+            timeouts: Timeouts {
+                header: Duration::from_secs(2),
+                idle: Duration::from_secs(5),
+                client: Duration::from_secs(3),
+                tunnel: Duration::from_secs(60),
+            },
+        })
+    }
+
+    /// An HTTP/2 PING frame (RFC 9113 6.7).
+    const PING: [u8; 17] = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+
+    /// Reads from `io` while the peer sends a PING every 500 ms; returns the read's error
+    /// and when it came.
+    async fn read_while_pinged<T: AsyncRead + AsyncWrite + Unpin>(
+        io: &mut ClientIo<T>,
+        peer: &mut tokio::io::DuplexStream,
+    ) -> (io::Error, Duration) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let started = Instant::now();
+        let pinger = async {
+            for _ in 0..100 {
+                peer.write_all(&PING).await.expect("ping");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let reader = async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) => panic!("the stream ended instead of timing out"),
+                    Ok(_) => {}
+                    Err(error) => return error,
+                }
+            }
+        };
+        tokio::select! {
+            error = reader => (error, started.elapsed()),
+            () = pinger => panic!("the connection outlived 100 PINGs"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_client_that_only_pings_is_closed_after_the_header_timeout() {
+        let (mut peer, server) = tokio::io::duplex(64 * 1024);
+        let mut io = ClientIo::new(server, 4096, true, events());
+        let (error, after) = read_while_pinged(&mut io, &mut peer).await;
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("header timeout"), "{error}");
+        assert!(
+            after >= Duration::from_secs(2) && after < Duration::from_secs(3),
+            "{after:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_do_not_keep_an_idle_http2_connection_open() {
+        let (mut peer, server) = tokio::io::duplex(64 * 1024);
+        let events = events();
+        let mut io = ClientIo::new(server, 4096, true, events.clone());
+        // One request, finished at once: from then on the connection is idle.
+        events.activity.request_started();
+        events.activity.request_finished();
+        let (error, after) = read_while_pinged(&mut io, &mut peer).await;
+        assert!(error.to_string().contains("idle timeout"), "{error}");
+        assert!(
+            after >= Duration::from_secs(5) && after < Duration::from_secs(6),
+            "{after:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_of_its_responses_is_closed_after_the_client_timeout() {
+        let (mut peer, server) = tokio::io::duplex(64 * 1024);
+        let events = events();
+        let mut io = ClientIo::new(server, 4096, true, events.clone());
+        events.activity.request_started();
+        // A response handed the client a frame; the client never asks for the next.
+        events.activity.handed_to_client();
+        let (error, after) = read_while_pinged(&mut io, &mut peer).await;
+        assert!(error.to_string().contains("client timeout"), "{error}");
+        assert!(
+            after >= Duration::from_secs(3) && after < Duration::from_secs(4),
+            "{after:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_waiting_on_its_backend_keeps_an_http2_connection_open() {
+        let (mut peer, server) = tokio::io::duplex(64 * 1024);
+        let events = events();
+        let mut io = ClientIo::new(server, 4096, true, events.clone());
+        events.activity.request_started();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(20),
+            read_while_pinged(&mut io, &mut peer),
+        )
+        .await;
+        assert!(outcome.is_err(), "closed while its request was in flight");
+    }
+
+    #[test]
+    fn a_burst_of_stream_resets_closes_the_connection_and_a_few_do_not() {
+        let activity = ConnActivity::default();
+        let timeouts = Timeouts {
+            header: Duration::from_secs(2),
+            idle: Duration::from_secs(5),
+            client: Duration::from_secs(3),
+            tunnel: Duration::from_secs(60),
+        };
+        activity.request_started();
+        for _ in 0..10 {
+            activity.stream_cancelled();
+        }
+        assert_eq!(activity.http2_deadline(&timeouts), None);
+        for _ in 0..MAX_RESETS_PER_SECOND {
+            activity.stream_cancelled();
+        }
+        let (deadline, why) = activity.http2_deadline(&timeouts).expect("closed");
+        assert!(deadline <= Instant::now());
+        assert_eq!(why, "the client reset too many streams");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_fails_the_write_after_the_client_timeout() {
+        use tokio::io::AsyncWriteExt as _;
+        let (_peer, server) = tokio::io::duplex(1024);
+        let mut io = ClientIo::new(server, 4096, false, events());
+        let started = Instant::now();
+        let error = io
+            .write_all(&[0u8; 64 * 1024])
+            .await
+            .expect_err("the write cannot finish");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let after = started.elapsed();
+        assert!(
+            after >= Duration::from_secs(3) && after < Duration::from_secs(4),
+            "{after:?}"
+        );
     }
 }

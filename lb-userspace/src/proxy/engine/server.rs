@@ -63,8 +63,13 @@ const POOL_MAX_IDLE: usize = 128;
 /// 100 KiB: 16 KiB here and in the backend reads cost a third of the throughput, 32 KiB gave
 /// as much as 64 KiB with a quarter less memory.
 const H2_SEND_BUFFER: usize = 32 * 1024;
-/// HTTP/2 streams one client connection may have open at once.
-const MAX_STREAMS: u32 = 256;
+/// HTTP/2 streams one client connection may have open at once (Envoy's advice for a proxy
+/// at the edge: 100).
+const MAX_STREAMS: u32 = 100;
+/// How often an HTTP/2 client that has sent nothing is PINGed, and how long it has to answer
+/// before its connection is closed as dead.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long open connections get to finish after shutdown before they are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -284,6 +289,8 @@ impl ServerSide {
                 client_timeouts: Timeouts {
                     header: settings.header_timeout,
                     idle: settings.idle_timeout,
+                    client: settings.client_timeout,
+                    tunnel: settings.tunnel_timeout,
                 },
                 pool: pool_settings(settings),
                 forwarded: Forwarded {
@@ -293,6 +300,8 @@ impl ServerSide {
                 },
                 backend_timeout: settings.backend_timeout,
                 tunnel_timeout: settings.tunnel_timeout,
+                client_timeout: settings.client_timeout,
+                server_timeout: settings.server_timeout,
                 access_log,
             }),
         }
@@ -352,6 +361,15 @@ fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS)
+        // Dead clients are found by PINGs of our own (a PING the client sends keeps nothing
+        // open: see guard::ConnActivity).
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        // Streams the client opens and resets before they are accepted (h2's own defence
+        // against rapid reset); resets after that are counted by the engine.
+        .max_pending_accept_reset_streams(20)
+        // Streams we reset for the client's protocol errors before the connection goes.
+        .max_local_error_reset_streams(100)
         .max_send_buf_size(H2_SEND_BUFFER)
         .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
     builder

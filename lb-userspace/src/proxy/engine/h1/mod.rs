@@ -388,6 +388,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                         give_buffer(backend_buf);
                         return After::Close;
                     }
+                    Err(Lost::ClientStalled) => {
+                        // The backend has half a request: its connection is dropped.
+                        give_buffer(backend_buf);
+                        debug!(service = %service.name, client = %conn.client, "client sent nothing of its request body within the client timeout");
+                        return self
+                            .refuse(
+                                outcome,
+                                &service,
+                                StatusCode::REQUEST_TIMEOUT,
+                                b"408 Request Timeout: the request body stopped coming\n",
+                                ClientConnection::Close,
+                            )
+                            .await;
+                    }
                     Err(Lost::Backend) => None,
                     Ok(()) => {
                         let waited = tokio::time::timeout(
@@ -480,24 +494,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             joined.extend_from_slice(&self.buf[..ready]);
             joined.into()
         };
-        backend
-            .stream
-            .write_all(&first)
-            .await
-            .map_err(|_| Lost::Backend)?;
+        let server_timeout = self.conn.engine.server_timeout;
+        let client_timeout = self.conn.engine.client_timeout;
+        write_within(server_timeout, &mut backend.stream, &first).await?;
         self.buf.advance(ready);
         while !body.is_done() {
             self.buf.reserve(CLIENT_READ);
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(Lost::Client),
-                Ok(_) => {}
+            // A client that stops sending its body (a slow POST) is cut off.
+            match tokio::time::timeout(client_timeout, self.io.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Lost::Client),
+                Err(_elapsed) => return Err(Lost::ClientStalled),
+                Ok(Ok(_)) => {}
             }
             let n = body.feed(&self.buf).map_err(|_| Lost::Client)?;
-            backend
-                .stream
-                .write_all(&self.buf[..n])
-                .await
-                .map_err(|_| Lost::Backend)?;
+            write_within(server_timeout, &mut backend.stream, &self.buf[..n]).await?;
             self.buf.advance(n);
         }
         Ok(())
@@ -635,8 +645,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         while !failed && !client_gone && !body.is_done() {
             backend_buf.clear();
             backend_buf.reserve(BACKEND_READ);
-            let read =
-                tokio::time::timeout(timeout, backend.stream.read_buf(&mut backend_buf)).await;
+            // Once the body has begun, the backend has the server timeout for each read.
+            let read = tokio::time::timeout(
+                self.conn.engine.server_timeout,
+                backend.stream.read_buf(&mut backend_buf),
+            )
+            .await;
             match read {
                 Ok(Ok(0)) if matches!(body, BodyEnd::Close) => {
                     backend_reusable = false;
@@ -657,8 +671,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             client_gone = self.io.flush().await.is_err();
         }
         if failed {
-            // The body was cut short: the client sees its connection close.
-            debug!(service = %service.name, backend = %backend_addr, "backend connection lost in the middle of a response body");
+            // The body was cut short (the backend closed, sent garbage or stalled for the
+            // server timeout): the client sees its connection close, as HAProxy does.
+            debug!(service = %service.name, backend = %backend_addr, "backend connection lost or stalled in the middle of a response body");
             service.backend_failed(backend_addr);
         }
         // Bytes after the response: the backend is not speaking HTTP as expected.
@@ -783,7 +798,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
 /// Which side went away while the request was being sent.
 enum Lost {
     Client,
+    /// The client sent nothing of its body for the client timeout.
+    ClientStalled,
     Backend,
+}
+
+/// Writes `bytes` to a backend that must take them within `limit` (the server timeout).
+async fn write_within(
+    limit: Duration,
+    stream: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> Result<(), Lost> {
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(Lost::Backend),
+    }
 }
 
 /// The request as the policy reads it (for session keys): method, target and headers.
