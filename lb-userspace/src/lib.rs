@@ -8,6 +8,8 @@
 //! - `config`: the TOML model and its validation (errors as FILE:LINE:COL).
 //! - `control`: the control socket (`tandem status`, `tandem reload`) and the status screen.
 //! - `dataplane`: the XDP program's loader and the reader of its pinned maps.
+//! - `fault_injection`: faults the lab's tests inject (`TANDEM_FAULT_INJECTION`; inert
+//!   otherwise).
 //! - `import`: `tandem import`, a classic pound.cfg and keepalived.conf read into a tandem.toml
 //!   (beside `config`: it writes what the config parser reads).
 //! - `names`: backends written by host name, resolved at start, at reload and periodically.
@@ -25,6 +27,7 @@ pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod fault_injection;
 pub mod import;
 pub mod metrics;
 pub mod names;

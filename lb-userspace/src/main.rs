@@ -313,6 +313,7 @@ fn xdp_command(action: XdpAction) -> anyhow::Result<ExitCode> {
 }
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    abort_on_panic();
     let config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return Ok(code),
@@ -320,6 +321,19 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(tandem::node::run(path, config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A panic anywhere in the daemon ends the process. tokio would otherwise catch a task's panic
+/// and run on without that task (a proxy worker that serves nothing, a VRRP instance that no
+/// longer adverts while its VIP stays up); a dead process is what systemd restarts, and its
+/// `ExecStopPost=` releases the VIPs. The message goes to the journal first.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("tandem: a task panicked; aborting so that the node is restarted clean");
+        std::process::abort();
+    }));
 }
 
 /// The control socket to talk to: `--socket`, else the one `--config` names, else the default.

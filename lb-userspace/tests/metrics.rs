@@ -36,6 +36,7 @@ fn fake() -> Snapshot {
             drops: BTreeMap::from([("bad-ttl".to_owned(), 2)]),
             last_transition_unix: None,
             transitions: 2,
+            fault: None,
         }],
         services: vec![ServiceSnapshot {
             status: HttpServiceStatus {

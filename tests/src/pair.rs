@@ -88,6 +88,19 @@ virtual_ipaddress = ["{VIP}"]
         Self::start_with(lab, host, config, host.command(tandem_binary()?))
     }
 
+    /// As [`TandemNode::start`], with `env` added to the daemon's environment (e.g.
+    /// `TANDEM_FAULT_INJECTION`).
+    pub fn start_with_env(
+        lab: &Lab,
+        host: &Host,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<TandemNode> {
+        let mut command = host.command(tandem_binary()?);
+        command.envs(env.iter().copied());
+        Self::start_with(lab, host, config, command)
+    }
+
     /// As [`TandemNode::start`], but the daemon sees the host's own hosts file (see
     /// [`Host::set_hosts_file`]); it cannot use pinned maps, so `dataplane = "none"` only.
     pub fn start_with_hosts_file(
@@ -130,20 +143,25 @@ virtual_ipaddress = ["{VIP}"]
     }
 
     /// Kills the daemon with SIGKILL (a crash: no priority-0 advert, VIPs left on the
-    /// interface), waits for it to die, then runs dist/tandem-release-vips on its config in
-    /// its namespace, as dist/tandem.service's `ExecStopPost=` does after any exit.
+    /// interface), waits for it to die, then runs the release step.
     pub fn crash_under_systemd(&mut self, lab: &Lab) -> anyhow::Result<()> {
         self.process.kill(libc::SIGKILL);
         self.process
             .wait_exit(Duration::from_secs(5))
             .context("the killed daemon exits")?;
+        self.release_step(lab)
+    }
+
+    /// Runs dist/tandem-release-vips on the VIP file the daemon keeps beside its control
+    /// socket, in its namespace, as dist/tandem.service's `ExecStopPost=` does after any exit.
+    pub fn release_step(&self, lab: &Lab) -> anyhow::Result<()> {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem-release-vips");
         let status = lab
             .host(&self.host)
             .command("sh")
             .arg(&script)
-            .arg(&self.config)
+            .arg(self.socket.with_extension("vips"))
             .status()
             .context("running tandem-release-vips")?;
         if !status.success() {

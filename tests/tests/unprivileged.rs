@@ -138,7 +138,22 @@ impl UnprivilegedLab {
         let lab_socket = format!("\"{}\"", lab.work_dir().join("lb1.sock").display());
         let base = node_config(lab, LB1, "xdp-generic");
         assert!(base.contains(&lab_socket), "the L4 lab's socket path");
-        let config_text = base.replace(&lab_socket, &format!("\"{}\"", socket.display()))
+        // The notify script writes down the capabilities it runs with.
+        let notify = run_dir.join("notify.sh");
+        std::fs::write(
+            &notify,
+            format!(
+                "#!/bin/sh\ngrep -E '^Cap(Amb|Eff)' /proc/self/status > {}\n",
+                run_dir.join("notify-caps").display()
+            ),
+        )
+        .expect("notify script");
+        std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let vrrp = "virtual_router_id = 51\n";
+        assert!(base.contains(vrrp), "the L4 lab's VRRP instance");
+        let config_text = base
+            .replace(&lab_socket, &format!("\"{}\"", socket.display()))
+            .replace(vrrp, &format!("{vrrp}notify = \"{}\"\n", notify.display()))
             + &format!(
                 r#"
 [[service]]
@@ -199,6 +214,21 @@ fn tandem_as_an_unprivileged_user_with_only_the_units_capabilities_serves_the_vi
         caps.iter().fold(0, |set, cap| set | cap.bit()),
         "the daemon's effective capabilities are the unit's {caps:?}"
     );
+
+    // Scripts do not inherit the daemon's capabilities (its ambient set is cleared for them).
+    let notified = unprivileged.socket.with_file_name("notify-caps");
+    assert!(
+        eventually(Duration::from_secs(5), || notified.exists()),
+        "the notify script ran\n{}",
+        node.log_text()
+    );
+    let caps_seen = std::fs::read_to_string(&notified).expect("notify-caps");
+    for line in caps_seen.lines() {
+        assert!(
+            line.ends_with("\t0000000000000000"),
+            "the notify script had {line}"
+        );
+    }
 
     let dataplane = &node.status().expect("tandem status")["dataplane"];
     assert_eq!(

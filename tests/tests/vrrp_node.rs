@@ -300,3 +300,78 @@ fn an_idle_master_without_trackers_does_not_spin() {
         "the idle node used {used:?} of CPU in 3 s"
     );
 }
+
+#[test]
+fn a_panic_in_any_task_ends_the_daemon_and_the_release_step_frees_its_vip() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let lab = Lab::new().expect("lab");
+    let lb1 = lab.host(LB1);
+    let config = TandemNode::vrrp_config(&lab, lb1, &fast_settings());
+    let fault = [("TANDEM_FAULT_INJECTION", "panic-in-task=3")];
+    let mut node = TandemNode::start_with_env(&lab, lb1, &config, &fault).expect("start");
+    wait_until(Duration::from_secs(3), "lb1 to hold the VIP", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node.log_text()));
+    // The task panics 3 s after the start: the whole process goes, not just the task.
+    let exit = node
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|err| {
+            panic!(
+                "the daemon outlived its panic: {err:#}\n{}",
+                node.log_text()
+            )
+        });
+    assert_eq!(exit.signal(), Some(libc::SIGABRT), "{exit:?}");
+    assert!(node.log_text().contains("panicked"), "{}", node.log_text());
+    // A crash leaves the VIP behind; the unit's release step (ExecStopPost) takes it away.
+    assert_eq!(holders(&lab, VIP), vec![LB1.to_owned()]);
+    node.release_step(&lab).expect("release step");
+    assert!(holders(&lab, VIP).is_empty(), "{:?}", holders(&lab, VIP));
+}
+
+#[test]
+fn a_vip_that_cannot_be_added_sends_the_instance_to_fault_and_the_peer_takes_over_until_it_can() {
+    let lab = Lab::new().expect("lab");
+    let (lb1, lb2) = (lab.host(LB1), lab.host(LB2));
+    let mut high = fast_settings();
+    high.priority = 150;
+    let fault = [("TANDEM_FAULT_INJECTION", "vip-add-fails=1")];
+    let config = TandemNode::vrrp_config(&lab, lb1, &high);
+    let node1 = TandemNode::start_with_env(&lab, lb1, &config, &fault).expect("start lb1");
+    let node2 = TandemNode::start(
+        &lab,
+        lb2,
+        &TandemNode::vrrp_config(&lab, lb2, &fast_settings()),
+    )
+    .expect("start lb2");
+    // lb1 wins the election, cannot add the VIP, goes to Fault with a priority-0 advert: lb2
+    // takes the VIP at once (not after its master-down time of 3 adverts and more).
+    wait_until(
+        Duration::from_secs(5),
+        "lb1 in Fault and lb2 holding the VIP",
+        || {
+            let in_fault = node1
+                .status()
+                .is_ok_and(|status| status["vrrp"][0]["state"] == "fault");
+            in_fault && holders(&lab, VIP) == vec![LB2.to_owned()]
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err:#}\n{}\n{}", node1.log_text(), node2.log_text()));
+    let status = instance_status(&node1);
+    assert!(
+        status["fault"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("adding virtual address"),
+        "{status}"
+    );
+    // 5 s later lb1 tries again, succeeds, and takes the VIP back (it preempts).
+    wait_until(Duration::from_secs(10), "lb1 to hold the VIP alone", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node1.log_text()));
+    assert_eq!(instance_status(&node1)["state"], "master");
+    assert!(instance_status(&node1).get("fault").is_none());
+}

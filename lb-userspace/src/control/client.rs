@@ -12,6 +12,13 @@ use super::Reply;
 /// Sends `command` to the daemon at `socket` and returns its answer's body.
 pub fn request(socket: &Path, command: &str) -> anyhow::Result<serde_json::Value> {
     let mut stream = UnixStream::connect(socket).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::PermissionDenied {
+            return anyhow!(
+                "cannot reach the tandem daemon at {}: {err}; the control socket is for root, \
+                 the daemon's user and group `tandem`: use sudo, or join the group",
+                socket.display()
+            );
+        }
         anyhow!(
             "cannot reach the tandem daemon at {}: {err}; is `tandem run` running on this node? \
              (pass --config to read the socket path from the node's config, or --socket)",

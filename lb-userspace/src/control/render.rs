@@ -127,6 +127,9 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
             since,
             instance.transitions
         );
+        if let Some(fault) = &instance.fault {
+            let _ = writeln!(out, "  {:<10} FAULT: {fault}", "");
+        }
     }
     let l4_services = status
         .dataplane
@@ -347,6 +350,7 @@ mod tests {
                 drops: [("ttl_not_255".to_owned(), 3)].into_iter().collect(),
                 last_transition_unix: None,
                 transitions: 1,
+                fault: None,
             }],
             services: Vec::new(),
             dataplane: None,

@@ -31,6 +31,7 @@ use crate::backends::health::HealthChecks;
 use crate::config;
 use crate::dataplane::{self, Dataplane};
 use crate::names::{Lookup, NameTable};
+use crate::vrrp::held::HeldVips;
 use crate::vrrp::instance::{self, InstanceHandle, Mastership};
 use crate::vrrp::link::Netlink;
 use l4_health::L4Health;
@@ -67,6 +68,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let shutdown = CancellationToken::new();
+    crate::fault_injection::spawn_panicking_task();
 
     // The L7 proxy binds its listeners (IP_FREEBIND) before any VIP is here.
     // Every service's health checks, HTTP and L4, run through one registry.
@@ -96,11 +98,13 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     let vrrp_shutdown = shutdown.child_token();
     if !config.vrrp.is_empty() {
         let netlink = Netlink::connect()?;
+        let held = HeldVips::beside_socket(&config.node.control_socket);
         for instance_config in &config.vrrp {
             let resources = instance::Resources {
                 netlink: netlink.clone(),
                 mastership: mastership.clone(),
                 proxy_up: proxy_up.clone(),
+                held: held.clone(),
             };
             match instance::start(instance_config.clone(), resources, vrrp_shutdown.clone()).await {
                 Ok((handle, task)) => {

@@ -19,12 +19,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::accept::{self, Verdict};
+use super::held::HeldVips;
 use super::link::{self, ArpSender, InterfaceInfo, Netlink};
 use super::machine::{Action, Event, Machine, Settings, State};
 use super::priority::{self, TrackerState};
 use super::socket::VrrpSocket;
 use super::wire::{self, Advert, ChecksumMode, DropReason, Version};
 use crate::config::VrrpInstance;
+
+/// How long an instance whose VIP could not be added stays in Fault before it tries again.
+const VIP_RETRY: Duration = Duration::from_secs(5);
+/// Distinct warnings an instance remembers having logged.
+const MAX_WARNINGS: usize = 64;
+/// How long a notify script may run before it is killed (keepalived's scripts have
+/// `script_timeout`; a notify script that hangs must not pile up a process per transition).
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the node does around a change of mastership; the instance awaits each call.
 pub trait Mastership: Send + Sync {
@@ -54,6 +63,10 @@ pub struct InstanceStatus {
     /// Seconds since the Unix epoch of the last transition.
     pub last_transition_unix: Option<f64>,
     pub transitions: u64,
+    /// Why the instance is in Fault when it is not a tracker's doing (a VIP that could not be
+    /// added), until the next try.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 /// A running instance: its status, readable at any time.
@@ -98,6 +111,8 @@ pub struct Resources {
     pub mastership: Arc<dyn Mastership>,
     /// The built-in proxy check, if the node runs a proxy.
     pub proxy_up: Option<watch::Receiver<bool>>,
+    /// Where the VIPs about to be added are written down, for the release step.
+    pub held: HeldVips,
 }
 
 /// Prepares the instance (removes VIPs a crashed run left, sets arp_announce, opens sockets)
@@ -175,6 +190,7 @@ pub async fn start(
         drops: BTreeMap::new(),
         last_transition_unix: None,
         transitions: 0,
+        fault: None,
     }));
     let (state_tx, state_rx) = watch::channel(machine.state());
     let (priority_tx, priority_rx) = watch::channel(config.priority);
@@ -211,6 +227,9 @@ pub async fn start(
         timer: None,
         garp_second_burst: None,
         holds_vips: false,
+        held: resources.held,
+        vip_retry: None,
+        vip_failed: false,
         warned: BTreeSet::new(),
         weights,
         peer_priority: None,
@@ -247,7 +266,14 @@ struct Shell {
     timer: Option<Instant>,
     garp_second_burst: Option<Instant>,
     holds_vips: bool,
-    /// Weight warnings already logged, so each is said once.
+    held: HeldVips,
+    /// A VIP could not be added: the instance is in Fault until then, and tries again.
+    vip_retry: Option<Instant>,
+    /// Set by a failed VIP addition while the machine's actions are carried out; the Fault it
+    /// calls for is entered once they are done.
+    vip_failed: bool,
+    /// Warnings already logged, so each is said once (at most [`MAX_WARNINGS`] remembered:
+    /// adverts from a peer can vary them without end).
     warned: BTreeSet<String>,
     /// The trackers' weights, in config order.
     weights: Vec<i32>,
@@ -268,6 +294,7 @@ impl Shell {
         loop {
             let timer = self.timer;
             let garp = self.garp_second_burst;
+            let vip_retry = self.vip_retry;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -281,6 +308,12 @@ impl Shell {
                 _ = sleep_until(timer), if timer.is_some() => {
                     self.timer = None;
                     self.handle(Event::TimerFired).await;
+                }
+                _ = sleep_until(vip_retry), if vip_retry.is_some() => {
+                    self.vip_retry = None;
+                    self.lock_status().fault = None;
+                    info!(instance = self.config.name, "trying the virtual addresses again");
+                    self.apply_trackers(Instant::now()).await;
                 }
                 _ = sleep_until(garp), if garp.is_some() => {
                     self.garp_second_burst = None;
@@ -322,7 +355,9 @@ impl Shell {
 
     async fn apply_trackers(&mut self, now: Instant) {
         let states = self.trackers.borrow_and_update().clone();
-        let (effective, faulty) = priority::effective_priority(self.config.priority, &states);
+        let (effective, trackers_faulty) =
+            priority::effective_priority(self.config.priority, &states);
+        let faulty = trackers_faulty || self.vip_retry.is_some();
         if effective != self.machine.effective_priority() {
             info!(
                 instance = self.config.name,
@@ -405,6 +440,16 @@ impl Shell {
     }
 
     fn warn_once(&mut self, warning: String) {
+        if self.warned.len() >= MAX_WARNINGS {
+            if self.warned.len() == MAX_WARNINGS {
+                warn!(
+                    instance = self.config.name,
+                    "{MAX_WARNINGS} different warnings logged; further ones are not"
+                );
+                self.warned.insert(String::new());
+            }
+            return;
+        }
         if self.warned.insert(warning.clone()) {
             warn!(instance = self.config.name, "{warning}");
         }
@@ -435,6 +480,17 @@ impl Shell {
         for action in actions {
             self.perform(action, before).await;
         }
+        if std::mem::take(&mut self.vip_failed) {
+            // A master without its VIP serves nothing: Fault sends the priority-0 advert that
+            // hands the address to the backup now rather than after its master-down time.
+            let before = self.machine.state();
+            let actions = self
+                .machine
+                .handle(Event::FaultChanged { faulty: true }, now);
+            for action in actions {
+                self.perform(action, before).await;
+            }
+        }
         let after = self.machine.state();
         let mut status = self.lock_status();
         status.effective_priority = self.machine.effective_priority();
@@ -455,12 +511,22 @@ impl Shell {
             Action::BecomeMaster => {
                 self.transition(before, State::Master);
                 self.mastership.becoming_master(&self.config.name).await;
+                self.holds_vips = true;
                 for &vip in &self.config.virtual_ipaddress {
+                    self.held.adding(&self.interface.name, vip);
                     if let Err(err) = self.netlink.add_vip(self.interface.index, vip).await {
-                        error!(instance = self.config.name, "{err:#}");
+                        let reason = format!("{err:#}");
+                        error!(
+                            instance = self.config.name,
+                            "{reason}; going to Fault, next try in {}",
+                            humantime::format_duration(VIP_RETRY)
+                        );
+                        self.lock_status().fault = Some(reason);
+                        self.vip_retry = Some(Instant::now() + VIP_RETRY);
+                        self.vip_failed = true;
+                        return;
                     }
                 }
-                self.holds_vips = true;
                 self.announce("became master");
                 if !self.config.garp_master_delay.is_zero() {
                     self.garp_second_burst = Some(Instant::now() + self.config.garp_master_delay);
@@ -483,8 +549,9 @@ impl Shell {
     async fn release_vips(&mut self) {
         let held = self.holds_vips;
         for &vip in &self.config.virtual_ipaddress {
-            if let Err(err) = self.netlink.remove_vip(self.interface.index, vip).await {
-                error!(instance = self.config.name, "{err:#}");
+            match self.netlink.remove_vip(self.interface.index, vip).await {
+                Ok(_) => self.held.removed(&self.interface.name, vip),
+                Err(err) => error!(instance = self.config.name, "{err:#}"),
             }
         }
         self.holds_vips = false;
@@ -567,21 +634,27 @@ impl Shell {
         let state = state_name(state).to_uppercase();
         // keepalived's notify arguments: TYPE NAME STATE PRIORITY.
         tokio::spawn(async move {
-            let result = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(format!("{script} \"$@\""))
+            let child = super::track::script_command(&format!("{script} \"$@\""))
                 .arg("tandem-notify")
                 .args(["INSTANCE", &name, &state, &priority])
-                .stdin(std::process::Stdio::null())
-                .status()
-                .await;
-            match result {
-                Ok(status) if status.success() => {}
-                Ok(status) => warn!(
+                .spawn();
+            let mut child = match child {
+                Ok(child) => child,
+                Err(err) => return warn!(instance = name, "notify script {script}: {err}"),
+            };
+            match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => warn!(
                     instance = name,
                     "notify script {script} exited with {status}"
                 ),
-                Err(err) => warn!(instance = name, "notify script {script}: {err}"),
+                Ok(Err(err)) => warn!(instance = name, "notify script {script}: {err}"),
+                // Dropping the child kills it.
+                Err(_) => warn!(
+                    instance = name,
+                    "notify script {script} still running after {}; killed",
+                    humantime::format_duration(NOTIFY_TIMEOUT)
+                ),
             }
         });
     }

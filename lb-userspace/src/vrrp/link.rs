@@ -122,6 +122,11 @@ impl Netlink {
 
     /// Adds `address`/32 to the interface; already present is fine.
     pub async fn add_vip(&self, index: u32, address: Ipv4Addr) -> anyhow::Result<()> {
+        if crate::fault_injection::vip_add_fails() {
+            return Err(anyhow!(
+                "adding virtual address {address}: refused (TANDEM_FAULT_INJECTION)"
+            ));
+        }
         match self
             .handle
             .address()

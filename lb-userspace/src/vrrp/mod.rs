@@ -12,10 +12,12 @@
 //! The I/O shell around them:
 //! - `socket`: the raw protocol-112 socket (TTL 255, 224.0.0.18 or unicast peers).
 //! - `link`: the interface, the VIPs (rtnetlink), `arp_announce`, gratuitous ARP sending.
+//! - `held`: the file of the VIPs the node may hold, for the release step after a crash.
 //! - `track`: tracker tasks (built-in proxy check, scripts, interfaces).
 //! - `instance`: one instance's task: drives the machine, carries out its actions, keeps the
 //!   status `tandem status` shows.
 pub mod accept;
+pub mod held;
 pub mod instance;
 pub mod link;
 pub mod machine;

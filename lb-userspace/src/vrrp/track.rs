@@ -148,15 +148,42 @@ fn carrier(interface: &str) -> bool {
     carrier.trim() == "1" && matches!(operstate.trim(), "up" | "unknown")
 }
 
-/// Runs `script` through the shell; success is exit status 0 within `timeout`.
-async fn run_script(script: &str, timeout: Duration) -> (bool, String) {
-    let child = Command::new("/bin/sh")
+/// `/bin/sh -c script`, as track and notify scripts run: no input, killed if dropped (so a
+/// timeout kills it), and without the daemon's ambient capabilities. Under the unit the daemon
+/// is an unprivileged user with CAP_NET_ADMIN and friends raised as ambient capabilities, which
+/// a child would otherwise inherit: a script that needs privileges must get them itself (sudo).
+pub(super) fn script_command(script: &str) -> Command {
+    let mut command = Command::new("/bin/sh");
+    command
         .arg("-c")
         .arg(script)
         .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            let cleared = libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+            if cleared == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command
+}
+
+/// Runs `script` through the shell; success is exit status 0 within `timeout`.
+async fn run_script(script: &str, timeout: Duration) -> (bool, String) {
+    let child = script_command(script)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn();
     let mut child = match child {
         Ok(child) => child,
