@@ -12,6 +12,7 @@
 //!   otherwise).
 //! - `import`: `tandem import`, a classic pound.cfg and keepalived.conf read into a tandem.toml
 //!   (beside `config`: it writes what the config parser reads).
+//! - `log_limit`: log lines a peer can cause, limited per cause (one a second).
 //! - `names`: backends written by host name, resolved at start, at reload and periodically.
 //! - `node`: the supervisor `tandem run` is: the start and stop order, the control commands,
 //!   reload (what SIGHUP and `tandem reload` change, all or nothing), the L4 health link and
@@ -29,6 +30,7 @@ pub mod control;
 pub mod dataplane;
 pub mod fault_injection;
 pub mod import;
+pub mod log_limit;
 pub mod metrics;
 pub mod names;
 pub mod node;

@@ -104,3 +104,77 @@ fn connections_over_the_budget_wait_without_stalling_accepted_ones() {
         "the idle connection was closed: {read:?}"
     );
 }
+
+/// The files the process `pid` has open.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn running_out_of_file_descriptors_marks_no_backend_down() {
+    let lab = Lab::new().expect("lab");
+    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
+    let lb1 = lab.host(LB1);
+    let config = format!(
+        r#"{node}
+[proxy]
+workers = 1
+
+[[service]]
+name = "web"
+listen = "{ip}:{PORT}"
+backends = ["{http1}:80"]
+health = {{ interval = "200ms", fall = 2, rise = 2 }}
+"#,
+        node = TandemNode::node_section(&lab, lb1),
+        ip = lb1.ip,
+        http1 = lab.host(HTTP1).ip,
+    );
+    let node = TandemNode::start(&lab, lb1, &config).expect("tandem run");
+    let client = lab.host(CLIENT);
+    let proxy = SocketAddr::V4(SocketAddrV4::new(lb1.ip, PORT));
+    if let Err(error) = wait_for_tcp(client, proxy, Duration::from_secs(10)) {
+        panic!("the proxy does not accept: {error:#}\n{}", node.log_text());
+    }
+    let up = || {
+        let status = node.status().expect("status");
+        status["services"][0]["backends"][0]["up"] == true
+    };
+    assert!(up(), "the backend is up to begin with");
+
+    // The daemon may open only a few more files than it has open now (as `prlimit` or a
+    // low LimitNOFILE= would have it); idle clients then take every one of them.
+    let pid = node.process.pid();
+    let limit = open_files(pid) + 4;
+    let limited = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(limited.success(), "prlimit failed");
+    let idle: Vec<TcpStream> = (0..20)
+        .filter_map(|_| {
+            client
+                .in_netns(move || TcpStream::connect_timeout(&proxy, Duration::from_secs(2)))
+                .ok()?
+                .ok()
+        })
+        .collect();
+    assert!(!idle.is_empty(), "no client connection at all");
+    // Ten rounds of health checks, none of which can open a socket.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = node.log_text();
+    assert!(
+        log.contains("health check not run"),
+        "the checks never ran out of descriptors: the test proves nothing\n{log}"
+    );
+    assert!(up(), "the backend was marked down for the node's own limit\n{log}");
+
+    // Once the clients go, requests are served at once: no backend to wait for.
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let response = http_get(client, proxy, "/", &[]).expect("a request after the clients left");
+    assert_eq!(response.status, 200, "{response:?}");
+}

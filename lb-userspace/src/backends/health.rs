@@ -405,6 +405,15 @@ fn spawn_checks(service: &config::Service, table: Arc<HealthTable>, shutdown: Ca
                     () = shutdown.cancelled() => return,
                     result = probe(backend, &check, transport.as_deref(), host_name.as_deref()) => result,
                 };
+                // Out of descriptors or ports here: the backend is neither up nor down for it.
+                if let Err(reason) = &result {
+                    if is_local_failure(reason) {
+                        if let Some(held) = crate::log_limit::allow("health-check-local-limit") {
+                            warn!(%backend, "health check not run: {reason}{}", crate::log_limit::held_back(held));
+                        }
+                        continue;
+                    }
+                }
                 table.record_probe(backend, result);
             }
         });
@@ -442,8 +451,29 @@ pub async fn probe(
     }
 }
 
+/// Errors that say this node ran out of something (descriptors, local ports, memory), not
+/// that the backend failed.
+pub fn is_local_limit(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Ends the reason of a probe that could not run for a limit of this node.
+const LOCAL_LIMIT: &str = " (a limit of this node, not the backend)";
+
+/// Whether a probe's failure was this node's limit: such a probe says nothing of the backend
+/// and is not counted.
+pub fn is_local_failure(reason: &str) -> bool {
+    reason.ends_with(LOCAL_LIMIT)
+}
+
 /// How a failed connect reads in logs and status: short, and the same words for the same cause.
 pub fn connect_error(error: std::io::Error) -> String {
+    if is_local_limit(&error) {
+        return format!("cannot connect: {error}{LOCAL_LIMIT}");
+    }
     match error.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect refused".to_owned(),
         std::io::ErrorKind::TimedOut => "connect timed out".to_owned(),
@@ -484,6 +514,7 @@ async fn transport_probe(
         .map_err(|error| {
             if error.kind() == std::io::ErrorKind::ConnectionRefused
                 || error.kind() == std::io::ErrorKind::TimedOut
+                || is_local_limit(&error)
             {
                 connect_error(error)
             } else {

@@ -61,6 +61,10 @@ pub async fn serve(
     restrict(path)?;
     let path: PathBuf = path.to_owned();
     Ok(tokio::spawn(async move {
+        // A descriptor kept in reserve: when the process is out of them (a flood of client
+        // connections), it is given up to accept the operator's `tandem status`, which would
+        // otherwise fail just when it is needed most.
+        let mut reserve = open_reserve();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -73,8 +77,19 @@ pub async fn serve(
                             }
                         });
                     }
+                    Err(err) if err.raw_os_error() == Some(libc::EMFILE) && reserve.is_some() => {
+                        drop(reserve.take());
+                        if let Ok((stream, _)) = listener.accept().await {
+                            if let Err(err) = answer(stream, handler.clone()).await {
+                                debug!("control connection: {err:#}");
+                            }
+                        }
+                        reserve = open_reserve();
+                    }
                     Err(err) => {
-                        warn!("control socket accept: {err}");
+                        if let Some(held) = crate::log_limit::allow("control-accept") {
+                            warn!("control socket accept: {err}{}", crate::log_limit::held_back(held));
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -82,6 +97,10 @@ pub async fn serve(
         }
         let _ = std::fs::remove_file(&path);
     }))
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Mode 0660 and, where it exists, group `tandem`.

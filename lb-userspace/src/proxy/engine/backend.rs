@@ -133,7 +133,7 @@ impl ConnectError {
     /// A failed connect to `backend`: the backend's fault, or this node's (out of descriptors
     /// or local ports).
     pub fn classify(backend: SocketAddrV4, source: io::Error) -> Self {
-        if is_local_limit(&source) {
+        if crate::backends::health::is_local_limit(&source) {
             ConnectError::Local { backend, source }
         } else {
             ConnectError::Backend { backend, source }
@@ -144,14 +144,6 @@ impl ConnectError {
     pub fn is_backend_fault(&self) -> bool {
         !matches!(self, ConnectError::Local { .. })
     }
-}
-
-/// Errors that say this node ran out of something, not that the backend failed.
-fn is_local_limit(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 #[cfg(test)]
@@ -165,11 +157,8 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::EMFILE),
         };
         assert!(!error.is_backend_fault());
-        assert!(is_local_limit(&io::Error::from_raw_os_error(
-            libc::EADDRNOTAVAIL
-        )));
-        assert!(!is_local_limit(&io::Error::from_raw_os_error(
-            libc::ECONNREFUSED
-        )));
+        let local = |errno| crate::backends::health::is_local_limit(&io::Error::from_raw_os_error(errno));
+        assert!(local(libc::EADDRNOTAVAIL));
+        assert!(!local(libc::ECONNREFUSED));
     }
 }

@@ -460,7 +460,6 @@ impl Drop for Live {
 
 impl AcceptLoop {
     async fn run(self) {
-        let mut failures_logged = 0u32;
         loop {
             // Over the budget, connections wait in the kernel's queue: the ones already
             // accepted are served at full speed meanwhile.
@@ -480,9 +479,9 @@ impl AcceptLoop {
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    if failures_logged < 10 {
-                        failures_logged += 1;
-                        warn!(listen = %self.listener.addr, %error, "accept failed; retrying");
+                    if let Some(held) = crate::log_limit::allow("proxy-accept") {
+                        let held = crate::log_limit::held_back(held);
+                        warn!(listen = %self.listener.addr, %error, "accept failed; retrying{held}");
                     }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
