@@ -165,7 +165,10 @@ async fn answer(stream: UnixStream, handler: Handler) -> anyhow::Result<()> {
             message: "empty command; try `status`".to_owned(),
         }
     } else if let Some(message) = refused(&words[0], peer_uid) {
-        warn!("control socket: refused `{}`: {message}", words[0]);
+        if let Some(held) = crate::log_limit::allow("control-refused") {
+            let held = crate::log_limit::held_back(held);
+            warn!("control socket: refused `{}`: {message}{held}", words[0]);
+        }
         Reply::Error { message }
     } else {
         handler(words).await

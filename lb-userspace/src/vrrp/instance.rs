@@ -301,7 +301,10 @@ impl Shell {
                 received = self.socket.recv(&mut buf) => match received {
                     Ok(len) => self.on_datagram(&buf[..len]).await,
                     Err(err) => {
-                        error!(instance = self.config.name, "receiving VRRP: {err}");
+                        if let Some(held) = crate::log_limit::allow("vrrp-receive") {
+                            let held = crate::log_limit::held_back(held);
+                            error!(instance = self.config.name, "receiving VRRP: {err}{held}");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
