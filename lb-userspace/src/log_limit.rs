@@ -45,7 +45,10 @@ pub fn held_back(count: u64) -> String {
     if count == 0 {
         String::new()
     } else {
-        format!(" ({count} more like it in the last {}s not logged)", INTERVAL.as_secs())
+        format!(
+            " ({count} more like it in the last {}s not logged)",
+            INTERVAL.as_secs()
+        )
     }
 }
 
@@ -58,9 +61,16 @@ mod tests {
         let start = Instant::now();
         assert_eq!(allow_at("test-cause", start), Some(0));
         for ms in [1, 10, 500, 999] {
-            assert_eq!(allow_at("test-cause", start + Duration::from_millis(ms)), None);
+            assert_eq!(
+                allow_at("test-cause", start + Duration::from_millis(ms)),
+                None
+            );
         }
-        assert_eq!(allow_at("other-test-cause", start), Some(0), "causes are apart");
+        assert_eq!(
+            allow_at("other-test-cause", start),
+            Some(0),
+            "causes are apart"
+        );
         assert_eq!(allow_at("test-cause", start + INTERVAL), Some(4));
         assert_eq!(allow_at("test-cause", start + INTERVAL * 3), Some(0));
     }

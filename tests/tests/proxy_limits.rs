@@ -170,11 +170,129 @@ health = {{ interval = "200ms", fall = 2, rise = 2 }}
         log.contains("health check not run"),
         "the checks never ran out of descriptors: the test proves nothing\n{log}"
     );
-    assert!(up(), "the backend was marked down for the node's own limit\n{log}");
+    assert!(
+        up(),
+        "the backend was marked down for the node's own limit\n{log}"
+    );
 
     // Once the clients go, requests are served at once: no backend to wait for.
     drop(idle);
     std::thread::sleep(Duration::from_millis(300));
     let response = http_get(client, proxy, "/", &[]).expect("a request after the clients left");
     assert_eq!(response.status, 200, "{response:?}");
+}
+
+/// lb1's proxy in front of an echo backend on http1, with `proxy_extra` in `[proxy]`.
+fn limited_node(lab: &Lab, proxy_extra: &str) -> (TandemNode, SocketAddr) {
+    let lb1 = lab.host(LB1);
+    let config = format!(
+        "{node}\n[proxy]\nworkers = 1\n{proxy_extra}\n\n[[service]]\nname = \"web\"\n\
+         listen = \"{ip}:{PORT}\"\nbackends = [\"{http1}:80\"]\n",
+        node = TandemNode::node_section(lab, lb1),
+        ip = lb1.ip,
+        http1 = lab.host(HTTP1).ip,
+    );
+    let node = TandemNode::start(lab, lb1, &config).expect("tandem run");
+    let proxy = SocketAddr::V4(SocketAddrV4::new(lb1.ip, PORT));
+    if let Err(error) = wait_for_tcp(lab.host(CLIENT), proxy, Duration::from_secs(10)) {
+        panic!("the proxy does not accept: {error:#}\n{}", node.log_text());
+    }
+    (node, proxy)
+}
+
+#[test]
+fn bodies_over_max_body_size_get_413_and_smaller_ones_pass() {
+    let lab = Lab::new().expect("lab");
+    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
+    let (_node, proxy) = limited_node(&lab, "max_body_size = 1000");
+    let client = lab.host(CLIENT);
+    let send = |request: Vec<u8>| {
+        tandem_lab::raw_http::exchange(client, proxy, &request, Duration::from_secs(5))
+            .expect("exchange")
+    };
+    let post = |length: usize| {
+        let mut request =
+            format!("POST / HTTP/1.1\r\nHost: lb1\r\nContent-Length: {length}\r\n\r\n")
+                .into_bytes();
+        request.extend(std::iter::repeat_n(b'a', length));
+        request
+    };
+    let small = send(post(1000));
+    assert_eq!(small.statuses(), [200], "{}", small.text());
+    // Declared too large: refused before anything reaches a backend.
+    let declared = send(post(1001));
+    assert_eq!(declared.statuses(), [413], "{}", declared.text());
+    assert!(declared.closed, "the connection stays open after a 413");
+    // Chunked, with no length to refuse up front: cut off when it runs over.
+    let mut chunked =
+        b"POST / HTTP/1.1\r\nHost: lb1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend(std::iter::repeat_n(b'a', 0x200));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streamed = send(chunked);
+    assert_eq!(streamed.statuses(), [413], "{}", streamed.text());
+
+    // HTTP/2 (curl), declared length over the limit.
+    let url = format!("http://{proxy}/");
+    let body = "a".repeat(2000);
+    let code = client
+        .run(
+            "curl",
+            &[
+                "--http2-prior-knowledge",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                "--data-binary",
+                &body,
+                &url,
+            ],
+        )
+        .expect("curl");
+    assert_eq!(code, "413");
+}
+
+#[test]
+fn a_client_over_max_connections_per_client_is_closed_and_served_again_once_one_goes() {
+    let lab = Lab::new().expect("lab");
+    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
+    let (node, proxy) = limited_node(&lab, "max_connections_per_client = 3");
+    let client = lab.host(CLIENT);
+    let connect = || {
+        client
+            .in_netns(move || TcpStream::connect_timeout(&proxy, Duration::from_secs(5)))
+            .expect("netns")
+            .expect("connect")
+    };
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    for stream in &mut open {
+        assert_eq!(request_on(stream), "HTTP/1.1 200 OK");
+    }
+    // The fourth is closed at once: its request gets no answer.
+    let mut fourth = connect();
+    let _ = fourth.write_all(b"GET / HTTP/1.1\r\nHost: lb1\r\n\r\n");
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut buffer = [0u8; 256];
+    let read = fourth.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the fourth connection was served: {:?}\n{}",
+        read.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned()),
+        node.log_text()
+    );
+    // The three go on; one goes, and a new connection is served.
+    assert_eq!(request_on(&mut open[0]), "HTTP/1.1 200 OK");
+    drop(open.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = connect();
+    assert_eq!(request_on(&mut again), "HTTP/1.1 200 OK");
 }

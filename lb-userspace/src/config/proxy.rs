@@ -26,6 +26,8 @@ const PROXY_KEYS: &[&str] = &[
     "client_timeout",
     "server_timeout",
     "max_connections",
+    "max_connections_per_client",
+    "max_body_size",
     "workers",
     "x_forwarded_for",
     "x_forwarded_proto",
@@ -85,6 +87,12 @@ pub struct ProxySettings {
     pub server_timeout: Duration,
     /// Client connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one client address may have open at once; more are closed as they come
+    /// (nginx's `limit_conn`). `None`: no limit (the default).
+    pub max_connections_per_client: Option<usize>,
+    /// Largest request body in bytes; a larger one gets 413 (nginx's `client_max_body_size`).
+    /// `None`: no limit (the default).
+    pub max_body_size: Option<u64>,
     /// Threads that serve connections (each with its own listening socket and backend pool);
     /// `None`: one per CPU.
     pub workers: Option<usize>,
@@ -121,6 +129,8 @@ impl Default for ProxySettings {
             client_timeout: Self::DEFAULT_CLIENT_TIMEOUT,
             server_timeout: Self::DEFAULT_SERVER_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: None,
+            max_body_size: None,
             workers: None,
             x_forwarded_for: true,
             x_forwarded_proto: true,
@@ -300,6 +310,14 @@ pub(super) fn read_proxy(report: &mut Reporter, section: Section) -> Option<Prox
         Some(field) => field.int(report, 1, u32::MAX).map(|n| n as usize),
         None => Some(defaults.max_connections),
     };
+    let max_connections_per_client = match section.field("max_connections_per_client") {
+        Some(field) => field.int(report, 1, u32::MAX).map(|n| Some(n as usize)),
+        None => Some(None),
+    };
+    let max_body_size = match section.field("max_body_size") {
+        Some(field) => field.int(report, 1, u32::MAX).map(|n| Some(u64::from(n))),
+        None => Some(None),
+    };
     let workers = match section.field("workers") {
         Some(field) => field.int(report, 1u32, 1024u32).map(|n| Some(n as usize)),
         None => Some(None),
@@ -327,6 +345,8 @@ pub(super) fn read_proxy(report: &mut Reporter, section: Section) -> Option<Prox
         client_timeout: client_timeout?,
         server_timeout: server_timeout?,
         max_connections: max_connections?,
+        max_connections_per_client: max_connections_per_client?,
+        max_body_size: max_body_size?,
         workers: workers?,
         x_forwarded_for: x_forwarded_for?,
         x_forwarded_proto: x_forwarded_proto?,
@@ -723,7 +743,7 @@ mod tests {
         let text = format!(
             "{NODE}[proxy]\nheader_timeout = \"2s\"\nidle_timeout = \"30s\"\n\
              max_header_size = 8192\nconnect_timeout = \"300ms\"\nbackend_timeout = \"1m\"\n\
-             tunnel_timeout = \"2h\"\nclient_timeout = \"20s\"\nserver_timeout = \"45s\"\nmax_connections = 100\nworkers = 2\nx_forwarded_for = false\nx_forwarded_proto = false\n\
+             tunnel_timeout = \"2h\"\nclient_timeout = \"20s\"\nserver_timeout = \"45s\"\nmax_connections = 100\nmax_connections_per_client = 20\nmax_body_size = 1048576\nworkers = 2\nx_forwarded_for = false\nx_forwarded_proto = false\n\
              x_forwarded_port = false\naccess_log = {{ level = 3, path = \"/var/log/t.log\" }}\n"
         );
         let proxy = parse_ok(&text).config.proxy;
@@ -739,6 +759,8 @@ mod tests {
                 client_timeout: Duration::from_secs(20),
                 server_timeout: Duration::from_secs(45),
                 max_connections: 100,
+                max_connections_per_client: Some(20),
+                max_body_size: Some(1_048_576),
                 workers: Some(2),
                 x_forwarded_for: false,
                 x_forwarded_proto: false,
@@ -770,7 +792,8 @@ mod tests {
                 "t.toml:8:19: `x_forwarded_for` must be true or false, found string",
                 "t.toml:9:1: unknown key `timeout` in [proxy] (expected one of: \
                  header_timeout, idle_timeout, max_header_size, connect_timeout, \
-                 backend_timeout, tunnel_timeout, client_timeout, server_timeout, max_connections, workers, x_forwarded_for, x_forwarded_proto, \
+                 backend_timeout, tunnel_timeout, client_timeout, server_timeout, max_connections, \
+                 max_connections_per_client, max_body_size, workers, x_forwarded_for, x_forwarded_proto, \
                  x_forwarded_port, access_log)",
             ]
         );

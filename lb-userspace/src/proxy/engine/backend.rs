@@ -6,13 +6,15 @@
 use std::io;
 use std::net::SocketAddrV4;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::h1::client::BoxError;
 
 /// A request body as sent to a backend.
 #[derive(Debug)]
@@ -27,11 +29,14 @@ pub struct SharedBody {
     body: Mutex<Option<Incoming>>,
     started: AtomicBool,
     hint: SizeHint,
+    /// `max_body_size`, and the body bytes that went through so far.
+    max: u64,
+    seen: AtomicU64,
 }
 
 impl ForwardBody {
-    /// Wraps a client's body; an empty one needs no sharing.
-    pub fn new(body: Incoming) -> Self {
+    /// Wraps a client's body, which may have `max` bytes; an empty one needs no sharing.
+    pub fn new(body: Incoming, max: Option<u64>) -> Self {
         if body.is_end_stream() {
             return ForwardBody::Empty;
         }
@@ -40,7 +45,17 @@ impl ForwardBody {
             body: Mutex::new(Some(body)),
             started: AtomicBool::new(false),
             hint,
+            max: max.unwrap_or(u64::MAX),
+            seen: AtomicU64::new(0),
         }))
+    }
+
+    /// The body ran over its limit (its sending failed for that, not for the backend).
+    pub fn too_large(&self) -> bool {
+        match self {
+            ForwardBody::Empty => false,
+            ForwardBody::Shared(shared) => shared.seen.load(Ordering::Relaxed) > shared.max,
+        }
     }
 
     /// Another handle on the same body for the next attempt, if no attempt has read from it
@@ -62,12 +77,12 @@ impl ForwardBody {
 
 impl Body for ForwardBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ForwardBody::Empty => Poll::Ready(None),
             ForwardBody::Shared(shared) => {
@@ -76,10 +91,21 @@ impl Body for ForwardBody {
                     .body
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                match body.as_mut() {
+                let polled = match body.as_mut() {
                     Some(body) => Pin::new(body).poll_frame(cx),
                     None => Poll::Ready(None),
+                };
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                    if shared.seen.fetch_add(len, Ordering::Relaxed) + len > shared.max {
+                        return Poll::Ready(Some(Err(format!(
+                            "the request body is over max_body_size ({} bytes)",
+                            shared.max
+                        )
+                        .into())));
+                    }
                 }
+                polled.map(|frame| frame.map(|frame| frame.map_err(BoxError::from)))
             }
         }
     }
@@ -157,7 +183,8 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::EMFILE),
         };
         assert!(!error.is_backend_fault());
-        let local = |errno| crate::backends::health::is_local_limit(&io::Error::from_raw_os_error(errno));
+        let local =
+            |errno| crate::backends::health::is_local_limit(&io::Error::from_raw_os_error(errno));
         assert!(local(libc::EADDRNOTAVAIL));
         assert!(!local(libc::ECONNREFUSED));
     }

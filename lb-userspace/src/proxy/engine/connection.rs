@@ -34,6 +34,10 @@ pub struct Engine {
     pub client_timeout: std::time::Duration,
     /// Inactivity allowed of a backend once it is answering, or taking a request body.
     pub server_timeout: std::time::Duration,
+    /// Largest request body accepted (413 beyond), if limited.
+    pub max_body_size: Option<u64>,
+    /// Connections per client address, if limited (shared by every worker).
+    pub per_client: Option<Arc<super::per_client::ClientTable>>,
     pub access_log: AccessLogger,
 }
 
@@ -60,6 +64,8 @@ pub struct Connection {
     /// In the open count and the budget (every accepted connection, not the probe's):
     /// given back when this state goes, with the connection's last request.
     counted: bool,
+    /// Its place among its client address's connections (`max_connections_per_client`).
+    _client_slot: Option<Box<super::per_client::ClientSlot>>,
 }
 
 impl Drop for Connection {
@@ -77,6 +83,7 @@ impl Connection {
         https: bool,
         client: SocketAddr,
         counted: bool,
+        client_slot: Option<Box<super::per_client::ClientSlot>>,
     ) -> Connection {
         let routes = Mutex::new(listener.current());
         Connection {
@@ -87,6 +94,7 @@ impl Connection {
             client,
             activity: ConnActivity::default(),
             counted,
+            _client_slot: client_slot,
         }
     }
 

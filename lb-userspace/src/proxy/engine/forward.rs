@@ -170,7 +170,17 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
     );
     let head_request = parts.method == Method::HEAD;
 
-    let body = ForwardBody::new(body);
+    let max_body = conn.engine.max_body_size;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(length), Some(max)) = (declared, max_body) {
+        if length > max {
+            return too_large(&service, done, max);
+        }
+    }
+    let body = ForwardBody::new(body, max_body);
     if let Some(transport) = &service.transport {
         let attempt = Attempt {
             conn: &conn,
@@ -248,6 +258,9 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     let server_timeout = conn.engine.server_timeout;
                     let body = ResponseBody::backend(raw, Box::new(done), server_timeout);
                     return Response::from_parts(head, body);
+                }
+                Ok(None) if body.too_large() => {
+                    return too_large(&service, done, max_body.unwrap_or_default());
                 }
                 Ok(None) => {
                     service.backend_failed(backend);
@@ -378,6 +391,10 @@ impl Attempt<'_> {
                             "the backend switched protocols, which this service cannot carry\n",
                         );
                     }
+                    Ok(Err(_)) if body.too_large() => {
+                        let max = conn.engine.max_body_size.unwrap_or_default();
+                        return too_large(service, done, max);
+                    }
                     Ok(Err(error)) => {
                         service.backend_failed(backend);
                         debug!(service = %service.name, %backend, reused, %error, "backend request failed before the response");
@@ -400,6 +417,12 @@ impl Attempt<'_> {
         }
         unavailable(service, done, last_failure)
     }
+}
+
+/// 413: the request's body is over `max_body_size`.
+fn too_large(service: &Arc<ServiceEntry>, done: Done, max: u64) -> Response<ResponseBody> {
+    let text = format!("413 Content Too Large: the body may have {max} bytes at most\n");
+    refuse_for(service, done, StatusCode::PAYLOAD_TOO_LARGE, None, text)
 }
 
 /// The request's line in the access log, completed when the response is known.

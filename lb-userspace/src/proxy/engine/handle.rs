@@ -167,6 +167,10 @@ impl ProxyHandle {
             listeners,
             connections_open: self.connection_counters.open.load(Ordering::Relaxed),
             connections_total: self.connection_counters.total.load(Ordering::Relaxed),
+            connections_refused_per_client: self
+                .connection_counters
+                .refused_per_client
+                .load(Ordering::Relaxed),
             access_log_dropped: self.access_log.dropped(),
         }
     }

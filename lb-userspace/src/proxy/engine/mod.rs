@@ -7,7 +7,8 @@
 //! (the services of each listening address, swapped whole by a reload) > [`stats`]. Beside them:
 //! the client I/O's checks and timeouts ([`guard`]), HTTP/2 writes gathered per turn
 //! ([`batched`]), backend connections ([`backend`], [`sender_pool`] for those hyper drives),
-//! bodies, headers, the access log, TLS certificates. Imports run down this list and into
+//! bodies, headers, the access log, TLS certificates, connections per client address
+//! ([`per_client`]). Imports run down this list and into
 //! [`crate::proxy::policy`], never back up.
 
 pub mod access_log;
@@ -21,6 +22,7 @@ pub mod guard;
 pub mod h1;
 pub mod handle;
 pub mod headers;
+pub mod per_client;
 pub mod routes;
 pub mod sender_pool;
 pub mod server;

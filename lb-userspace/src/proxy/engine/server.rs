@@ -105,6 +105,9 @@ pub(super) async fn spawn_workers(
         shutdown: shutdown.clone(),
         force_close: CancellationToken::new(),
         live_accept_loops: Arc::new(AtomicUsize::new(0)),
+        per_client: settings
+            .max_connections_per_client
+            .map(super::per_client::ClientTable::new),
     });
     let workers = sockets.len();
     let mut threads = Vec::with_capacity(workers);
@@ -176,6 +179,8 @@ struct WorkerShared {
     /// Cancelled after the grace period: connections still open are closed.
     force_close: CancellationToken,
     live_accept_loops: Arc<AtomicUsize>,
+    /// Connections per client address, shared by every worker, when limited.
+    per_client: Option<Arc<super::per_client::ClientTable>>,
 }
 
 /// One worker thread: an accept loop per listener (more when a reload adds addresses) and the
@@ -302,6 +307,8 @@ impl ServerSide {
                 tunnel_timeout: settings.tunnel_timeout,
                 client_timeout: settings.client_timeout,
                 server_timeout: settings.server_timeout,
+                max_body_size: settings.max_body_size,
+                per_client: shared.per_client.clone(),
                 access_log,
             }),
         }
@@ -338,7 +345,7 @@ impl ServeProbe {
         let (mut near, far) = tokio::io::duplex(4096);
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         let never = CancellationToken::new();
-        let (io, connection) = client_io(far, false, false, &self.server, listener, peer, false);
+        let (io, connection) = client_io(far, false, false, &self.server, listener, peer, None);
         let session = Box::new(h1::Session::new(io, connection, never));
         let serving = tokio::spawn(serve_client(session));
         let answered = answers_probe(&mut near).await;
@@ -487,6 +494,24 @@ impl AcceptLoop {
                     continue;
                 }
             };
+            let slot = match &self.server.engine.per_client {
+                None => None,
+                Some(table) => match table.admit(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        // Closed at once; the permit goes back to the budget as it drops.
+                        self.counters
+                            .refused_per_client
+                            .fetch_add(1, Ordering::Relaxed);
+                        if let Some(held) = crate::log_limit::allow("proxy-per-client") {
+                            let held = crate::log_limit::held_back(held);
+                            warn!(listen = %self.listener.addr, client = %peer.ip(), "closed a connection over max_connections_per_client{held}");
+                        }
+                        continue;
+                    }
+                },
+            };
+            let admitted = Admitted { slot };
             let _ = stream.set_nodelay(true);
             self.counters.total.fetch_add(1, Ordering::Relaxed);
             self.counters.open.fetch_add(1, Ordering::Relaxed);
@@ -499,8 +524,15 @@ impl AcceptLoop {
             // The certificates in force when the connection came (a reload may renew them).
             match self.listener.routes().tls.clone() {
                 None => {
-                    let (io, connection) =
-                        client_io(stream, false, false, &server, listener, peer, true);
+                    let (io, connection) = client_io(
+                        stream,
+                        false,
+                        false,
+                        &server,
+                        listener,
+                        peer,
+                        Some(admitted),
+                    );
                     let session = Box::new(h1::Session::new(io, connection, shutdown));
                     self.connections.spawn(serve_client(session));
                 }
@@ -514,11 +546,18 @@ impl AcceptLoop {
                         listener,
                         shutdown,
                         handshaking,
+                        admitted,
                     )));
                 }
             }
         }
     }
+}
+
+/// An accepted client connection: counted in the budget, with its place among its address's
+/// connections when those are limited.
+pub(super) struct Admitted {
+    slot: Option<Box<super::per_client::ClientSlot>>,
 }
 
 /// A TLS connection in its handshake: counted as open and holding its place in the budget
@@ -550,14 +589,17 @@ fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
     server: &ServerSide,
     listener: Arc<ListenerEntry>,
     peer: SocketAddr,
-    counted: bool,
+    admitted: Option<Admitted>,
 ) -> (ClientIo<I>, Arc<Connection>) {
+    let counted = admitted.is_some();
+    let slot = admitted.and_then(|admitted| admitted.slot);
     let connection = Arc::new(Connection::new(
         Arc::clone(&server.engine),
         listener,
         https,
         peer,
         counted,
+        slot,
     ));
     let events: Arc<dyn ClientEvents> = Arc::clone(&connection) as Arc<dyn ClientEvents>;
     let io = ClientIo::new(io, server.max_head, http2, events);
@@ -603,6 +645,7 @@ async fn serve_tls(
     listener: Arc<ListenerEntry>,
     shutdown: CancellationToken,
     handshaking: Handshaking,
+    admitted: Admitted,
 ) {
     // The handshake is part of what a client must finish in the header timeout.
     let handshake = tokio::time::timeout(
@@ -614,7 +657,7 @@ async fn serve_tls(
         return;
     };
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let (io, connection) = client_io(tls, true, http2, &server, listener, peer, true);
+    let (io, connection) = client_io(tls, true, http2, &server, listener, peer, Some(admitted));
     handshaking.done();
     if http2 {
         Box::pin(serve_hyper(BatchedWrites::new(io), connection, shutdown)).await;

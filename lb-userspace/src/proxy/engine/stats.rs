@@ -160,6 +160,8 @@ pub struct ProxyStats {
     pub listeners: Vec<ListenerStats>,
     pub connections_open: u64,
     pub connections_total: u64,
+    /// Connections closed at once for `max_connections_per_client`.
+    pub connections_refused_per_client: u64,
     pub access_log_dropped: u64,
 }
 
@@ -168,4 +170,6 @@ pub struct ProxyStats {
 pub struct ConnectionCounters {
     pub open: AtomicU64,
     pub total: AtomicU64,
+    /// Connections closed at once for `max_connections_per_client`.
+    pub refused_per_client: AtomicU64,
 }

@@ -311,6 +311,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 .await;
         }
 
+        if let (Framing::Length(length), Some(max)) = (framing, conn.engine.max_body_size) {
+            if length > max {
+                return self
+                    .refuse(
+                        outcome,
+                        &service,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("413 Content Too Large: the body may have {max} bytes at most\n")
+                            .as_bytes(),
+                        ClientConnection::Close,
+                    )
+                    .await;
+            }
+        }
+
         // The policy reads the request's headers only for session affinity.
         let has_sessions = service.upstream.service().session.is_some();
         let request_parts = if has_sessions {
@@ -387,6 +402,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     Err(Lost::Client) => {
                         give_buffer(backend_buf);
                         return After::Close;
+                    }
+                    Err(Lost::TooLarge(max)) => {
+                        // A chunked body ran over: the backend has half a request and goes.
+                        give_buffer(backend_buf);
+                        let text = format!(
+                            "413 Content Too Large: the body may have {max} bytes at most\n"
+                        );
+                        return self
+                            .refuse(
+                                outcome,
+                                &service,
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                text.as_bytes(),
+                                ClientConnection::Close,
+                            )
+                            .await;
                     }
                     Err(Lost::ClientStalled) => {
                         // The backend has half a request: its connection is dropped.
@@ -496,6 +527,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         };
         let server_timeout = self.conn.engine.server_timeout;
         let client_timeout = self.conn.engine.client_timeout;
+        let max_body = self.conn.engine.max_body_size.unwrap_or(u64::MAX);
+        // Bytes of the body as the client framed it (chunk sizes included): a declared length
+        // over the limit was refused before; a chunked body is cut off when it runs over.
+        let mut body_bytes = ready as u64;
+        if body_bytes > max_body {
+            return Err(Lost::TooLarge(max_body));
+        }
         write_within(server_timeout, &mut backend.stream, &first).await?;
         self.buf.advance(ready);
         while !body.is_done() {
@@ -507,6 +545,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 Ok(Ok(_)) => {}
             }
             let n = body.feed(&self.buf).map_err(|_| Lost::Client)?;
+            body_bytes += n as u64;
+            if body_bytes > max_body {
+                return Err(Lost::TooLarge(max_body));
+            }
             write_within(server_timeout, &mut backend.stream, &self.buf[..n]).await?;
             self.buf.advance(n);
         }
@@ -800,6 +842,8 @@ enum Lost {
     Client,
     /// The client sent nothing of its body for the client timeout.
     ClientStalled,
+    /// The body ran over `max_body_size` (this many bytes).
+    TooLarge(u64),
     Backend,
 }
 
