@@ -12,7 +12,7 @@
 //! Placement of new keys, health and replication are the caller's business (`upstream.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
@@ -457,6 +457,48 @@ impl InsertIds {
     }
 }
 
+/// How many keys one client address may add to a session table in a minute. A key a
+/// request brings is learned so that the session stays on its backend; made-up keys (a flood
+/// of random cookies, header or URL values) would push the real sessions out of a full table.
+/// Beyond this a client's new keys are not learned (its requests are still placed by Maglev,
+/// which gives a key the same backend every time while the backends stay as they are); keys
+/// already in the table, and keys the backend sets (Set-Cookie), are always learned. Many
+/// users behind one NAT share the allowance, hence its size.
+pub const NEW_KEYS_PER_CLIENT: u32 = 100;
+const NEW_KEYS_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses tracked at once; when more come, the allowance starts over for everyone
+/// rather than grow without bound.
+const NEW_KEYS_CLIENTS: usize = 65_536;
+
+/// Per client address, the new session keys it added in the current window.
+#[derive(Debug, Default)]
+pub struct NewKeyLimit {
+    clients: HashMap<IpAddr, (Instant, u32)>,
+}
+
+impl NewKeyLimit {
+    /// Whether `client` may add one more key now (and counts it if so).
+    pub fn allow(&mut self, client: IpAddr, now: Instant) -> bool {
+        if self.clients.len() >= NEW_KEYS_CLIENTS && !self.clients.contains_key(&client) {
+            self.clients
+                .retain(|_, (since, _)| now.saturating_duration_since(*since) < NEW_KEYS_WINDOW);
+            if self.clients.len() >= NEW_KEYS_CLIENTS {
+                self.clients.clear();
+            }
+        }
+        let (since, count) = self.clients.entry(client).or_insert((now, 0));
+        if now.saturating_duration_since(*since) >= NEW_KEYS_WINDOW {
+            *since = now;
+            *count = 0;
+        }
+        if *count >= NEW_KEYS_PER_CLIENT {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,5 +749,22 @@ mod tests {
             InsertIds::id("web", backends[0])
         );
         assert_eq!(ids.backend("0123456789abcdef"), None);
+    }
+
+    #[test]
+    fn a_client_adds_a_bounded_number_of_new_keys_a_minute() {
+        let mut limit = NewKeyLimit::default();
+        let (one, other): (IpAddr, IpAddr) =
+            ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let now = Instant::now();
+        for _ in 0..NEW_KEYS_PER_CLIENT {
+            assert!(limit.allow(one, now));
+        }
+        assert!(
+            !limit.allow(one, now + Duration::from_secs(59)),
+            "over the allowance"
+        );
+        assert!(limit.allow(other, now), "another client has its own");
+        assert!(limit.allow(one, now + NEW_KEYS_WINDOW), "a new minute");
     }
 }

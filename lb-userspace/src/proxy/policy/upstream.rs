@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::affinity::{self, InsertIds, SessionKey, SessionTable};
+use super::affinity::{self, InsertIds, NewKeyLimit, SessionKey, SessionTable};
 use super::balance::{self, BackendSelection, Candidates, Consistent};
 use super::replicate::{self, Replicator, SessionSink};
 use crate::backends::health::{self, BackendHealth, HealthTable};
@@ -65,6 +65,8 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub candidates: Vec<SocketAddrV4>,
+    /// The client's address (a client may add only so many new session keys).
+    pub client: std::net::IpAddr,
     /// The request's session key, when the service has affinity and the request carries one
     /// (in cookie-insert mode: the value of the proxy's cookie as the client sent it).
     pub session_key: Option<String>,
@@ -80,6 +82,8 @@ enum Affinity {
         /// For `type = "cookie"`: the cookie whose Set-Cookie teaches a session.
         set_cookie: Option<String>,
         table: Mutex<SessionTable>,
+        /// The new keys each client may still add (see [`affinity::NEW_KEYS_PER_CLIENT`]).
+        new_keys: Box<Mutex<NewKeyLimit>>,
         /// How often a session in use is sent to the peers again, so their copy (which ages
         /// on its own clock) does not expire while the session lives here.
         refresh: Duration,
@@ -198,6 +202,7 @@ impl Upstream {
                         .flatten(),
                     key,
                     table: Mutex::new(SessionTable::new(session.ttl, session.max_entries)),
+                    new_keys: Box::default(),
                     refresh: session.ttl / 2,
                     ttl: session.ttl,
                 },
@@ -338,6 +343,7 @@ impl Upstream {
         };
         Route {
             candidates: plan.candidates(preferred),
+            client: client.ip(),
             session_key,
         }
     }
@@ -378,9 +384,20 @@ impl Upstream {
         }
         match &self.affinity {
             Affinity::None => {}
-            Affinity::Learn { set_cookie, .. } => {
+            Affinity::Learn {
+                set_cookie,
+                new_keys,
+                ..
+            } => {
                 if let Some(key) = &route.session_key {
-                    self.learn(key, backend, now);
+                    if self.session(key, now).is_some()
+                        || new_keys
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .allow(route.client, now)
+                    {
+                        self.learn(key, backend, now);
+                    }
                 }
                 let learned = set_cookie
                     .as_deref()

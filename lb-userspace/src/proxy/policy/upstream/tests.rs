@@ -581,3 +581,42 @@ fn status_counts_requests_and_sessions_per_backend() {
     assert_eq!(json["backends"][0]["address"], A);
     assert_eq!(json["backends"][0]["up"], true);
 }
+
+#[test]
+fn a_flood_of_made_up_cookies_from_one_client_cannot_push_real_sessions_out() {
+    let upstream = Upstream::new(&two_backends(cookie_session()));
+    let now = Instant::now();
+    // A real user's session, set by the backend.
+    let route = upstream.route(&request(&[]), client(), now);
+    let served_by = route.candidates[0];
+    upstream.responded(
+        &route,
+        served_by,
+        &mut response(&["JSESSIONID=real; Path=/"]),
+        now,
+    );
+    // Another client makes up 1,000 session cookies.
+    let attacker: SocketAddr = "198.18.0.66:40000".parse().expect("addr");
+    for i in 0..1000 {
+        let cookie = format!("JSESSIONID=made-up-{i}");
+        let route = upstream.route(&request(&[("cookie", &cookie)]), attacker, now);
+        let backend = route.candidates[0];
+        upstream.responded(&route, backend, &mut response(&[]), now);
+    }
+    let entries = upstream.status().session.map_or(0, |s| s.entries);
+    assert_eq!(
+        entries,
+        1 + affinity::NEW_KEYS_PER_CLIENT as usize,
+        "only the client's allowance of new keys is learned"
+    );
+    assert_eq!(
+        upstream.session("real", now),
+        Some(served_by),
+        "the real session is kept"
+    );
+    // The made-up keys past the allowance are still routed, by Maglev, to one backend each.
+    let cookie = [("cookie", "JSESSIONID=made-up-999")];
+    let first = upstream.route(&request(&cookie), attacker, now).candidates[0];
+    let again = upstream.route(&request(&cookie), attacker, now).candidates[0];
+    assert_eq!(first, again);
+}
