@@ -77,6 +77,7 @@ fn fake() -> Snapshot {
                             drained: true,
                         },
                     ],
+                    queue: None,
                 },
                 requests: RequestCounts {
                     success: 12,

@@ -230,6 +230,8 @@ pub enum Script {
     StallAfter { length: usize, sent: usize },
     /// Answers with a head promising 1 GiB and sends it as fast as the proxy takes it.
     Endless,
+    /// Answers `200 OK` with a short body after this long, then closes.
+    Slow(Duration),
 }
 
 /// A backend that follows a [`Script`] on every connection and records when the proxy closed
@@ -239,6 +241,11 @@ pub struct ScriptedBackend {
     pub addr: SocketAddr,
     closed: std::sync::mpsc::Receiver<Instant>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests being answered now, and the most there ever were at once.
+    concurrency: std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 /// The longest a scripted backend keeps one connection.
@@ -257,13 +264,19 @@ impl ScriptedBackend {
         let (closed_tx, closed) = std::sync::mpsc::channel();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let stopped = std::sync::Arc::clone(&stop);
+        let concurrency = std::sync::Arc::new((
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::atomic::AtomicUsize::new(0),
+        ));
+        let counted = std::sync::Arc::clone(&concurrency);
         thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let closed_tx = closed_tx.clone();
+                        let counted = std::sync::Arc::clone(&counted);
                         thread::spawn(move || {
-                            if let Some(when) = serve_script(stream, script) {
+                            if let Some(when) = serve_script(stream, script, &counted) {
                                 let _ = closed_tx.send(when);
                             }
                         });
@@ -272,7 +285,17 @@ impl ScriptedBackend {
                 }
             }
         });
-        Ok(ScriptedBackend { addr, closed, stop })
+        Ok(ScriptedBackend {
+            addr,
+            closed,
+            stop,
+            concurrency,
+        })
+    }
+
+    /// The most requests this backend was answering at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.concurrency.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits up to `timeout` for the proxy to close one of the connections; says when it did.
@@ -289,7 +312,14 @@ impl Drop for ScriptedBackend {
 
 /// Serves one connection by `script`; returns when the proxy closed it (None: it was still
 /// open at the time limit, or it carried no request).
-fn serve_script(mut stream: TcpStream, script: Script) -> Option<Instant> {
+fn serve_script(
+    mut stream: TcpStream,
+    script: Script,
+    concurrency: &(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    ),
+) -> Option<Instant> {
     let started = Instant::now();
     stream.set_nonblocking(false).ok()?;
     stream
@@ -310,6 +340,16 @@ fn serve_script(mut stream: TcpStream, script: Script) -> Option<Instant> {
         }
     }
     match script {
+        Script::Slow(delay) => {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = concurrency.0.fetch_add(1, SeqCst) + 1;
+            concurrency.1.fetch_max(now, SeqCst);
+            thread::sleep(delay);
+            concurrency.0.fetch_sub(1, SeqCst);
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";
+            stream.write_all(answer.as_bytes()).ok()?;
+            None
+        }
         Script::StallAfter { length, sent } => {
             let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
             stream.write_all(answer.as_bytes()).ok()?;

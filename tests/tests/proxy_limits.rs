@@ -296,3 +296,66 @@ fn a_client_over_max_connections_per_client_is_closed_and_served_again_once_one_
     let mut again = connect();
     assert_eq!(request_on(&mut again), "HTTP/1.1 200 OK");
 }
+
+#[test]
+fn requests_over_backend_max_connections_wait_in_the_queue_and_get_503_after_its_timeout() {
+    use tandem_lab::raw_http::{exchange, Script, ScriptedBackend};
+    let lab = Lab::new().expect("lab");
+    // Each answer takes 2 s; the backend may have one request at a time.
+    let backend = ScriptedBackend::start(lab.host(HTTP1), 80, Script::Slow(Duration::from_secs(2)))
+        .expect("backend");
+    let lb1 = lab.host(LB1);
+    let config = format!(
+        "{node}\n[proxy]\nbackend_timeout = \"10s\"\n\n[[service]]\nname = \"web\"\n\
+         listen = \"{ip}:{PORT}\"\nbackends = [\"{backend}\"]\nbackend_max_connections = 1\n\
+         queue_timeout = \"3s\"\n",
+        node = TandemNode::node_section(&lab, lb1),
+        ip = lb1.ip,
+        backend = backend.addr,
+    );
+    let node = TandemNode::start(&lab, lb1, &config).expect("tandem run");
+    let client = lab.host(CLIENT);
+    let proxy = SocketAddr::V4(SocketAddrV4::new(lb1.ip, PORT));
+    if let Err(error) = wait_for_tcp(client, proxy, Duration::from_secs(10)) {
+        panic!("the proxy does not accept: {error:#}\n{}", node.log_text());
+    }
+    // `count` requests at once; their statuses, in the order they were sent.
+    let at_once = |count: usize| -> Vec<Vec<u16>> {
+        std::thread::scope(|scope| {
+            let sent: Vec<_> = (0..count)
+                .map(|i| {
+                    let handle = scope.spawn(move || {
+                        let request = format!("GET /{i} HTTP/1.1\r\nHost: lb1\r\n\r\n");
+                        exchange(client, proxy, request.as_bytes(), Duration::from_secs(15))
+                            .expect("exchange")
+                            .statuses()
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                    handle
+                })
+                .collect();
+            sent.into_iter()
+                .map(|h| h.join().expect("client"))
+                .collect()
+        })
+    };
+    // The second waits 2 s in the queue (under the 3 s timeout) and is served.
+    assert_eq!(at_once(2), [vec![200], vec![200]], "{}", node.log_text());
+    // The third would wait 4 s: 503 at 3 s.
+    let statuses = at_once(3);
+    assert_eq!(
+        statuses,
+        [vec![200], vec![200], vec![503]],
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(
+        backend.max_concurrent(),
+        1,
+        "the backend never had two requests at once"
+    );
+    let status = node.status().expect("status");
+    let queue = &status["services"][0]["queue"];
+    assert_eq!(queue["max_connections"], 1, "{status:#}");
+    assert_eq!(queue["timed_out"], 1, "{status:#}");
+}

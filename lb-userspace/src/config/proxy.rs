@@ -45,6 +45,8 @@ pub(super) const SERVICE_HTTP_KEYS: &[&str] = &[
     "tls",
     "backend_protocol",
     "backend_tls",
+    "backend_max_connections",
+    "queue_timeout",
 ];
 
 /// hyper cannot parse a request head in a smaller buffer than this.
@@ -217,6 +219,22 @@ pub struct ServiceHttp {
     /// How backends are authenticated over TLS; `Some` exactly when `backend_protocol` is
     /// `https` or `h2`.
     pub backend_tls: Option<BackendTls>,
+    /// Requests each backend may have at once, and how long more wait for a place (HAProxy's
+    /// `maxconn` and `timeout queue`); `None`: no limit.
+    pub backend_queue: Option<BackendQueue>,
+}
+
+/// `backend_max_connections` and `queue_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct BackendQueue {
+    pub max_connections: usize,
+    /// How long a request waits for a place before it gets 503.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+impl BackendQueue {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 /// `backend_protocol`: what the proxy speaks to a service's backends, whatever the client
@@ -459,12 +477,37 @@ pub(super) fn read_service_http(
         })),
         (None, _) => Some(None),
     };
+    let max_connections = match section.field("backend_max_connections") {
+        Some(field) => field.int(report, 1, u32::MAX).map(|n| Some(n as usize)),
+        None => Some(None),
+    };
+    let queue_timeout = match section.field("queue_timeout") {
+        Some(field) if !section.has("backend_max_connections") => {
+            report.error(
+                field.at,
+                "queue_timeout is how long a request waits for a place at a backend, which only \
+                 a limit makes scarce: add backend_max_connections = N, or remove queue_timeout",
+            );
+            None
+        }
+        Some(field) => field.positive_duration(report),
+        None => Some(BackendQueue::DEFAULT_TIMEOUT),
+    };
+    let backend_queue = match (max_connections?, queue_timeout) {
+        (None, _) => None,
+        (Some(max_connections), Some(timeout)) => Some(BackendQueue {
+            max_connections,
+            timeout,
+        }),
+        (Some(_), None) => return None,
+    };
     Some(ServiceHttp {
         hosts: hosts?,
         path_prefix: path_prefix?,
         tls: tls?,
         backend_protocol: backend_protocol?,
         backend_tls: backend_tls?,
+        backend_queue,
     })
 }
 

@@ -239,16 +239,27 @@ fn render_http_service(out: &mut String, paint: &Paint, service: &HttpServiceSta
     if service.tunnels > 0 {
         head.push(format!("tunnels open {}", service.tunnels));
     }
+    if let Some(queue) = &upstream.queue {
+        head.push(format!(
+            "at most {} per backend, {} waiting, {} timed out in the queue",
+            queue.max_connections, queue.waiting, queue.timed_out
+        ));
+    }
     let _ = writeln!(out, "  {}  {}", paint.bold(&service.name), head.join(", "));
-    for backend in &upstream.backends {
+    for (i, backend) in upstream.backends.iter().enumerate() {
         let emergency = if backend.emergency {
             " (emergency)"
         } else {
             ""
         };
+        let active = upstream
+            .queue
+            .as_ref()
+            .and_then(|queue| queue.active.get(i))
+            .map_or_else(String::new, |active| format!(", in progress {active}"));
         let _ = writeln!(
             out,
-            "    {:<22} {:<6} weight {}{emergency}, sessions {}, requests {}, errors {}  {}",
+            "    {:<22} {:<6} weight {}{emergency}, sessions {}, requests {}, errors {}{active}  {}",
             backend.address.to_string(),
             health(paint, backend.up, backend.drained),
             backend.weight,

@@ -34,6 +34,7 @@ use super::headers;
 use super::routes::ServiceEntry;
 use super::sender_pool;
 use crate::backend_transport::Transport;
+use crate::proxy::policy::queue::{Place, QueueTimedOut};
 use crate::proxy::policy::upstream::Route;
 
 /// What the access log and the counters need once the response is over.
@@ -42,6 +43,8 @@ struct Done {
     counters: Option<Arc<ServiceEntry>>,
     /// The backend answering, once one is.
     backend: Option<SocketAddrV4>,
+    /// Its place there (`backend_max_connections`), given back when the response is over.
+    place: Option<Place>,
     log: Option<(AccessLogger, Record)>,
     started: Instant,
     finished: bool,
@@ -105,6 +108,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
         conn: Arc::clone(&conn),
         counters: None,
         backend: None,
+        place: None,
         log: None,
         started,
         finished: false,
@@ -196,7 +200,12 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
     let (request_head, chunked) = client::request_head(&parts, target.as_bytes(), !body.is_empty());
     let pool = &conn.engine.pool;
     let mut last_failure = "no backend available";
-    'candidates: for &backend in &route.candidates {
+    let mut attempts = service.upstream.attempts(&route);
+    'candidates: while let Some(attempt) = attempts.next().await {
+        let (backend, mut place) = match attempt {
+            Ok(attempt) => attempt,
+            Err(QueueTimedOut(waited)) => return queue_full(&service, done, waited),
+        };
         // A request lost on a reused connection (the backend closed it as we sent) is sent
         // once more on a fresh one before moving on.
         for try_on_backend in 0..2 {
@@ -255,6 +264,8 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     let reusable = response.keep_alive() && response.minor == 1;
                     let raw = RawBody::new(backend_conn, buf, framing, reusable, pool.clone());
                     done.backend = Some(backend);
+                    // The place at the backend is kept until the body is over.
+                    done.place = place.take();
                     let server_timeout = conn.engine.server_timeout;
                     let body = ResponseBody::backend(raw, Box::new(done), server_timeout);
                     return Response::from_parts(head, body);
@@ -336,7 +347,12 @@ impl Attempt<'_> {
         };
         let pool = &conn.engine.pool;
         let mut last_failure = "no backend available";
-        'candidates: for &backend in &self.route.candidates {
+        let mut attempts = service.upstream.attempts(self.route);
+        'candidates: while let Some(attempt) = attempts.next().await {
+            let (backend, mut place) = match attempt {
+                Ok(attempt) => attempt,
+                Err(QueueTimedOut(waited)) => return queue_full(service, done, waited),
+            };
             // A request lost on a pooled connection is sent once more on a fresh one when that
             // is harmless, as in `handle`.
             for _ in 0..2 {
@@ -374,6 +390,7 @@ impl Attempt<'_> {
                         head.version = Version::default();
                         answered(service, self.route, backend, &mut head, &mut done);
                         done.backend = Some(backend);
+                        done.place = place.take();
                         let server_timeout = self.conn.engine.server_timeout;
                         return Response::from_parts(
                             head,
@@ -417,6 +434,20 @@ impl Attempt<'_> {
         }
         unavailable(service, done, last_failure)
     }
+}
+
+/// 503: every candidate stayed at `backend_max_connections` for the queue timeout.
+fn queue_full(
+    service: &Arc<ServiceEntry>,
+    done: Done,
+    waited: std::time::Duration,
+) -> Response<ResponseBody> {
+    let text = format!(
+        "503 Service Unavailable: every backend is at backend_max_connections and none had a \
+         place within {}\n",
+        humantime::format_duration(waited)
+    );
+    refuse_for(service, done, StatusCode::SERVICE_UNAVAILABLE, None, text)
 }
 
 /// 413: the request's body is over `max_body_size`.

@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::affinity::{self, InsertIds, NewKeyLimit, SessionKey, SessionTable};
 use super::balance::{self, BackendSelection, Candidates, Consistent};
+use super::queue::{Attempts, Places};
 use super::replicate::{self, Replicator, SessionSink};
 use crate::backends::health::{self, BackendHealth, HealthTable};
 use crate::config::{self, SessionKind, SessionMode};
@@ -58,6 +59,8 @@ pub struct Upstream {
     drained: Vec<AtomicBool>,
     /// Bumped on every drain change, so the plan is rebuilt.
     drains: AtomicU64,
+    /// Places at each backend, when `backend_max_connections` limits them.
+    places: Option<Arc<Places>>,
 }
 
 /// The backends to try for one request, best first, and what the policy needs to learn from
@@ -132,6 +135,21 @@ pub struct UpstreamStatus {
     pub backend_protocol: config::BackendProtocol,
     pub session: Option<SessionStatus>,
     pub backends: Vec<BackendStatus>,
+    /// `backend_max_connections` and its queue, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
+}
+
+/// The per-backend limit and the requests waiting for a place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub max_connections: usize,
+    /// Requests waiting for a place now.
+    pub waiting: usize,
+    /// Requests that waited the whole queue timeout and got 503, since start.
+    pub timed_out: u64,
+    /// Requests in progress per backend, in the order of `backends`.
+    pub active: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +247,10 @@ impl Upstream {
             errors: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
             drained,
             drains: AtomicU64::new(0),
+            places: service
+                .http
+                .backend_queue
+                .map(|queue| Places::new(addresses.len(), queue.max_connections, queue.timeout)),
             replicator: replicator.filter(|_| learns),
         });
         upstream.register_with_replicator();
@@ -346,6 +368,24 @@ impl Upstream {
             client: client.ip(),
             session_key,
         }
+    }
+
+    /// The backends to try for `route`, in order, each with its place when the service limits
+    /// them (see [`super::queue`]).
+    pub fn attempts<'a>(
+        &'a self,
+        route: &'a Route,
+    ) -> Attempts<'a, impl Fn(SocketAddrV4) -> Option<usize> + Send + Sync + 'a> {
+        Attempts::new(
+            self.places.as_ref(),
+            move |backend| self.backend_index(backend),
+            &route.candidates,
+        )
+    }
+
+    /// The places at the backends, when limited.
+    pub fn places(&self) -> Option<&Arc<Places>> {
+        self.places.as_ref()
     }
 
     /// Connecting to `backend` failed (refused, reset or timed out): the request never reached
@@ -485,7 +525,16 @@ impl Upstream {
                 }
             })
             .collect();
+        let queue = self.places.as_ref().map(|places| QueueStatus {
+            max_connections: places.max(),
+            waiting: places.waiting(),
+            timed_out: places.timed_out(),
+            active: (0..self.service.backends.len())
+                .map(|i| places.active(i))
+                .collect(),
+        });
         UpstreamStatus {
+            queue,
             service: self.service.name.clone(),
             balance: self.service.balance,
             backend_protocol: self.service.http.backend_protocol,

@@ -51,6 +51,7 @@ use super::access_log::Record;
 use super::connection::Connection;
 use super::guard::{BodyEnd, ClientIo};
 use super::routes::ServiceEntry;
+use crate::proxy::policy::queue::QueueTimedOut;
 
 /// The HTTP/2 connection preface (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -373,7 +374,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         let pool = &conn.engine.pool;
 
         let mut last_failure = "no backend available";
-        'candidates: for &backend in &route.candidates {
+        let mut attempts = service.upstream.attempts(&route);
+        'candidates: while let Some(attempt) = attempts.next().await {
+            // The place is held until the response is over (the end of this iteration).
+            let (backend, _place) = match attempt {
+                Ok(attempt) => attempt,
+                Err(QueueTimedOut(waited)) => {
+                    let text = format!(
+                        "503 Service Unavailable: every backend is at backend_max_connections \
+                         and none had a place within {}\n",
+                        humantime::format_duration(waited)
+                    );
+                    return self
+                        .refuse(
+                            outcome,
+                            &service,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            text.as_bytes(),
+                            local_mode,
+                        )
+                        .await;
+                }
+            };
             for try_on_backend in 0..2 {
                 let body_untouched = match body {
                     BodyEnd::Done => framing == Framing::None,
