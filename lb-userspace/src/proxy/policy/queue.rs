@@ -105,6 +105,8 @@ pub struct Attempts<'a, F> {
     /// Config index of a backend, if it is one of the service's.
     index_of: F,
     candidates: &'a [SocketAddrV4],
+    /// The first candidate is the request's session backend: it waits for that one.
+    pinned: bool,
     next: usize,
     skipped_full: bool,
     waited: bool,
@@ -112,15 +114,18 @@ pub struct Attempts<'a, F> {
 
 impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
     /// `places`: `None` when the service sets no limit (every candidate is tried in turn).
+    /// `pinned`: the first candidate is the request's session backend.
     pub fn new(
         places: Option<&'a Arc<Places>>,
         index_of: F,
         candidates: &'a [SocketAddrV4],
+        pinned: bool,
     ) -> Self {
         Attempts {
             places,
             index_of,
             candidates,
+            pinned,
             next: 0,
             skipped_full: false,
             waited: false,
@@ -142,6 +147,11 @@ impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
             };
             match places.try_take(index) {
                 Some(place) => return Some(Ok((backend, Some(place)))),
+                // A session waits for its own backend rather than lose it to a busy moment.
+                None if self.pinned && self.next == 1 => {
+                    self.waited = true;
+                    return Some(self.wait(places, &self.candidates[..1]).await);
+                }
                 None => self.skipped_full = true,
             }
         }
@@ -150,12 +160,14 @@ impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
             return None;
         }
         self.waited = true;
-        Some(self.wait(places).await)
+        Some(self.wait(places, self.candidates).await)
     }
 
+    /// Waits for a place at any of `candidates`.
     async fn wait(
         &self,
         places: &Arc<Places>,
+        candidates: &[SocketAddrV4],
     ) -> Result<(SocketAddrV4, Option<Place>), QueueTimedOut> {
         places.waiting.fetch_add(1, Ordering::Relaxed);
         let waited = tokio::time::timeout(places.timeout, async {
@@ -164,7 +176,7 @@ impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
                 let freed = places.freed.notified();
                 tokio::pin!(freed);
                 freed.as_mut().enable();
-                for &backend in self.candidates {
+                for &backend in candidates {
                     let Some(index) = (self.index_of)(backend) else {
                         continue;
                     };
@@ -202,17 +214,17 @@ mod tests {
     async fn full_backends_are_skipped_then_waited_for_then_503() {
         let places = Places::new(2, 1, Duration::from_secs(5));
         let candidates = [addr(1), addr(2)];
-        let mut first = Attempts::new(Some(&places), index_of, &candidates);
+        let mut first = Attempts::new(Some(&places), index_of, &candidates, false);
         let (backend, a) = first.next().await.expect("one").expect("a place");
         assert_eq!(backend, addr(1));
         // The second request finds 1 full and goes to 2.
-        let mut second = Attempts::new(Some(&places), index_of, &candidates);
+        let mut second = Attempts::new(Some(&places), index_of, &candidates, false);
         let (backend, b) = second.next().await.expect("one").expect("a place");
         assert_eq!(backend, addr(2));
         // The third waits; when 2 frees its place it gets it.
         let waiting = Arc::clone(&places);
         let waiter = tokio::spawn(async move {
-            let mut third = Attempts::new(Some(&waiting), index_of, &candidates);
+            let mut third = Attempts::new(Some(&waiting), index_of, &candidates, false);
             let started = tokio::time::Instant::now();
             let got = third
                 .next()
@@ -229,7 +241,7 @@ mod tests {
         assert!(waited >= Duration::from_secs(1), "{waited:?}");
         // A fourth, with both full for longer than the queue timeout: 503.
         let _c = places.try_take(1).expect("2 is free again");
-        let mut fourth = Attempts::new(Some(&places), index_of, &candidates);
+        let mut fourth = Attempts::new(Some(&places), index_of, &candidates, false);
         let gave_up = fourth
             .next()
             .await
@@ -244,12 +256,32 @@ mod tests {
     #[tokio::test]
     async fn without_limits_every_candidate_is_tried_in_turn() {
         let candidates = [addr(1), addr(2)];
-        let mut attempts = Attempts::new(None, index_of, &candidates);
+        let mut attempts = Attempts::new(None, index_of, &candidates, false);
         let mut tried = Vec::new();
         while let Some(Ok((backend, place))) = attempts.next().await {
             assert!(place.is_none());
             tried.push(backend);
         }
         assert_eq!(tried, candidates);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_waits_for_its_own_backend_when_it_is_full() {
+        let places = Places::new(2, 1, Duration::from_secs(5));
+        let busy = places.try_take(0).expect("backend 1's place");
+        let candidates = [addr(1), addr(2)];
+        let waiting = Arc::clone(&places);
+        let session = tokio::spawn(async move {
+            let mut attempts = Attempts::new(Some(&waiting), index_of, &candidates, true);
+            attempts
+                .next()
+                .await
+                .expect("a wait")
+                .map(|(backend, _)| backend)
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(places.active(1), 0, "backend 2 was free, and not taken");
+        drop(busy);
+        assert_eq!(session.await.expect("task"), Ok(addr(1)));
     }
 }

@@ -70,6 +70,8 @@ pub struct Route {
     pub candidates: Vec<SocketAddrV4>,
     /// The client's address (a client may add only so many new session keys).
     pub client: std::net::IpAddr,
+    /// The first candidate is the backend of the request's session.
+    pub pinned: bool,
     /// The request's session key, when the service has affinity and the request carries one
     /// (in cookie-insert mode: the value of the proxy's cookie as the client sent it).
     pub session_key: Option<String>,
@@ -363,8 +365,10 @@ impl Upstream {
                 (preferred, value)
             }
         };
+        let pinned = preferred.is_some();
         Route {
             candidates: plan.candidates(preferred),
+            pinned,
             client: client.ip(),
             session_key,
         }
@@ -380,6 +384,7 @@ impl Upstream {
             self.places.as_ref(),
             move |backend| self.backend_index(backend),
             &route.candidates,
+            route.pinned,
         )
     }
 
