@@ -46,6 +46,32 @@ use crate::config::{Config, ServiceMode};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A UDP session without a datagram either way for this long is forgotten.
 pub const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// What the relay lets the clients of one service hold: every relayed TCP connection is a
+/// task and two sockets, every UDP session a task, a socket and a datagram buffer, so a flood
+/// (of connections, or of datagrams from made-up source addresses) must meet a ceiling.
+/// Beyond it a new connection is closed at once and a datagram that would open a session is
+/// dropped, both counted in the log (limited to a line a second).
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Relayed TCP connections per service.
+    pub max_tcp_connections: usize,
+    /// A relayed TCP connection through which nothing moved for this long is closed (nginx's
+    /// stream `proxy_timeout` is 10 minutes too).
+    pub tcp_idle: Duration,
+    /// UDP sessions (client addresses) per service.
+    pub max_udp_sessions: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_tcp_connections: 16_384,
+            tcp_idle: Duration::from_secs(600),
+            max_udp_sessions: 4_096,
+        }
+    }
+}
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -58,6 +84,7 @@ pub struct RelayDataplane {
 struct Inner {
     interface: String,
     fallback_reason: Option<String>,
+    limits: RelayLimits,
     state: Mutex<State>,
 }
 
@@ -225,6 +252,7 @@ impl RelayDataplane {
             inner: Arc::new(Inner {
                 interface: config.node.interface.clone(),
                 fallback_reason,
+                limits: RelayLimits::default(),
                 state: Mutex::new(State {
                     active: None,
                     health,
@@ -234,6 +262,16 @@ impl RelayDataplane {
                 }),
             }),
         })
+    }
+
+    /// The same relay with other limits (tests use small ones). Call before it is activated.
+    pub fn with_limits(self, limits: RelayLimits) -> RelayDataplane {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_limits on a relay already shared"));
+        inner.limits = limits;
+        RelayDataplane {
+            inner: Arc::new(inner),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -256,7 +294,7 @@ impl RelayDataplane {
         for (service, listener) in bound {
             let stop = token.child_token();
             state.listeners.insert(service.key(), stop.clone());
-            let task = listener.serve(service, stop);
+            let task = listener.serve(service, stop, self.inner.limits);
             state.listener_tasks.push(task);
         }
         state.active = Some(token);
@@ -412,7 +450,7 @@ impl RelayDataplane {
             for (service, listener) in listeners {
                 let stop = active.child_token();
                 state.listeners.insert(service.key(), stop.clone());
-                let task = listener.serve(service, stop);
+                let task = listener.serve(service, stop, self.inner.limits);
                 state.listener_tasks.push(task);
             }
         }
@@ -437,10 +475,11 @@ impl Listener {
         self,
         service: Arc<RelayService>,
         stop: CancellationToken,
+        limits: RelayLimits,
     ) -> tokio::task::JoinHandle<()> {
         match self {
-            Listener::Tcp(listener) => tokio::spawn(serve_tcp(listener, service, stop)),
-            Listener::Udp(socket) => tokio::spawn(serve_udp(socket, service, stop)),
+            Listener::Tcp(listener) => tokio::spawn(serve_tcp(listener, service, stop, limits)),
+            Listener::Udp(socket) => tokio::spawn(serve_udp(socket, service, stop, limits)),
         }
     }
 }
@@ -490,7 +529,13 @@ fn v4(address: SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, service: Arc<RelayService>, stop: CancellationToken) {
+async fn serve_tcp(
+    listener: TcpListener,
+    service: Arc<RelayService>,
+    stop: CancellationToken,
+    limits: RelayLimits,
+) {
+    let places = Arc::new(tokio::sync::Semaphore::new(limits.max_tcp_connections));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -499,32 +544,41 @@ async fn serve_tcp(listener: TcpListener, service: Arc<RelayService>, stop: Canc
         let (client, peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
-                warn!(service = %service.name(), "accept: {err}");
+                if let Some(held) = crate::log_limit::allow("relay-accept") {
+                    let held = crate::log_limit::held_back(held);
+                    warn!(service = %service.name(), "accept: {err}{held}");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Some(peer) = v4(peer) else { continue };
+        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+            if let Some(held) = crate::log_limit::allow("relay-tcp-full") {
+                let held = crate::log_limit::held_back(held);
+                warn!(service = %service.name(), client = %peer, "{} relayed connections open: closed a new one{held}", limits.max_tcp_connections);
+            }
+            continue;
+        };
         let service = service.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _place = place;
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = relay_tcp(client, peer, &service) => {}
+                _ = relay_tcp(client, peer, &service, limits.tcp_idle) => {}
             }
         });
     }
 }
 
-async fn relay_tcp(mut client: TcpStream, peer: SocketAddrV4, service: &RelayService) {
+async fn relay_tcp(client: TcpStream, peer: SocketAddrV4, service: &RelayService, idle: Duration) {
     let Some(chosen) = service.choose(peer) else {
         debug!(service = %service.name(), client = %peer, "no backend up: connection closed");
         return;
     };
     let backend = chosen.address;
-    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
-        .await
-    {
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
             warn!(service = %service.name(), %backend, "relay connect: {err}");
@@ -537,10 +591,98 @@ async fn relay_tcp(mut client: TcpStream, peer: SocketAddrV4, service: &RelaySer
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    let sent = copied.map(|(to_backend, _)| to_backend).unwrap_or(0);
+    // Both sides note when they last moved a byte; a watchdog ends the copy after `idle`.
+    let moved = Arc::new(AtomicU64::new(0));
+    let started = tokio::time::Instant::now();
+    let mut client = Watched::new(client, &moved, started);
+    let mut upstream = Watched::new(upstream, &moved, started);
+    let sent = tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            copied.map(|(to_backend, _)| to_backend).unwrap_or(0)
+        }
+        () = idle_watch(&moved, started, idle) => {
+            debug!(service = %service.name(), client = %peer, "relayed connection idle for {idle:?}: closed");
+            0
+        }
+    };
     // Counted on the backend it went to, even if a reload changed the service meanwhile.
     chosen.count(sent);
+}
+
+/// A relayed stream that notes (in ms since `started`) when it last read or wrote a byte.
+struct Watched<S> {
+    inner: S,
+    moved: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, moved: &Arc<AtomicU64>, started: tokio::time::Instant) -> Self {
+        Watched {
+            inner,
+            moved: Arc::clone(moved),
+            started,
+        }
+    }
+
+    fn note(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.moved.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.note();
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.note();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Returns once nothing has moved (by `moved`, in ms since `started`) for `idle`.
+async fn idle_watch(moved: &AtomicU64, started: tokio::time::Instant, idle: Duration) {
+    loop {
+        let last = started + Duration::from_millis(moved.load(Ordering::Relaxed));
+        if tokio::time::Instant::now() >= last + idle {
+            return;
+        }
+        tokio::time::sleep_until(last + idle).await;
+    }
 }
 
 /// One UDP client's session: its socket to the chosen backend.
@@ -550,7 +692,12 @@ struct Session {
     done: CancellationToken,
 }
 
-async fn serve_udp(socket: UdpSocket, service: Arc<RelayService>, stop: CancellationToken) {
+async fn serve_udp(
+    socket: UdpSocket,
+    service: Arc<RelayService>,
+    stop: CancellationToken,
+    limits: RelayLimits,
+) {
     let socket = Arc::new(socket);
     let sessions: Arc<Mutex<HashMap<SocketAddrV4, Session>>> = Arc::default();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
@@ -585,6 +732,14 @@ async fn serve_udp(socket: UdpSocket, service: Arc<RelayService>, stop: Cancella
         let (upstream, chosen) = match existing {
             Some(pair) => pair,
             None => {
+                let open = sessions.lock().unwrap_or_else(|p| p.into_inner()).len();
+                if open >= limits.max_udp_sessions {
+                    if let Some(held) = crate::log_limit::allow("relay-udp-full") {
+                        let held = crate::log_limit::held_back(held);
+                        warn!(service = %service.name(), client = %peer, "{open} UDP sessions open: dropped a datagram that would open another{held}");
+                    }
+                    continue;
+                }
                 let Some(chosen) = service.choose(peer) else {
                     continue;
                 };
@@ -1079,6 +1234,76 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ask().await, stays_name, "the session moved off {gone}");
+        relay.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relayed_tcp_connections_are_capped_and_closed_when_idle() {
+        let port = free_port();
+        let a = backend(51, port, "a").await;
+        let limits = RelayLimits {
+            max_tcp_connections: 2,
+            tcp_idle: Duration::from_secs(1),
+            ..RelayLimits::default()
+        };
+        let relay = RelayDataplane::new(&config(&[("who", "tcp", port, vec![(a, 1)])]), None)
+            .unwrap()
+            .with_limits(limits);
+        relay.activate().await.unwrap();
+        let mut first = Conversation::open(port).await.unwrap();
+        let mut second = Conversation::open(port).await.unwrap();
+        assert_eq!(first.ask().await.unwrap(), "a");
+        assert_eq!(second.ask().await.unwrap(), "a");
+        // A third, over the cap, is closed at once.
+        let third = ask_once(port).await;
+        assert!(third.is_err(), "a third connection was relayed: {third:?}");
+        // The first two keep talking; once they idle for a second they are closed, and their
+        // places serve new connections.
+        assert_eq!(first.ask().await.unwrap(), "a");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(first.ask().await.is_err(), "an idle connection stayed open");
+        assert_eq!(ask_once(port).await.unwrap(), "a");
+        relay.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn udp_sessions_are_capped() {
+        let port = free_port();
+        let a = backend(52, port, "a").await;
+        let limits = RelayLimits {
+            max_udp_sessions: 1,
+            ..RelayLimits::default()
+        };
+        let relay = RelayDataplane::new(&config(&[("dns", "udp", port, vec![(a, 1)])]), None)
+            .unwrap()
+            .with_limits(limits);
+        relay.activate().await.unwrap();
+        let ask = |client: Arc<UdpSocket>| async move {
+            let mut buffer = [0u8; 64];
+            client.send(b"who").await.unwrap();
+            tokio::time::timeout(Duration::from_millis(500), client.recv(&mut buffer))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|len| String::from_utf8_lossy(&buffer[..len]).into_owned())
+        };
+        let client = || async {
+            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+            socket.connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+            Arc::new(socket)
+        };
+        let (one, other) = (client().await, client().await);
+        assert_eq!(ask(one.clone()).await.as_deref(), Some("a"));
+        assert_eq!(
+            ask(other).await,
+            None,
+            "a second session was opened over the cap"
+        );
+        assert_eq!(
+            ask(one).await.as_deref(),
+            Some("a"),
+            "the first session goes on"
+        );
         relay.shutdown().await;
     }
 }
