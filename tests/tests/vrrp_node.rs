@@ -113,6 +113,7 @@ fn malformed_adverts_are_dropped_counted_by_reason_and_change_nothing() {
         priority: 200,
         interval: Duration::from_millis(100),
         addresses: vec![VIP],
+        password: None,
     };
     let valid = advert.emit(client.ip, lb1_address, ChecksumMode::WithPseudoHeader);
     for _ in 0..3 {
@@ -180,6 +181,7 @@ fn forged_adverts_from_a_host_that_is_not_the_unicast_peer_are_dropped_and_count
         priority: 255,
         interval: Duration::from_millis(100),
         addresses: vec![VIP],
+        password: None,
     }
     .emit(client.ip, lb1.ip, ChecksumMode::WithPseudoHeader);
     for _ in 0..4 {
