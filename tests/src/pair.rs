@@ -20,6 +20,9 @@ pub struct VrrpSettings {
     pub advert_interval: Duration,
     pub vrid: u8,
     pub preempt: bool,
+    /// VRRPv2 simple password (Tandem's `authentication = { type = "PASS", ... }`,
+    /// keepalived's `auth_type PASS`); `None`: no authentication.
+    pub password: Option<String>,
 }
 
 impl VrrpSettings {
@@ -30,6 +33,15 @@ impl VrrpSettings {
             advert_interval: Duration::from_secs(1),
             vrid: 51,
             preempt: true,
+            password: None,
+        }
+    }
+
+    /// The same settings with the PASS `password`.
+    pub fn with_password(self, password: &str) -> VrrpSettings {
+        VrrpSettings {
+            password: Some(password.to_owned()),
+            ..self
         }
     }
 }
@@ -58,12 +70,18 @@ version = {version}
 advert_interval = "{interval_ms}ms"
 preempt = {preempt}
 virtual_ipaddress = ["{VIP}"]
-"#,
+{authentication}"#,
             node = Self::node_section(lab, host),
             vrid = settings.vrid,
             priority = settings.priority,
             version = settings.version,
             preempt = settings.preempt,
+            authentication = match &settings.password {
+                Some(password) => {
+                    format!("authentication = {{ type = \"PASS\", password = \"{password}\" }}\n")
+                }
+                None => String::new(),
+            },
         )
     }
 
@@ -214,7 +232,8 @@ pub struct Keepalived {
 }
 
 impl Keepalived {
-    /// The classic tutorial's vrrp_instance (without its track script) for `settings`.
+    /// The classic tutorial's vrrp_instance (without its track script) for `settings`, with an
+    /// `authentication` block when they have a password.
     pub fn config_text(host: &Host, settings: &VrrpSettings) -> String {
         let interval = settings.advert_interval.as_secs_f64();
         let state = if settings.priority > 100 {
@@ -226,6 +245,12 @@ impl Keepalived {
             ""
         } else {
             "        nopreempt\n"
+        };
+        let authentication = match &settings.password {
+            Some(password) => format!(
+                "        authentication {{\n            auth_type PASS\n            auth_pass {password}\n        }}\n"
+            ),
+            None => String::new(),
         };
         format!(
             r#"global_defs {{
@@ -240,7 +265,7 @@ vrrp_instance VI_1 {{
         virtual_router_id {vrid}
         priority {priority}
         advert_int {interval}
-{nopreempt}        virtual_ipaddress {{
+{nopreempt}{authentication}        virtual_ipaddress {{
             {VIP}
         }}
 }}

@@ -1,7 +1,7 @@
 //! VRRP against the real thing: Tandem paired with Debian's keepalived (the classic
-//! keepalived.conf with the lab's addresses), for VRRP versions 2 and 3, and two Tandem nodes.
-//! After every convergence exactly one node holds the VIP and the client's ARP entry for the
-//! VIP names that node.
+//! keepalived.conf with the lab's addresses), for VRRP versions 2 and 3 and with version 2's
+//! PASS authentication, and two Tandem nodes. After every convergence exactly one node holds
+//! the VIP and the client's ARP entry for the VIP names that node.
 
 use std::time::Duration;
 
@@ -66,9 +66,22 @@ fn logs(peers: &[&Peer]) -> String {
 /// The classic test with `master_kind` on lb1 (priority 101) and `backup_kind` on lb2 (100):
 /// lb1 is master; stop it: lb2 takes the VIP; start it again: it takes the VIP back.
 fn master_fails_and_returns(version: u8, master_kind: Kind, backup_kind: Kind) {
+    master_fails_and_returns_with(VrrpSettings::new(version, 0), master_kind, backup_kind);
+}
+
+/// [`master_fails_and_returns`] with `settings` (but their priority) on both nodes. A Tandem
+/// master that comes back also shows that it heard the backup's adverts before it took the
+/// VIP back, and dropped none of them.
+fn master_fails_and_returns_with(settings: VrrpSettings, master_kind: Kind, backup_kind: Kind) {
     let lab = Lab::new().expect("lab");
-    let master_settings = VrrpSettings::new(version, 101);
-    let backup_settings = VrrpSettings::new(version, 100);
+    let master_settings = VrrpSettings {
+        priority: 101,
+        ..settings.clone()
+    };
+    let backup_settings = VrrpSettings {
+        priority: 100,
+        ..settings
+    };
     let mut backup = Peer::start(backup_kind, &lab, LB2, &backup_settings);
     let mut master = Peer::start(master_kind, &lab, LB1, &master_settings);
 
@@ -97,6 +110,16 @@ fn master_fails_and_returns(version: u8, master_kind: Kind, backup_kind: Kind) {
             logs(&[&master, &backup])
         );
     }
+    if let Peer::Tandem(node) = &master {
+        let status = node.status().expect("status");
+        let instance = &status["vrrp"][0];
+        assert!(
+            instance["adverts_received"].as_u64().unwrap_or(0) > 0
+                && instance["drops"] == serde_json::json!({}),
+            "the returning master hears the backup's adverts and drops none: {instance:#}\n{}",
+            logs(&[&master, &backup])
+        );
+    }
     if std::env::var_os("TANDEM_TEST_SHOW_LOGS").is_some() {
         eprintln!("{}", logs(&[&master, &backup]));
     }
@@ -122,6 +145,83 @@ fn keepalived_master_and_tandem_backup_fail_over_and_back_with_vrrp_v2() {
 #[test]
 fn keepalived_master_and_tandem_backup_fail_over_and_back_with_vrrp_v3() {
     master_fails_and_returns(3, Kind::Keepalived, Kind::Tandem);
+}
+
+#[test]
+fn tandem_master_and_keepalived_backup_with_the_same_pass_password_fail_over_and_back() {
+    let settings = VrrpSettings::new(2, 0).with_password("s3cret");
+    master_fails_and_returns_with(settings, Kind::Tandem, Kind::Keepalived);
+}
+
+#[test]
+fn keepalived_master_and_tandem_backup_with_the_same_pass_password_fail_over_and_back() {
+    let settings = VrrpSettings::new(2, 0).with_password("s3cret");
+    master_fails_and_returns_with(settings, Kind::Keepalived, Kind::Tandem);
+}
+
+/// A Tandem master and a keepalived backup whose PASS passwords differ do not take each
+/// other's adverts: keepalived becomes master as well (its business), and Tandem drops its
+/// adverts, counts them as `password_mismatch` and stays master.
+#[test]
+fn with_different_pass_passwords_tandem_drops_and_counts_keepalived_adverts_and_stays_master() {
+    let lab = Lab::new().expect("lab");
+    let keepalived = Keepalived::start(
+        &lab,
+        lab.host(LB2),
+        &VrrpSettings::new(2, 100).with_password("other"),
+    )
+    .expect("start keepalived");
+    let lb1 = lab.host(LB1);
+    let config = TandemNode::vrrp_config(
+        &lab,
+        lb1,
+        &VrrpSettings::new(2, 101).with_password("s3cret"),
+    );
+    let tandem = TandemNode::start(&lab, lb1, &config).expect("start tandem");
+    let logs = || format!("{}\n----\n{}", tandem.log_text(), keepalived.log_text());
+
+    // keepalived sends adverts only once it is master, which it becomes because it drops
+    // Tandem's; each one it sends then reaches Tandem with the wrong password.
+    let mut instance = serde_json::Value::Null;
+    let counted = tandem_lab::pair::wait_until(
+        CONVERGE,
+        "Tandem to count keepalived's adverts as password_mismatch",
+        || {
+            instance = tandem
+                .status()
+                .map(|s| s["vrrp"][0].clone())
+                .unwrap_or_default();
+            instance["drops"]["password_mismatch"].as_u64().unwrap_or(0) >= 3
+        },
+    );
+    if let Err(err) = counted {
+        panic!("{err:#}: {instance:#}\n{}", logs());
+    }
+    assert_eq!(instance["state"], "master", "{instance:#}\n{}", logs());
+    assert_eq!(
+        instance["adverts_received"], 0,
+        "no advert with the wrong password is taken: {instance:#}"
+    );
+    let reasons: Vec<&String> = instance["drops"]
+        .as_object()
+        .map(|drops| drops.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(reasons, ["password_mismatch"], "{instance:#}");
+    assert!(
+        holders(&lab, VIP).contains(&LB1.to_owned()),
+        "Tandem keeps the VIP: {:?}",
+        holders(&lab, VIP)
+    );
+    let text = std::process::Command::new(tandem_lab::tandem_binary().expect("binary"))
+        .args(["status", "--socket"])
+        .arg(&tandem.socket)
+        .output()
+        .expect("tandem status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("password_mismatch"),
+        "tandem status shows it: {text}"
+    );
 }
 
 #[test]

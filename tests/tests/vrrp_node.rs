@@ -1,13 +1,13 @@
 //! One Tandem node's VRRP as an operator sees it through `tandem status`: it becomes master
 //! alone, counts every malformed advert under its reason without being disturbed by it (and
-//! every forged one from a host that is not its unicast peer), and a
-//! failing track script with weight 0 puts it in Fault (VIP released, notify script called with
-//! keepalived's arguments) until the script succeeds again.
+//! every forged one from a host that is not its unicast peer, or not in its `allowed_sources`
+//! with multicast adverts), and a failing track script with weight 0 puts it in Fault (VIP
+//! released, notify script called with keepalived's arguments) until the script succeeds again.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tandem::vrrp::wire::{Advert, ChecksumMode, Version};
+use tandem::vrrp::wire::{Advert, ChecksumMode, Version, MULTICAST_GROUP};
 use tandem_lab::pair::{holders, wait_until, TandemNode, VrrpSettings};
 use tandem_lab::{Host, Lab, CLIENT, LB1, LB2, VIP};
 
@@ -24,8 +24,10 @@ fn instance_status(node: &TandemNode) -> serde_json::Value {
     status["vrrp"][0].clone()
 }
 
-/// Sends `payload` as IP protocol 112 from `host` to `to` with IP TTL `ttl`.
+/// Sends `payload` as IP protocol 112 from `host` to `to` with IP TTL `ttl`; to a multicast
+/// group, out of the host's segment interface (as a peer's adverts go to 224.0.0.18).
 fn send_vrrp(host: &Host, to: Ipv4Addr, ttl: u32, payload: Vec<u8>) {
+    let source = host.ip;
     host.in_netns(move || {
         // SAFETY: plain socket(2)/setsockopt(2)/sendto(2)/close(2) on a descriptor we own, with
         // buffers that outlive the calls.
@@ -33,13 +35,28 @@ fn send_vrrp(host: &Host, to: Ipv4Addr, ttl: u32, payload: Vec<u8>) {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
             assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
             let ttl = ttl as libc::c_int;
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IP,
-                libc::IP_TTL,
-                (&ttl as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
+            let set = |option: libc::c_int, value: *const libc::c_void, len: usize| {
+                let done = libc::setsockopt(fd, libc::IPPROTO_IP, option, value, len as u32);
+                assert!(done == 0, "setsockopt: {}", std::io::Error::last_os_error());
+            };
+            let int = std::mem::size_of::<libc::c_int>();
+            set(libc::IP_TTL, (&ttl as *const libc::c_int).cast(), int);
+            if to.is_multicast() {
+                // The multicast TTL is separate from IP_TTL (and 1 by default).
+                set(
+                    libc::IP_MULTICAST_TTL,
+                    (&ttl as *const libc::c_int).cast(),
+                    int,
+                );
+                let interface = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(source.octets()),
+                };
+                set(
+                    libc::IP_MULTICAST_IF,
+                    (&interface as *const libc::in_addr).cast(),
+                    std::mem::size_of::<libc::in_addr>(),
+                );
+            }
             let mut target: libc::sockaddr_in = std::mem::zeroed();
             target.sin_family = libc::AF_INET as u16;
             target.sin_addr.s_addr = u32::from_ne_bytes(to.octets());
@@ -113,6 +130,7 @@ fn malformed_adverts_are_dropped_counted_by_reason_and_change_nothing() {
         priority: 200,
         interval: Duration::from_millis(100),
         addresses: vec![VIP],
+        password: None,
     };
     let valid = advert.emit(client.ip, lb1_address, ChecksumMode::WithPseudoHeader);
     for _ in 0..3 {
@@ -180,6 +198,7 @@ fn forged_adverts_from_a_host_that_is_not_the_unicast_peer_are_dropped_and_count
         priority: 255,
         interval: Duration::from_millis(100),
         addresses: vec![VIP],
+        password: None,
     }
     .emit(client.ip, lb1.ip, ChecksumMode::WithPseudoHeader);
     for _ in 0..4 {
@@ -201,6 +220,89 @@ fn forged_adverts_from_a_host_that_is_not_the_unicast_peer_are_dropped_and_count
         "a forged advert does not move the master"
     );
     assert_eq!(status["adverts_received"], 0, "{status}");
+    assert_eq!(holders(&lab, VIP), vec![LB1.to_owned()]);
+}
+
+/// With multicast adverts, `allowed_sources` is what keeps a host on the segment from taking
+/// the VIP: lb1 takes adverts from lb2 (a Tandem node with a lower priority) and none from the
+/// client, whose forged highest-priority adverts to 224.0.0.18 are counted as
+/// `unknown_source`.
+#[test]
+fn with_multicast_forged_adverts_from_a_host_not_in_allowed_sources_are_dropped_and_counted() {
+    let lab = Lab::new().expect("lab");
+    let (lb1, lb2) = (lab.host(LB1), lab.host(LB2));
+    let mut low = fast_settings();
+    low.priority = 100;
+    let node2 =
+        TandemNode::start(&lab, lb2, &TandemNode::vrrp_config(&lab, lb2, &low)).expect("start lb2");
+    wait_until(Duration::from_secs(5), "lb2 to hold the VIP", || {
+        holders(&lab, VIP) == vec![LB2.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", node2.log_text()));
+    // lb1 joins while lb2 is master: it hears lb2's adverts, then takes over (it preempts).
+    let config = TandemNode::vrrp_config(&lab, lb1, &fast_settings()).replacen(
+        "[[vrrp]]\n",
+        &format!("[[vrrp]]\nallowed_sources = [\"{}\"]\n", lb2.ip),
+        1,
+    );
+    assert!(
+        !config.contains("unicast_peer"),
+        "multicast adverts: {config}"
+    );
+    let node1 = TandemNode::start(&lab, lb1, &config).expect("start lb1");
+    let both = || format!("{}\n----\n{}", node1.log_text(), node2.log_text());
+    wait_until(Duration::from_secs(5), "lb1 to hold the VIP alone", || {
+        holders(&lab, VIP) == vec![LB1.to_owned()]
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n{}", both()));
+    let before = instance_status(&node1);
+    assert!(
+        before["adverts_received"].as_u64().unwrap_or(0) > 0
+            && before["drops"] == serde_json::json!({}),
+        "lb2's adverts are received normally: {before:#}\n{}",
+        both()
+    );
+
+    // The client forges well-formed adverts with the highest priority and sends them where
+    // every advert goes: had one been taken, lb1 would have stepped down at once.
+    let client = lab.host(CLIENT);
+    let forged = Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: 255,
+        interval: Duration::from_millis(100),
+        addresses: vec![VIP],
+        password: None,
+    }
+    .emit(client.ip, MULTICAST_GROUP, ChecksumMode::WithPseudoHeader);
+    for _ in 0..4 {
+        send_vrrp(client, MULTICAST_GROUP, 255, forged.clone());
+    }
+
+    let mut status = serde_json::Value::Null;
+    let counted = wait_until(
+        Duration::from_secs(3),
+        "the forged adverts to be counted",
+        || {
+            status = instance_status(&node1);
+            status["drops"] == serde_json::json!({ "unknown_source": 4 })
+        },
+    );
+    assert!(counted.is_ok(), "{status:#}\n{}", both());
+    assert_eq!(
+        status["state"], "master",
+        "a forged advert does not move the master"
+    );
+    assert_eq!(
+        status["adverts_received"], before["adverts_received"],
+        "none of the forged adverts is received: {status:#}"
+    );
+    // Not even for a moment: a master that heard priority 255 would have stepped down, and
+    // come back once the forger fell silent.
+    assert_eq!(
+        status["transitions"], before["transitions"],
+        "lb1 stayed master throughout: {status:#}"
+    );
     assert_eq!(holders(&lab, VIP), vec![LB1.to_owned()]);
 }
 

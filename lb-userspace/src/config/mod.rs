@@ -32,7 +32,7 @@ pub use model::{
     AccessLog, AccessLogLevel, Backend, BackendAddress, BackendProtocol, BackendTls, Balance,
     BuiltinCheck, CertificateFiles, Config, DataplaneMode, HealthCheck, HealthKind, LogTarget,
     NamedBackend, Node, ProxySettings, Replication, Service, ServiceHttp, ServiceMode, Session,
-    SessionKind, SessionMode, Tls, Track, VrrpInstance, DEFAULT_CONFIG_PATH,
+    SessionKind, SessionMode, Tls, Track, VrrpAuthentication, VrrpInstance, DEFAULT_CONFIG_PATH,
     DEFAULT_CONTROL_SOCKET,
 };
 

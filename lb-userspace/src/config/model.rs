@@ -127,6 +127,10 @@ pub struct VrrpInstance {
     /// Version 3 only: whether the checksum covers the IPv4 pseudo-header (keepalived and
     /// RFC 5798 do; RFC 9568 and some vendors do not).
     pub checksum_pseudo_header: bool,
+    /// Version 2 only: the password this instance's adverts carry and the peer's must carry;
+    /// `None`: no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<VrrpAuthentication>,
 }
 
 impl VrrpInstance {
@@ -137,6 +141,37 @@ impl VrrpInstance {
     pub const DEFAULT_PRIORITY: u8 = 100;
     pub const DEFAULT_VERSION: u8 = 3;
     pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// `[[vrrp]] authentication`: VRRPv2's simple text password (RFC 2338 Auth Type 1),
+/// keepalived's `authentication { auth_type PASS  auth_pass ... }`, so that a pair using it
+/// can run Tandem on one side. Not security: every advert carries the password in clear. It
+/// keeps a neighbour configured for another pair from joining this one.
+///
+/// Serialized (`tandem status --json`, reload messages) and debug-printed without the
+/// password, which says only that there is one.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type")]
+pub enum VrrpAuthentication {
+    /// `{ type = "PASS", password = "..." }`: 1 to 8 bytes, no NUL byte.
+    #[serde(rename = "PASS")]
+    Pass {
+        #[serde(skip_serializing)]
+        password: String,
+    },
+}
+
+impl VrrpAuthentication {
+    /// keepalived's `auth_data` is 8 bytes; RFC 2338 §5.3.10 likewise.
+    pub const MAX_PASSWORD_BYTES: usize = 8;
+}
+
+impl std::fmt::Debug for VrrpAuthentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VrrpAuthentication::Pass { .. } => f.write_str("Pass { password: .. }"),
+        }
+    }
 }
 
 /// Something whose failure lowers an instance's priority by `weight`, or, with weight 0, puts

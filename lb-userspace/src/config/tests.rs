@@ -105,6 +105,7 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
             garp_master_delay: VrrpInstance::DEFAULT_GARP_DELAY,
             notify: None,
             checksum_pseudo_header: true,
+            authentication: None,
         }],
         services: vec![Service {
             name: "web".into(),
@@ -210,7 +211,7 @@ fn unknown_key_points_at_the_key_and_lists_the_known_ones() {
         "t.toml:9:1: unknown key `priorty` in [[vrrp]] (expected one of: name, interface, \
          virtual_router_id, priority, version, advert_interval, preempt, preempt_delay, \
          virtual_ipaddress, unicast_peer, allowed_sources, track, garp_master_repeat, \
-         garp_master_delay, notify, checksum_pseudo_header)"
+         garp_master_delay, notify, checksum_pseudo_header, authentication)"
     );
     let nested = format!(
         "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
@@ -977,5 +978,113 @@ fn allowed_sources_are_read_for_multicast_and_refused_beside_unicast_peers() {
     assert!(
         message.starts_with("t.toml:10:19: allowed_sources is for multicast adverts"),
         "{message}"
+    );
+}
+
+#[test]
+fn a_v2_instance_reads_its_pass_password_and_status_json_leaves_it_out() {
+    let inline = format!(
+        "{NODE}{VRRP}version = 2\nauthentication = {{ type = \"PASS\", password = \"secret\" }}\n"
+    );
+    let table = format!(
+        "{NODE}{VRRP}version = 2\n[vrrp.authentication]\ntype = \"PASS\"\npassword = \"12345678\"\n"
+    );
+    let config = parse_ok(&inline).config;
+    assert_eq!(
+        config.vrrp[0].authentication,
+        Some(VrrpAuthentication::Pass {
+            password: "secret".to_owned()
+        })
+    );
+    let json = serde_json::to_value(&config).expect("config serializes");
+    assert_eq!(
+        json["vrrp"][0]["authentication"],
+        serde_json::json!({ "type": "PASS" })
+    );
+    assert!(!json.to_string().contains("secret"), "{json}");
+    assert!(!format!("{config:?}").contains("secret"));
+    assert_eq!(
+        parse_ok(&table).config.vrrp[0].authentication,
+        Some(VrrpAuthentication::Pass {
+            password: "12345678".to_owned()
+        })
+    );
+    // Without the key: no authentication, and none in the JSON either.
+    let plain = serde_json::to_value(parse_ok(&format!("{NODE}{VRRP}")).config).unwrap();
+    assert!(plain["vrrp"][0].get("authentication").is_none(), "{plain}");
+}
+
+#[test]
+fn authentication_is_refused_with_version_3_and_says_to_set_version_2() {
+    // Version 3 is the default, so forgetting `version = 2` is the likely mistake.
+    for version in ["", "version = 3\n"] {
+        let text = format!(
+            "{NODE}{VRRP}{version}authentication = {{ type = \"PASS\", password = \"secret\" }}\n"
+        );
+        let line = if version.is_empty() { 9 } else { 10 };
+        assert_eq!(
+            error(&text),
+            format!(
+                "t.toml:{line}:18: authentication is for VRRP version 2 only (version 3 has \
+                 none): set version = 2, as the keepalived peer that uses auth_type PASS speaks \
+                 it, or remove authentication"
+            )
+        );
+    }
+}
+
+#[test]
+fn pass_passwords_are_one_to_eight_bytes_and_errors_point_at_the_password() {
+    let with = |password: &str| {
+        format!(
+            "{NODE}{VRRP}version = 2\nauthentication = {{ type = \"PASS\", password = {password} }}\n"
+        )
+    };
+    assert_eq!(
+        error(&with("\"\"")),
+        "t.toml:10:46: password is empty: write 1 to 8 bytes, the same as the peer's auth_pass, \
+         e.g. password = \"secret\""
+    );
+    assert_eq!(
+        error(&with("\"averylongpassword\"")),
+        "t.toml:10:46: password is 17 bytes; a VRRPv2 advert carries at most 8: shorten it (a \
+         keepalived peer given this auth_pass uses its first 8 bytes, \"averylon\" here)"
+    );
+    // Bytes, not characters: four 2-byte letters fit, five do not.
+    parse_ok(&with("\"ääää\""));
+    assert!(error(&with("\"äääää\"")).contains("password is 10 bytes"));
+    assert!(error(&with("\"a\\u0000b\"")).contains("NUL byte"));
+    assert_eq!(
+        error(&with("1111")),
+        "t.toml:10:46: `password` must be a string, found integer"
+    );
+}
+
+#[test]
+fn authentication_type_is_pass_and_the_table_is_checked() {
+    let with = |body: &str| format!("{NODE}{VRRP}version = 2\nauthentication = {body}\n");
+    assert_eq!(
+        error(&with("{ type = \"AH\", password = \"secret\" }")),
+        "t.toml:10:27: type = \"AH\" (IPsec authentication header) is not supported: use \
+         type = \"PASS\" on both nodes, or remove authentication on both"
+    );
+    assert_eq!(
+        error(&with("{ type = \"pass\", password = \"secret\" }")),
+        "t.toml:10:27: unknown type \"pass\" (expected one of: \"PASS\")"
+    );
+    assert_eq!(
+        error(&with("{ password = \"secret\" }")),
+        "t.toml:10:18: missing `type` in authentication"
+    );
+    assert_eq!(
+        error(&with(
+            "{ type = \"PASS\", password = \"secret\", pass = \"x\" }"
+        )),
+        "t.toml:10:56: unknown key `pass` in authentication (expected one of: type, password)"
+    );
+    assert_eq!(
+        error(&with("\"secret\"")),
+        "t.toml:10:18: authentication is a table, e.g. { type = \"PASS\", password = \
+         \"secret\" }; found string"
     );
 }

@@ -8,8 +8,9 @@
 //! The mapping follows keepalived's defaults where Tandem's differ, so the node elects as the
 //! keepalived node did: VRRP version 2 unless `vrrp_version` says otherwise, advert interval
 //! 1 s, preemption on. The classic track script (`killall -0 pound`, or `pidof pound`)
-//! becomes Tandem's built-in proxy check; other scripts stay scripts. LVS (`virtual_server`),
-//! sync groups, mail and authentication have no counterpart and are listed.
+//! becomes Tandem's built-in proxy check; other scripts stay scripts. `auth_type PASS` becomes
+//! `authentication` with the password keepalived actually sends (its first 8 bytes). LVS
+//! (`virtual_server`), sync groups, mail and `auth_type AH` have no counterpart and are listed.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -19,7 +20,7 @@ use super::{
     duration_text, finish_tree, parse_seconds, push_directive, Directive, Findings, LineError,
     TrackDraft, VrrpDraft,
 };
-use crate::config::VrrpInstance;
+use crate::config::{VrrpAuthentication, VrrpInstance};
 
 /// keepalived's VRRP version when `vrrp_version` is not set.
 const KEEPALIVED_DEFAULT_VERSION: u8 = 2;
@@ -292,6 +293,8 @@ pub(super) fn import(directives: &[Directive], findings: &mut Findings) -> Keepa
 struct Globals {
     router_id: Option<String>,
     version: Option<u8>,
+    /// `vrrp_strict`: keepalived then sends no authentication, whatever an instance says.
+    strict: bool,
     garp_master_delay: Option<Duration>,
     garp_master_repeat: Option<u32>,
 }
@@ -344,11 +347,14 @@ impl<'a> Reader<'a, '_> {
                     "not needed: Tandem runs track and notify scripts as its own user \
                      (systemd's User=); make them work as that user",
                 ),
-                "vrrp_strict" => self.findings.untranslated(
-                    child,
-                    "not needed: Tandem checks adverts as RFC 5798 says in any case, and adds no \
-                     firewall rules",
-                ),
+                "vrrp_strict" => {
+                    self.globals.strict = true;
+                    self.findings.untranslated(
+                        child,
+                        "not needed: Tandem checks adverts as RFC 5798 says in any case, and adds \
+                         no firewall rules",
+                    );
+                }
                 keyword if keyword.starts_with("lvs_") => self.findings.untranslated(
                     child,
                     "an LVS setting: Tandem's L4 services ([[service]] mode = \"tcp\") need \
@@ -442,6 +448,7 @@ impl<'a> Reader<'a, '_> {
         let mut garp_master_delay = self.globals.garp_master_delay;
         let mut garp_master_repeat = self.globals.garp_master_repeat;
         let mut notify = None;
+        let mut authentication = None;
         for child in directive.children() {
             match child.keyword.as_str() {
                 "interface" => match child.single_arg() {
@@ -499,12 +506,8 @@ impl<'a> Reader<'a, '_> {
                      name, the new state and the priority as arguments; point `notify` at a \
                      script that acts on the state",
                 ),
-                "authentication" => self.findings.untranslated(
-                    child,
-                    "VRRPv3 has no authentication (RFC 5798 removed it) and Tandem sends none \
-                     with version 2 either: remove it from a keepalived peer too, or the peer \
-                     drops Tandem's adverts",
-                ),
+                // Read once the version is known: keepalived ignores it with version 3.
+                "authentication" => authentication = Some(child),
                 "virtual_ipaddress_excluded" => self.findings.untranslated(
                     child,
                     "Tandem advertises and adds every virtual address alike; move these into \
@@ -597,6 +600,7 @@ impl<'a> Reader<'a, '_> {
                 KEEPALIVED_DEFAULT_VERSION
             }
         };
+        let password = authentication.and_then(|block| self.authentication(block, version));
         let advert_interval = match advert {
             Some((at, interval)) if version == 2 && interval.subsec_nanos() != 0 => {
                 let rounded = Duration::from_secs(interval.as_secs().max(1));
@@ -624,11 +628,103 @@ impl<'a> Reader<'a, '_> {
             preempt_delay,
             virtual_ipaddress,
             unicast_peer,
+            password,
             track,
             garp_master_repeat,
             garp_master_delay,
             notify,
         }
+    }
+
+    /// An instance's `authentication` block: the password of `auth_type PASS` as keepalived
+    /// sends it, or `None` (listed or noted) where keepalived sends no authentication or
+    /// Tandem has no counterpart. keepalived's own rules (vrrp/vrrp.c, vrrp_parser.c): the
+    /// password is truncated to 8 bytes; version 3, `vrrp_strict` and an empty password each
+    /// turn authentication off.
+    fn authentication(&mut self, block: &Directive, version: u8) -> Option<String> {
+        let mut kind = None;
+        let mut pass = None;
+        for child in block.children() {
+            match child.keyword.as_str() {
+                "auth_type" => match child.args.first().map(String::as_str) {
+                    Some(name @ ("PASS" | "AH")) => kind = Some((child, name)),
+                    _ => self.findings.untranslated(
+                        child,
+                        "expected PASS or AH (keepalived ignores anything else); not translated",
+                    ),
+                },
+                // keepalived takes the first word; a password has no spaces in its config.
+                "auth_pass" => pass = child.args.first().map(|text| (child, text.as_str())),
+                _ => self.unknown(child),
+            }
+        }
+        let Some((kind_at, kind)) = kind else {
+            if pass.is_some() {
+                self.findings.note(
+                    block,
+                    "auth_pass without auth_type: keepalived sends no authentication, so none \
+                     is written",
+                );
+            }
+            return None;
+        };
+        if kind == "AH" {
+            self.findings.untranslated(
+                kind_at,
+                "Tandem has no IPsec AH authentication; not written. Switch both nodes to \
+                 auth_type PASS (the same guard against a misconfigured neighbour; the password \
+                 travels in clear) or remove authentication; until then a keepalived peer with \
+                 AH drops Tandem's adverts",
+            );
+            return None;
+        }
+        if version == 3 {
+            self.findings.note(
+                block,
+                "keepalived ignores authentication with VRRP version 3 (which has none), so its \
+                 adverts carry none and none is written",
+            );
+            return None;
+        }
+        if self.globals.strict {
+            self.findings.note(
+                block,
+                "keepalived ignores authentication under vrrp_strict, so its adverts carry \
+                 none: not written",
+            );
+            return None;
+        }
+        let Some((pass_at, text)) = pass.filter(|(_, text)| !text.is_empty()) else {
+            self.findings.note(
+                block,
+                "auth_type PASS without auth_pass: keepalived then sends no authentication, so \
+                 none is written",
+            );
+            return None;
+        };
+        let max = VrrpAuthentication::MAX_PASSWORD_BYTES;
+        if text.len() <= max {
+            return Some(text.to_owned());
+        }
+        let Some(kept) = text.get(..max) else {
+            self.findings.untranslated(
+                pass_at,
+                format!(
+                    "keepalived uses the first {max} bytes of auth_pass, which end inside a \
+                     character here; not written: set a password of at most {max} bytes on \
+                     both nodes"
+                ),
+            );
+            return None;
+        };
+        self.findings.note(
+            pass_at,
+            format!(
+                "keepalived uses only the first {max} bytes of auth_pass (it logs \"Truncating \
+                 auth_pass\"), so the password its adverts carry, {kept:?}, is written"
+            ),
+        );
+        Some(kept.to_owned())
     }
 
     /// `ADDR[/PREFIX] [dev IF] [label L] ...`: the address and the `dev` it names.

@@ -287,6 +287,8 @@ pub(super) struct VrrpDraft {
     pub preempt_delay: Option<Duration>,
     pub virtual_ipaddress: Vec<Ipv4Addr>,
     pub unicast_peer: Vec<Ipv4Addr>,
+    /// `auth_type PASS`: the password as keepalived sends it (at most 8 bytes).
+    pub password: Option<String>,
     pub track: Vec<TrackDraft>,
     pub garp_master_repeat: Option<u32>,
     pub garp_master_delay: Option<Duration>,
@@ -684,6 +686,16 @@ fn write_vrrp(out: &mut String, vrrp: &VrrpDraft) {
     );
     if !vrrp.unicast_peer.is_empty() {
         write_list(out, "unicast_peer", &addresses(&vrrp.unicast_peer));
+    }
+    if let Some(password) = &vrrp.password {
+        let _ = writeln!(
+            out,
+            "authentication = {}",
+            inline_table(&[
+                ("type", toml_string("PASS")),
+                ("password", toml_string(password)),
+            ])
+        );
     }
     if !vrrp.track.is_empty() {
         let tracks: Vec<String> = vrrp.track.iter().map(track_text).collect();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::config::{self, BuiltinCheck, Loaded, SessionKind, Track};
+use crate::config::{self, BuiltinCheck, Loaded, SessionKind, Track, VrrpAuthentication};
 
 const POUND_CFG: &str = include_str!("testdata/pound.cfg");
 const KEEPALIVED_LB1: &str = include_str!("testdata/keepalived-lb1.conf");
@@ -867,7 +867,7 @@ fn keepalived_track_scripts_become_the_builtin_check_or_script_trackers() {
 fn keepalived_untranslatable_directives_are_listed_with_their_line() {
     let text = "include /etc/keepalived/conf.d/*.conf\nglobal_defs {\n  notification_email {\n    \
                 root@localhost\n  }\n  vrrp_strict\n}\nvrrp_instance VI_1 {\n  interface eth0\n  \
-                virtual_router_id 51\n  authentication {\n    auth_type PASS\n    auth_pass \
+                virtual_router_id 51\n  authentication {\n    auth_type AH\n    auth_pass \
                 secret\n  }\n  virtual_ipaddress {\n    198.18.0.99/24 dev eth0 label eth0:1\n    \
                 198.18.1.99 dev eth1\n  }\n  track_script {\n    missing\n  }\n  notify_master \
                 /bin/true\n  include more.conf\n}\nvirtual_server 198.18.0.99 80 {\n  lb_algo rr\n}\n";
@@ -881,7 +881,7 @@ fn keepalived_untranslatable_directives_are_listed_with_their_line() {
         (1, "not followed: `tandem import` "),
         (3, "Tandem sends no mail; a `notif"),
         (6, "not needed: Tandem checks adve"),
-        (11, "VRRPv3 has no authentication ("),
+        (12, "Tandem has no IPsec AH authent"),
         (16, "Tandem adds virtual addresses "),
         (16, "label eth0:1: Tandem adds the "),
         (17, "Tandem adds an instance's addr"),
@@ -896,6 +896,128 @@ fn keepalived_untranslatable_directives_are_listed_with_their_line() {
     assert_eq!(got, expected);
     let vrrp = &load(&imported).config.vrrp[0];
     assert_eq!(vrrp.virtual_ipaddress, [Ipv4Addr::new(198, 18, 0, 99)]);
+}
+
+/// An instance with `authentication { ... }` made of `auth` (one statement per line).
+fn with_authentication(auth: &str) -> String {
+    format!("{INSTANCE}  authentication {{\n{auth}  }}\n}}\n")
+}
+
+fn pass(password: &str) -> Option<VrrpAuthentication> {
+    Some(VrrpAuthentication::Pass {
+        password: password.to_owned(),
+    })
+}
+
+#[test]
+fn keepalived_pass_authentication_becomes_the_v2_instances_password() {
+    let imported = keepalived_import(&with_authentication(
+        "    auth_type PASS\n    auth_pass 1111\n",
+    ));
+    assert!(imported.is_complete(), "{:?}", listed(&imported));
+    assert!(
+        imported
+            .toml
+            .contains("\nauthentication = { type = \"PASS\", password = \"1111\" }\n"),
+        "{}",
+        imported.toml
+    );
+    let vrrp = &load(&imported).config.vrrp[0];
+    assert_eq!((vrrp.version, &vrrp.authentication), (2, &pass("1111")));
+}
+
+#[test]
+fn a_long_auth_pass_is_cut_to_the_8_bytes_keepalived_sends_and_noted() {
+    let imported = keepalived_import(&with_authentication(
+        "    auth_type PASS\n    auth_pass averylongpassword\n",
+    ));
+    assert!(imported.is_complete(), "{:?}", listed(&imported));
+    assert_eq!(
+        load(&imported).config.vrrp[0].authentication,
+        pass("averylon")
+    );
+    let note = imported.notes.iter().find(|n| n.line == Some(9));
+    assert!(
+        note.is_some_and(|n| n.message.contains("first 8 bytes of auth_pass")
+            && n.message.contains("\"averylon\"")),
+        "{:?}",
+        imported.notes
+    );
+    // Cut inside a character: nothing sensible to write.
+    let imported = keepalived_import(&with_authentication(
+        "    auth_type PASS\n    auth_pass abcdefgä\n",
+    ));
+    assert_eq!(listed(&imported).len(), 1, "{:?}", listed(&imported));
+    assert_eq!(load(&imported).config.vrrp[0].authentication, None);
+}
+
+#[test]
+fn authentication_keepalived_ignores_is_not_written_and_says_why() {
+    let cases = [
+        // Version 3 has no authentication: keepalived ignores it.
+        (
+            format!(
+                "global_defs {{\n  vrrp_version 3\n}}\n{}",
+                with_authentication("    auth_type PASS\n    auth_pass 1111\n")
+            ),
+            "VRRP version 3",
+        ),
+        // So does strict mode.
+        (
+            format!(
+                "global_defs {{\n  vrrp_strict\n}}\n{}",
+                with_authentication("    auth_type PASS\n    auth_pass 1111\n")
+            ),
+            "vrrp_strict",
+        ),
+        // A type without a password, a password without a type.
+        (
+            with_authentication("    auth_type PASS\n"),
+            "without auth_pass",
+        ),
+        (
+            with_authentication("    auth_pass 1111\n"),
+            "without auth_type",
+        ),
+    ];
+    for (text, why) in cases {
+        let imported = keepalived_import(&text);
+        assert!(
+            imported.notes.iter().any(|n| n.message.contains(why)),
+            "{why}: {:?}",
+            imported.notes
+        );
+        assert!(
+            !imported.toml.contains("\nauthentication"),
+            "{}",
+            imported.toml
+        );
+        assert_eq!(load(&imported).config.vrrp[0].authentication, None);
+    }
+}
+
+#[test]
+fn ah_and_unknown_authentication_types_are_listed_not_written() {
+    let imported = keepalived_import(&with_authentication(
+        "    auth_type AH\n    auth_pass 1111\n",
+    ));
+    assert_eq!(
+        imported
+            .untranslated
+            .iter()
+            .map(|f| (f.line, f.message.split(';').next().unwrap_or_default()))
+            .collect::<Vec<_>>(),
+        [(Some(8), "Tandem has no IPsec AH authentication")]
+    );
+    let imported = keepalived_import(&with_authentication(
+        "    auth_type pass\n    auth_pass 1111\n",
+    ));
+    assert!(
+        listed(&imported)[0].contains("expected PASS or AH"),
+        "{:?}",
+        listed(&imported)
+    );
+    assert_eq!(load(&imported).config.vrrp[0].authentication, None);
 }
 
 #[test]

@@ -68,6 +68,16 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
                     &same_priority,
                     &mut changes,
                 );
+                // The password is not serialized, so the diff cannot see it change; say that
+                // it did without saying what it is.
+                if let (Some(before), Some(after)) = (&old.authentication, &new.authentication) {
+                    if before != after {
+                        changes.push(format!(
+                            "[[vrrp]] {} authentication.password: changed (not shown)",
+                            old.name
+                        ));
+                    }
+                }
             }
             None => changes.push(format!("[[vrrp]] {} removed", old.name)),
         }
@@ -447,6 +457,32 @@ mod tests {
             restart_only_changes(&running, &owner),
             vec!["[[vrrp]] VI_1 priority: 101 -> 255".to_owned()]
         );
+    }
+
+    #[test]
+    fn a_vrrp_password_change_needs_a_restart_and_is_not_shown() {
+        let with = |password: &str| {
+            config(
+                "lb1",
+                101,
+                &format!(
+                    "version = 2\nauthentication = {{ type = \"PASS\", password = \"{password}\" }}\n"
+                ),
+            )
+        };
+        let running = with("secret");
+        assert!(restart_only_changes(&running, &with("secret")).is_empty());
+        assert_eq!(
+            restart_only_changes(&running, &with("other")),
+            vec!["[[vrrp]] VI_1 authentication.password: changed (not shown)".to_owned()]
+        );
+        let without = config("lb1", 101, "version = 2\n");
+        let added = restart_only_changes(&without, &running);
+        assert_eq!(
+            added,
+            vec!["[[vrrp]] VI_1 authentication.type: (unset) -> \"PASS\"".to_owned()]
+        );
+        assert!(!format!("{running:?}{added:?}").contains("secret"));
     }
 
     #[test]

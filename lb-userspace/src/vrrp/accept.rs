@@ -1,13 +1,13 @@
 //! Whether an advert that parsed (`wire::parse_ipv4`) is for this instance: the rules of
-//! RFC 5798 §7.1 and RFC 3768 §7.1 that need the instance's settings, and the sources it takes
-//! adverts from (its unicast peers, or `allowed_sources` for multicast), with the drop reason
-//! of each refusal. Pure, beside the state machine; the instance's task only carries out the
+//! RFC 5798 §7.1 and RFC 3768 §7.1 that need the instance's settings (with RFC 2338's simple
+//! password for v2, as keepalived checks it), and the sources it takes adverts from (its
+//! unicast peers, or `allowed_sources` for multicast), with the drop reason of each refusal. Pure, beside the state machine; the instance's task only carries out the
 //! verdict (counting a drop, or passing the advert to the machine).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::wire::{DropReason, Received, Version};
+use super::wire::{DropReason, Password, Received, Version};
 
 /// What this instance expects of the adverts it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct Expected<'a> {
     pub version: Version,
     /// The advert interval; VRRPv2 drops an advert whose interval differs.
     pub advert_interval: Duration,
+    /// VRRPv2: the password adverts must carry (Auth Type 1), or `None` for Auth Type 0.
+    pub password: Option<Password>,
     /// The only sources adverts are taken from (the unicast peers, or `allowed_sources`);
     /// empty: any. A forged advert from elsewhere must not take the VIP.
     pub sources: &'a [Ipv4Addr],
@@ -50,6 +52,19 @@ pub fn judge(received: &Received, expected: &Expected<'_>) -> Verdict {
     if advert.version != expected.version {
         return Verdict::Drop(DropReason::VersionMismatch);
     }
+    // RFC 2338 §7.1, as keepalived does it: an advert whose Auth Type differs from ours is
+    // dropped, and so is one with Auth Type 1 whose 8 bytes of password differ. The password
+    // is compared plainly: it travels in clear, so timing would tell nothing more.
+    if expected.version == Version::V2 {
+        match (&advert.password, &expected.password) {
+            (None, None) => {}
+            (Some(sent), Some(ours)) if sent == ours => {}
+            (Some(_), Some(_)) => return Verdict::Drop(DropReason::PasswordMismatch),
+            (Some(_), None) | (None, Some(_)) => {
+                return Verdict::Drop(DropReason::AuthenticationMismatch)
+            }
+        }
+    }
     // RFC 3768 §7.1: a v2 advert whose interval differs from ours MUST be discarded. v3's
     // backups learn the master's interval instead (RFC 5798 §6.4.2).
     if expected.version == Version::V2 && advert.interval != expected.advert_interval {
@@ -72,6 +87,7 @@ mod tests {
             vrid: 51,
             version,
             advert_interval: Duration::from_secs(1),
+            password: None,
             sources: &[],
         }
     }
@@ -87,7 +103,22 @@ mod tests {
                 priority: 100,
                 interval,
                 addresses: vec![Ipv4Addr::new(198, 18, 0, 99)],
+                password: None,
             },
+        }
+    }
+
+    /// A v2 advert from the peer carrying `password` (`None`: Auth Type 0).
+    fn v2_with(password: Option<&[u8]>) -> Received {
+        let mut advert = received(PEER, 51, Version::V2, Duration::from_secs(1));
+        advert.advert.password = password.map(|text| Password::new(text).unwrap());
+        advert
+    }
+
+    fn v2_expecting(password: Option<&[u8]>) -> Expected<'static> {
+        Expected {
+            password: password.map(|text| Password::new(text).unwrap()),
+            ..expected(Version::V2)
         }
     }
 
@@ -159,6 +190,68 @@ mod tests {
             judge(&other_router, &expected),
             Verdict::Ignore,
             "another virtual router's adverts are not counted"
+        );
+    }
+
+    #[test]
+    fn a_v2_advert_with_this_instances_password_is_accepted() {
+        assert_eq!(
+            judge(&v2_with(Some(b"secret")), &v2_expecting(Some(b"secret"))),
+            Verdict::Accept
+        );
+    }
+
+    #[test]
+    fn a_v2_advert_with_another_password_is_dropped_as_a_password_mismatch() {
+        for other in [&b"Secret"[..], b"secret1", b"s"] {
+            assert_eq!(
+                judge(&v2_with(Some(other)), &v2_expecting(Some(b"secret"))),
+                Verdict::Drop(DropReason::PasswordMismatch)
+            );
+        }
+    }
+
+    #[test]
+    fn authentication_on_one_side_only_is_dropped_as_an_authentication_mismatch() {
+        // A peer that sends no password to an instance that wants one...
+        assert_eq!(
+            judge(&v2_with(None), &v2_expecting(Some(b"secret"))),
+            Verdict::Drop(DropReason::AuthenticationMismatch)
+        );
+        // ...and a PASS peer to an instance configured without authentication.
+        assert_eq!(
+            judge(&v2_with(Some(b"secret")), &v2_expecting(None)),
+            Verdict::Drop(DropReason::AuthenticationMismatch)
+        );
+        // Without authentication on either side nothing changes.
+        assert_eq!(judge(&v2_with(None), &v2_expecting(None)), Verdict::Accept);
+    }
+
+    #[test]
+    fn authentication_is_judged_after_the_source_and_the_version() {
+        let stranger = Ipv4Addr::new(198, 18, 0, 10);
+        let peers = [PEER];
+        let expected = Expected {
+            sources: &peers,
+            ..v2_expecting(Some(b"secret"))
+        };
+        let mut forged = v2_with(Some(b"wrong"));
+        forged.source = stranger;
+        assert_eq!(
+            judge(&forged, &expected),
+            Verdict::Drop(DropReason::UnknownSource)
+        );
+        let v3 = received(PEER, 51, Version::V3, Duration::from_secs(1));
+        assert_eq!(
+            judge(&v3, &expected),
+            Verdict::Drop(DropReason::VersionMismatch)
+        );
+        // A wrong password is reported before a wrong interval, as keepalived checks them.
+        let mut slow = v2_with(Some(b"wrong"));
+        slow.advert.interval = Duration::from_secs(2);
+        assert_eq!(
+            judge(&slow, &expected),
+            Verdict::Drop(DropReason::PasswordMismatch)
         );
     }
 }

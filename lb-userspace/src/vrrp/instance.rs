@@ -24,8 +24,8 @@ use super::link::{self, ArpSender, InterfaceInfo, Netlink};
 use super::machine::{Action, Event, Machine, Settings, State};
 use super::priority::{self, TrackerState};
 use super::socket::VrrpSocket;
-use super::wire::{self, Advert, ChecksumMode, DropReason, Version};
-use crate::config::VrrpInstance;
+use super::wire::{self, Advert, ChecksumMode, DropReason, Password, Version};
+use crate::config::{VrrpAuthentication, VrrpInstance};
 
 /// How long an instance whose VIP could not be added stays in Fault before it tries again.
 const VIP_RETRY: Duration = Duration::from_secs(5);
@@ -134,6 +134,18 @@ pub async fn start(
             net_admin.name()
         );
     }
+    let password = match &config.authentication {
+        None => None,
+        Some(VrrpAuthentication::Pass { password }) => {
+            Some(Password::new(password.as_bytes()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[[vrrp]] {}: the PASS password must be 1 to {} bytes",
+                    config.name,
+                    Password::MAX_LEN
+                )
+            })?)
+        }
+    };
     let netlink = resources.netlink.clone();
     let interface = netlink
         .interface(&config.interface, &config.virtual_ipaddress)
@@ -215,6 +227,7 @@ pub async fn start(
         } else {
             Version::V3
         },
+        password,
         config,
         interface,
         socket,
@@ -255,6 +268,8 @@ struct Shell {
     config: VrrpInstance,
     version: Version,
     checksum: ChecksumMode,
+    /// VRRPv2 PASS: sent in every advert, and required in every advert received.
+    password: Option<Password>,
     interface: InterfaceInfo,
     socket: VrrpSocket,
     arp: ArpSender,
@@ -386,6 +401,7 @@ impl Shell {
             vrid: self.config.virtual_router_id,
             version: self.version,
             advert_interval: self.config.advert_interval,
+            password: self.password,
             sources: if self.config.unicast_peer.is_empty() {
                 &self.config.allowed_sources
             } else {
@@ -591,6 +607,7 @@ impl Shell {
             priority,
             interval: self.config.advert_interval,
             addresses: self.config.virtual_ipaddress.clone(),
+            password: self.password,
         };
         let mut sent = 0;
         for destination in self.socket.destinations().to_vec() {

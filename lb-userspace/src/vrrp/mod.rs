@@ -4,8 +4,8 @@
 //! The protocol lives in I/O-free parts, each tested on its own:
 //! - `wire`: the advert codec (parse with full validation and a reason for every drop, emit),
 //!   over the IPv4 codec of [`crate::wire`] (where the gratuitous ARP frame is too).
-//! - `accept`: whether a parsed advert is for this instance (own address, VRID, version,
-//!   v2 interval), with the drop reason of each refusal.
+//! - `accept`: whether a parsed advert is for this instance (own address, VRID, source,
+//!   version, v2 password and interval), with the drop reason of each refusal.
 //! - `machine`: the per-instance state machine; time is injected, it never touches a socket.
 //! - `priority`: effective priority and Fault from the trackers (keepalived's weight rules).
 //!

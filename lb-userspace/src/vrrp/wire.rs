@@ -18,9 +18,15 @@
 //!
 //! The IPv4 header is read by [`crate::wire::ipv4`]; the advert is its payload.
 //!
-//! Not here: deciding whether an advert is for this instance (VRID, version, the v2 interval
-//! rule: `vrrp::accept` does that, though its drop reasons are listed in [`DropReason`] so every
-//! drop is counted in one place), sockets, and IPv6 (Tandem's virtual addresses are IPv4).
+//! VRRPv2 authentication: type 0 (none) and type 1, the simple text [`Password`] of RFC 2338
+//! §5.3.6 that keepalived still offers as `auth_type PASS`, are read and written; type 2 (IP
+//! AH) and unknown types are dropped here. Whether a password is the right one is for the
+//! instance to say.
+//!
+//! Not here: deciding whether an advert is for this instance (VRID, version, password, the v2
+//! interval rule: `vrrp::accept` does that, though its drop reasons are listed in
+//! [`DropReason`] so every drop is counted in one place), sockets, and IPv6 (Tandem's virtual
+//! addresses are IPv4).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -45,6 +51,16 @@ pub const V2_AUTH_DATA_LEN: usize = 8;
 pub const IPV4_TOS: u8 = 0xc0;
 /// The most addresses one advert can list (Count IPvX Addr is 8 bits).
 pub const MAX_ADDRESSES: usize = 255;
+
+/// VRRPv2 Auth Type values (RFC 2338 §5.3.6; RFC 3768 keeps only 0 and reserves the others).
+pub mod auth_type {
+    /// No authentication: the Authentication Data is ignored.
+    pub const NONE: u8 = 0;
+    /// Simple text password in the Authentication Data (keepalived's `auth_type PASS`).
+    pub const PASSWORD: u8 = 1;
+    /// IP Authentication Header (keepalived's `auth_type AH`); not supported.
+    pub const IP_AH: u8 = 2;
+}
 
 /// Offsets in the VRRP message (RFC 5798 §5.1, RFC 3768 §5.1).
 mod field {
@@ -166,8 +182,49 @@ impl ChecksumMode {
     }
 }
 
+/// A VRRPv2 simple text password (Auth Type 1): the 8 bytes of Authentication Data, holding the
+/// password zero-padded, as keepalived pads `auth_pass`. Two passwords are the same when all 8
+/// bytes are, which is how keepalived compares them.
+///
+/// Not a secret on the wire (every advert carries it in clear), but its `Debug` form leaves it
+/// out all the same, so that logs and test output do not spread a string people reuse.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Password([u8; V2_AUTH_DATA_LEN]);
+
+impl Password {
+    /// The longest password an advert holds, in bytes.
+    pub const MAX_LEN: usize = V2_AUTH_DATA_LEN;
+
+    /// `text` zero-padded to 8 bytes; `None` when it is empty or longer than 8 bytes.
+    pub fn new(text: &[u8]) -> Option<Password> {
+        if text.is_empty() || text.len() > Password::MAX_LEN {
+            return None;
+        }
+        let mut data = [0; V2_AUTH_DATA_LEN];
+        data[..text.len()].copy_from_slice(text);
+        Some(Password(data))
+    }
+
+    /// The Authentication Data of a received advert, whatever it holds.
+    pub fn from_auth_data(data: [u8; V2_AUTH_DATA_LEN]) -> Password {
+        Password(data)
+    }
+
+    /// The 8 bytes an advert carries.
+    pub fn auth_data(&self) -> &[u8; V2_AUTH_DATA_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
 /// Why a received datagram was not handed to the instance; one variant per reason, so drops
-/// can be counted by reason. The codec decides all of them but the last two.
+/// can be counted by reason. The codec decides all of them up to
+/// [`DropReason::UnsupportedAuthentication`]; `vrrp::accept` the ones after it.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, thiserror::Error,
 )]
@@ -196,10 +253,14 @@ pub enum DropReason {
     BadChecksum,
     #[error("advertisement interval is zero")]
     ZeroInterval,
-    #[error("VRRPv2 authentication type is not 0 (none); Tandem supports no VRRP authentication")]
+    #[error("VRRPv2 authentication type is neither 0 (none) nor 1 (PASS): IP AH (2) or unknown, which Tandem does not support")]
     UnsupportedAuthentication,
     #[error("VRRP version differs from this instance's")]
     VersionMismatch,
+    #[error("VRRPv2 authentication differs from this instance's: a PASS password on one node, none on the other")]
+    AuthenticationMismatch,
+    #[error("VRRPv2 PASS password differs from this instance's")]
+    PasswordMismatch,
     #[error("VRRPv2 advertisement interval differs from this instance's (RFC 3768 drops it)")]
     IntervalMismatch,
     #[error("the advert's source is neither a unicast_peer nor in allowed_sources")]
@@ -221,6 +282,8 @@ impl DropReason {
         DropReason::ZeroInterval,
         DropReason::UnsupportedAuthentication,
         DropReason::VersionMismatch,
+        DropReason::AuthenticationMismatch,
+        DropReason::PasswordMismatch,
         DropReason::IntervalMismatch,
         DropReason::UnknownSource,
     ];
@@ -240,6 +303,8 @@ impl DropReason {
             DropReason::ZeroInterval => "zero_interval",
             DropReason::UnsupportedAuthentication => "unsupported_authentication",
             DropReason::VersionMismatch => "version_mismatch",
+            DropReason::AuthenticationMismatch => "authentication_mismatch",
+            DropReason::PasswordMismatch => "password_mismatch",
             DropReason::IntervalMismatch => "interval_mismatch",
             DropReason::UnknownSource => "unknown_source",
         }
@@ -458,6 +523,9 @@ pub struct Advert {
     /// v3: Max Advert Interval in centiseconds (12 bits); v2: Adver Int in whole seconds (8 bits).
     pub interval: Duration,
     pub addresses: Vec<Ipv4Addr>,
+    /// v2 only: `Some` is Auth Type 1 with this password, `None` Auth Type 0. Always `None` in
+    /// a v3 advert, and left out when one is emitted (v3 has no such field).
+    pub password: Option<Password>,
 }
 
 impl Advert {
@@ -477,11 +545,21 @@ impl Advert {
         if !packet.verify_checksum(source, destination, checksum) {
             return Err(DropReason::BadChecksum);
         }
-        // RFC 3768 §5.3.6: types 1 (plain text) and 2 (IP AH) are deprecated; RFC 5798 removed
-        // the field. The Authentication Data is ignored with type 0.
-        if version == Version::V2 && packet.v2_auth_type() != 0 {
-            return Err(DropReason::UnsupportedAuthentication);
-        }
+        // RFC 3768 §5.3.6 deprecated types 1 (plain text) and 2 (IP AH); RFC 5798 removed the
+        // field. keepalived still sends type 1, so it is read; whether the password is the
+        // right one is the instance's call. The Authentication Data is ignored with type 0.
+        let password = match version {
+            Version::V3 => None,
+            Version::V2 => match packet.v2_auth_type() {
+                auth_type::NONE => None,
+                auth_type::PASSWORD => {
+                    let mut data = [0; V2_AUTH_DATA_LEN];
+                    data.copy_from_slice(packet.v2_auth_data());
+                    Some(Password::from_auth_data(data))
+                }
+                _ => return Err(DropReason::UnsupportedAuthentication),
+            },
+        };
         let units = packet.interval_units();
         if units == 0 {
             return Err(DropReason::ZeroInterval);
@@ -492,6 +570,7 @@ impl Advert {
             priority: packet.priority(),
             interval: version.interval_from_wire(units),
             addresses: packet.addresses().collect(),
+            password,
         })
     }
 
@@ -524,7 +603,10 @@ impl Advert {
         let units = self.wire_interval();
         match self.version {
             Version::V2 => {
-                packet.set_v2_auth_type(0);
+                packet.set_v2_auth_type(match self.password {
+                    Some(_) => auth_type::PASSWORD,
+                    None => auth_type::NONE,
+                });
                 packet.set_v2_adver_int(u8::try_from(units).unwrap_or(u8::MAX));
             }
             Version::V3 => packet.set_v3_max_adver_int(units),
@@ -533,7 +615,12 @@ impl Advert {
             packet.set_address(index, *address);
         }
         if self.version == Version::V2 {
-            packet.v2_auth_data_mut().fill(0);
+            match &self.password {
+                Some(password) => packet
+                    .v2_auth_data_mut()
+                    .copy_from_slice(password.auth_data()),
+                None => packet.v2_auth_data_mut().fill(0),
+            }
         }
         packet.fill_checksum(source, destination, checksum);
     }
@@ -614,7 +701,11 @@ impl fmt::Display for Advert {
             }
             write!(f, "{address}")?;
         }
-        f.write_str("]")
+        f.write_str("]")?;
+        if self.password.is_some() {
+            f.write_str(" auth PASS")?;
+        }
+        Ok(())
     }
 }
 
@@ -716,6 +807,15 @@ mod tests {
             priority: 101,
             interval: Duration::from_secs(1),
             addresses: vec![VIP],
+            password: None,
+        }
+    }
+
+    /// keepalived's VI_1 with `authentication { auth_type PASS  auth_pass secret }`.
+    fn v2_pass_advert() -> Advert {
+        Advert {
+            password: Password::new(b"secret"),
+            ..v2_advert()
         }
     }
 
@@ -765,6 +865,13 @@ mod tests {
         0x01, 0xe0, 0x00, 0x00, 0x12, 0x21, 0x33, 0x65, 0x01, 0x00, 0x01, 0xb8, 0xbe, 0xc0, 0xa8,
         0x00, 0x63, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
+    /// The same instance with `authentication { auth_type PASS  auth_pass secret }`, captured
+    /// the same way: Auth Type 1, "secret" zero-padded to 8 bytes after the address.
+    const KEEPALIVED_2_2_7_V2_PASS: [u8; 40] = [
+        0x45, 0xc0, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0xff, 0x70, 0x19, 0xe9, 0xc0, 0xa8, 0x00,
+        0x01, 0xe0, 0x00, 0x00, 0x12, 0x21, 0x33, 0x65, 0x01, 0x01, 0x01, 0x7b, 0x72, 0xc0, 0xa8,
+        0x00, 0x63, 0x73, 0x65, 0x63, 0x72, 0x65, 0x74, 0x00, 0x00,
+    ];
     const KEEPALIVED_2_2_7_V3: [u8; 32] = [
         0x45, 0xc0, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xff, 0x70, 0x19, 0xf1, 0xc0, 0xa8, 0x00,
         0x01, 0xe0, 0x00, 0x00, 0x12, 0x31, 0x33, 0x65, 0x01, 0x00, 0x64, 0x07, 0x23, 0xc0, 0xa8,
@@ -791,6 +898,73 @@ mod tests {
         assert_eq!(
             parse_ipv4(&KEEPALIVED_2_2_7_V3, ChecksumMode::WithoutPseudoHeader),
             Err(DropReason::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn keepalived_pass_advert_parses_with_its_password_and_we_emit_the_same_bytes() {
+        // By hand: 0x2133 + 0x6501 + 0x0101 (auth type 1, interval 1) + 0xc0a8 + 0x0063
+        // + "se" 0x7365 + "cr" 0x6372 + "et" 0x6574 + 0x0000 = 0x2848b, folded 0x848d,
+        // complemented 0x7b72: the checksum covers the password.
+        let vrrp = &KEEPALIVED_2_2_7_V2_PASS[20..];
+        assert_eq!(internet_checksum(vrrp), 0, "capture checksum");
+        assert_eq!(vrrp[4], auth_type::PASSWORD);
+        assert_eq!(&vrrp[12..], b"secret\0\0");
+        let received = parse_ipv4(&KEEPALIVED_2_2_7_V2_PASS, ChecksumMode::default()).unwrap();
+        assert_eq!(received.advert, v2_pass_advert());
+        assert_ne!(received.advert.password, None);
+        let emitted = v2_pass_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(emitted, vrrp);
+        // The same bytes as the unauthenticated advert but for type, checksum and data.
+        assert_eq!(vrrp[..4], KEEPALIVED_V2[..4]);
+        assert_eq!(vrrp[5..6], KEEPALIVED_V2[5..6]);
+        assert_eq!(vrrp[8..12], KEEPALIVED_V2[8..12]);
+    }
+
+    #[test]
+    fn passwords_are_one_to_eight_bytes_zero_padded_and_compared_on_all_eight() {
+        assert_eq!(Password::new(b""), None);
+        assert_eq!(Password::new(b"123456789"), None);
+        assert_eq!(Password::new(b"12345678").unwrap().auth_data(), b"12345678");
+        assert_eq!(Password::new(b"1111").unwrap().auth_data(), b"1111\0\0\0\0");
+        assert_eq!(
+            Password::new(b"1111"),
+            Some(Password::from_auth_data(*b"1111\0\0\0\0"))
+        );
+        // keepalived compares the 8 bytes: bytes after the terminating zero count.
+        assert_ne!(
+            Password::new(b"1111"),
+            Some(Password::from_auth_data(*b"1111\0\0\0x"))
+        );
+        assert_eq!(
+            format!("{:?}", Password::new(b"secret")),
+            "Some(Password(..))"
+        );
+    }
+
+    #[test]
+    fn a_password_round_trips_in_v2_and_is_not_emitted_in_v3() {
+        let advert = v2_pass_advert();
+        let d = advert.emit_ipv4(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(
+            parse_ipv4(&d, ChecksumMode::default()).unwrap().advert,
+            advert
+        );
+        assert_eq!(advert.to_string(), format!("{} auth PASS", v2_advert()));
+        // An Auth Type 1 advert with all-zero data is a password too, just a wrong one.
+        let zeros = edited(&v2_advert(), |p| p.set_v2_auth_type(auth_type::PASSWORD));
+        assert_eq!(
+            parse_vrrp(&zeros).unwrap().advert.password,
+            Some(Password::from_auth_data([0; 8]))
+        );
+        // v3 has no Authentication Data: the same message as without a password.
+        let v3 = Advert {
+            password: Password::new(b"secret"),
+            ..v3_advert()
+        };
+        assert_eq!(
+            v3.emit(LB1, MULTICAST_GROUP, ChecksumMode::default()),
+            v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default())
         );
     }
 
@@ -850,6 +1024,15 @@ mod tests {
                 priority: 255,
                 interval: Duration::from_secs(255),
                 addresses: addresses.clone(),
+                password: None,
+            },
+            Advert {
+                version: Version::V2,
+                vrid: 2,
+                priority: 1,
+                interval: Duration::from_secs(1),
+                addresses: vec![],
+                password: Password::new(b"12345678"),
             },
             Advert {
                 version: Version::V3,
@@ -857,6 +1040,7 @@ mod tests {
                 priority: 100,
                 interval: Duration::from_millis(40_950),
                 addresses: addresses.clone(),
+                password: None,
             },
             Advert {
                 version: Version::V3,
@@ -864,6 +1048,7 @@ mod tests {
                 priority: 1,
                 interval: Duration::from_millis(10),
                 addresses: vec![],
+                password: None,
             },
         ];
         for advert in adverts {
@@ -1107,12 +1292,13 @@ mod tests {
 
     #[test]
     fn drops_unsupported_authentication() {
-        // keepalived's `auth_type PASS` is type 1; `AH` is 2.
-        for auth_type in [1, 2, 254] {
-            let vrrp = edited(&v2_advert(), |p| p.set_v2_auth_type(auth_type));
+        // keepalived's `auth_type AH` is 2; nothing defines 3 and up. PASS (1) is read.
+        for auth_type in [auth_type::IP_AH, 3, 254, 255] {
+            let vrrp = edited(&v2_pass_advert(), |p| p.set_v2_auth_type(auth_type));
             assert_eq!(
                 parse_vrrp(&vrrp),
-                Err(DropReason::UnsupportedAuthentication)
+                Err(DropReason::UnsupportedAuthentication),
+                "auth type {auth_type}"
             );
         }
     }
@@ -1122,7 +1308,7 @@ mod tests {
     /// them is dropped (by the IP header checksum, the VRRP checksum or an earlier check).
     #[test]
     fn every_truncation_and_byte_mutation_is_dropped_without_panic() {
-        for advert in [v2_advert(), v3_advert()] {
+        for advert in [v2_advert(), v2_pass_advert(), v3_advert()] {
             for mode in MODES {
                 let good = advert.emit_ipv4(LB1, MULTICAST_GROUP, mode);
                 assert!(parse_ipv4(&good, mode).is_ok());
@@ -1240,11 +1426,13 @@ mod tests {
             | DropReason::ZeroInterval
             | DropReason::UnsupportedAuthentication
             | DropReason::VersionMismatch
+            | DropReason::AuthenticationMismatch
+            | DropReason::PasswordMismatch
             | DropReason::IntervalMismatch
             | DropReason::UnknownSource => DropReason::ALL.contains(&reason),
         };
         assert!(DropReason::ALL.iter().all(|r| listed(*r)));
-        assert_eq!(DropReason::ALL.len(), 14);
+        assert_eq!(DropReason::ALL.len(), 16);
         let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
         for (reason, name) in DropReason::ALL.iter().zip(&names) {
             assert!(name

@@ -1,11 +1,12 @@
-//! `[[vrrp]]` entries: the instance, its addresses and interval, its trackers.
+//! `[[vrrp]]` entries: the instance, its addresses and interval, its authentication, its
+//! trackers.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::config::diagnostic::{Pos, Reporter};
 use crate::config::fields::{Field, Section};
-use crate::config::model::{BuiltinCheck, Track, VrrpInstance};
+use crate::config::model::{BuiltinCheck, Track, VrrpAuthentication, VrrpInstance};
 
 use super::{interface_name, optional, VrrpSpans};
 
@@ -26,7 +27,9 @@ const VRRP_KEYS: &[&str] = &[
     "garp_master_delay",
     "notify",
     "checksum_pseudo_header",
+    "authentication",
 ];
+const AUTHENTICATION_KEYS: &[&str] = &["type", "password"];
 
 /// keepalived's bound: a tracker can move a priority by at most 254 either way.
 const MAX_TRACK_WEIGHT: i32 = 254;
@@ -157,6 +160,10 @@ pub(super) fn read_vrrp(
     let checksum_pseudo_header = optional(&section, "checksum_pseudo_header", true, |field| {
         field.bool(report)
     });
+    let authentication = match section.field("authentication") {
+        Some(field) => read_authentication(report, field, version).map(Some),
+        None => Some(None),
+    };
 
     let (virtual_ipaddress, vip_spans) = virtual_ipaddress?.into_iter().unzip();
     let spans = VrrpSpans {
@@ -181,8 +188,92 @@ pub(super) fn read_vrrp(
         garp_master_delay: garp_master_delay?,
         notify: notify?,
         checksum_pseudo_header: checksum_pseudo_header?,
+        authentication: authentication?,
     };
     Some((instance, spans))
+}
+
+/// `authentication = { type = "PASS", password = "..." }`, for a VRRPv2 instance (`version` is
+/// the instance's, `None` when it is wrong and reported already).
+fn read_authentication(
+    report: &mut Reporter,
+    field: Field,
+    version: Option<u8>,
+) -> Option<VrrpAuthentication> {
+    if !field.is_table() {
+        report.error(
+            field.at,
+            format!(
+                "authentication is a table, e.g. {{ type = \"PASS\", password = \"secret\" }}; \
+                 found {}",
+                field.type_name()
+            ),
+        );
+        return None;
+    }
+    let section = field.section(report, "authentication")?;
+    section.reject_unknown_keys(report, AUTHENTICATION_KEYS);
+    // Version 3 has no Auth Type field (RFC 5798), and keepalived ignores authentication there.
+    let for_v2 = version != Some(3);
+    if !for_v2 {
+        report.error(
+            field.at,
+            "authentication is for VRRP version 2 only (version 3 has none): set version = 2, \
+             as the keepalived peer that uses auth_type PASS speaks it, or remove \
+             authentication",
+        );
+    }
+    let kind = section.required(report, "type").and_then(|kind| {
+        if kind.is_str() && kind.str(report) == Some("AH") {
+            report.error(
+                kind.at,
+                "type = \"AH\" (IPsec authentication header) is not supported: use type = \
+                 \"PASS\" on both nodes, or remove authentication on both",
+            );
+            return None;
+        }
+        kind.choice(report, &[("PASS", ())])
+    });
+    let password = section
+        .required(report, "password")
+        .and_then(|password| read_password(report, password));
+    kind?;
+    let password = password?;
+    for_v2.then_some(VrrpAuthentication::Pass { password })
+}
+
+/// A PASS password: what keepalived's `auth_pass` can hold, 1 to 8 bytes.
+fn read_password(report: &mut Reporter, field: Field) -> Option<String> {
+    let text = field.str(report)?;
+    let max = VrrpAuthentication::MAX_PASSWORD_BYTES;
+    let problem = if text.is_empty() {
+        Some(format!(
+            "password is empty: write 1 to {max} bytes, the same as the peer's auth_pass, \
+             e.g. password = \"secret\""
+        ))
+    } else if text.len() > max {
+        // keepalived keeps the first 8 bytes of a longer auth_pass: that is what its peer has.
+        let kept = match text.get(..max) {
+            Some(prefix) => format!(", {prefix:?} here"),
+            None => String::new(),
+        };
+        Some(format!(
+            "password is {} bytes; a VRRPv2 advert carries at most {max}: shorten it (a \
+             keepalived peer given this auth_pass uses its first {max} bytes{kept})",
+            text.len()
+        ))
+    } else if text.contains('\0') {
+        Some("password contains a NUL byte, which keepalived's auth_pass cannot hold".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            report.error(field.at, message);
+            None
+        }
+        None => Some(text.to_owned()),
+    }
 }
 
 /// Whether the advert interval can be sent in `version`'s packet field; reports it if not.
