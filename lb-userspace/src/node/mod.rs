@@ -80,6 +80,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     // XDP when it loads (native, else generic), the userspace relay otherwise; nothing is
     // forwarded until the node becomes master.
     let dataplane: Arc<dyn Dataplane> = Arc::from(dataplane::open(&config).await?);
+    give_up_bpf_capabilities();
     let mastership: Arc<dyn Mastership> = Arc::new(NodeMastership {
         dataplane: dataplane.clone(),
     });
@@ -221,4 +222,21 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     dataplane.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// Once the data plane is open, programs are never loaded nor maps created again (data plane
+/// settings change only with a restart), so CAP_BPF and CAP_PERFMON go, in every thread: a
+/// flaw in the daemon after start-up cannot load BPF code. Kept on kernels before 6.5, where
+/// every bpf(2) call checks CAP_BPF (Debian's `kernel.unprivileged_bpf_disabled`), including
+/// the map updates of each mastership change and reload.
+fn give_up_bpf_capabilities() {
+    use crate::capabilities::{self, Capability};
+    if !capabilities::kernel_checks_bpf_only_at_load() {
+        info!("keeping CAP_BPF and CAP_PERFMON: this kernel (before 6.5) checks them on every map update");
+        return;
+    }
+    match capabilities::drop_everywhere(&[Capability::Bpf, Capability::Perfmon]) {
+        Ok(()) => info!("gave up CAP_BPF and CAP_PERFMON: the XDP program is loaded"),
+        Err(err) => warn!("could not give up CAP_BPF and CAP_PERFMON: {err}"),
+    }
 }
