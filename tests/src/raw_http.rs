@@ -232,6 +232,9 @@ pub enum Script {
     Endless,
     /// Answers `200 OK` with a short body after this long, then closes.
     Slow(Duration),
+    /// Answers with a head promising `length` body bytes, sends `sent` of them and closes the
+    /// connection (a backend that dies in the middle of a body).
+    DieAfter { length: usize, sent: usize },
 }
 
 /// A backend that follows a [`Script`] on every connection and records when the proxy closed
@@ -348,6 +351,12 @@ fn serve_script(
             concurrency.0.fetch_sub(1, SeqCst);
             let answer = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";
             stream.write_all(answer.as_bytes()).ok()?;
+            None
+        }
+        Script::DieAfter { length, sent } => {
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+            stream.write_all(answer.as_bytes()).ok()?;
+            stream.write_all(&vec![b'x'; sent]).ok()?;
             None
         }
         Script::StallAfter { length, sent } => {

@@ -1,8 +1,9 @@
 //! Slow, stalled and hostile peers cannot hold the proxy: a backend that stops in the middle of
-//! a body (`server_timeout`), a client that stops reading a large answer or sending its body
-//! (`client_timeout`), HTTP/2 connections that only send PINGs (`header_timeout`), keep their
-//! flow-control window shut, reset streams in a burst (CVE-2023-44487) or send an endless run
-//! of CONTINUATION frames. Each test asserts what the client and the backend see.
+//! a body (`server_timeout`) or dies there, a client that stops reading a large answer or
+//! sending its body (`client_timeout`), HTTP/2 connections that only send PINGs
+//! (`header_timeout`), keep their flow-control window shut, reset streams in a burst
+//! (CVE-2023-44487) or send an endless run of CONTINUATION frames. Each test asserts what the
+//! client and the backend see.
 //!
 //! Each test runs `tandem run` on lb1 (its own address, no VRRP) with one service, and talks
 //! to it from the client host, over raw TCP where a real client would not misbehave so.
@@ -438,4 +439,39 @@ fn an_http2_client_that_keeps_its_window_shut_is_closed_with_its_backend_connect
         backend.wait_for_close(Duration::from_secs(5)).is_some(),
         "the backend connection was left open"
     );
+}
+
+#[test]
+fn a_backend_that_dies_mid_body_closes_the_clients_connection_and_is_counted() {
+    let lab = Lab::new().expect("lab");
+    let script = Script::DieAfter {
+        length: 100_000,
+        sent: 50_000,
+    };
+    let backend = ScriptedBackend::start(lab.host(HTTP1), 80, script).expect("backend");
+    let setup = setup_with(lab, backend.addr, "");
+    let reply = exchange(
+        setup.client(),
+        setup.proxy,
+        b"GET / HTTP/1.1\r\nHost: lb1\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .expect("exchange");
+    assert_eq!(reply.statuses(), [200], "{}", reply.text());
+    // The client gets what the backend sent and then the close: it can tell the body is
+    // short (Content-Length), as with HAProxy.
+    let body = reply.bytes.len() - reply.text().find("\r\n\r\n").expect("head end") - 4;
+    assert_eq!(body, 50_000);
+    assert!(reply.closed, "the client's connection stays open");
+    assert!(
+        reply.elapsed < Duration::from_secs(5),
+        "closed after {:?}",
+        reply.elapsed
+    );
+    assert_eq!(setup.service_errors(), 1);
+    // HTTP/2: the stream fails at once too.
+    let started = Instant::now();
+    let code = setup.curl("--http2-prior-knowledge");
+    assert!(code.starts_with("curl failed"), "curl got {code}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
