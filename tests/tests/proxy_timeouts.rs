@@ -208,6 +208,25 @@ fn a_client_that_stops_sending_its_body_gets_408_after_the_client_timeout() {
         reply.elapsed
     );
     assert_eq!(setup.curl("--http1.1"), "200", "the proxy serves on");
+
+    // HTTP/2: curl uploads from a pipe that stays silent for 8 s. (curl waits for the end of
+    // its upload whatever the answer, so its timings say nothing; the status does: without
+    // the client timeout the backend timeout, 5 s, would answer 504 and blame the backend.)
+    let url = format!("http://{}/", setup.proxy);
+    let script = format!(
+        "sleep 8 | curl --http2-prior-knowledge -s -o /dev/null -w '%{{http_code}}' \
+         --max-time 15 -T - {url}"
+    );
+    let code = setup
+        .client()
+        .run("sh", &["-c", &script])
+        .unwrap_or_default();
+    assert_eq!(code.trim(), "408", "{}", setup.node.log_text());
+    assert_eq!(
+        setup.service_errors(),
+        0,
+        "a slow client is not the backend's error"
+    );
 }
 
 // HTTP/2 by hand: what h2load and curl never send.

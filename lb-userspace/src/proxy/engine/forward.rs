@@ -8,7 +8,10 @@
 //! any request moves on to the next candidate (its body was not read yet: see
 //! [`ForwardBody`]). A request that was sent and then lost with its connection is retried only
 //! when repeating it is harmless: an idempotent method (RFC 9110 9.2.2) and no body. No
-//! candidate left: 503. A backend that does not start answering within `backend_timeout`: 504.
+//! candidate left: 503. A backend that does not start answering within `backend_timeout` once
+//! it has the request: 504. While the body is sent, each piece must come from the client within
+//! `client_timeout` (else 408, not the backend's fault) and go to the backend within
+//! `server_timeout`.
 
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
@@ -28,7 +31,7 @@ use super::connection::Connection;
 use super::guard::ConnActivity;
 use super::h1::{
     self,
-    client::{self, RawBody},
+    client::{self, RawBody, SendFailed},
 };
 use super::headers;
 use super::routes::ServiceEntry;
@@ -225,10 +228,47 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                 }
             };
             let mut buf = BytesMut::new();
+            let (client_timeout, server_timeout) =
+                (conn.engine.client_timeout, conn.engine.server_timeout);
+            let sent = client::send(
+                &mut backend_conn,
+                &request_head,
+                this_body,
+                chunked,
+                client_timeout,
+                server_timeout,
+            )
+            .await;
+            match sent {
+                Err(_) if body.too_large() => {
+                    return too_large(&service, done, max_body.unwrap_or_default());
+                }
+                // The client's doing: the backend connection (half a request) is dropped.
+                Err(SendFailed::ClientStalled) => {
+                    return refuse_for(
+                        &service,
+                        done,
+                        StatusCode::REQUEST_TIMEOUT,
+                        None,
+                        "408 Request Timeout: the request body stopped coming\n",
+                    );
+                }
+                Err(SendFailed::Client) => {
+                    return refuse_for(
+                        &service,
+                        done,
+                        StatusCode::BAD_REQUEST,
+                        None,
+                        "the request body ended in an error\n",
+                    );
+                }
+                Err(SendFailed::Backend) | Ok(()) => {}
+            }
+            let backend_lost = sent.is_err();
             let exchange = async {
-                client::send(&mut backend_conn, &request_head, this_body, chunked)
-                    .await
-                    .ok()?;
+                if backend_lost {
+                    return None;
+                }
                 loop {
                     let response =
                         h1::read_response_head(&mut backend_conn.stream, &mut buf).await?;
@@ -269,9 +309,6 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Respon
                     let server_timeout = conn.engine.server_timeout;
                     let body = ResponseBody::backend(raw, Box::new(done), server_timeout);
                     return Response::from_parts(head, body);
-                }
-                Ok(None) if body.too_large() => {
-                    return too_large(&service, done, max_body.unwrap_or_default());
                 }
                 Ok(None) => {
                     service.backend_failed(backend);

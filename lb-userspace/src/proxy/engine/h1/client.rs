@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -50,20 +51,39 @@ pub fn request_head(
     (out, chunked)
 }
 
-/// Sends the head and the body to the backend. `Err` means the backend connection failed (or
-/// the client's body did: then nothing more can be sent either).
+/// Why a request could not be sent whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailed {
+    /// The backend's connection failed, or it took nothing for the server timeout.
+    Backend,
+    /// The client sent nothing of its body for the client timeout.
+    ClientStalled,
+    /// The client's body ended in an error (a reset stream, a body over its limit).
+    Client,
+}
+
+/// Sends the head and the body to the backend: each write must go through within
+/// `server_timeout`, each piece of the client's body must come within `client_timeout`.
 pub async fn send(
     conn: &mut RawConn,
     head: &[u8],
     mut body: ForwardBody,
     chunked: bool,
-) -> std::io::Result<()> {
-    conn.stream.write_all(head).await?;
+    client_timeout: Duration,
+    server_timeout: Duration,
+) -> Result<(), SendFailed> {
+    let stream = &mut conn.stream;
+    write_within(stream, head, server_timeout).await?;
     if body.is_empty() {
         return Ok(());
     }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(std::io::Error::other)?;
+    loop {
+        let frame = match tokio::time::timeout(client_timeout, body.frame()).await {
+            Err(_elapsed) => return Err(SendFailed::ClientStalled),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(SendFailed::Client),
+            Ok(Some(Ok(frame))) => frame,
+        };
         let Ok(data) = frame.into_data() else {
             // Trailers: HTTP/1.1 backends get none (hyper's client sends none either).
             continue;
@@ -72,19 +92,30 @@ pub async fn send(
             continue;
         }
         if chunked {
-            conn.stream
-                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
-                .await?;
-            conn.stream.write_all(&data).await?;
-            conn.stream.write_all(b"\r\n").await?;
+            let size = format!("{:x}\r\n", data.len());
+            write_within(stream, size.as_bytes(), server_timeout).await?;
+            write_within(stream, &data, server_timeout).await?;
+            write_within(stream, b"\r\n", server_timeout).await?;
         } else {
-            conn.stream.write_all(&data).await?;
+            write_within(stream, &data, server_timeout).await?;
         }
     }
     if chunked {
-        conn.stream.write_all(b"0\r\n\r\n").await?;
+        write_within(stream, b"0\r\n\r\n", server_timeout).await?;
     }
     Ok(())
+}
+
+/// One write to the backend, which must take it within `limit`.
+async fn write_within(
+    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), SendFailed> {
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(SendFailed::Backend),
+    }
 }
 
 /// A chunked body's decoder (RFC 9112 7.1): chunk data out, sizes, extensions and trailers
