@@ -82,7 +82,7 @@ impl Finish for Done {
 
     fn finish(&mut self, bytes: u64) {
         self.finished = true;
-        self.conn.activity.request_finished();
+        self.conn.activity.stream_finished();
         if let Some(service) = &self.counters {
             service.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             service.counters.latency.observe(self.started.elapsed());
@@ -98,7 +98,7 @@ impl Finish for Done {
 /// Answers one request.
 pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
-    conn.activity.request_started();
+    conn.activity.stream_started();
     let (mut parts, body) = request.into_parts();
 
     let host = parts

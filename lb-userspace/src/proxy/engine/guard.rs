@@ -603,24 +603,32 @@ impl BodyEnd {
 }
 
 /// What the connection and its requests share with the I/O wrapper.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ConnActivity {
     /// Requests whose response has not been finished or dropped yet.
     pub in_flight: AtomicUsize,
-    /// A request has been started on this connection (HTTP/2: one is due within the header
-    /// timeout of the connection's start).
+    /// What HTTP/2 (and every request hyper serves) needs besides: made the first time such a
+    /// connection asks, so an HTTP/1.1 connection (most idle ones) carries only the pointer.
+    http2: std::sync::OnceLock<Box<Http2Activity>>,
+}
+
+/// An HTTP/2 connection's requests as its timeouts and limits see them.
+#[derive(Debug)]
+struct Http2Activity {
+    /// A request has been started on this connection (one is due within the header timeout
+    /// of the connection's start).
     served: AtomicBool,
-    /// When the connection opened or its last request finished, on [`clock_ms`]. An HTTP/2
-    /// connection's idle time runs from here, not from its last byte: PING frames and other
-    /// chatter do not keep it open.
+    /// When the connection started or its last request finished, on [`clock_ms`]. Its idle
+    /// time runs from here, not from its last byte: PING frames and other chatter do not keep
+    /// it open.
     last_request_ms: AtomicU64,
-    /// HTTP/2 responses that handed the client a frame and have not been asked for the next
-    /// one yet (the client's window is closed or its socket full).
+    /// Responses that handed the client a frame and have not been asked for the next one yet
+    /// (the client's window is closed or its socket full).
     awaiting_client: AtomicUsize,
     /// When a response in flight last had a frame taken by the client, on [`clock_ms`].
     client_progress_ms: AtomicU64,
-    /// HTTP/2 streams the client cancelled (RST_STREAM before its response ended) in the
-    /// second that began at `resets_since_ms`.
+    /// Streams the client cancelled (RST_STREAM before its response ended) in the second that
+    /// began at `resets_since_ms`.
     resets: AtomicU32,
     resets_since_ms: AtomicU64,
     /// The client reset more than [`MAX_RESETS_PER_SECOND`] streams in a second (HTTP/2 rapid
@@ -633,10 +641,9 @@ pub struct ConnActivity {
 /// of which would start a request here (and at a backend).
 pub const MAX_RESETS_PER_SECOND: u32 = 100;
 
-impl Default for ConnActivity {
-    fn default() -> Self {
-        ConnActivity {
-            in_flight: AtomicUsize::new(0),
+impl Http2Activity {
+    fn new() -> Self {
+        Http2Activity {
             served: AtomicBool::new(false),
             last_request_ms: AtomicU64::new(clock_ms(Instant::now())),
             awaiting_client: AtomicUsize::new(0),
@@ -649,45 +656,66 @@ impl Default for ConnActivity {
 }
 
 impl ConnActivity {
+    /// A request of the HTTP/1.1 engine began.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.served.store(true, Ordering::Relaxed);
     }
 
     pub fn request_finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.last_request_ms
+    }
+
+    fn http2(&self) -> &Http2Activity {
+        self.http2.get_or_init(|| Box::new(Http2Activity::new()))
+    }
+
+    /// A request hyper serves (an HTTP/2 stream) began.
+    pub fn stream_started(&self) {
+        self.request_started();
+        self.http2().served.store(true, Ordering::Relaxed);
+    }
+
+    /// A request hyper serves is over (answered, or dropped).
+    pub fn stream_finished(&self) {
+        self.request_finished();
+        self.http2()
+            .last_request_ms
             .store(clock_ms(Instant::now()), Ordering::Relaxed);
     }
 
     /// A response handed the client a frame and waits to be asked for more.
     pub fn handed_to_client(&self) {
-        if self.awaiting_client.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.client_progress_ms
+        let http2 = self.http2();
+        if http2.awaiting_client.fetch_add(1, Ordering::Relaxed) == 0 {
+            http2
+                .client_progress_ms
                 .store(clock_ms(Instant::now()), Ordering::Relaxed);
         }
     }
 
     /// The client took what a response handed it (or the response is gone).
     pub fn taken_by_client(&self) {
-        self.awaiting_client.fetch_sub(1, Ordering::Relaxed);
-        self.client_progress_ms
+        let http2 = self.http2();
+        http2.awaiting_client.fetch_sub(1, Ordering::Relaxed);
+        http2
+            .client_progress_ms
             .store(clock_ms(Instant::now()), Ordering::Relaxed);
     }
 
     /// The client cancelled a stream before its response ended.
     pub fn stream_cancelled(&self) {
+        let http2 = self.http2();
         let now = clock_ms(Instant::now());
-        let since = self.resets_since_ms.load(Ordering::Relaxed);
+        let since = http2.resets_since_ms.load(Ordering::Relaxed);
         let resets = if now.saturating_sub(since) >= 1000 {
-            self.resets_since_ms.store(now, Ordering::Relaxed);
-            self.resets.store(1, Ordering::Relaxed);
+            http2.resets_since_ms.store(now, Ordering::Relaxed);
+            http2.resets.store(1, Ordering::Relaxed);
             1
         } else {
-            self.resets.fetch_add(1, Ordering::Relaxed) + 1
+            http2.resets.fetch_add(1, Ordering::Relaxed) + 1
         };
         if resets > MAX_RESETS_PER_SECOND {
-            self.too_many_resets.store(true, Ordering::Relaxed);
+            http2.too_many_resets.store(true, Ordering::Relaxed);
         }
     }
 
@@ -695,12 +723,13 @@ impl ConnActivity {
     /// within the header timeout, no request for the idle timeout, or responses the client has
     /// taken nothing of for the client timeout.
     fn http2_deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
-        if self.too_many_resets.load(Ordering::Relaxed) {
+        let http2 = self.http2();
+        if http2.too_many_resets.load(Ordering::Relaxed) {
             return Some((clock_epoch(), "the client reset too many streams"));
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let since = at_ms(self.last_request_ms.load(Ordering::Relaxed));
-            return Some(if self.served.load(Ordering::Relaxed) {
+            let since = at_ms(http2.last_request_ms.load(Ordering::Relaxed));
+            return Some(if http2.served.load(Ordering::Relaxed) {
                 (since + timeouts.idle, "idle timeout")
             } else {
                 (
@@ -709,8 +738,8 @@ impl ConnActivity {
                 )
             });
         }
-        if self.awaiting_client.load(Ordering::Relaxed) > 0 {
-            let since = at_ms(self.client_progress_ms.load(Ordering::Relaxed));
+        if http2.awaiting_client.load(Ordering::Relaxed) > 0 {
+            let since = at_ms(http2.client_progress_ms.load(Ordering::Relaxed));
             return Some((
                 since + timeouts.client,
                 "the client took nothing of its responses within the client timeout",
@@ -1298,8 +1327,8 @@ mod tests {
         let events = events();
         let mut io = ClientIo::new(server, 4096, true, events.clone());
         // One request, finished at once: from then on the connection is idle.
-        events.activity.request_started();
-        events.activity.request_finished();
+        events.activity.stream_started();
+        events.activity.stream_finished();
         let (error, after) = read_while_pinged(&mut io, &mut peer).await;
         assert!(error.to_string().contains("idle timeout"), "{error}");
         assert!(
