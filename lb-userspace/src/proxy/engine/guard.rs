@@ -235,11 +235,16 @@ impl Scanner {
                         State::Length(left - n)
                     };
                 }
-                State::Chunked(chunk) => {
-                    let (used, next) = scan_chunked(chunk, rest)?;
-                    *pos += used;
-                    self.state = next;
-                }
+                State::Chunked(chunk) => match scan_chunked(chunk, rest) {
+                    Ok((used, next)) => {
+                        *pos += used;
+                        self.state = next;
+                    }
+                    Err((valid, rejection)) => {
+                        *pos += valid;
+                        return Err(rejection);
+                    }
+                },
                 State::Head { searched } => {
                     // Empty lines before a request line are ignored (RFC 9112 2.2).
                     if searched == 0 {
@@ -426,13 +431,20 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Follows a chunked body through `data`; returns the bytes used and the state after them.
-fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), Rejection> {
-    let bad = || Rejection {
-        respond: false,
-        ..Rejection::new(400, "malformed chunked body")
-    };
+/// Follows a chunked body through `data`; returns the bytes used and the state after them, or,
+/// for a malformed body, how many bytes before the bad one are valid and the refusal. Those go
+/// on before it, as they would have had the bad byte arrived in a later read: what is handed
+/// on does not depend on how the client's bytes were split.
+fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), (usize, Rejection)> {
     let mut i = 0;
+    // Called once the bad byte is taken: it is `data[i - 1]`.
+    let bad = |i: usize| {
+        let rejection = Rejection {
+            respond: false,
+            ..Rejection::new(400, "malformed chunked body")
+        };
+        (i - 1, rejection)
+    };
     while i < data.len() {
         if let Chunk::Data { left } = chunk {
             let n = ((data.len() - i) as u64).min(left);
@@ -454,13 +466,13 @@ fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), Rejecti
                 in_ext,
             } => {
                 if line >= MAX_CHUNK_LINE {
-                    return Err(bad());
+                    return Err(bad(i));
                 }
                 let line = line + 1;
                 match b {
                     b'\n' => {
                         if digits == 0 {
-                            return Err(bad());
+                            return Err(bad(i));
                         }
                         if size == 0 {
                             Chunk::Trailers { line: 0, total: 0 }
@@ -481,9 +493,9 @@ fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), Rejecti
                         in_ext: true,
                     },
                     _ => {
-                        let digit = (b as char).to_digit(16).ok_or_else(bad)?;
+                        let digit = (b as char).to_digit(16).ok_or_else(|| bad(i))?;
                         if digits >= 16 {
-                            return Err(bad());
+                            return Err(bad(i));
                         }
                         Chunk::Size {
                             size: size * 16 + u64::from(digit),
@@ -502,11 +514,11 @@ fn scan_chunked(mut chunk: Chunk, data: &[u8]) -> Result<(usize, State), Rejecti
                     line: 0,
                     in_ext: false,
                 },
-                _ => return Err(bad()),
+                _ => return Err(bad(i)),
             },
             Chunk::Trailers { line, total } => {
                 if total >= MAX_TRAILERS {
-                    return Err(bad());
+                    return Err(bad(i));
                 }
                 match b {
                     b'\n' if line == 0 => return Ok((i, State::Head { searched: 0 })),
@@ -1216,6 +1228,43 @@ mod tests {
     fn malformed_chunks_are_refused() {
         let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert_eq!(status(input), Some(400));
+    }
+
+    #[test]
+    fn a_malformed_chunk_is_refused_after_the_valid_bytes_before_it_however_they_arrive() {
+        // The chunk's data is followed by ':' where its CRLF belongs (found by fuzzing: sent
+        // at once, the valid bytes before it used to be held back with the refusal).
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello:\r\n";
+        let valid = input.len() - 3;
+        for step in [1, 5, input.len()] {
+            let mut scanner = Scanner::new(1024);
+            let mut held = Vec::new();
+            let mut handed_on = 0;
+            let mut refused = None;
+            for piece in input.chunks(step) {
+                held.extend_from_slice(piece);
+                match scanner.scan(&held) {
+                    Ok(cleared) => {
+                        handed_on += cleared;
+                        held.drain(..cleared);
+                    }
+                    Err(rejection) => {
+                        refused = Some(rejection);
+                        break;
+                    }
+                }
+            }
+            if scanner.has_pending() {
+                refused = scanner.scan(&held).err();
+            }
+            assert_eq!(handed_on, valid, "step {step}");
+            let rejection = refused.expect("refused");
+            assert_eq!(
+                (rejection.status, rejection.reason, rejection.respond),
+                (400, "malformed chunked body", false),
+                "step {step}"
+            );
+        }
     }
 
     /// What a client I/O under test reports to.
