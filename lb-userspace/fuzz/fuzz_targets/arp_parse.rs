@@ -1,15 +1,15 @@
-//! Arbitrary bytes into the Ethernet + ARP parser; whatever parses must emit and parse back to
-//! the same thing.
+//! Arbitrary bytes into the Ethernet + ARP frame parser (`wire::arp::parse_frame`); whatever
+//! parses must emit and parse back to the same thing.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem::vrrp::arp::{self, Frame, FRAME_LEN};
+use tandem::wire::arp::{parse_frame, FRAME_LEN};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(repr) = arp::parse(data) {
+    if let Ok(frame) = parse_frame(data) {
         let mut buffer = [0u8; FRAME_LEN];
-        repr.emit(&mut Frame::new_unchecked(&mut buffer[..]));
-        assert_eq!(arp::parse(&buffer), Ok(repr));
+        frame.emit(&mut buffer);
+        assert_eq!(parse_frame(&buffer), Ok(frame));
         assert_eq!(buffer[..], data[..FRAME_LEN]);
     }
 });

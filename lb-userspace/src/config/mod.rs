@@ -89,7 +89,15 @@ fn read_config(report: &mut Reporter, text: &str) -> Option<Config> {
             let at = err.span().map_or(Pos::START, |span| Pos(span.start));
             // The parser's message spans lines ("invalid array\nexpected `]`"); a diagnostic
             // is one line.
-            let message = err.message().trim().lines().collect::<Vec<_>>().join(": ");
+            let mut message = err.message().trim().lines().collect::<Vec<_>>().join(": ");
+            if message.is_empty() {
+                // Some errors come without one (a control character in a comment): say what
+                // is at the position.
+                message = match text.get(at.0..).and_then(|rest| rest.chars().next()) {
+                    Some(c) => format!("unexpected {c:?}"),
+                    None => "unexpected end of file".to_owned(),
+                };
+            }
             report.error(at, format!("TOML syntax: {message}"));
             return None;
         }

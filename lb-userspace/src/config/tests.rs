@@ -201,6 +201,13 @@ fn syntax_error_has_line_and_col() {
         error(&duplicate),
         "t.toml:4:1: TOML syntax: duplicate key `name` in table `node`"
     );
+    // The TOML parser has no words for this one (found by fuzzing): the message names the
+    // character instead of ending at "TOML syntax: ".
+    let control = format!("{NODE}# a comment\u{1}\n");
+    assert_eq!(
+        error(&control),
+        "t.toml:4:12: TOML syntax: unexpected '\\u{1}'"
+    );
 }
 
 #[test]

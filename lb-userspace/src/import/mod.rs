@@ -597,11 +597,26 @@ fn inline_table(pairs: &[(&str, String)]) -> String {
 }
 
 /// Appends `text` as comment lines: `first` before the first line, `rest` before the others,
-/// words wrapped at [`COMMENT_WIDTH`] (a word longer than a line stays whole).
+/// words wrapped at [`COMMENT_WIDTH`] (a word longer than a line stays whole). Control
+/// characters, which a TOML comment may not hold, are written escaped (`\u{1}`): a directive
+/// quoted from a file may have them, and the output must still be TOML.
 fn write_wrapped_comment(out: &mut String, first: &str, rest: &str, text: &str) {
     let mut line = first.to_owned();
     let mut empty = true;
     for word in text.split_whitespace() {
+        let mut escaped = String::new();
+        let word = if word.contains(|c: char| c.is_ascii_control()) {
+            for c in word.chars() {
+                if c.is_ascii_control() {
+                    escaped.extend(c.escape_default());
+                } else {
+                    escaped.push(c);
+                }
+            }
+            escaped.as_str()
+        } else {
+            word
+        };
         if !empty && line.len() + 1 + word.len() > COMMENT_WIDTH {
             out.push_str(&line);
             out.push('\n');

@@ -258,6 +258,24 @@ fn a_complete_translation_has_no_list_and_says_so() {
     assert!(service.session.is_none());
 }
 
+#[test]
+fn control_characters_in_a_listed_directive_are_escaped_and_the_output_still_loads() {
+    // Found by fuzzing: the directive went into its comment as it was, and a TOML comment may
+    // not hold a control character, so the output was not TOML.
+    let text = "Alive 5\nX\u{1}Y \"a\u{7f}\"\nListenHTTP\n Address 198.18.0.99\n Port 80\nEnd\n\
+                Service\n BackEnd\n  Address 198.18.0.102\n  Port 80\n End\nEnd\n";
+    let imported = import_ok(Some(pound(text)), None, &Options::default());
+    assert_eq!(listed(&imported).len(), 1, "{:?}", listed(&imported));
+    assert!(
+        imported
+            .toml
+            .contains("#  pound.cfg:2: X\\u{1}Y \"a\\u{7f}\": "),
+        "{}",
+        imported.toml
+    );
+    load(&imported);
+}
+
 // ---- the Pound tokenizer ----
 
 fn pound_error(text: &str) -> String {
