@@ -69,7 +69,9 @@ enum Cmd {
     /// classic test: `stop http1`, `stop lb1`, `start lb1`, `status`. `quit` or Ctrl-C tears
     /// everything down.
     Lab,
-    /// Fuzz the packet parsers (VRRP, ARP) for N seconds each; installs cargo-fuzz if missing.
+    /// Fuzz the parsers of untrusted input for N seconds each: VRRP and ARP packets, HTTP/1
+    /// request heads, the config file, both importers, session-affinity keys; installs
+    /// cargo-fuzz if missing.
     Fuzz {
         /// Seconds per fuzz target.
         #[arg(long, default_value_t = 60)]
