@@ -1,4 +1,5 @@
-//! `cargo xtask fuzz`: runs every fuzz target (lb-userspace/fuzz) for a while each.
+//! `cargo xtask fuzz`: runs every fuzz target (lb-userspace/fuzz) for a while each; `cargo
+//! xtask test` runs it last, for CI.
 //!
 //! cargo-fuzz builds with rustc flags that only nightly accepts (`-Zsanitizer=address`,
 //! sanitizer coverage). `RUSTC_BOOTSTRAP=1` lets the stable toolchain accept them, so the
