@@ -401,9 +401,16 @@ fn check_head(head: &[u8]) -> Result<State, Rejection> {
                     .next()
                     .map(trim)
                     .unwrap_or_default();
-                if !coding.is_empty() {
-                    codings.push(coding.to_ascii_lowercase());
+                // An empty element ("chunked,") or chunked with parameters ("chunked;x"):
+                // hyper refuses both, and a backend may read the framing otherwise than we
+                // would, so such a request is refused rather than passed on (smuggling).
+                if coding.is_empty() {
+                    return Err(reject(400, "invalid Transfer-Encoding"));
                 }
+                if coding.eq_ignore_ascii_case(b"chunked") && element.len() != coding.len() {
+                    return Err(reject(400, "chunked takes no parameters"));
+                }
+                codings.push(coding.to_ascii_lowercase());
             }
         }
     }
@@ -1213,6 +1220,9 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: , chunked\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
