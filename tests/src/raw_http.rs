@@ -157,7 +157,9 @@ pub fn trickle(
     })?
 }
 
-fn read_reply(
+/// Reads what the server sends on `stream` until it closes the connection (a reset counts as a
+/// close) or `timeout` has passed since `started`.
+pub fn read_reply(
     stream: &mut TcpStream,
     started: Instant,
     timeout: Duration,
@@ -354,15 +356,11 @@ fn serve_script(
             None
         }
         Script::DieAfter { length, sent } => {
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
-            stream.write_all(answer.as_bytes()).ok()?;
-            stream.write_all(&vec![b'x'; sent]).ok()?;
+            answer_partly(&mut stream, length, sent).ok()?;
             None
         }
         Script::StallAfter { length, sent } => {
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
-            stream.write_all(answer.as_bytes()).ok()?;
-            stream.write_all(&vec![b'x'; sent]).ok()?;
+            answer_partly(&mut stream, length, sent).ok()?;
             // Nothing more: wait for the proxy to give up on us.
             while started.elapsed() < SCRIPTED_CONNECTION_LIMIT {
                 match stream.read(&mut chunk) {
@@ -400,4 +398,11 @@ fn serve_script(
             None
         }
     }
+}
+
+/// A `200 OK` head promising `length` body bytes, and `sent` of them.
+fn answer_partly(stream: &mut TcpStream, length: usize, sent: usize) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&vec![b'x'; sent])
 }

@@ -32,16 +32,20 @@ backends = ["{http1}:80"]
     )
 }
 
-/// One keep-alive request on an open connection; returns the status line.
+/// One keep-alive request on an open connection; returns the status line, or nothing when the
+/// connection was closed (or reset) instead.
 fn request_on(stream: &mut TcpStream) -> String {
-    stream
+    if stream
         .write_all(b"GET / HTTP/1.1\r\nHost: lb1\r\n\r\n")
-        .expect("send on an accepted connection");
+        .is_err()
+    {
+        return String::new();
+    }
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
     let mut buffer = [0u8; 4096];
-    let n = stream.read(&mut buffer).expect("a response");
+    let n = stream.read(&mut buffer).unwrap_or(0);
     let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
     text.lines().next().unwrap_or_default().to_owned()
 }
@@ -271,6 +275,19 @@ fn a_client_over_max_connections_per_client_is_closed_and_served_again_once_one_
             .expect("netns")
             .expect("connect")
     };
+    // The client's readiness probe (wait_for_tcp) holds a place until the proxy has seen it
+    // close; a served request on a fresh connection says it has.
+    let mut probe_gone = false;
+    for _ in 0..50 {
+        let mut fresh = connect();
+        if request_on(&mut fresh) == "HTTP/1.1 200 OK" {
+            probe_gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(probe_gone, "no connection served\n{}", node.log_text());
+    std::thread::sleep(Duration::from_millis(300));
     let mut open: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
     for stream in &mut open {
         assert_eq!(request_on(stream), "HTTP/1.1 200 OK");
@@ -292,9 +309,16 @@ fn a_client_over_max_connections_per_client_is_closed_and_served_again_once_one_
     // The three go on; one goes, and a new connection is served.
     assert_eq!(request_on(&mut open[0]), "HTTP/1.1 200 OK");
     drop(open.pop());
-    std::thread::sleep(Duration::from_millis(200));
-    let mut again = connect();
-    assert_eq!(request_on(&mut again), "HTTP/1.1 200 OK");
+    // Served as soon as the proxy has seen the close.
+    let served_again = (0..50).any(|_| {
+        let mut again = connect();
+        let served = request_on(&mut again) == "HTTP/1.1 200 OK";
+        if !served {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        served
+    });
+    assert!(served_again, "no new connection served after one closed");
 }
 
 #[test]
@@ -341,14 +365,11 @@ fn requests_over_backend_max_connections_wait_in_the_queue_and_get_503_after_its
     };
     // The second waits 2 s in the queue (under the 3 s timeout) and is served.
     assert_eq!(at_once(2), [vec![200], vec![200]], "{}", node.log_text());
-    // The third would wait 4 s: 503 at 3 s.
-    let statuses = at_once(3);
-    assert_eq!(
-        statuses,
-        [vec![200], vec![200], vec![503]],
-        "{}",
-        node.log_text()
-    );
+    // Of three, one would wait 4 s: it gets 503 at 3 s. (Which one: the waiters race for a
+    // freed place; see the queue module.)
+    let mut statuses: Vec<u16> = at_once(3).into_iter().flatten().collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503], "{}", node.log_text());
     assert_eq!(
         backend.max_concurrent(),
         1,

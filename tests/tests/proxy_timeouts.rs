@@ -8,12 +8,12 @@
 //! Each test runs `tandem run` on lb1 (its own address, no VRRP) with one service, and talks
 //! to it from the client host, over raw TCP where a real client would not misbehave so.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use tandem_lab::pair::TandemNode;
-use tandem_lab::raw_http::{exchange, Script, ScriptedBackend};
+use tandem_lab::raw_http::{exchange, read_reply, Script, ScriptedBackend};
 use tandem_lab::{wait_for_tcp, EchoBackend, Host, Lab, CLIENT, HTTP1, LB1};
 
 const PORT: u16 = 8080;
@@ -277,26 +277,8 @@ fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> bool {
 
 /// Everything the server sent until it closed or `timeout` passed, and whether it closed.
 fn read_all(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
-    let started = Instant::now();
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        let left = timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return (bytes, false);
-        }
-        stream.set_read_timeout(Some(left)).expect("read timeout");
-        match stream.read(&mut chunk) {
-            Ok(0) => return (bytes, true),
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_reset) => return (bytes, true),
-        }
-    }
+    let reply = read_reply(stream, Instant::now(), timeout).expect("reading the server");
+    (reply.bytes, reply.closed)
 }
 
 /// The frames in `bytes` as (type, flags, payload).

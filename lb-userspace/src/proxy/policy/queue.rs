@@ -1,7 +1,8 @@
 //! `backend_max_connections` and `queue_timeout` (HAProxy's `maxconn` and `timeout queue`):
 //! each backend of a service takes at most so many requests at once, counted over every
-//! worker; a request whose candidates are all full waits for a place at any of them, in
-//! arrival order as the places come free, and gets 503 after the queue timeout. A request with
+//! worker; a request whose candidates are all full waits for a place at any of them and gets
+//! 503 after the queue timeout. When a place comes free every waiter is woken and the first to
+//! look takes it: not HAProxy's strict first-come order, which a waiter could starve under. A request with
 //! a session waits for its own backend (its candidates start with it), so a busy backend does
 //! not cost a user their session.
 //!
