@@ -362,19 +362,7 @@ fn serve_script(
         Script::StallAfter { length, sent } => {
             answer_partly(&mut stream, length, sent).ok()?;
             // Nothing more: wait for the proxy to give up on us.
-            while started.elapsed() < SCRIPTED_CONNECTION_LIMIT {
-                match stream.read(&mut chunk) {
-                    Ok(0) => return Some(Instant::now()),
-                    Ok(_) => {}
-                    Err(error)
-                        if matches!(
-                            error.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => return Some(Instant::now()),
-                }
-            }
-            None
+            until_closed(started, || stream.read(&mut chunk))
         }
         Script::Endless => {
             let answer = "HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
@@ -383,19 +371,7 @@ fn serve_script(
                 .set_write_timeout(Some(Duration::from_millis(200)))
                 .ok()?;
             let data = vec![b'x'; 64 * 1024];
-            while started.elapsed() < SCRIPTED_CONNECTION_LIMIT {
-                match stream.write(&data) {
-                    Ok(0) => return Some(Instant::now()),
-                    Ok(_) => {}
-                    Err(error)
-                        if matches!(
-                            error.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => return Some(Instant::now()),
-                }
-            }
-            None
+            until_closed(started, || stream.write(&data))
         }
     }
 }
@@ -405,4 +381,25 @@ fn answer_partly(stream: &mut TcpStream, length: usize, sent: usize) -> std::io:
     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(&vec![b'x'; sent])
+}
+
+/// Repeats `step` (a read or a write on the proxy's connection, with a socket timeout) until
+/// the proxy closes the connection, and says when; `None` if it was still open at the limit.
+fn until_closed(
+    started: Instant,
+    mut step: impl FnMut() -> std::io::Result<usize>,
+) -> Option<Instant> {
+    while started.elapsed() < SCRIPTED_CONNECTION_LIMIT {
+        match step() {
+            Ok(0) => return Some(Instant::now()),
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(Instant::now()),
+        }
+    }
+    None
 }
