@@ -115,7 +115,7 @@ pub const SEGMENT6_PREFIX_LEN: u8 = 64;
 /// addresses of a host read alike.
 pub const fn ipv6_of(ip: Ipv4Addr) -> Ipv6Addr {
     let last = ip.octets()[3] as u16;
-    let digits = (last / 100) << 8 | (last / 10 % 10) << 4 | last % 10;
+    let digits = ((last / 100) << 8) | ((last / 10 % 10) << 4) | (last % 10);
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, digits)
 }
 
