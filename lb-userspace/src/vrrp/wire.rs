@@ -1619,6 +1619,45 @@ mod tests {
         }
     }
 
+    /// What keepalived 2.2.7 sent for an IPv6 instance (`vrrp_version 3`, VRID 51, priority
+    /// 101, advert_int 1, `virtual_ipaddress { 2001:2::99 }`) from its link-local address
+    /// fe80::ff:fe00:a to ff02::12, captured with tcpdump on a veth pair between two network
+    /// namespaces: the IPv6 payload (hop limit 255, traffic class 0xc0), then the priority-0
+    /// advert it sent when stopped.
+    const KEEPALIVED_2_2_7_V6: [u8; 24] = [
+        0x31, 0x33, 0x65, 0x01, 0x00, 0x64, 0x4b, 0xa3, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99,
+    ];
+    const KEEPALIVED_2_2_7_V6_PRIORITY_0: [u8; 24] = [
+        0x31, 0x33, 0x00, 0x01, 0x00, 0x64, 0xb0, 0xa3, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99,
+    ];
+    const KEEPALIVED_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xff, 0xfe00, 0xa);
+
+    #[test]
+    fn keepalived_v6_captures_parse_and_match_what_we_emit() {
+        for (capture, priority) in [
+            (KEEPALIVED_2_2_7_V6, 101),
+            (KEEPALIVED_2_2_7_V6_PRIORITY_0, 0),
+        ] {
+            let received =
+                parse_ipv6(&capture, KEEPALIVED_LINK_LOCAL, MULTICAST_GROUP_V6, 255).unwrap();
+            let advert = Advert {
+                priority,
+                ..v6_advert()
+            };
+            assert_eq!(received.advert, advert);
+            assert_eq!(
+                advert.emit(
+                    KEEPALIVED_LINK_LOCAL,
+                    MULTICAST_GROUP_V6,
+                    ChecksumMode::default()
+                ),
+                capture
+            );
+        }
+    }
+
     #[test]
     fn v6_advert_is_laid_out_with_16_byte_addresses_and_the_ipv6_pseudo_header() {
         let vrrp = v6_advert().emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
