@@ -288,28 +288,16 @@ struct Addresses {
 
 impl Addresses {
     fn of(config: &VrrpInstance) -> Addresses {
-        let vips: Vec<IpAddr> = config
-            .virtual_ipaddress
-            .iter()
-            .copied()
-            .map(IpAddr::from)
-            .collect();
         Addresses {
-            // Validation makes every list one family, and requires a VIP.
-            family: vips.first().copied().map_or(Family::Ipv4, Family::of),
-            vips,
-            unicast_peers: config
-                .unicast_peer
-                .iter()
+            // Validation keeps every list to one family, and requires a VIP.
+            family: config
+                .virtual_ipaddress
+                .first()
                 .copied()
-                .map(IpAddr::from)
-                .collect(),
-            allowed_sources: config
-                .allowed_sources
-                .iter()
-                .copied()
-                .map(IpAddr::from)
-                .collect(),
+                .map_or(Family::Ipv4, Family::of),
+            vips: config.virtual_ipaddress.clone(),
+            unicast_peers: config.unicast_peer.clone(),
+            allowed_sources: config.allowed_sources.clone(),
         }
     }
 }
