@@ -129,7 +129,7 @@ fn malformed_adverts_are_dropped_counted_by_reason_and_change_nothing() {
         vrid: 51,
         priority: 200,
         interval: Duration::from_millis(100),
-        addresses: vec![VIP],
+        addresses: vec![VIP.into()],
         password: None,
     };
     let valid = advert.emit(client.ip, lb1_address, ChecksumMode::WithPseudoHeader);
@@ -197,7 +197,7 @@ fn forged_adverts_from_a_host_that_is_not_the_unicast_peer_are_dropped_and_count
         vrid: 51,
         priority: 255,
         interval: Duration::from_millis(100),
-        addresses: vec![VIP],
+        addresses: vec![VIP.into()],
         password: None,
     }
     .emit(client.ip, lb1.ip, ChecksumMode::WithPseudoHeader);
@@ -271,7 +271,7 @@ fn with_multicast_forged_adverts_from_a_host_not_in_allowed_sources_are_dropped_
         vrid: 51,
         priority: 255,
         interval: Duration::from_millis(100),
-        addresses: vec![VIP],
+        addresses: vec![VIP.into()],
         password: None,
     }
     .emit(client.ip, MULTICAST_GROUP, ChecksumMode::WithPseudoHeader);

@@ -1,10 +1,18 @@
 //! Arbitrary bytes into the VRRP codec, in both checksum modes: as they come, and again with
 //! the IPv4 header and VRRP checksums repaired, so the fuzzer also reaches the checks that sit
-//! behind the checksums. Whatever parses must emit and parse back to the same advert.
+//! behind the checksums; and the same bytes as the payload an IPv6 raw socket returns, as they
+//! come and with the checksum repaired. Whatever parses must emit and parse back to the same
+//! advert.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem::vrrp::wire::{parse_ipv4, ChecksumMode, Packet, Received};
+use std::net::{IpAddr, Ipv6Addr};
+
+use tandem::vrrp::wire::{
+    parse_ipv4, parse_ipv6, ChecksumMode, Family, Packet, Received, MULTICAST_GROUP_V6,
+};
+
+const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 const MODES: [ChecksumMode; 2] = [
     ChecksumMode::WithPseudoHeader,
@@ -13,7 +21,7 @@ const MODES: [ChecksumMode; 2] = [
 
 fuzz_target!(|data: &[u8]| {
     // The bare VRRP view, as the codec's users may hold one.
-    if let Ok(packet) = Packet::new_checked(data) {
+    if let Ok(packet) = Packet::new_checked(data, Family::Ipv4) {
         let _ = (
             packet.version(),
             packet.msg_type(),
@@ -36,12 +44,38 @@ fuzz_target!(|data: &[u8]| {
             assert_round_trip(&received, mode);
         }
     }
+    if let Ok(received) = parse_ipv6(data, LINK_LOCAL, MULTICAST_GROUP_V6, 255) {
+        assert_round_trip_v6(&received);
+    }
+    if data.len() >= 8 {
+        let mut repaired = data.to_vec();
+        Packet::new_unchecked(&mut repaired[..], Family::Ipv6).fill_checksum(
+            IpAddr::V6(LINK_LOCAL),
+            IpAddr::V6(MULTICAST_GROUP_V6),
+            ChecksumMode::default(),
+        );
+        if let Ok(received) = parse_ipv6(&repaired, LINK_LOCAL, MULTICAST_GROUP_V6, 255) {
+            assert_round_trip_v6(&received);
+        }
+    }
 });
 
-fn assert_round_trip(received: &Received, mode: ChecksumMode) {
-    let datagram = received
+fn assert_round_trip_v6(received: &Received) {
+    let payload = received
         .advert
-        .emit_ipv4(received.source, received.destination, mode);
+        .emit(LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+    match parse_ipv6(&payload, LINK_LOCAL, MULTICAST_GROUP_V6, 255) {
+        Ok(again) => assert_eq!(again.advert, received.advert),
+        Err(reason) => panic!("{} emitted over IPv6, then dropped: {reason}", received.advert),
+    }
+}
+
+fn assert_round_trip(received: &Received, mode: ChecksumMode) {
+    let (IpAddr::V4(source), IpAddr::V4(destination)) = (received.source, received.destination)
+    else {
+        panic!("an IPv4 datagram parsed with IPv6 addresses: {received:?}");
+    };
+    let datagram = received.advert.emit_ipv4(source, destination, mode);
     match parse_ipv4(&datagram, mode) {
         Ok(again) => assert_eq!(again.advert, received.advert),
         Err(reason) => panic!("{} emitted, then dropped: {reason}", received.advert),
@@ -63,9 +97,9 @@ fn repair_checksums(datagram: &mut [u8], mode: ChecksumMode) {
             std::net::Ipv4Addr::new(datagram[12], datagram[13], datagram[14], datagram[15]);
         let destination =
             std::net::Ipv4Addr::new(datagram[16], datagram[17], datagram[18], datagram[19]);
-        Packet::new_unchecked(&mut datagram[header_len..total]).fill_checksum(
-            source,
-            destination,
+        Packet::new_unchecked(&mut datagram[header_len..total], Family::Ipv4).fill_checksum(
+            source.into(),
+            destination.into(),
             mode,
         );
     }

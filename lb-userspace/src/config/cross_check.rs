@@ -20,31 +20,10 @@ pub(super) fn check(report: &mut Reporter, document: &Document) {
     warn(report, document);
 }
 
-/// IPv6 is arriving part by part (the config, the proxy and the health checks serve it); what
+/// IPv6 is arriving part by part (the config, the proxy, the health checks and VRRP serve it); what
 /// does not serve it yet is refused here, before anything runs, rather than accepted and left
 /// silently unserved.
 fn check_not_yet_ipv6(report: &mut Reporter, document: &Document) {
-    for (instance, spans) in &document.vrrp {
-        if instance
-            .virtual_ipaddress
-            .first()
-            .is_some_and(IpAddr::is_ipv6)
-        {
-            report.error(
-                spans
-                    .virtual_ipaddress
-                    .first()
-                    .copied()
-                    .unwrap_or(spans.name),
-                format!(
-                    "[[vrrp]] {:?} has IPv6 addresses, and this build runs VRRP over IPv4 only: \
-                     keep IPv6 virtual addresses out of [[vrrp]] for now (an IPv6 service can \
-                     listen on an address the node already has)",
-                    instance.name
-                ),
-            );
-        }
-    }
     for (service, spans) in &document.services {
         if service.mode.is_l4() && service.listen.is_ipv6() {
             report.error(

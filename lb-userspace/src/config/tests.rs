@@ -1197,19 +1197,33 @@ fn l4_backends_are_of_the_listen_address_family() {
     );
 }
 
-/// What does not serve IPv6 yet says so at `tandem check`, not by silence at run time.
+/// An IPv6 instance (VRRP version 3, the default) loads, its peers IPv6 too.
 #[test]
-fn ipv6_vrrp_instances_and_l4_services_are_refused_until_they_are_served() {
-    let vrrp = format!(
+fn an_ipv6_vrrp_instance_loads() {
+    let text = format!(
         "{NODE}[[vrrp]]\nname = \"VI_6\"\nvirtual_router_id = 51\n\
-         virtual_ipaddress = [\"2001:2::99\"]\n"
+         virtual_ipaddress = [\"2001:2::99\", \"2001:2::98/128\"]\n\
+         unicast_peer = [\"fe80::2\"]\n"
+    );
+    let loaded = parse_ok(&text);
+    let instance = &loaded.config.vrrp[0];
+    assert_eq!(instance.version, 3);
+    assert_eq!(
+        instance.virtual_ipaddress,
+        [
+            "2001:2::99".parse::<IpAddr>().unwrap(),
+            "2001:2::98".parse().unwrap()
+        ]
     );
     assert_eq!(
-        error(&vrrp),
-        "t.toml:7:22: [[vrrp]] \"VI_6\" has IPv6 addresses, and this build runs VRRP over IPv4 \
-         only: keep IPv6 virtual addresses out of [[vrrp]] for now (an IPv6 service can listen \
-         on an address the node already has)"
+        instance.unicast_peer,
+        ["fe80::2".parse::<IpAddr>().unwrap()]
     );
+}
+
+/// What does not serve IPv6 yet says so at `tandem check`, not by silence at run time.
+#[test]
+fn ipv6_l4_services_are_refused_until_they_are_served() {
     let l4 = format!(
         "{NODE}{VRRP}[[service]]\nname = \"echo\"\nlisten = \"[2001:2::99]:7000\"\n\
          mode = \"tcp\"\nbackends = [\"[2001:2::102]:7000\"]\n"

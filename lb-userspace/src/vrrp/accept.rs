@@ -1,10 +1,10 @@
-//! Whether an advert that parsed (`wire::parse_ipv4`) is for this instance: the rules of
+//! Whether an advert that parsed (`wire::parse_ipv4`, `wire::parse_ipv6`) is for this instance: the rules of
 //! RFC 5798 §7.1 and RFC 3768 §7.1 that need the instance's settings (with RFC 2338's simple
 //! password for v2, as keepalived checks it), and the sources it takes adverts from (its
 //! unicast peers, or `allowed_sources` for multicast), with the drop reason of each refusal. Pure, beside the state machine; the instance's task only carries out the
 //! verdict (counting a drop, or passing the advert to the machine).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::wire::{DropReason, Password, Received, Version};
@@ -13,7 +13,7 @@ use super::wire::{DropReason, Password, Received, Version};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expected<'a> {
     /// This node's own address on the interface: its own adverts, looped back, are not a peer's.
-    pub own_address: Ipv4Addr,
+    pub own_address: IpAddr,
     pub vrid: u8,
     pub version: Version,
     /// The advert interval; VRRPv2 drops an advert whose interval differs.
@@ -22,7 +22,7 @@ pub struct Expected<'a> {
     pub password: Option<Password>,
     /// The only sources adverts are taken from (the unicast peers, or `allowed_sources`);
     /// empty: any. A forged advert from elsewhere must not take the VIP.
-    pub sources: &'a [Ipv4Addr],
+    pub sources: &'a [IpAddr],
 }
 
 /// What to do with a received advert.
@@ -77,9 +77,10 @@ pub fn judge(received: &Received, expected: &Expected<'_>) -> Verdict {
 mod tests {
     use super::*;
     use crate::vrrp::wire::Advert;
+    use std::net::Ipv4Addr;
 
-    const OWN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-    const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    const OWN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101));
 
     fn expected(version: Version) -> Expected<'static> {
         Expected {
@@ -92,17 +93,17 @@ mod tests {
         }
     }
 
-    fn received(source: Ipv4Addr, vrid: u8, version: Version, interval: Duration) -> Received {
+    fn received(source: IpAddr, vrid: u8, version: Version, interval: Duration) -> Received {
         Received {
             source,
-            destination: Ipv4Addr::new(224, 0, 0, 18),
+            destination: IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)),
             ttl: 255,
             advert: Advert {
                 version,
                 vrid,
                 priority: 100,
                 interval,
-                addresses: vec![Ipv4Addr::new(198, 18, 0, 99)],
+                addresses: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 99))],
                 password: None,
             },
         }
@@ -172,7 +173,7 @@ mod tests {
 
     #[test]
     fn an_advert_from_a_source_that_is_not_a_peer_is_dropped_as_unknown() {
-        let stranger = Ipv4Addr::new(198, 18, 0, 10);
+        let stranger = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10));
         let peers = [PEER];
         let expected = Expected {
             sources: &peers,
@@ -229,7 +230,7 @@ mod tests {
 
     #[test]
     fn authentication_is_judged_after_the_source_and_the_version() {
-        let stranger = Ipv4Addr::new(198, 18, 0, 10);
+        let stranger = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10));
         let peers = [PEER];
         let expected = Expected {
             sources: &peers,

@@ -6,10 +6,11 @@
 //! even parse).
 //!
 //! The file is replaced whole (written beside, then renamed), so the script never reads half
-//! of it. Format, one address per line: `INTERFACE ADDRESS`.
+//! of it. Format, one address per line: `INTERFACE ADDRESS`, the address IPv4 (`198.18.0.99`)
+//! or IPv6 (`2001:2::99`, as Rust and `ip` print it).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +25,7 @@ pub struct HeldVips {
 #[derive(Debug)]
 struct Held {
     path: Option<PathBuf>,
-    vips: BTreeSet<(String, Ipv4Addr)>,
+    vips: BTreeSet<(String, IpAddr)>,
 }
 
 impl HeldVips {
@@ -52,7 +53,7 @@ impl HeldVips {
     }
 
     /// `vip` is about to be added on `interface`.
-    pub fn adding(&self, interface: &str, vip: Ipv4Addr) {
+    pub fn adding(&self, interface: &str, vip: IpAddr) {
         let mut held = self.lock();
         if held.vips.insert((interface.to_owned(), vip)) {
             held.write();
@@ -60,7 +61,7 @@ impl HeldVips {
     }
 
     /// `vip` is no longer on `interface`.
-    pub fn removed(&self, interface: &str, vip: Ipv4Addr) {
+    pub fn removed(&self, interface: &str, vip: IpAddr) {
         let mut held = self.lock();
         if held.vips.remove(&(interface.to_owned(), vip)) {
             held.write();
@@ -103,6 +104,7 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn the_file_lists_what_is_held_and_nothing_else() {
@@ -121,11 +123,15 @@ mod tests {
                 .collect()
         };
         assert!(lines(&file).is_empty(), "a stale file is replaced at start");
-        held.adding("eth0", Ipv4Addr::new(198, 18, 0, 99));
-        held.adding("eth1", Ipv4Addr::new(198, 18, 1, 99));
-        assert_eq!(lines(&file), ["eth0 198.18.0.99", "eth1 198.18.1.99"]);
-        held.removed("eth0", Ipv4Addr::new(198, 18, 0, 99));
-        assert_eq!(lines(&file), ["eth1 198.18.1.99"]);
+        held.adding("eth0", Ipv4Addr::new(198, 18, 0, 99).into());
+        held.adding("eth1", Ipv4Addr::new(198, 18, 1, 99).into());
+        held.adding("eth1", Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99).into());
+        assert_eq!(
+            lines(&file),
+            ["eth0 198.18.0.99", "eth1 198.18.1.99", "eth1 2001:2::99"]
+        );
+        held.removed("eth0", Ipv4Addr::new(198, 18, 0, 99).into());
+        assert_eq!(lines(&file), ["eth1 198.18.1.99", "eth1 2001:2::99"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

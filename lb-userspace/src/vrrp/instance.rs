@@ -6,9 +6,14 @@
 //! data plane is filled), then the VIPs are added, then gratuitous ARPs go out; leaving Master,
 //! the VIPs go first and the hook runs after. Every received packet is either handled or
 //! counted under a drop reason shown by `tandem status`.
+//!
+//! An instance is of one family, as keepalived's are (validation keeps its addresses so): an
+//! IPv4 instance sends from the interface's IPv4 address and announces with gratuitous ARP,
+//! an IPv6 one sends from the link-local address and announces with unsolicited neighbour
+//! advertisements, with the same `garp_master_repeat` and `garp_master_delay`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,11 +25,11 @@ use tracing::{debug, error, info, warn};
 
 use super::accept::{self, Verdict};
 use super::held::HeldVips;
-use super::link::{self, ArpSender, InterfaceInfo, Netlink};
+use super::link::{self, Announcer, InterfaceInfo, Netlink};
 use super::machine::{Action, Event, Machine, Settings, State};
 use super::priority::{self, TrackerState};
-use super::socket::VrrpSocket;
-use super::wire::{self, Advert, ChecksumMode, DropReason, Password, Version};
+use super::socket::{Arrival, VrrpSocket};
+use super::wire::{self, Advert, ChecksumMode, DropReason, Family, Password, Received, Version};
 use crate::config::{VrrpAuthentication, VrrpInstance};
 
 /// How long an instance whose VIP could not be added stays in Fault before it tries again.
@@ -53,9 +58,9 @@ pub struct InstanceStatus {
     pub state: String,
     pub configured_priority: u8,
     pub effective_priority: u8,
-    /// The current master's address as this node knows it.
-    pub master: Option<Ipv4Addr>,
-    pub virtual_ipaddress: Vec<Ipv4Addr>,
+    /// The current master's address as this node knows it (over IPv6 its link-local address).
+    pub master: Option<IpAddr>,
+    pub virtual_ipaddress: Vec<IpAddr>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Received packets dropped, by reason (only reasons seen at least once).
@@ -146,12 +151,15 @@ pub async fn start(
             })?)
         }
     };
-    let v4 = Ipv4Addresses::of(&config)?;
+    let addresses = Addresses::of(&config);
     let netlink = resources.netlink.clone();
-    let interface = netlink.interface(&config.interface, &v4.vips).await?;
+    let interface = netlink
+        .interface(&config.interface, addresses.family, &addresses.vips)
+        .await?;
     // A node killed with SIGKILL could not remove its VIPs; holding them while not master
-    // would answer ARP for them and steal clients from the real master.
-    for &vip in &v4.vips {
+    // would answer ARP (or neighbour solicitations) for them and steal clients from the real
+    // master.
+    for &vip in &addresses.vips {
         if netlink.remove_vip(interface.index, vip).await? {
             warn!(
                 instance = config.name,
@@ -159,22 +167,28 @@ pub async fn start(
             );
         }
     }
-    if let Err(err) = link::prefer_own_address_in_arp(&interface.name) {
-        warn!(
-            instance = config.name,
-            "cannot set arp_announce=2 on {}: {err}; the node may announce a VIP it does not hold",
-            interface.name
-        );
+    // IPv6 has no such knob, nor needs one: a node chooses the source of its neighbour
+    // solicitations among addresses it holds, and a removed VIP is not one.
+    if addresses.family == Family::Ipv4 {
+        if let Err(err) = link::prefer_own_address_in_arp(&interface.name) {
+            warn!(
+                instance = config.name,
+                "cannot set arp_announce=2 on {}: {err}; the node may announce a VIP it does not hold",
+                interface.name
+            );
+        }
     }
-    let socket = VrrpSocket::open(&interface, &v4.unicast_peer).map_err(|err| {
+    let socket = VrrpSocket::open(&interface, &addresses.unicast_peers).map_err(|err| {
         anyhow::anyhow!(
-            "cannot open the VRRP socket on {}: {err} (it needs CAP_NET_RAW)",
+            "cannot open the {} VRRP socket on {}: {err} (it needs CAP_NET_RAW)",
+            addresses.family,
             interface.name
         )
     })?;
-    let arp = ArpSender::open(&interface).map_err(|err| {
+    let announcer = Announcer::open(&interface).map_err(|err| {
         anyhow::anyhow!(
-            "cannot open a packet socket on {} for gratuitous ARP: {err} (it needs CAP_NET_RAW)",
+            "cannot open a packet socket on {} to announce the virtual addresses: {err} (it \
+             needs CAP_NET_RAW)",
             interface.name
         )
     })?;
@@ -195,7 +209,7 @@ pub async fn start(
         configured_priority: config.priority,
         effective_priority: machine.effective_priority(),
         master: None,
-        virtual_ipaddress: v4.vips.clone(),
+        virtual_ipaddress: addresses.vips.clone(),
         adverts_sent: 0,
         adverts_received: 0,
         drops: BTreeMap::new(),
@@ -216,7 +230,6 @@ pub async fn start(
         warn!(instance = config.name, "{warning}");
     }
     let shell = Shell {
-        v4,
         checksum: if config.checksum_pseudo_header {
             ChecksumMode::WithPseudoHeader
         } else {
@@ -229,9 +242,10 @@ pub async fn start(
         },
         password,
         config,
+        addresses,
         interface,
         socket,
-        arp,
+        announcer,
         netlink,
         mastership: resources.mastership,
         machine,
@@ -264,47 +278,40 @@ pub async fn start(
     ))
 }
 
-/// The instance's addresses as the IPv4 protocol machinery takes them. The config refuses
-/// IPv6 instances for now (`config::cross_check`), so nothing is dropped here; [`Self::of`]
-/// says so if that ever changes without this.
-struct Ipv4Addresses {
-    vips: Vec<Ipv4Addr>,
-    unicast_peer: Vec<Ipv4Addr>,
-    allowed_sources: Vec<Ipv4Addr>,
+/// An instance's addresses, all of its one family.
+struct Addresses {
+    family: Family,
+    vips: Vec<IpAddr>,
+    unicast_peers: Vec<IpAddr>,
+    allowed_sources: Vec<IpAddr>,
 }
 
-impl Ipv4Addresses {
-    fn of(config: &VrrpInstance) -> anyhow::Result<Ipv4Addresses> {
-        let v4 = |addresses: &[IpAddr]| -> anyhow::Result<Vec<Ipv4Addr>> {
-            addresses
-                .iter()
-                .map(|address| match address {
-                    IpAddr::V4(v4) => Ok(*v4),
-                    IpAddr::V6(v6) => Err(anyhow::anyhow!(
-                        "[[vrrp]] {}: {v6} is IPv6, and this build runs VRRP over IPv4 only",
-                        config.name
-                    )),
-                })
-                .collect()
-        };
-        Ok(Ipv4Addresses {
-            vips: v4(&config.virtual_ipaddress)?,
-            unicast_peer: v4(&config.unicast_peer)?,
-            allowed_sources: v4(&config.allowed_sources)?,
-        })
+impl Addresses {
+    fn of(config: &VrrpInstance) -> Addresses {
+        Addresses {
+            // Validation keeps every list to one family, and requires a VIP.
+            family: config
+                .virtual_ipaddress
+                .first()
+                .copied()
+                .map_or(Family::Ipv4, Family::of),
+            vips: config.virtual_ipaddress.clone(),
+            unicast_peers: config.unicast_peer.clone(),
+            allowed_sources: config.allowed_sources.clone(),
+        }
     }
 }
 
 struct Shell {
     config: VrrpInstance,
-    v4: Ipv4Addresses,
+    addresses: Addresses,
     version: Version,
     checksum: ChecksumMode,
     /// VRRPv2 PASS: sent in every advert, and required in every advert received.
     password: Option<Password>,
     interface: InterfaceInfo,
     socket: VrrpSocket,
-    arp: ArpSender,
+    announcer: Announcer,
     netlink: Netlink,
     mastership: Arc<dyn Mastership>,
     machine: Machine,
@@ -346,7 +353,7 @@ impl Shell {
                 biased;
                 _ = shutdown.cancelled() => break,
                 received = self.socket.recv(&mut buf) => match received {
-                    Ok(len) => self.on_datagram(&buf[..len]).await,
+                    Ok(arrival) => self.on_datagram(&buf, arrival).await,
                     Err(err) => {
                         if let Some(held) = crate::log_limit::allow("vrrp-receive") {
                             let held = crate::log_limit::held_back(held);
@@ -423,8 +430,20 @@ impl Shell {
         }
     }
 
-    async fn on_datagram(&mut self, datagram: &[u8]) {
-        let received = match wire::parse_ipv4(datagram, self.checksum) {
+    /// Reads what the socket received: a whole IPv4 datagram, or an IPv6 payload with the
+    /// header's fields beside it.
+    fn parse(&self, buf: &[u8], arrival: Arrival) -> Result<Received, DropReason> {
+        let bytes = buf.get(..arrival.len).ok_or(DropReason::Truncated)?;
+        match arrival.ipv6 {
+            None => wire::parse_ipv4(bytes, self.checksum),
+            Some(header) => {
+                wire::parse_ipv6(bytes, header.source, header.destination, header.hop_limit)
+            }
+        }
+    }
+
+    async fn on_datagram(&mut self, buf: &[u8], arrival: Arrival) {
+        let received = match self.parse(buf, arrival) {
             Ok(received) => received,
             Err(reason) => return self.drop_packet(reason),
         };
@@ -434,10 +453,10 @@ impl Shell {
             version: self.version,
             advert_interval: self.config.advert_interval,
             password: self.password,
-            sources: if self.v4.unicast_peer.is_empty() {
-                &self.v4.allowed_sources
+            sources: if self.addresses.unicast_peers.is_empty() {
+                &self.addresses.allowed_sources
             } else {
-                &self.v4.unicast_peer
+                &self.addresses.unicast_peers
             },
         };
         match accept::judge(&received, &expected) {
@@ -450,7 +469,7 @@ impl Shell {
             let mut status = self.lock_status();
             status.adverts_received += 1;
         }
-        let vips = &self.v4.vips;
+        let vips = &self.addresses.vips;
         let same_addresses = advert.addresses.len() == vips.len()
             && advert
                 .addresses
@@ -563,7 +582,7 @@ impl Shell {
                 self.transition(before, State::Master);
                 self.mastership.becoming_master(&self.config.name).await;
                 self.holds_vips = true;
-                for &vip in &self.v4.vips {
+                for vip in self.addresses.vips.clone() {
                     self.held.adding(&self.interface.name, vip);
                     if let Err(err) = self.netlink.add_vip(self.interface.index, vip).await {
                         let reason = format!("{err:#}");
@@ -599,7 +618,7 @@ impl Shell {
 
     async fn release_vips(&mut self) {
         let held = self.holds_vips;
-        for &vip in &self.v4.vips {
+        for vip in self.addresses.vips.clone() {
             match self.netlink.remove_vip(self.interface.index, vip).await {
                 Ok(_) => self.held.removed(&self.interface.name, vip),
                 Err(err) => error!(instance = self.config.name, "{err:#}"),
@@ -638,12 +657,12 @@ impl Shell {
             vrid: self.config.virtual_router_id,
             priority,
             interval: self.config.advert_interval,
-            addresses: self.v4.vips.clone(),
+            addresses: self.addresses.vips.clone(),
             password: self.password,
         };
         let mut sent = 0;
         for destination in self.socket.destinations().to_vec() {
-            let payload = advert.emit(self.interface.primary_address, destination, self.checksum);
+            let payload = advert.emit(self.socket.source(), destination, self.checksum);
             match self.socket.send(&payload, destination).await {
                 Ok(()) => sent += 1,
                 Err(err) => warn!(
@@ -655,26 +674,25 @@ impl Shell {
         self.lock_status().adverts_sent += sent;
     }
 
-    /// Gratuitous ARPs for every VIP, `garp_master_repeat` times.
+    /// Gratuitous ARPs (IPv4) or unsolicited neighbour advertisements (IPv6) for every VIP,
+    /// `garp_master_repeat` times.
     fn announce(&self, why: &str) {
         let repeat = self.config.garp_master_repeat;
         if repeat == 0 {
             return;
         }
+        let what = match self.addresses.family {
+            Family::Ipv4 => "gratuitous ARP",
+            Family::Ipv6 => "unsolicited neighbour advertisement",
+        };
         for _ in 0..repeat {
-            for &vip in &self.v4.vips {
-                if let Err(err) = self.arp.announce(vip) {
-                    warn!(
-                        instance = self.config.name,
-                        "gratuitous ARP for {vip}: {err}"
-                    );
+            for &vip in &self.addresses.vips {
+                if let Err(err) = self.announcer.announce(vip) {
+                    warn!(instance = self.config.name, "{what} for {vip}: {err}");
                 }
             }
         }
-        debug!(
-            instance = self.config.name,
-            repeat, "gratuitous ARPs sent: {why}"
-        );
+        debug!(instance = self.config.name, repeat, "{what}s sent: {why}");
     }
 
     fn notify(&self, state: State) {

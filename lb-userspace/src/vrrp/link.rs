@@ -1,23 +1,39 @@
-//! The node's side of an interface for VRRP: find it, add and remove the virtual addresses
-//! (rtnetlink), keep the node from announcing a VIP it does not hold (`arp_announce`), and
-//! broadcast gratuitous ARPs (an `AF_PACKET` socket).
+//! The node's side of an interface for VRRP: find it and its own address in the instance's
+//! family (IPv4, or the IPv6 link-local address adverts come from), add and remove the virtual
+//! addresses (rtnetlink; IPv6 ones without duplicate address detection, so they serve at
+//! once), keep the node from announcing a VIP it does not hold (`arp_announce`), and announce
+//! the VIPs of a new master: gratuitous ARPs for IPv4, unsolicited neighbour advertisements for
+//! IPv6 (an `AF_PACKET` socket).
 //!
 //! Nothing here decides anything: the instance shell calls it when the state machine says so.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use anyhow::{anyhow, Context as _};
 use futures::TryStreamExt as _;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
-use crate::wire::arp;
+use super::wire::Family;
+use crate::wire::{arp, ndisc};
 
 /// The prefix length a virtual address is added with, as keepalived does: the VIP is a host
 /// address on the segment, the node's own address carries the route.
-const VIP_PREFIX_LEN: u8 = 32;
+fn vip_prefix_len(address: IpAddr) -> u8 {
+    match address {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// fe80::/10, where RFC 5798 §5.1.2.1 has IPv6 adverts come from.
+fn is_link_local(address: &Ipv6Addr) -> bool {
+    address.segments()[0] & 0xffc0 == 0xfe80
+}
 
 /// What the shell needs to know about the VRRP interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +41,10 @@ pub struct InterfaceInfo {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
-    /// The node's own address on the interface (not a VIP): the adverts' source and the
-    /// tie-breaker between equal priorities.
-    pub primary_address: Ipv4Addr,
+    /// The node's own address on the interface in the instance's family (not a VIP; for IPv6
+    /// its link-local address): the adverts' source and the tie-breaker between equal
+    /// priorities.
+    pub primary_address: IpAddr,
 }
 
 /// A route netlink connection; one per daemon is enough.
@@ -45,12 +62,13 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// Looks `name` up; `exclude` are addresses that do not count as the node's own (the VIPs
-    /// a crashed predecessor may have left behind).
+    /// Looks `name` up with its own address in `family`; `exclude` are addresses that do not
+    /// count as the node's own (the VIPs a crashed predecessor may have left behind).
     pub async fn interface(
         &self,
         name: &str,
-        exclude: &[Ipv4Addr],
+        family: Family,
+        exclude: &[IpAddr],
     ) -> anyhow::Result<InterfaceInfo> {
         let mut links = self
             .handle
@@ -80,17 +98,34 @@ impl Netlink {
                 _ => None,
             })
             .ok_or_else(|| anyhow!("interface {name} has no Ethernet address; VRRP needs one"))?;
-        let primary_address = self
-            .ipv4_addresses(index)
-            .await?
-            .into_iter()
-            .find(|address| !exclude.contains(address))
-            .ok_or_else(|| {
-                anyhow!(
-                    "interface {name} has no IPv4 address of its own; VRRP sends its adverts from \
-                     it: add one with `ip addr add ADDRESS/PREFIX dev {name}`"
-                )
-            })?;
+        let addresses = self.addresses(index).await?;
+        let primary_address = match family {
+            Family::Ipv4 => addresses
+                .into_iter()
+                .find(|(address, _)| address.is_ipv4() && !exclude.contains(address))
+                .map(|(address, _)| address)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "interface {name} has no IPv4 address of its own; VRRP sends its adverts \
+                         from it: add one with `ip addr add ADDRESS/PREFIX dev {name}`"
+                    )
+                })?,
+            // A tentative address (duplicate address detection still running) cannot be sent
+            // from yet; one that is ready is preferred.
+            Family::Ipv6 => addresses
+                .iter()
+                .filter(|(address, _)| matches!(address, IpAddr::V6(a) if is_link_local(a)))
+                .min_by_key(|(_, flags)| flags.contains(AddressFlags::Tentative))
+                .map(|(address, _)| *address)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "interface {name} has no IPv6 link-local address; VRRP for IPv6 sends its \
+                         adverts from it (RFC 5798): enable IPv6 on {name} \
+                         (net.ipv6.conf.{name}.disable_ipv6=0) or add one with \
+                         `ip -6 addr add fe80::N/64 dev {name}`"
+                    )
+                })?,
+        };
         Ok(InterfaceInfo {
             name: name.to_owned(),
             index,
@@ -99,8 +134,9 @@ impl Netlink {
         })
     }
 
-    /// The IPv4 addresses on interface `index`, in the kernel's order (primary first).
-    pub async fn ipv4_addresses(&self, index: u32) -> anyhow::Result<Vec<Ipv4Addr>> {
+    /// The addresses on interface `index` with their flags, in the kernel's order (IPv4
+    /// primary first).
+    pub async fn addresses(&self, index: u32) -> anyhow::Result<Vec<(IpAddr, AddressFlags)>> {
         let messages: Vec<AddressMessage> = self
             .handle
             .address()
@@ -110,30 +146,30 @@ impl Netlink {
             .try_collect()
             .await
             .context("listing the interface's addresses")?;
-        Ok(messages
-            .iter()
-            .flat_map(|message| message.attributes.iter())
-            .filter_map(|attribute| match attribute {
-                AddressAttribute::Local(IpAddr::V4(address)) => Some(*address),
-                _ => None,
-            })
-            .collect())
+        Ok(messages.iter().filter_map(address_and_flags).collect())
     }
 
-    /// Adds `address`/32 to the interface; already present is fine.
-    pub async fn add_vip(&self, index: u32, address: Ipv4Addr) -> anyhow::Result<()> {
+    /// Adds `address`/32 (IPv4) or `address`/128 (IPv6, without duplicate address detection:
+    /// a master must answer for its VIP at once, and the backup has just given it up) to the
+    /// interface; already present is fine.
+    pub async fn add_vip(&self, index: u32, address: IpAddr) -> anyhow::Result<()> {
         if crate::fault_injection::vip_add_fails() {
             return Err(anyhow!(
                 "adding virtual address {address}: refused (TANDEM_FAULT_INJECTION)"
             ));
         }
-        match self
+        let mut request = self
             .handle
             .address()
-            .add(index, IpAddr::V4(address), VIP_PREFIX_LEN)
-            .execute()
-            .await
-        {
+            .add(index, address, vip_prefix_len(address));
+        if address.is_ipv6() {
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
             Ok(()) => Ok(()),
             Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
             Err(err) if is_errno(&err, libc::EPERM) => Err(anyhow!(
@@ -145,23 +181,20 @@ impl Netlink {
 
     /// Removes `address` from the interface whatever its prefix length; absent is fine.
     /// Returns whether it was there.
-    pub async fn remove_vip(&self, index: u32, address: Ipv4Addr) -> anyhow::Result<bool> {
+    pub async fn remove_vip(&self, index: u32, address: IpAddr) -> anyhow::Result<bool> {
         let messages: Vec<AddressMessage> = self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
-            .set_address_filter(IpAddr::V4(address))
+            .set_address_filter(address)
             .execute()
             .try_collect()
             .await
             .context("listing the interface's addresses")?;
         let mut removed = false;
         for message in messages {
-            let holds = message
-                .attributes
-                .iter()
-                .any(|attribute| matches!(attribute, AddressAttribute::Local(IpAddr::V4(a)) if *a == address));
+            let holds = address_and_flags(&message).is_some_and(|(held, _)| held == address);
             if !holds {
                 continue;
             }
@@ -173,6 +206,24 @@ impl Netlink {
         }
         Ok(removed)
     }
+}
+
+/// The address a message is about, with its flags. IPv4 gives it in IFA_LOCAL (IFA_ADDRESS is
+/// the peer on point-to-point links); IPv6 only in IFA_ADDRESS. The flags are in IFA_FLAGS
+/// when the kernel sends it (all 32 bits), else in the header's 8.
+fn address_and_flags(message: &AddressMessage) -> Option<(IpAddr, AddressFlags)> {
+    let mut local = None;
+    let mut address = None;
+    let mut flags = AddressFlags::from_bits_retain(u32::from(message.header.flags.bits()));
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(a) => local = Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            AddressAttribute::Flags(f) => flags = *f,
+            _ => {}
+        }
+    }
+    Some((local.or(address)?, flags))
 }
 
 fn is_errno(err: &rtnetlink::Error, errno: i32) -> bool {
@@ -194,47 +245,61 @@ pub fn prefer_own_address_in_arp(interface: &str) -> io::Result<()> {
     )
 }
 
-/// A socket that broadcasts gratuitous ARPs on one interface.
-pub struct ArpSender {
+/// A packet socket that announces the VIPs of a new master on one interface: a gratuitous
+/// ARP for an IPv4 address, an unsolicited neighbour advertisement for an IPv6 one.
+///
+/// Both carry the interface's own MAC, as keepalived does without `use_vmac` and as the IPv4
+/// side always has: Tandem does not put the virtual MAC (00:00:5e:00:01/02:VRID) on the
+/// interface, so announcing it would send the clients' frames to a MAC nobody receives.
+pub struct Announcer {
     fd: std::os::fd::OwnedFd,
     index: u32,
     mac: [u8; 6],
 }
 
-impl ArpSender {
-    pub fn open(interface: &InterfaceInfo) -> io::Result<ArpSender> {
-        let protocol = (libc::ETH_P_ARP as u16).to_be() as i32;
+impl Announcer {
+    pub fn open(interface: &InterfaceInfo) -> io::Result<Announcer> {
+        // Protocol 0: the socket only sends, and receives nothing it would have to drain.
         // SAFETY: socket(2) with constant arguments; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(ArpSender {
+        Ok(Announcer {
             fd,
             index: interface.index,
             mac: interface.mac,
         })
     }
 
-    /// Broadcasts one gratuitous ARP for `address` with the interface's MAC.
-    pub fn announce(&self, address: Ipv4Addr) -> io::Result<()> {
+    /// Sends one announcement of `address` with the interface's MAC: a broadcast gratuitous
+    /// ARP (IPv4), or an unsolicited neighbour advertisement to ff02::1 (IPv6).
+    pub fn announce(&self, address: IpAddr) -> io::Result<()> {
+        match address {
+            IpAddr::V4(address) => self.send(
+                &arp::gratuitous_arp(self.mac, address),
+                libc::ETH_P_ARP as u16,
+                [0xff; 6],
+            ),
+            IpAddr::V6(address) => self.send(
+                &ndisc::unsolicited_na(self.mac, self.mac, address),
+                libc::ETH_P_IPV6 as u16,
+                ndisc::multicast_mac(ndisc::ALL_NODES),
+            ),
+        }
+    }
+
+    fn send(&self, frame: &[u8], protocol: u16, destination: [u8; 6]) -> io::Result<()> {
         use std::os::fd::AsRawFd as _;
-        let frame = arp::gratuitous_arp(self.mac, address);
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
         let mut target: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         target.sll_family = libc::AF_PACKET as u16;
-        target.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+        target.sll_protocol = protocol.to_be();
         target.sll_ifindex = self.index as i32;
         target.sll_halen = 6;
-        target.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        target.sll_addr[..6].copy_from_slice(&destination);
         // SAFETY: frame and target outlive the call; lengths are theirs.
         let sent = unsafe {
             libc::sendto(

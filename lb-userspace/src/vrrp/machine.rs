@@ -61,7 +61,7 @@
 //!   use Fault for a fast one). The owner's priority (255) never changes (keepalived ignores
 //!   weights for it).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -89,16 +89,17 @@ pub struct Settings {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// This node's address on the interface (the advert's source), used to break priority ties.
-    pub primary_address: Ipv4Addr,
+    /// This node's address on the interface (the advert's source: over IPv6 its link-local
+    /// address), used to break priority ties.
+    pub primary_address: IpAddr,
 }
 
 impl Settings {
     /// The election parameters of a validated `[[vrrp]]` section; `primary_address` is this
-    /// node's IPv4 address on the instance's interface.
+    /// node's address on the instance's interface in the instance's family (IPv6: link-local).
     pub fn from_config(
         instance: &crate::config::VrrpInstance,
-        primary_address: Ipv4Addr,
+        primary_address: IpAddr,
     ) -> Settings {
         Settings {
             // Validation allows only 2 and 3.
@@ -124,7 +125,7 @@ pub enum Event {
     Shutdown,
     /// A valid advert for our VRID (the shell has validated version/interval/TTL already).
     AdvertReceived {
-        source: Ipv4Addr,
+        source: IpAddr,
         priority: u8,
         interval: Duration,
     },
@@ -177,7 +178,7 @@ pub struct Machine {
     master_adver_interval: Duration,
     /// The deadline of the timer last armed (Adver_Timer in Master, Master_Down_Timer in Backup).
     timer: Option<Instant>,
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     /// keepalived's `preempt_time`: until then a lower-priority master is still accepted.
     preempt_deadline: Option<Instant>,
     /// When a lower-priority advert was last answered (keepalived's `garp_lower_prio_repeat`
@@ -238,7 +239,7 @@ impl Machine {
 
     /// The current master as this node knows it: itself when Master, the last advert's source
     /// when Backup (or Fault); `None` before an advert is heard and in Initialize.
-    pub fn master_address(&self) -> Option<Ipv4Addr> {
+    pub fn master_address(&self) -> Option<IpAddr> {
         match self.state {
             State::Master => Some(self.settings.primary_address),
             State::Backup | State::Fault => self.master,
@@ -370,7 +371,7 @@ impl Machine {
 
     fn on_advert(
         &mut self,
-        source: Ipv4Addr,
+        source: IpAddr,
         priority: u8,
         interval: Duration,
         now: Instant,
@@ -396,7 +397,7 @@ impl Machine {
     /// RFC 5798 §6.4.2 (RFC 9568 §6.4.2), with keepalived's preempt_delay.
     fn backup_advert(
         &mut self,
-        source: Ipv4Addr,
+        source: IpAddr,
         priority: u8,
         interval: Duration,
         now: Instant,
@@ -437,7 +438,7 @@ impl Machine {
     /// RFC 5798 §6.4.3 with RFC 9568 §6.4.3's lower-priority rule.
     fn master_advert(
         &mut self,
-        source: Ipv4Addr,
+        source: IpAddr,
         priority: u8,
         interval: Duration,
         now: Instant,
@@ -452,9 +453,11 @@ impl Machine {
                 arm,
             ];
         }
+        // RFC 5798 §6.4.3: equal priorities are broken by the primary addresses compared as
+        // unsigned integers in network byte order, which is how IpAddr orders two addresses of
+        // one family (an instance hears only its own family).
         let higher = priority > self.effective
-            || (priority == self.effective
-                && u32::from(source) > u32::from(self.settings.primary_address));
+            || (priority == self.effective && source > self.settings.primary_address);
         if higher {
             self.learn_interval(interval);
             self.master = Some(source);
@@ -535,10 +538,11 @@ impl Machine {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-    const PEER_LOW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-    const PEER_HIGH: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const PEER_LOW: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const PEER_HIGH: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
     const SECOND: Duration = Duration::from_secs(1);
 
     fn settings(priority: u8) -> Settings {
@@ -564,7 +568,7 @@ mod tests {
         base + Duration::from_secs(s)
     }
 
-    fn advert(source: Ipv4Addr, priority: u8) -> Event {
+    fn advert(source: IpAddr, priority: u8) -> Event {
         Event::AdvertReceived {
             source,
             priority,
@@ -963,6 +967,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_ties_are_broken_by_the_link_local_sources_as_128_bit_numbers() {
+        // fe80::1:0 is above fe80::ffff: the whole address counts, not its last bytes.
+        let me = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xffff));
+        let above = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, 0));
+        let below = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfffe));
+        let ipv6 = Settings {
+            primary_address: me,
+            ..settings(100)
+        };
+        let (mut machine, _, became) = master(ipv6.clone());
+        let actions = machine.handle(advert(below, 100), became + SECOND / 2);
+        assert_eq!(actions[0], Action::SendAdvert { priority: 100 });
+        assert_eq!(machine.state(), State::Master);
+        let (mut machine, _, became) = master(ipv6);
+        let actions = machine.handle(advert(above, 100), became + SECOND / 2);
+        assert_eq!(actions[0], Action::BecomeBackup);
+        assert_eq!(machine.master_address(), Some(above));
+    }
+
+    #[test]
     fn lower_priority_adverts_are_answered_at_most_once_per_interval() {
         let (mut machine, _, became) = master(settings(150));
         let first = became + SECOND / 10;
@@ -1257,7 +1281,7 @@ virtual_ipaddress = ["192.0.2.10"]
     /// Two machines on one link with no latency; adverts can be dropped (a partition).
     struct Link {
         nodes: [Machine; 2],
-        addresses: [Ipv4Addr; 2],
+        addresses: [IpAddr; 2],
         timers: [Option<Instant>; 2],
         in_flight: VecDeque<(Instant, usize, Event)>,
         partitioned: bool,

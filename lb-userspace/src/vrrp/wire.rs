@@ -1,12 +1,17 @@
-//! The VRRP advertisement on the wire: version 3 (RFC 5798, RFC 9568) and version 2 (RFC 3768),
-//! both over IPv4.
+//! The VRRP advertisement on the wire: version 3 (RFC 5798, RFC 9568) over IPv4 and IPv6, and
+//! version 2 (RFC 3768), which is IPv4 only.
 //!
 //! Two layers, after smoltcp's `wire` module. [`Packet`] is a zero-copy view over the VRRP
 //! message; once [`Packet::new_checked`] has accepted a buffer none of its accessors can panic.
 //! [`Advert`] is what the message means, and [`Advert::parse`] is the only way to get one from
 //! bytes, so a malformed advert never reaches the state machine. [`parse_ipv4`] takes what a raw
-//! `IPPROTO_VRRP` socket returns (IPv4 header included) and names one [`DropReason`] for every
-//! datagram it refuses, so an instance can count its drops by reason instead of logging them.
+//! `IPPROTO_VRRP` socket returns (IPv4 header included), [`parse_ipv6`] what an `AF_INET6` one
+//! returns (the payload alone: source, destination and hop limit come beside it), and both name
+//! one [`DropReason`] for every datagram they refuse, so an instance can count its drops by
+//! reason instead of logging them.
+//!
+//! The layout of a message depends on the family it is carried over ([`Family`]): the message
+//! does not say whether its addresses are 4 or 16 bytes long, the IP header does.
 //!
 //! Checksums: v2 sums the VRRP message alone. For v3 over IPv4, RFC 5798 §5.2.8 adds the
 //! pseudo-header {source, destination, zero, 112, VRRP length}, and keepalived does so by default
@@ -14,7 +19,9 @@
 //! obsoletes 5798, says the IPv4 checksum covers the message alone, as Cisco, Arista and newer
 //! FRR compute it, and as keepalived does since 2.2.8 with `v3_checksum_as_v2` (keepalived issue
 //! #2324 tracks its default). A packet cannot tell which rule its sender used, so it is
-//! configuration: [`ChecksumMode`], keepalived's default unless set otherwise.
+//! configuration: [`ChecksumMode`], keepalived's default unless set otherwise. Over IPv6 every
+//! rule agrees: the IPv6 pseudo-header {source, destination, length, next header 112} is always
+//! in the checksum, whatever the mode.
 //!
 //! The IPv4 header is read by [`crate::wire::ipv4`]; the advert is its payload.
 //!
@@ -25,11 +32,10 @@
 //!
 //! Not here: deciding whether an advert is for this instance (VRID, version, password, the v2
 //! interval rule: `vrrp::accept` does that, though its drop reasons are listed in
-//! [`DropReason`] so every drop is counted in one place), sockets, and IPv6 (Tandem's virtual
-//! addresses are IPv4).
+//! [`DropReason`] so every drop is counted in one place), and sockets.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::wire::ipv4::{self, Ipv4Repr};
@@ -39,7 +45,10 @@ use crate::wire::{checksum, Error};
 pub const PROTOCOL: u8 = ipv4::protocol::VRRP;
 /// Where adverts are sent: the all-VRRP-routers group (RFC 5798 §5.1.1.2).
 pub const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// The only TTL an advert may carry: anything else was routed or forged off-link (§5.1.1.3).
+/// The IPv6 all-VRRP-routers group (RFC 5798 §5.1.2.2), link-local scope.
+pub const MULTICAST_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// The only TTL (IPv4) or hop limit (IPv6) an advert may carry: anything else was routed or
+/// forged off-link (§5.1.1.3, §5.1.2.3).
 pub const TTL: u8 = 255;
 /// The only VRRP packet type, ADVERTISEMENT (RFC 5798 §5.2.2).
 pub const TYPE_ADVERTISEMENT: u8 = 1;
@@ -79,7 +88,46 @@ mod field {
     pub const V3_MAX_ADVER_INT: Field = 4..6;
     pub const CHECKSUM: Field = 6..8;
     pub const ADDRESSES: usize = 8;
-    pub const ADDRESS_LEN: usize = 4;
+}
+
+/// The IP family an advert is carried over: it sets the length of the addresses it lists, and
+/// whether version 2 exists (it does not over IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// The family of `address`.
+    pub fn of(address: IpAddr) -> Family {
+        match address {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Bytes per address in the message.
+    pub fn address_len(self) -> usize {
+        match self {
+            Family::Ipv4 => 4,
+            Family::Ipv6 => 16,
+        }
+    }
+
+    /// Whether `version` is defined over this family: v2 is IPv4 only (RFC 3768).
+    pub fn carries(self, version: Version) -> bool {
+        self == Family::Ipv4 || version == Version::V3
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        })
+    }
 }
 
 /// The VRRP version an advert speaks.
@@ -166,7 +214,8 @@ impl fmt::Display for Version {
 /// Whether a v3 checksum over IPv4 includes the IPv4 pseudo-header.
 ///
 /// v3 over IPv4: keepalived includes the IPv4 pseudo-header in the checksum (RFC 5798 says so);
-/// RFC 9568 / some vendors omit it. v2 never uses a pseudo-header, whatever the mode.
+/// RFC 9568 / some vendors omit it. v2 never uses a pseudo-header, whatever the mode; v3 over
+/// IPv6 always does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ChecksumMode {
     /// RFC 5798 §5.2.8 and keepalived's default.
@@ -177,8 +226,11 @@ pub enum ChecksumMode {
 }
 
 impl ChecksumMode {
-    fn uses_pseudo_header(self, version: Version) -> bool {
-        version == Version::V3 && self == ChecksumMode::WithPseudoHeader
+    fn uses_pseudo_header(self, version: Version, family: Family) -> bool {
+        match family {
+            Family::Ipv6 => true,
+            Family::Ipv4 => version == Version::V3 && self == ChecksumMode::WithPseudoHeader,
+        }
     }
 }
 
@@ -238,10 +290,12 @@ pub enum DropReason {
     BadIpHeader,
     #[error("not VRRP: the IP protocol is not 112")]
     NotVrrp,
-    #[error("IP TTL is not 255: the advert was routed or sent from off the link")]
+    #[error("IP TTL (IPv4) or hop limit (IPv6) is not 255: the advert was routed or sent from off the link")]
     #[serde(rename = "ttl_not_255")]
     TtlNot255,
-    #[error("VRRP version is neither 2 nor 3")]
+    #[error(
+        "VRRP version is neither 2 nor 3, or is 2 over IPv6 (only version 3 is defined there)"
+    )]
     BadVersion,
     #[error("VRRP type is not 1 (advertisement)")]
     BadType,
@@ -249,7 +303,7 @@ pub enum DropReason {
     BadLength,
     #[error("count of addresses does not match the VRRP message length")]
     AddressCountMismatch,
-    #[error("VRRP checksum is wrong: a corrupt packet, or a v3 peer that computes it with the other checksum mode (IPv4 pseudo-header or not)")]
+    #[error("VRRP checksum is wrong: a corrupt packet, or a v3 peer over IPv4 that computes it with the other checksum mode (IPv4 pseudo-header or not)")]
     BadChecksum,
     #[error("advertisement interval is zero")]
     ZeroInterval,
@@ -312,30 +366,38 @@ impl DropReason {
 }
 
 /// A zero-copy view over one VRRP message (v2 or v3), from the Version field to the end of
-/// the addresses (v3) or of the Authentication Data (v2): exactly the IP payload.
+/// the addresses (v3) or of the Authentication Data (v2): exactly the IP payload. It knows the
+/// family it came over, which sets the length of each address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
+    family: Family,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps a buffer without checking it; accessors may panic until [`Packet::check_len`]
     /// succeeds. For emitting into a buffer sized with [`Advert::buffer_len`].
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
+    pub const fn new_unchecked(buffer: T, family: Family) -> Packet<T> {
+        Packet { buffer, family }
     }
 
     /// Wraps a buffer that [`Packet::check_len`] accepts; then no accessor can panic.
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let packet = Packet::new_unchecked(buffer);
+    pub fn new_checked(buffer: T, family: Family) -> Result<Packet<T>, DropReason> {
+        let packet = Packet::new_unchecked(buffer, family);
         packet.check_len()?;
         Ok(packet)
+    }
+
+    /// The family the message came over (or is written for).
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// Checks that the buffer is exactly one VRRP message with as many addresses as it counts.
     ///
     /// The layout depends on the version (v2 appends 8 bytes of Authentication Data), so an
-    /// unknown version is refused here already, as [`DropReason::BadVersion`]. The buffer must
+    /// unknown version, or version 2 over IPv6, is refused here already, as
+    /// [`DropReason::BadVersion`]. The buffer must
     /// not be longer than the message: the length comes from the IP header, and bytes the count
     /// does not explain make the advert ambiguous.
     pub fn check_len(&self) -> Result<(), DropReason> {
@@ -343,12 +405,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if len < HEADER_LEN {
             return Err(DropReason::BadLength);
         }
-        let version = self.version().ok_or(DropReason::BadVersion)?;
+        let version = self
+            .version()
+            .filter(|version| self.family.carries(*version))
+            .ok_or(DropReason::BadVersion)?;
         let fixed = HEADER_LEN + version.trailer_len();
-        if len < fixed || !(len - fixed).is_multiple_of(field::ADDRESS_LEN) {
+        let address_len = self.family.address_len();
+        if len < fixed || !(len - fixed).is_multiple_of(address_len) {
             return Err(DropReason::BadLength);
         }
-        if (len - fixed) / field::ADDRESS_LEN != usize::from(self.address_count()) {
+        if (len - fixed) / address_len != usize::from(self.address_count()) {
             return Err(DropReason::AddressCountMismatch);
         }
         Ok(())
@@ -418,40 +484,58 @@ impl<T: AsRef<[u8]>> Packet<T> {
         u16::from_be_bytes([data[field::CHECKSUM.start], data[field::CHECKSUM.start + 1]])
     }
 
-    /// The addresses, as many as the count says.
-    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        let end = field::ADDRESSES + usize::from(self.address_count()) * field::ADDRESS_LEN;
-        self.buffer.as_ref()[field::ADDRESSES..end]
-            .chunks_exact(field::ADDRESS_LEN)
-            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    /// Where the addresses end: the Authentication Data (v2) starts there.
+    fn addresses_end(&self) -> usize {
+        field::ADDRESSES + usize::from(self.address_count()) * self.family.address_len()
+    }
+
+    /// The addresses, as many as the count says, of the packet's family.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let family = self.family;
+        self.buffer.as_ref()[field::ADDRESSES..self.addresses_end()]
+            .chunks_exact(family.address_len())
+            .map(move |a| match family {
+                Family::Ipv4 => IpAddr::from([a[0], a[1], a[2], a[3]]),
+                Family::Ipv6 => {
+                    let mut octets = [0; 16];
+                    octets.copy_from_slice(a);
+                    IpAddr::from(octets)
+                }
+            })
     }
 
     /// v2 only: the Authentication Data after the addresses (ignored with auth type 0).
     pub fn v2_auth_data(&self) -> &[u8] {
-        let start = field::ADDRESSES + usize::from(self.address_count()) * field::ADDRESS_LEN;
+        let start = self.addresses_end();
         &self.buffer.as_ref()[start..start + V2_AUTH_DATA_LEN]
     }
 
-    /// Whether the checksum is right for a message sent from `source` to `destination`.
-    pub fn verify_checksum(
-        &self,
-        source: Ipv4Addr,
-        destination: Ipv4Addr,
-        mode: ChecksumMode,
-    ) -> bool {
-        checksum::verifies(self.checksum_sum(source, destination, mode))
+    /// Whether the checksum is right for a message sent from `source` to `destination` (both
+    /// of the packet's family; otherwise it is not).
+    pub fn verify_checksum(&self, source: IpAddr, destination: IpAddr, mode: ChecksumMode) -> bool {
+        self.checksum_sum(source, destination, mode)
+            .is_some_and(checksum::verifies)
     }
 
-    fn checksum_sum(&self, source: Ipv4Addr, destination: Ipv4Addr, mode: ChecksumMode) -> u64 {
+    /// The sum of the message and, when the version, family and mode call for it, the
+    /// pseudo-header; `None` when the addresses are not of the packet's family.
+    fn checksum_sum(&self, source: IpAddr, destination: IpAddr, mode: ChecksumMode) -> Option<u64> {
         let data = self.buffer.as_ref();
-        let mut sum = checksum::add(0, data);
-        if self
+        let sum = checksum::add(0, data);
+        let pseudo = self
             .version()
-            .is_some_and(|version| mode.uses_pseudo_header(version))
-        {
-            sum = checksum::add_ipv4_pseudo_header(sum, source, destination, PROTOCOL, data.len());
+            .is_some_and(|version| mode.uses_pseudo_header(version, self.family));
+        match (self.family, source, destination) {
+            (Family::Ipv4, IpAddr::V4(source), IpAddr::V4(destination)) => Some(if pseudo {
+                checksum::add_ipv4_pseudo_header(sum, source, destination, PROTOCOL, data.len())
+            } else {
+                sum
+            }),
+            (Family::Ipv6, IpAddr::V6(source), IpAddr::V6(destination)) => Some(
+                checksum::add_ipv6_pseudo_header(sum, source, destination, PROTOCOL, data.len()),
+            ),
+            _ => None,
         }
-        sum
     }
 }
 
@@ -492,24 +576,36 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&checksum.to_be_bytes());
     }
 
-    /// Writes address number `index` (from 0).
-    pub fn set_address(&mut self, index: usize, address: Ipv4Addr) {
-        let start = field::ADDRESSES + index * field::ADDRESS_LEN;
-        self.buffer.as_mut()[start..start + field::ADDRESS_LEN].copy_from_slice(&address.octets());
+    /// Writes address number `index` (from 0). Panics if it is not of the packet's family.
+    pub fn set_address(&mut self, index: usize, address: IpAddr) {
+        let len = self.family.address_len();
+        let start = field::ADDRESSES + index * len;
+        let slot = &mut self.buffer.as_mut()[start..start + len];
+        match address {
+            IpAddr::V4(address) => slot.copy_from_slice(&address.octets()),
+            IpAddr::V6(address) => slot.copy_from_slice(&address.octets()),
+        }
     }
 
     /// v2 only: the Authentication Data after the addresses.
     pub fn v2_auth_data_mut(&mut self) -> &mut [u8] {
-        let start = field::ADDRESSES + usize::from(self.address_count()) * field::ADDRESS_LEN;
+        let start = self.addresses_end();
         &mut self.buffer.as_mut()[start..start + V2_AUTH_DATA_LEN]
     }
 
-    /// Computes the checksum over the whole buffer (and the pseudo-header when `mode` and the
-    /// version call for it) and writes it; every other field must be in place first.
-    pub fn fill_checksum(&mut self, source: Ipv4Addr, destination: Ipv4Addr, mode: ChecksumMode) {
+    /// Computes the checksum over the whole buffer (and the pseudo-header when `mode`, the
+    /// version and the family call for it) and writes it; every other field must be in place
+    /// first. Addresses of another family than the packet's leave a wrong checksum (debug
+    /// builds panic).
+    pub fn fill_checksum(&mut self, source: IpAddr, destination: IpAddr, mode: ChecksumMode) {
         self.set_checksum(0);
         let sum = self.checksum_sum(source, destination, mode);
-        self.set_checksum(checksum::finish(sum));
+        debug_assert!(
+            sum.is_some(),
+            "a {} advert sent from {source} to {destination}",
+            self.family
+        );
+        self.set_checksum(checksum::finish(sum.unwrap_or(0)));
     }
 }
 
@@ -522,7 +618,9 @@ pub struct Advert {
     pub priority: u8,
     /// v3: Max Advert Interval in centiseconds (12 bits); v2: Adver Int in whole seconds (8 bits).
     pub interval: Duration,
-    pub addresses: Vec<Ipv4Addr>,
+    /// All of one family, the one the advert is carried over ([`Advert::emit`] leaves out any
+    /// other).
+    pub addresses: Vec<IpAddr>,
     /// v2 only: `Some` is Auth Type 1 with this password, `None` Auth Type 0. Always `None` in
     /// a v3 advert, and left out when one is emitted (v3 has no such field).
     pub password: Option<Password>,
@@ -533,8 +631,8 @@ impl Advert {
     /// the message alone can tell: layout, type, checksum, authentication, interval.
     pub fn parse<T: AsRef<[u8]>>(
         packet: &Packet<T>,
-        source: Ipv4Addr,
-        destination: Ipv4Addr,
+        source: IpAddr,
+        destination: IpAddr,
         checksum: ChecksumMode,
     ) -> Result<Advert, DropReason> {
         packet.check_len()?;
@@ -574,10 +672,10 @@ impl Advert {
         })
     }
 
-    /// Length of the VRRP message [`Advert::emit`] writes.
-    pub fn buffer_len(&self) -> usize {
+    /// Length of the VRRP message [`Advert::emit`] writes over `family`.
+    pub fn buffer_len(&self, family: Family) -> usize {
         HEADER_LEN
-            + self.emitted_addresses().len() * field::ADDRESS_LEN
+            + self.emitted_addresses(family).len() * family.address_len()
             + self.version.trailer_len()
     }
 
@@ -585,16 +683,17 @@ impl Advert {
     ///
     /// The interval must fit the version ([`Version::interval_to_wire`]); configuration
     /// validation makes sure of it. Otherwise debug builds panic, and release builds round to
-    /// the nearest unit within 1..=max. Addresses past the 255th are left out (debug builds
-    /// panic). Panics if the buffer is shorter than [`Advert::buffer_len`].
+    /// the nearest unit within 1..=max. Addresses past the 255th, and addresses of another
+    /// family than the packet's, are left out (debug builds panic). Panics if the buffer is
+    /// shorter than [`Advert::buffer_len`].
     pub fn emit_into<T: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         packet: &mut Packet<T>,
-        source: Ipv4Addr,
-        destination: Ipv4Addr,
+        source: IpAddr,
+        destination: IpAddr,
         checksum: ChecksumMode,
     ) {
-        let addresses = self.emitted_addresses();
+        let addresses = self.emitted_addresses(packet.family());
         packet.set_version_and_type(self.version, TYPE_ADVERTISEMENT);
         packet.set_vrid(self.vrid);
         packet.set_priority(self.priority);
@@ -627,11 +726,19 @@ impl Advert {
 
     /// The VRRP part only (what a raw socket with the kernel building the IP header sends),
     /// checksum filled in. `source` and `destination` are the IP addresses the datagram will
-    /// carry: a v3 checksum with the pseudo-header depends on them.
-    pub fn emit(&self, source: Ipv4Addr, destination: Ipv4Addr, checksum: ChecksumMode) -> Vec<u8> {
-        let mut buffer = vec![0; self.buffer_len()];
+    /// carry: a v3 checksum with the pseudo-header depends on them, and their family is the
+    /// advert's (both of one family; debug builds panic otherwise).
+    pub fn emit(
+        &self,
+        source: impl Into<IpAddr>,
+        destination: impl Into<IpAddr>,
+        checksum: ChecksumMode,
+    ) -> Vec<u8> {
+        let (source, destination) = (source.into(), destination.into());
+        let family = Family::of(source);
+        let mut buffer = vec![0; self.buffer_len(family)];
         self.emit_into(
-            &mut Packet::new_unchecked(&mut buffer[..]),
+            &mut Packet::new_unchecked(&mut buffer[..], family),
             source,
             destination,
             checksum,
@@ -647,7 +754,7 @@ impl Advert {
         destination: Ipv4Addr,
         checksum: ChecksumMode,
     ) -> Vec<u8> {
-        let vrrp = self.emit(source, destination, checksum);
+        let vrrp = self.emit(IpAddr::V4(source), IpAddr::V4(destination), checksum);
         Ipv4Repr {
             source,
             destination,
@@ -661,13 +768,23 @@ impl Advert {
         .datagram_with(&[], &vrrp)
     }
 
-    fn emitted_addresses(&self) -> &[Ipv4Addr] {
+    fn emitted_addresses(&self, family: Family) -> Vec<IpAddr> {
         debug_assert!(
             self.addresses.len() <= MAX_ADDRESSES,
             "a VRRP advert lists at most {MAX_ADDRESSES} addresses, got {}",
             self.addresses.len()
         );
-        &self.addresses[..self.addresses.len().min(MAX_ADDRESSES)]
+        debug_assert!(
+            self.addresses.iter().all(|a| Family::of(*a) == family),
+            "an {family} advert lists {:?}: configuration validation keeps an instance to one family",
+            self.addresses
+        );
+        self.addresses
+            .iter()
+            .copied()
+            .filter(|address| Family::of(*address) == family)
+            .take(MAX_ADDRESSES)
+            .collect()
     }
 
     fn wire_interval(&self) -> u16 {
@@ -712,11 +829,14 @@ impl fmt::Display for Advert {
 /// An advert with the IP fields the instance needs to judge it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
-    /// The sender's primary address: the tie-breaker between equal priorities.
-    pub source: Ipv4Addr,
-    /// [`MULTICAST_GROUP`], or the node's own address when the peer sends unicast.
-    pub destination: Ipv4Addr,
-    /// Always [`TTL`] in an accepted advert; kept for diagnostics.
+    /// The sender's primary address (over IPv6 its link-local address): the tie-breaker
+    /// between equal priorities.
+    pub source: IpAddr,
+    /// [`MULTICAST_GROUP`] or [`MULTICAST_GROUP_V6`], or the node's own address when the peer
+    /// sends unicast.
+    pub destination: IpAddr,
+    /// The TTL (IPv4) or hop limit (IPv6): always [`TTL`] in an accepted advert; kept for
+    /// diagnostics.
     pub ttl: u8,
     pub advert: Advert,
 }
@@ -747,8 +867,8 @@ pub fn parse_ipv4(datagram: &[u8], checksum: ChecksumMode) -> Result<Received, D
     if ttl != TTL {
         return Err(DropReason::TtlNot255);
     }
-    let (source, destination) = (ip.source(), ip.destination());
-    let packet = Packet::new_checked(ip.payload())?;
+    let (source, destination) = (IpAddr::V4(ip.source()), IpAddr::V4(ip.destination()));
+    let packet = Packet::new_checked(ip.payload(), Family::Ipv4)?;
     let advert = Advert::parse(&packet, source, destination, checksum)?;
     Ok(Received {
         source,
@@ -758,12 +878,40 @@ pub fn parse_ipv4(datagram: &[u8], checksum: ChecksumMode) -> Result<Received, D
     })
 }
 
+/// Parses what an `AF_INET6` raw `IPPROTO_VRRP` socket returns: the VRRP message alone (the
+/// kernel keeps the IPv6 header), with the `source` from the socket address and the
+/// `destination` and `hop_limit` from ancillary data (`IPV6_PKTINFO`, `IPV6_HOPLIMIT`).
+///
+/// Checks the hop limit (255, RFC 5798 §5.1.2.3), then the message ([`Advert::parse`]), whose
+/// checksum always covers the IPv6 pseudo-header (§5.2.8). Version 2 is dropped as
+/// [`DropReason::BadVersion`]: it is not defined over IPv6.
+pub fn parse_ipv6(
+    payload: &[u8],
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    hop_limit: u8,
+) -> Result<Received, DropReason> {
+    if hop_limit != TTL {
+        return Err(DropReason::TtlNot255);
+    }
+    let (source, destination) = (IpAddr::V6(source), IpAddr::V6(destination));
+    let packet = Packet::new_checked(payload, Family::Ipv6)?;
+    // The mode only chooses for v3 over IPv4; over IPv6 the pseudo-header is always summed.
+    let advert = Advert::parse(&packet, source, destination, ChecksumMode::default())?;
+    Ok(Received {
+        source,
+        destination,
+        ttl: hop_limit,
+        advert,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LB1: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
-    const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 99);
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 99));
     const MODES: [ChecksumMode; 2] = [
         ChecksumMode::WithPseudoHeader,
         ChecksumMode::WithoutPseudoHeader,
@@ -830,9 +978,9 @@ mod tests {
     /// the edit is the only thing wrong with it.
     fn edited(advert: &Advert, edit: impl FnOnce(&mut Packet<&mut [u8]>)) -> Vec<u8> {
         let mut bytes = advert.emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
-        let mut packet = Packet::new_unchecked(&mut bytes[..]);
+        let mut packet = Packet::new_unchecked(&mut bytes[..], Family::Ipv4);
         edit(&mut packet);
-        packet.fill_checksum(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        packet.fill_checksum(LB1.into(), MULTICAST_GROUP.into(), ChecksumMode::default());
         bytes
     }
 
@@ -884,7 +1032,7 @@ mod tests {
         assert_eq!(received.advert, v2_advert());
         assert_eq!(
             (received.source, received.destination, received.ttl),
-            (LB1, MULTICAST_GROUP, 255)
+            (LB1.into(), MULTICAST_GROUP.into(), 255)
         );
         assert_eq!(KEEPALIVED_2_2_7_V2[20..], KEEPALIVED_V2);
         let emitted = v2_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
@@ -978,8 +1126,8 @@ mod tests {
             assert_eq!(v2_advert().emit(LB1, MULTICAST_GROUP, mode), KEEPALIVED_V2);
             let received = parse_ipv4(&datagram(255, 112, LB1, &KEEPALIVED_V2), mode).unwrap();
             assert_eq!(received.advert, v2_advert());
-            assert_eq!(received.source, LB1);
-            assert_eq!(received.destination, MULTICAST_GROUP);
+            assert_eq!(received.source, IpAddr::V4(LB1));
+            assert_eq!(received.destination, IpAddr::V4(MULTICAST_GROUP));
             assert_eq!(received.ttl, 255);
         }
     }
@@ -1013,9 +1161,9 @@ mod tests {
     #[test]
     fn round_trips_both_versions_and_checksum_modes() {
         let addresses = vec![
-            Ipv4Addr::new(198, 18, 0, 99),
-            Ipv4Addr::new(198, 18, 0, 98),
-            Ipv4Addr::new(198, 18, 1, 1),
+            IpAddr::from([198, 18, 0, 99]),
+            IpAddr::from([198, 18, 0, 98]),
+            IpAddr::from([198, 18, 1, 1]),
         ];
         let adverts = [
             Advert {
@@ -1056,10 +1204,11 @@ mod tests {
                 let datagram = advert.emit_ipv4(LB1, MULTICAST_GROUP, mode);
                 let received = parse_ipv4(&datagram, mode).unwrap();
                 assert_eq!(received.advert, advert, "{mode:?}");
-                let packet = Packet::new_checked(&datagram[20..]).unwrap();
-                let parsed = Advert::parse(&packet, LB1, MULTICAST_GROUP, mode).unwrap();
+                let packet = Packet::new_checked(&datagram[20..], Family::Ipv4).unwrap();
+                let parsed =
+                    Advert::parse(&packet, LB1.into(), MULTICAST_GROUP.into(), mode).unwrap();
                 assert_eq!(parsed, advert);
-                assert_eq!(datagram.len(), 20 + advert.buffer_len());
+                assert_eq!(datagram.len(), 20 + advert.buffer_len(Family::Ipv4));
             }
         }
     }
@@ -1338,11 +1487,11 @@ mod tests {
     #[test]
     fn packet_accessors_read_the_fields() {
         let advert = Advert {
-            addresses: vec![VIP, LB1],
+            addresses: vec![VIP, LB1.into()],
             ..v2_advert()
         };
         let vrrp = advert.emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
-        let packet = Packet::new_checked(&vrrp[..]).unwrap();
+        let packet = Packet::new_checked(&vrrp[..], Family::Ipv4).unwrap();
         assert_eq!(packet.version(), Some(Version::V2));
         assert_eq!(packet.msg_type(), TYPE_ADVERTISEMENT);
         assert_eq!(packet.vrid(), 51);
@@ -1351,11 +1500,18 @@ mod tests {
         assert_eq!(packet.v2_auth_type(), 0);
         assert_eq!(packet.v2_adver_int(), 1);
         assert_eq!(packet.interval_units(), 1);
-        assert_eq!(packet.addresses().collect::<Vec<_>>(), [VIP, LB1]);
+        assert_eq!(packet.addresses().collect::<Vec<_>>(), [VIP, LB1.into()]);
         assert_eq!(packet.v2_auth_data(), [0; 8]);
-        assert!(packet.verify_checksum(LB1, MULTICAST_GROUP, ChecksumMode::default()));
+        assert!(packet.verify_checksum(
+            LB1.into(),
+            MULTICAST_GROUP.into(),
+            ChecksumMode::default()
+        ));
         assert_eq!(packet.into_inner().len(), 24);
-        assert_eq!(Packet::new_checked(&vrrp[..5]), Err(DropReason::BadLength));
+        assert_eq!(
+            Packet::new_checked(&vrrp[..5], Family::Ipv4),
+            Err(DropReason::BadLength)
+        );
     }
 
     #[test]
@@ -1398,7 +1554,10 @@ mod tests {
             ..v3_advert()
         };
         let vrrp = advert.emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
-        assert_eq!(Packet::new_unchecked(&vrrp[..]).v3_max_adver_int(), 100);
+        assert_eq!(
+            Packet::new_unchecked(&vrrp[..], Family::Ipv4).v3_max_adver_int(),
+            100
+        );
     }
 
     #[test]
@@ -1449,6 +1608,189 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), DropReason::ALL.len());
         assert!(DropReason::ALL.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    const LB1_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+    fn v6_advert() -> Advert {
+        Advert {
+            addresses: vec!["2001:2::99".parse().unwrap()],
+            ..v3_advert()
+        }
+    }
+
+    /// What keepalived 2.2.7 sent for an IPv6 instance (`vrrp_version 3`, VRID 51, priority
+    /// 101, advert_int 1, `virtual_ipaddress { 2001:2::99 }`) from its link-local address
+    /// fe80::ff:fe00:a to ff02::12, captured with tcpdump on a veth pair between two network
+    /// namespaces: the IPv6 payload (hop limit 255, traffic class 0xc0), then the priority-0
+    /// advert it sent when stopped.
+    const KEEPALIVED_2_2_7_V6: [u8; 24] = [
+        0x31, 0x33, 0x65, 0x01, 0x00, 0x64, 0x4b, 0xa3, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99,
+    ];
+    const KEEPALIVED_2_2_7_V6_PRIORITY_0: [u8; 24] = [
+        0x31, 0x33, 0x00, 0x01, 0x00, 0x64, 0xb0, 0xa3, 0x20, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99,
+    ];
+    const KEEPALIVED_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xff, 0xfe00, 0xa);
+
+    #[test]
+    fn keepalived_v6_captures_parse_and_match_what_we_emit() {
+        for (capture, priority) in [
+            (KEEPALIVED_2_2_7_V6, 101),
+            (KEEPALIVED_2_2_7_V6_PRIORITY_0, 0),
+        ] {
+            let received =
+                parse_ipv6(&capture, KEEPALIVED_LINK_LOCAL, MULTICAST_GROUP_V6, 255).unwrap();
+            let advert = Advert {
+                priority,
+                ..v6_advert()
+            };
+            assert_eq!(received.advert, advert);
+            assert_eq!(
+                advert.emit(
+                    KEEPALIVED_LINK_LOCAL,
+                    MULTICAST_GROUP_V6,
+                    ChecksumMode::default()
+                ),
+                capture
+            );
+        }
+    }
+
+    #[test]
+    fn v6_advert_is_laid_out_with_16_byte_addresses_and_the_ipv6_pseudo_header() {
+        let vrrp = v6_advert().emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+        // RFC 5798 §5.1: version 3 type 1, VRID 51, priority 101, one address, 100 cs.
+        assert_eq!(vrrp.len(), 8 + 16);
+        assert_eq!(vrrp[..6], [0x31, 51, 101, 1, 0x00, 0x64]);
+        assert_eq!(
+            vrrp[8..],
+            "2001:2::99".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        // The checksum, computed apart: pseudo-header {source, destination, length 24 in 32
+        // bits, three zero bytes, next header 112}, then the message with its field zero.
+        let mut summed = Vec::new();
+        summed.extend_from_slice(&LB1_LINK_LOCAL.octets());
+        summed.extend_from_slice(&MULTICAST_GROUP_V6.octets());
+        summed.extend_from_slice(&[0, 0, 0, 24, 0, 0, 0, 112]);
+        let mut zeroed = vrrp.clone();
+        zeroed[6..8].fill(0);
+        summed.extend_from_slice(&zeroed);
+        assert_eq!(vrrp[6..8], internet_checksum(&summed).to_be_bytes());
+        // Both checksum modes write the same bytes: the mode is an IPv4 matter.
+        assert_eq!(
+            v6_advert().emit(
+                LB1_LINK_LOCAL,
+                MULTICAST_GROUP_V6,
+                ChecksumMode::WithoutPseudoHeader
+            ),
+            vrrp
+        );
+    }
+
+    #[test]
+    fn v6_adverts_round_trip() {
+        for addresses in [
+            vec![],
+            vec!["2001:2::99".parse().unwrap()],
+            vec![
+                "2001:2::99".parse().unwrap(),
+                "2001:2:0:1::1".parse().unwrap(),
+                "fe80::99".parse().unwrap(),
+            ],
+        ] {
+            let advert = Advert {
+                addresses,
+                priority: 0,
+                ..v6_advert()
+            };
+            let vrrp = advert.emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+            assert_eq!(vrrp.len(), advert.buffer_len(Family::Ipv6));
+            let received = parse_ipv6(&vrrp, LB1_LINK_LOCAL, MULTICAST_GROUP_V6, 255).unwrap();
+            assert_eq!(received.advert, advert);
+            assert_eq!(received.source, IpAddr::V6(LB1_LINK_LOCAL));
+            assert_eq!(received.destination, IpAddr::V6(MULTICAST_GROUP_V6));
+            assert_eq!(received.ttl, 255);
+        }
+    }
+
+    #[test]
+    fn v6_drops_a_hop_limit_other_than_255() {
+        let vrrp = v6_advert().emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+        for hop_limit in [0, 1, 64, 254] {
+            assert_eq!(
+                parse_ipv6(&vrrp, LB1_LINK_LOCAL, MULTICAST_GROUP_V6, hop_limit),
+                Err(DropReason::TtlNot255),
+                "hop limit {hop_limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn v6_checksum_covers_source_and_destination() {
+        let vrrp = v6_advert().emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+        let other: Ipv6Addr = "fe80::2".parse().unwrap();
+        assert_eq!(
+            parse_ipv6(&vrrp, other, MULTICAST_GROUP_V6, 255),
+            Err(DropReason::BadChecksum)
+        );
+        // Sent unicast to a peer, not to the group.
+        assert_eq!(
+            parse_ipv6(&vrrp, LB1_LINK_LOCAL, other, 255),
+            Err(DropReason::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn v6_refuses_version_2_and_ipv4_layouts() {
+        // Version 2 is not defined over IPv6, whatever its layout.
+        let mut v2 = v6_advert().emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+        v2[0] = 0x21;
+        assert_eq!(
+            parse_ipv6(&v2, LB1_LINK_LOCAL, MULTICAST_GROUP_V6, 255),
+            Err(DropReason::BadVersion)
+        );
+        // An IPv4 advert's message (4-byte addresses) read as IPv6.
+        let v4 = v3_advert().emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(
+            parse_ipv6(&v4, LB1_LINK_LOCAL, MULTICAST_GROUP_V6, 255),
+            Err(DropReason::BadLength)
+        );
+        // Four IPv4 addresses fill 16 bytes: a whole IPv6 address, but the count says 4.
+        let four = Advert {
+            addresses: vec![VIP; 4],
+            ..v3_advert()
+        }
+        .emit(LB1, MULTICAST_GROUP, ChecksumMode::default());
+        assert_eq!(
+            parse_ipv6(&four, LB1_LINK_LOCAL, MULTICAST_GROUP_V6, 255),
+            Err(DropReason::AddressCountMismatch)
+        );
+        assert!(!Family::Ipv6.carries(Version::V2));
+        assert!(Family::Ipv4.carries(Version::V2));
+    }
+
+    #[test]
+    fn v6_every_truncation_and_byte_mutation_is_dropped_without_panic() {
+        let good = v6_advert().emit(LB1_LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
+        let parse = |bytes: &[u8]| parse_ipv6(bytes, LB1_LINK_LOCAL, MULTICAST_GROUP_V6, 255);
+        assert!(parse(&good).is_ok());
+        for len in 0..good.len() {
+            assert!(parse(&good[..len]).is_err(), "{len} bytes");
+        }
+        let mut bad = good.clone();
+        for at in 0..good.len() {
+            for value in 0..=u8::MAX {
+                if value == good[at] {
+                    continue;
+                }
+                bad[at] = value;
+                // Every byte is in the checksum, the reserved bits too: any change is caught.
+                assert!(parse(&bad).is_err(), "byte {at} = {value:#04x}");
+            }
+            bad[at] = good[at];
+        }
     }
 
     #[test]

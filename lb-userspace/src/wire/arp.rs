@@ -8,7 +8,7 @@
 //! [`parse_frame`] reads frames back, for tests and the lab's captures.
 //!
 //! Not here: the socket, the timing and repetition of announcements (the supervisor's), and
-//! IPv6 neighbour advertisements.
+//! IPv6 neighbour advertisements ([`super::ndisc`]).
 
 use std::net::Ipv4Addr;
 

@@ -1,11 +1,12 @@
 //! The internet checksum (RFC 1071): the ones' complement of the ones' complement sum of the
 //! data as big-endian 16-bit words. IPv4 sums its header; ICMP its message; TCP, UDP and VRRP
-//! v3 their message and the IPv4 pseudo-header.
+//! v3 their message and the IPv4 pseudo-header; ICMPv6 and VRRP v3 over IPv6 their message and
+//! the IPv6 pseudo-header.
 //!
 //! Sums are kept in 64 bits and folded once at the end: no slice that fits in memory can
 //! overflow them, and parts can be summed separately and added.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds `data` as big-endian 16-bit words to `sum`, an odd last byte padded with zero.
 pub fn add(mut sum: u64, data: &[u8]) -> u64 {
@@ -32,6 +33,21 @@ pub fn add_ipv4_pseudo_header(
     let sum = add(sum, &destination.octets());
     let length = u16::try_from(length).unwrap_or(u16::MAX);
     sum + u64::from(protocol) + u64::from(length)
+}
+
+/// Adds the IPv6 pseudo-header {source, destination, upper-layer length (32 bits), zero,
+/// next header} (RFC 8200 §8.1, RFC 5798 §5.2.8, RFC 4443 §2.3).
+pub fn add_ipv6_pseudo_header(
+    sum: u64,
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    next_header: u8,
+    length: usize,
+) -> u64 {
+    let sum = add(sum, &source.octets());
+    let sum = add(sum, &destination.octets());
+    let length = u32::try_from(length).unwrap_or(u32::MAX);
+    add(sum, &length.to_be_bytes()) + u64::from(next_header)
 }
 
 /// Folds the carries back in: the 16-bit ones' complement sum.
@@ -82,6 +98,18 @@ mod tests {
     fn an_odd_last_byte_is_padded_with_zero() {
         assert_eq!(add(0, &[0xab]), 0xab00);
         assert_eq!(add(0, &[0x01, 0x02, 0xab]), 0x0102 + 0xab00);
+    }
+
+    #[test]
+    fn the_ipv6_pseudo_header_sums_every_field() {
+        let source: Ipv6Addr = "fe80::1".parse().unwrap();
+        let destination: Ipv6Addr = "ff02::12".parse().unwrap();
+        // By hand: fe80 + 0001 + ff02 + 0012 + length 0x0001_0002 as two words + 112.
+        let expected = 0xfe80 + 0x0001 + 0xff02 + 0x0012 + 0x0001 + 0x0002 + 112;
+        assert_eq!(
+            add_ipv6_pseudo_header(0, source, destination, 112, 0x1_0002),
+            expected
+        );
     }
 
     #[test]

@@ -4,16 +4,22 @@
 //!
 //! - [`ethernet`]: the Ethernet II header, EtherTypes and MAC addresses;
 //! - [`ipv4`]: the IPv4 header (RFC 791) and its checksum;
+//! - [`ipv6`]: the fixed IPv6 header (RFC 8200);
 //! - [`arp`]: ARP for IPv4 over Ethernet (RFC 826), the gratuitous ARP of a new master;
-//! - [`checksum`]: the internet checksum (RFC 1071) they, ICMP, TCP, UDP and VRRP share.
+//! - [`ndisc`]: the ICMPv6 neighbour advertisement (RFC 4861), the IPv6 twin of that
+//!   gratuitous ARP;
+//! - [`checksum`]: the internet checksum (RFC 1071) and the IPv4 and IPv6 pseudo-headers they,
+//!   ICMP, ICMPv6, TCP, UDP and VRRP share.
 //!
 //! VRRP's own message lives with VRRP (`vrrp::wire`) and parses the payload of an
-//! [`ipv4::Packet`]. The tests crate builds its fixtures with these codecs too.
+//! [`ipv4::Packet`], or what an IPv6 raw socket returns. The tests crate builds its fixtures with these codecs too.
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod ipv6;
+pub mod ndisc;
 
 use std::net::Ipv4Addr;
 
