@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -82,8 +82,8 @@ impl Transport {
     /// Opens a connection to `backend` and, for TLS, completes the handshake. `host` is the
     /// backend's host name when it was configured by name: the name TLS asks for and checks
     /// (unless `server_name` says otherwise), else the address.
-    pub async fn connect(&self, backend: SocketAddrV4, host: Option<&str>) -> io::Result<Stream> {
-        let tcp = TcpStream::connect(SocketAddr::V4(backend)).await?;
+    pub async fn connect(&self, backend: SocketAddr, host: Option<&str>) -> io::Result<Stream> {
+        let tcp = TcpStream::connect(backend).await?;
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.tls else {
             return Ok(Either::Left(tcp));
@@ -91,8 +91,8 @@ impl Transport {
         let name = match (&tls.fixed_name, host) {
             (Some(name), _) => name.clone(),
             (None, Some(host)) => ServerName::try_from(host.to_owned())
-                .unwrap_or(ServerName::IpAddress(IpAddr::V4(*backend.ip()).into())),
-            (None, None) => ServerName::IpAddress(IpAddr::V4(*backend.ip()).into()),
+                .unwrap_or(ServerName::IpAddress(backend.ip().into())),
+            (None, None) => ServerName::IpAddress(backend.ip().into()),
         };
         let stream = tls.connector.connect(name, tcp).await?;
         if self.protocol.is_http2() && stream.get_ref().1.alpn_protocol() != Some(b"h2") {

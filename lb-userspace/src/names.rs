@@ -15,7 +15,7 @@
 //! and `tandem status` says since when and why ([`NameStatus`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,7 +33,7 @@ pub struct NameStatus {
     /// "host:port", as written.
     pub name: String,
     /// The addresses in use: the last answer that had any.
-    pub addresses: Vec<SocketAddrV4>,
+    pub addresses: Vec<SocketAddr>,
     /// Seconds since the Unix epoch of the last answer with addresses.
     pub resolved_at: u64,
     /// Why the last lookup failed; `None` when it gave addresses.
@@ -94,7 +94,7 @@ impl NameTable {
                 Lookup::All => true,
                 Lookup::Due(now) => is_due(&known, service, now),
             };
-            let mut seen: HashSet<SocketAddrV4> =
+            let mut seen: HashSet<SocketAddr> =
                 service.backends.iter().map(|b| b.address).collect();
             for named in &service.backend_names {
                 let key = (service.name.clone(), named.label());
@@ -207,30 +207,25 @@ fn is_due(
     })
 }
 
-/// The IPv4 addresses `host` resolves to with `port`, sorted; an error says why there are
-/// none.
-pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddrV4>, String> {
+/// The addresses `host` resolves to with `port` (IPv4 and IPv6: A and AAAA records, and
+/// /etc/hosts), sorted; an error says why there are none.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     let lookup = tokio::net::lookup_host((host, port));
     let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Err(_elapsed) => return Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
         Ok(Err(error)) => return Err(error.to_string()),
         Ok(Ok(found)) => found,
     };
-    let mut addresses: Vec<SocketAddrV4> = found
-        .filter_map(|address| match address {
-            SocketAddr::V4(v4) => Some(v4),
-            SocketAddr::V6(_) => None,
-        })
-        .collect();
+    let mut addresses: Vec<SocketAddr> = found.collect();
     addresses.sort();
     addresses.dedup();
     if addresses.is_empty() {
-        return Err("it has no IPv4 address".to_owned());
+        return Err("it has no address".to_owned());
     }
     Ok(addresses)
 }
 
-fn list(addresses: &[SocketAddrV4]) -> String {
+fn list(addresses: &[SocketAddr]) -> String {
     addresses
         .iter()
         .map(ToString::to_string)
@@ -275,7 +270,7 @@ mod tests {
         let (expanded, resolved) = table.expand(&config, Lookup::All).await.expect("resolves");
         table.commit(resolved);
         let service = &expanded.services[0];
-        let local: SocketAddrV4 = "127.0.0.1:8080".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
         assert_eq!(service.backends[0].address.to_string(), "198.18.0.102:80");
         assert!(
             service
@@ -311,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn a_known_name_that_stops_resolving_keeps_its_last_addresses() {
         let table = NameTable::default();
-        let last: SocketAddrV4 = "198.18.0.102:80".parse().expect("addr");
+        let last: SocketAddr = "198.18.0.102:80".parse().expect("addr");
         table.lock().insert(
             ("web".into(), "gone.invalid:80".into()),
             Entry {

@@ -15,8 +15,11 @@ use tandem_lab::{HTTP1, HTTP2, LB1, VIP};
 
 fn set_drained(node: &Node, backend: SocketAddrV4, drained: bool) -> anyhow::Result<bool> {
     let dataplane = node.dataplane.clone();
-    node.runtime
-        .block_on(async move { dataplane.set_backend_drained("who", backend, drained).await })
+    node.runtime.block_on(async move {
+        dataplane
+            .set_backend_drained("who", backend.into(), drained)
+            .await
+    })
 }
 
 fn drain_keeps_established_connections_and_moves_new_ones(dataplane: &str) {

@@ -41,6 +41,7 @@ peers = ["{peer_ip}:{REPLICATION_PORT}"]
 
 /// A session id that a fresh node with both backends up would place on `backend`.
 fn key_placed_on(config_text: &str, backend: SocketAddrV4) -> String {
+    let backend = std::net::SocketAddr::V4(backend);
     let loaded = config::parse(config_text, Path::new("lb2.toml")).expect("the config loads");
     let upstream = Upstream::new(&loaded.config.services[0]);
     (0..10_000)

@@ -11,7 +11,7 @@
 //! `Cookie` values and `Set-Cookie` values in turn.
 #![no_main]
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{HeaderValue, AUTHORIZATION, COOKIE, SET_COOKIE};
@@ -109,15 +109,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Insert ids: each backend's id names it; nothing else names one.
-    let backends: Vec<SocketAddrV4> = data
+    let backends: Vec<SocketAddr> = data
         .chunks_exact(6)
         .take(4)
-        .map(|b| {
-            SocketAddrV4::new(
-                [b[0], b[1], b[2], b[3]].into(),
-                u16::from_be_bytes([b[4], b[5]]),
-            )
-        })
+        .map(|b| SocketAddr::from(([b[0], b[1], b[2], b[3]], u16::from_be_bytes([b[4], b[5]]))))
         .collect();
     let ids = InsertIds::new(&name, &backends);
     for backend in &backends {

@@ -14,7 +14,7 @@
 //! its Maglev table when the generation moves. Each transition is logged once, with the reason.
 //! What does not live here: choosing among healthy backends (the balancers) and sessions.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -40,7 +40,7 @@ const MAX_STATUS_LINE: usize = 1024;
 pub struct HealthTable {
     service: String,
     /// Config order; indices into this are what [`HealthTable::is_up_at`] takes.
-    backends: Vec<SocketAddrV4>,
+    backends: Vec<SocketAddr>,
     /// The verdicts, readable without a lock on the request path.
     up: Vec<AtomicBool>,
     /// Counters and reasons behind the verdicts; index-aligned with `backends`.
@@ -69,7 +69,7 @@ struct State {
 /// A backend's health as `tandem status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackendHealth {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub up: bool,
     /// Why it is up or down, e.g. "connect refused" or "2 checks passed".
     pub reason: String,
@@ -91,7 +91,7 @@ impl HealthTable {
     /// The table for `service`'s backends, all up (Pound starts that way: a backend that is
     /// down is found by the first probe or the first request).
     pub fn new(service: &config::Service) -> Arc<HealthTable> {
-        let backends: Vec<SocketAddrV4> = service.backends.iter().map(|b| b.address).collect();
+        let backends: Vec<SocketAddr> = service.backends.iter().map(|b| b.address).collect();
         HealthTable::with_backends(&service.name, &backends, &service.health)
     }
 
@@ -99,7 +99,7 @@ impl HealthTable {
     /// fall counts.
     pub fn with_backends(
         service: &str,
-        backends: &[SocketAddrV4],
+        backends: &[SocketAddr],
         check: &HealthCheck,
     ) -> Arc<HealthTable> {
         let now = (SystemTime::now(), Instant::now());
@@ -128,12 +128,12 @@ impl HealthTable {
     }
 
     /// The backends, in the order given at creation.
-    pub fn backends(&self) -> &[SocketAddrV4] {
+    pub fn backends(&self) -> &[SocketAddr] {
         &self.backends
     }
 
     /// Whether `backend` may get traffic; `false` for an address the table does not know.
-    pub fn is_up(&self, backend: SocketAddrV4) -> bool {
+    pub fn is_up(&self, backend: SocketAddr) -> bool {
         self.index(backend).is_some_and(|i| self.is_up_at(i))
     }
 
@@ -157,7 +157,7 @@ impl HealthTable {
     /// Passive marking: a request could not reach `backend` (`reason`, e.g. "connect
     /// refused"). An up backend goes down at once; the probes bring it back after `rise`
     /// successes. Returns the transition, if this caused one.
-    pub fn mark_down(&self, backend: SocketAddrV4, reason: &str) -> Option<Transition> {
+    pub fn mark_down(&self, backend: SocketAddr, reason: &str) -> Option<Transition> {
         let index = self.index(backend)?;
         let mut state = self.lock();
         let entry = &mut state[index];
@@ -173,7 +173,7 @@ impl HealthTable {
     }
 
     /// Counts one probe result; returns the transition, if `rise` or `fall` was reached.
-    pub fn record_probe(&self, backend: SocketAddrV4, result: ProbeResult) -> Option<Transition> {
+    pub fn record_probe(&self, backend: SocketAddr, result: ProbeResult) -> Option<Transition> {
         let index = self.index(backend)?;
         let mut state = self.lock();
         let entry = &mut state[index];
@@ -245,7 +245,7 @@ impl HealthTable {
             .collect()
     }
 
-    fn index(&self, backend: SocketAddrV4) -> Option<usize> {
+    fn index(&self, backend: SocketAddr) -> Option<usize> {
         self.backends.iter().position(|&b| b == backend)
     }
 
@@ -423,7 +423,7 @@ fn spawn_checks(service: &config::Service, table: Arc<HealthTable>, shutdown: Ca
 /// Runs one probe of `backend` as `check` says, within `check.timeout`; through `transport`
 /// when the backend speaks TLS or HTTP/2.
 pub async fn probe(
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     check: &HealthCheck,
     transport: Option<&Transport>,
     host_name: Option<&str>,
@@ -504,7 +504,7 @@ pub fn connect_failure(reason: &str) -> String {
 /// HTTP check the `GET path` must answer the expected status.
 async fn transport_probe(
     transport: &Transport,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     host_name: Option<&str>,
     kind: &HealthKind,
 ) -> ProbeResult {
@@ -571,7 +571,7 @@ async fn transport_probe(
 
 async fn http_probe(
     stream: &mut TcpStream,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     path: &str,
     expect: u16,
 ) -> ProbeResult {
@@ -691,7 +691,7 @@ mod tests {
         other_stop.cancel();
     }
 
-    fn addr(text: &str) -> SocketAddrV4 {
+    fn addr(text: &str) -> SocketAddr {
         text.parse().expect("test address")
     }
 
@@ -830,9 +830,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let std::net::SocketAddr::V4(open) = listener.local_addr().expect("addr") else {
-            panic!("v4 listener");
-        };
+        let open = listener.local_addr().expect("addr");
         let check = HealthCheck::default();
         assert_eq!(probe(open, &check, None, None).await, Ok(()));
         drop(listener);
@@ -844,13 +842,11 @@ mod tests {
 
     #[tokio::test]
     async fn http_probe_checks_the_status() {
-        async fn serve_once(answer: &'static str) -> SocketAddrV4 {
+        async fn serve_once(answer: &'static str) -> SocketAddr {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            let std::net::SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
-                panic!("v4 listener");
-            };
+            let addr = listener.local_addr().expect("addr");
             tokio::spawn(async move {
                 if let Ok((mut stream, _)) = listener.accept().await {
                     let mut buf = [0u8; 1024];
@@ -885,9 +881,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let std::net::SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
-            panic!("v4 listener");
-        };
+        let addr = listener.local_addr().expect("addr");
         // Accepts (the kernel does) but never answers.
         let check = HealthCheck {
             timeout: Duration::from_millis(100),

@@ -6,7 +6,7 @@
 //! the later one is usually the copy-pasted entry that was not edited.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use super::diagnostic::{Pos, Reporter};
 use super::model::{Service, SessionMode, VrrpInstance};
@@ -15,8 +15,51 @@ use super::read::{Document, ServiceSpans, VrrpSpans};
 pub(super) fn check(report: &mut Reporter, document: &Document) {
     check_vrrp(report, &document.vrrp);
     check_services(report, &document.services);
+    check_not_yet_ipv6(report, document);
     check_replication(report, document);
     warn(report, document);
+}
+
+/// IPv6 is arriving part by part (the config, the proxy and the health checks serve it); what
+/// does not serve it yet is refused here, before anything runs, rather than accepted and left
+/// silently unserved.
+fn check_not_yet_ipv6(report: &mut Reporter, document: &Document) {
+    for (instance, spans) in &document.vrrp {
+        if instance
+            .virtual_ipaddress
+            .first()
+            .is_some_and(IpAddr::is_ipv6)
+        {
+            report.error(
+                spans
+                    .virtual_ipaddress
+                    .first()
+                    .copied()
+                    .unwrap_or(spans.name),
+                format!(
+                    "[[vrrp]] {:?} has IPv6 addresses, and this build runs VRRP over IPv4 only: \
+                     keep IPv6 virtual addresses out of [[vrrp]] for now (an IPv6 service can \
+                     listen on an address the node already has)",
+                    instance.name
+                ),
+            );
+        }
+    }
+    for (service, spans) in &document.services {
+        if service.mode.is_l4() && service.listen.is_ipv6() {
+            report.error(
+                spans.listen,
+                format!(
+                    "service {:?} is mode = \"{}\" on IPv6 ({}), and this build forwards L4 \
+                     services over IPv4 only (XDP and the relay): use mode = \"http\" for \
+                     IPv6, or an IPv4 listen address",
+                    service.name,
+                    service.mode.as_str(),
+                    service.listen
+                ),
+            );
+        }
+    }
 }
 
 /// The replication listener is one more TCP socket on the node: it must not take a service's.
@@ -62,8 +105,8 @@ fn check_replication(report: &mut Reporter, document: &Document) {
 
 fn check_vrrp(report: &mut Reporter, instances: &[(VrrpInstance, VrrpSpans)]) {
     let mut names: HashMap<&str, Pos> = HashMap::new();
-    let mut router_ids: HashMap<(&str, u8), (&str, Pos)> = HashMap::new();
-    let mut addresses: HashMap<Ipv4Addr, (&str, Pos)> = HashMap::new();
+    let mut router_ids: HashMap<(&str, u8, bool), (&str, Pos)> = HashMap::new();
+    let mut addresses: HashMap<IpAddr, (&str, Pos)> = HashMap::new();
     for (instance, spans) in instances {
         if let Some(&first) = names.get(instance.name.as_str()) {
             report.error(
@@ -80,17 +123,28 @@ fn check_vrrp(report: &mut Reporter, instances: &[(VrrpInstance, VrrpSpans)]) {
         }
 
         // The VRID is the last byte of the virtual MAC, so two instances with one id on one
-        // link would fight over the same MAC address and each other's adverts.
-        let router = (instance.interface.as_str(), instance.virtual_router_id);
+        // link would fight over the same MAC address and each other's adverts. VRRP over IPv6
+        // is another protocol with its own MACs (00:00:5e:00:02:xx), so an IPv4 and an IPv6
+        // instance may share an id, as in keepalived.
+        let ipv6 = instance
+            .virtual_ipaddress
+            .first()
+            .is_some_and(IpAddr::is_ipv6);
+        let router = (
+            instance.interface.as_str(),
+            instance.virtual_router_id,
+            ipv6,
+        );
         if let Some(&(owner, first)) = router_ids.get(&router) {
             report.error(
                 spans.virtual_router_id,
                 format!(
                     "virtual_router_id {} is already used on interface {:?} by [[vrrp]] {owner:?} \
-                     (line {}); each instance on one interface needs its own id",
+                     (line {}); each {} instance on one interface needs its own id",
                     instance.virtual_router_id,
                     instance.interface,
-                    report.line_of(first)
+                    report.line_of(first),
+                    if ipv6 { "IPv6" } else { "IPv4" }
                 ),
             );
         } else {
@@ -127,7 +181,7 @@ fn check_services(report: &mut Reporter, services: &[(Service, ServiceSpans)]) {
     let mut names: HashMap<&str, Pos> = HashMap::new();
     // HTTP and TCP services both listen on TCP, so they compete for the same sockets; HTTP
     // services may share one when Host and path tell their requests apart.
-    let mut sockets: HashMap<(SocketAddrV4, u8), Vec<(&Service, Pos)>> = HashMap::new();
+    let mut sockets: HashMap<(SocketAddr, u8), Vec<(&Service, Pos)>> = HashMap::new();
     for (index, (service, spans)) in services.iter().enumerate() {
         if index == lb_common::MAX_SERVICES as usize {
             report.error(
@@ -212,13 +266,13 @@ fn warn(report: &mut Reporter, document: &Document) {
         );
         return;
     }
-    let virtual_addresses: Vec<Ipv4Addr> = document
+    let virtual_addresses: Vec<IpAddr> = document
         .vrrp
         .iter()
         .flat_map(|(instance, _)| instance.virtual_ipaddress.iter().copied())
         .collect();
     for (service, spans) in &document.services {
-        let address = *service.listen.ip();
+        let address = service.listen.ip();
         // 0.0.0.0 (HTTP only) listens on every address, the virtual ones included.
         if address.is_unspecified() || virtual_addresses.contains(&address) {
             continue;

@@ -10,7 +10,7 @@
 //! Why not serde with `toml::Spanned`: serde stops at the first error and reports unknown keys
 //! without a usable span; users should see all their mistakes at once, each with a location.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use toml_edit::{ArrayOfTables, Item, Key, TableLike, Value};
@@ -274,15 +274,16 @@ impl<'a> Field<'a> {
         found.map(|&(_, value)| value)
     }
 
-    /// An IPv4 address without port ("198.18.0.99").
-    pub fn ipv4(&self, report: &mut Reporter) -> Option<Ipv4Addr> {
+    /// An IP address without port, IPv4 or IPv6 ("198.18.0.99", "2001:2::99").
+    pub fn ip(&self, report: &mut Reporter) -> Option<IpAddr> {
         let text = self.str(report)?;
-        let address = text.parse::<Ipv4Addr>().ok();
+        let address = text.parse::<IpAddr>().ok();
         if address.is_none() {
             report.error(
                 self.at,
                 format!(
-                    "{} {text:?} is not an IPv4 address; write e.g. \"198.18.0.99\"",
+                    "{} {text:?} is not an IP address; write e.g. \"198.18.0.99\" or \
+                     \"2001:2::99\"",
                     self.key
                 ),
             );
@@ -290,19 +291,27 @@ impl<'a> Field<'a> {
         address
     }
 
-    /// An IPv4 address with a port other than 0 ("198.18.0.99:80").
-    pub fn socket_addr(&self, report: &mut Reporter) -> Option<SocketAddrV4> {
+    /// An IP address with a port other than 0: "198.18.0.99:80", or "[2001:2::99]:80" for
+    /// IPv6 (the brackets are how URLs and every other tool write it).
+    pub fn socket_addr(&self, report: &mut Reporter) -> Option<SocketAddr> {
         let text = self.str(report)?;
-        let Ok(address) = text.parse::<SocketAddrV4>() else {
-            let hint = if text.parse::<Ipv4Addr>().is_ok() {
-                format!("it has no port; write e.g. \"{text}:80\"")
-            } else {
-                "write an IPv4 address and port, e.g. \"198.18.0.99:80\"".to_owned()
+        let Ok(address) = text.parse::<SocketAddr>() else {
+            let hint = match text.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => format!("it has no port; write e.g. \"{text}:80\""),
+                // "2001:2::1:80" reads as an address without a port, which is why IPv6 takes
+                // brackets.
+                Ok(IpAddr::V6(_)) => format!(
+                    "it has no port (an IPv6 address with a port is written in brackets); \
+                     write e.g. \"[{text}]:80\""
+                ),
+                Err(_) => "write an address and port, e.g. \"198.18.0.99:80\" or \
+                           \"[2001:2::99]:80\""
+                    .to_owned(),
             };
             report.error(
                 self.at,
                 format!(
-                    "{} {text:?} is not an IPv4 address with a port: {hint}",
+                    "{} {text:?} is not an IP address with a port: {hint}",
                     self.key
                 ),
             );
@@ -318,11 +327,14 @@ impl<'a> Field<'a> {
         Some(address)
     }
 
-    /// A backend's address: an IPv4 address with a port, or a host name with a port
-    /// ("http1.example.com:80") that is resolved when the node runs.
+    /// A backend's address: an IP address with a port ("198.18.0.102:80", "[2001:2::102]:80"),
+    /// or a host name with a port ("http1.example.com:80") that is resolved when the node runs.
     pub fn backend_address(&self, report: &mut Reporter) -> Option<BackendAddress> {
         let text = self.str(report)?;
-        if text.parse::<SocketAddrV4>().is_ok() || text.parse::<Ipv4Addr>().is_ok() {
+        if text.starts_with('[')
+            || text.parse::<SocketAddr>().is_ok()
+            || text.parse::<IpAddr>().is_ok()
+        {
             return self.socket_addr(report).map(BackendAddress::Ip);
         }
         let named = text.rsplit_once(':').and_then(|(host, port)| {
@@ -348,8 +360,9 @@ impl<'a> Field<'a> {
             report.error(
                 self.at,
                 format!(
-                    "{} {text:?} is not an address with a port: write an IPv4 address or a host \
-                     name with the port, e.g. \"198.18.0.102:80\" or \"http1.example.com:80\"",
+                    "{} {text:?} is not an address with a port: write an IP address or a host name \
+                     with the port, e.g. \"198.18.0.102:80\", \"[2001:2::102]:80\" or \
+                     \"http1.example.com:80\"",
                     self.key
                 ),
             );

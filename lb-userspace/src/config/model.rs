@@ -10,7 +10,7 @@
 //! with, under the file's key names; durations serialize in the same human form the file uses
 //! ("1s", "300ms").
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,10 +44,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Replication {
     /// Where this node accepts entries from its peers (a real address of the node, not a VIP).
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     /// The other nodes' `listen` addresses; never empty. Entries are accepted only from these
     /// hosts.
-    pub peers: Vec<SocketAddrV4>,
+    pub peers: Vec<SocketAddr>,
 }
 
 /// `[node]`: who this node is and how it drives the data plane.
@@ -61,7 +61,7 @@ pub struct Node {
     pub bpf_pin_dir: PathBuf,
     pub control_socket: PathBuf,
     /// `metrics`: where `GET /metrics` serves the Prometheus text format; `None` means off.
-    pub metrics: Option<SocketAddrV4>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How the node forwards L4 services (`[node] dataplane`).
@@ -107,12 +107,12 @@ pub struct VrrpInstance {
     #[serde(with = "duration_text")]
     pub preempt_delay: Duration,
     /// Never empty; no address appears in two instances.
-    pub virtual_ipaddress: Vec<Ipv4Addr>,
+    pub virtual_ipaddress: Vec<IpAddr>,
     /// Empty means multicast adverts (224.0.0.18).
-    pub unicast_peer: Vec<Ipv4Addr>,
+    pub unicast_peer: Vec<IpAddr>,
     /// Multicast only: the only sources adverts are taken from (empty: any). With unicast
     /// peers, adverts are taken from the peers only.
-    pub allowed_sources: Vec<Ipv4Addr>,
+    pub allowed_sources: Vec<IpAddr>,
     pub track: Vec<Track>,
     /// Gratuitous ARPs per address on becoming master, sent at once and again after
     /// `garp_master_delay` (keepalived's `garp_master_repeat`; 0 sends none).
@@ -225,7 +225,7 @@ pub enum BuiltinCheck {
 pub struct Service {
     pub name: String,
     /// Unique per (address, port, transport protocol) across services.
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub mode: ServiceMode,
     /// No address twice. Empty only while every backend is written by name and the names are
     /// not resolved yet: a running node's config has the names' addresses here
@@ -239,7 +239,7 @@ pub struct Service {
     pub resolve_interval: Duration,
     /// Of the `backends` that came from a name, which name (filled by the resolver).
     #[serde(skip)]
-    pub backend_hosts: std::collections::BTreeMap<SocketAddrV4, String>,
+    pub backend_hosts: std::collections::BTreeMap<SocketAddr, String>,
     pub health: HealthCheck,
     /// Only for `mode = "http"`.
     pub session: Option<Session>,
@@ -312,7 +312,7 @@ impl ServiceMode {
 /// One backend of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Backend {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     /// 1..=1000; the share of new flows and sessions relative to the other backends.
     pub weight: u32,
     /// Used only while every regular (non-emergency) backend is down (Pound's `Emergency`);
@@ -342,7 +342,7 @@ impl NamedBackend {
 /// How a backend's address is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendAddress {
-    Ip(SocketAddrV4),
+    Ip(SocketAddr),
     Name { host: String, port: u16 },
 }
 
@@ -512,8 +512,8 @@ pub(super) mod duration_text {
 /// `service` has no backend `backend`: the backends it does have, to pick from.
 pub fn no_such_backend(
     service: &str,
-    backend: SocketAddrV4,
-    known: impl IntoIterator<Item = SocketAddrV4>,
+    backend: SocketAddr,
+    known: impl IntoIterator<Item = SocketAddr>,
 ) -> String {
     let known: Vec<String> = known.into_iter().map(|b| b.to_string()).collect();
     format!(

@@ -1,7 +1,7 @@
 //! What a user of `tandem check` sees: configs that load (with their defaults) and mistakes
 //! reported as `FILE:LINE:COL: message` at the offending value.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ fn warnings(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn addr(text: &str) -> SocketAddrV4 {
+fn addr(text: &str) -> SocketAddr {
     text.parse().expect("test addresses are valid")
 }
 
@@ -94,7 +94,7 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
             advert_interval: Duration::from_secs(1),
             preempt: true,
             preempt_delay: Duration::ZERO,
-            virtual_ipaddress: vec![Ipv4Addr::new(198, 18, 0, 99)],
+            virtual_ipaddress: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 99))],
             unicast_peer: vec![],
             allowed_sources: vec![],
             track: vec![Track::Builtin {
@@ -240,7 +240,7 @@ fn duplicate_vrid_points_at_the_second_instances_value() {
     assert_eq!(
         error(&text),
         "t.toml:11:21: virtual_router_id 51 is already used on interface \"eth0\" by [[vrrp]] \
-         \"VI_1\" (line 6); each instance on one interface needs its own id"
+         \"VI_1\" (line 6); each IPv4 instance on one interface needs its own id"
     );
     // The same id on another interface is another virtual router.
     let other_link = text.replace("name = \"VI_2\"", "name = \"VI_2\"\ninterface = \"eth1\"");
@@ -355,7 +355,7 @@ fn virtual_addresses_are_hosts_and_float_with_one_instance() {
     );
     assert_eq!(
         parse_ok(&host_prefix).config.vrrp[0].virtual_ipaddress,
-        [Ipv4Addr::new(198, 18, 0, 99)]
+        [IpAddr::V4(Ipv4Addr::new(198, 18, 0, 99))]
     );
     let subnet = format!(
         "{NODE}{}",
@@ -457,7 +457,7 @@ fn backends_mix_strings_and_tables_and_are_checked() {
     let no_port = text.replace("\"198.18.0.102:80\"", "\"198.18.0.102\"");
     assert_eq!(
         error(&no_port),
-        "t.toml:12:13: backends \"198.18.0.102\" is not an IPv4 address with a port: it has no \
+        "t.toml:12:13: backends \"198.18.0.102\" is not an IP address with a port: it has no \
          port; write e.g. \"198.18.0.102:80\""
     );
     let empty = format!(
@@ -670,7 +670,7 @@ fn metrics_address_is_optional_and_checked() {
     let no_port = format!("{NODE}metrics = \"127.0.0.1\"\n{VRRP}");
     assert_eq!(
         error(&no_port),
-        "t.toml:4:11: metrics \"127.0.0.1\" is not an IPv4 address with a port: it has no \
+        "t.toml:4:11: metrics \"127.0.0.1\" is not an IP address with a port: it has no \
          port; write e.g. \"127.0.0.1:80\""
     );
     let number = format!("{NODE}metrics = 9469\n{VRRP}");
@@ -938,7 +938,7 @@ fn replication_mistakes_are_located() {
         error(&with_replication(
             "[replication]\nlisten = \"198.18.0.100\"\npeers = [\"198.18.0.101:7946\"]\n"
         )),
-        "t.toml:15:10: listen \"198.18.0.100\" is not an IPv4 address with a port: it has no \
+        "t.toml:15:10: listen \"198.18.0.100\" is not an IP address with a port: it has no \
          port; write e.g. \"198.18.0.100:80\""
     );
     assert_eq!(
@@ -976,7 +976,7 @@ fn allowed_sources_are_read_for_multicast_and_refused_beside_unicast_peers() {
     let multicast = format!("{NODE}{VRRP}allowed_sources = [\"198.18.0.101\"]\n");
     assert_eq!(
         parse_ok(&multicast).config.vrrp[0].allowed_sources,
-        vec![Ipv4Addr::new(198, 18, 0, 101)]
+        vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101))]
     );
     let both = format!(
         "{NODE}{VRRP}unicast_peer = [\"198.18.0.101\"]\nallowed_sources = [\"198.18.0.102\"]\n"
@@ -1093,5 +1093,131 @@ fn authentication_type_is_pass_and_the_table_is_checked() {
         error(&with("\"secret\"")),
         "t.toml:10:18: authentication is a table, e.g. { type = \"PASS\", password = \
          \"secret\" }; found string"
+    );
+}
+
+#[test]
+fn ipv6_addresses_are_read_wherever_an_address_is_written() {
+    let text = format!(
+        "{NODE}metrics = \"[::1]:9469\"\n{VRRP}\
+         [[service]]\nname = \"web6\"\nlisten = \"[2001:2::99]:80\"\n\
+         backends = [\"[2001:2::102]:80\", \"198.18.0.103:80\", \"http1.example.com:80\"]\n\
+         session = {{ type = \"cookie\", id = \"JSESSIONID\", mode = \"learn\" }}\n\
+         [replication]\nlisten = \"[2001:2::100]:7946\"\npeers = [\"[2001:2::101]:7946\"]\n"
+    );
+    let config = parse_ok(&text).config;
+    assert_eq!(config.node.metrics, Some(addr("[::1]:9469")));
+    let web = &config.services[0];
+    assert_eq!(web.listen, addr("[2001:2::99]:80"));
+    // An HTTP service's backends may be of either family: the proxy opens its own connections.
+    assert_eq!(
+        web.backends.iter().map(|b| b.address).collect::<Vec<_>>(),
+        [addr("[2001:2::102]:80"), addr("198.18.0.103:80")]
+    );
+    assert_eq!(web.backend_names[0].label(), "http1.example.com:80");
+    let replication = config.replication.expect("replication");
+    assert_eq!(replication.listen, addr("[2001:2::100]:7946"));
+    assert_eq!(replication.peers, [addr("[2001:2::101]:7946")]);
+}
+
+#[test]
+fn an_ipv6_address_with_a_port_is_written_in_brackets() {
+    let service = |listen: &str| {
+        format!(
+            "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"{listen}\"\n\
+             backends = [\"198.18.0.102:80\"]\n"
+        )
+    };
+    assert_eq!(
+        error(&service("2001:2::99")),
+        "t.toml:11:10: listen \"2001:2::99\" is not an IP address with a port: it has no port \
+         (an IPv6 address with a port is written in brackets); write e.g. \"[2001:2::99]:80\""
+    );
+    assert_eq!(
+        error(&service("[2001:2::99]")),
+        "t.toml:11:10: listen \"[2001:2::99]\" is not an IP address with a port: write an \
+         address and port, e.g. \"198.18.0.99:80\" or \"[2001:2::99]:80\""
+    );
+    let backend = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"198.18.0.99:80\"\n\
+         backends = [\"[2001:2::102]\"]\n"
+    );
+    assert_eq!(
+        error(&backend),
+        "t.toml:12:13: backends \"[2001:2::102]\" is not an IP address with a port: write an \
+         address and port, e.g. \"198.18.0.99:80\" or \"[2001:2::99]:80\""
+    );
+}
+
+#[test]
+fn a_vrrp_instance_carries_one_address_family() {
+    let instance = |addresses: &str, version: u8| {
+        format!(
+            "{NODE}[[vrrp]]\nname = \"VI_6\"\nvirtual_router_id = 51\nversion = {version}\n\
+             virtual_ipaddress = {addresses}\n"
+        )
+    };
+    assert_eq!(
+        error(&instance("[\"198.18.0.99\", \"2001:2::99\"]", 3)),
+        "t.toml:8:37: virtual_ipaddress 2001:2::99 is IPv6 but 198.18.0.99 is IPv4: one \
+         instance carries one family, as in keepalived; put the IPv6 addresses in a second \
+         [[vrrp]] instance (it may use the same virtual_router_id)"
+    );
+    assert_eq!(
+        error(&instance("[\"2001:2::99/64\"]", 3)),
+        "t.toml:8:22: virtual_ipaddress \"2001:2::99/64\" has prefix length /64: a virtual \
+         address is a single host; write \"2001:2::99\" (or \"2001:2::99/128\")"
+    );
+    assert_eq!(
+        error(&instance("[\"2001:2::99\"]", 2)),
+        "t.toml:8:22: virtual_ipaddress 2001:2::99 is IPv6, which VRRP version 2 cannot \
+         carry: set version = 3 (RFC 5798), as keepalived needs for IPv6 too"
+    );
+    let peers = format!("{NODE}{VRRP}unicast_peer = [\"2001:2::101\"]\n");
+    assert_eq!(
+        error(&peers),
+        "t.toml:9:16: unicast_peer 2001:2::101 is not IPv4 like the instance's \
+         virtual_ipaddress: VRRP adverts go between addresses of one family; list the peers' \
+         IPv4 addresses"
+    );
+}
+
+#[test]
+fn l4_backends_are_of_the_listen_address_family() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"echo\"\nlisten = \"198.18.0.99:7000\"\n\
+         mode = \"tcp\"\nbackends = [\"[2001:2::102]:7000\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "t.toml:13:13: backend [2001:2::102]:7000 is IPv6 but listen 198.18.0.99:7000 is IPv4: \
+         mode = \"tcp\" services forward by direct server return, which keeps the client's \
+         packet as it is; give IPv4 backends (for IPv6 clients, add a service that listens on \
+         an IPv6 address)"
+    );
+}
+
+/// What does not serve IPv6 yet says so at `tandem check`, not by silence at run time.
+#[test]
+fn ipv6_vrrp_instances_and_l4_services_are_refused_until_they_are_served() {
+    let vrrp = format!(
+        "{NODE}[[vrrp]]\nname = \"VI_6\"\nvirtual_router_id = 51\n\
+         virtual_ipaddress = [\"2001:2::99\"]\n"
+    );
+    assert_eq!(
+        error(&vrrp),
+        "t.toml:7:22: [[vrrp]] \"VI_6\" has IPv6 addresses, and this build runs VRRP over IPv4 \
+         only: keep IPv6 virtual addresses out of [[vrrp]] for now (an IPv6 service can listen \
+         on an address the node already has)"
+    );
+    let l4 = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"echo\"\nlisten = \"[2001:2::99]:7000\"\n\
+         mode = \"tcp\"\nbackends = [\"[2001:2::102]:7000\"]\n"
+    );
+    assert_eq!(
+        error(&l4),
+        "t.toml:11:10: service \"echo\" is mode = \"tcp\" on IPv6 ([2001:2::99]:7000), and this \
+         build forwards L4 services over IPv4 only (XDP and the relay): use mode = \"http\" for \
+         IPv6, or an IPv4 listen address"
     );
 }

@@ -65,7 +65,7 @@
 //! order and logs why.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -270,7 +270,7 @@ impl XdpDataplane {
     fn apply_drain(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> anyhow::Result<bool> {
         let mut state = self.state();
@@ -278,7 +278,7 @@ impl XdpDataplane {
         let Some(planned) = plan.service(service).filter(|s| s.mode.is_l4()) else {
             return Ok(false);
         };
-        planned.require_backend(backend)?;
+        let backend = planned.require_backend(backend)?;
         if state.health.set_drained(service, backend, drained) {
             info!(service, %backend, drained, "L4 backend {}; rebuilding the Maglev table", if drained { "drained (no new flows, recorded flows go on)" } else { "back in rotation" });
             write_table(&mut state, planned)?;
@@ -730,7 +730,7 @@ impl Dataplane for XdpDataplane {
     fn set_backend_drained(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> BoxFuture<'_, anyhow::Result<bool>> {
         let service = service.to_owned();

@@ -30,7 +30,7 @@ pub mod relay;
 pub mod xdp;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -88,7 +88,7 @@ pub trait Dataplane: Send + Sync {
     fn set_backend_drained(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> BoxFuture<'_, anyhow::Result<bool>>;
 
@@ -250,7 +250,11 @@ pub(crate) fn spawn_health_follower<F>(
                 if stop.is_cancelled() {
                     return; // a replaced table's verdicts must not undo the new one's
                 }
-                if let Err(err) = apply(service.clone(), *backend, table.is_up_at(index)).await {
+                // The data plane forwards IPv4 L4 services only (see plan::ipv4).
+                let SocketAddr::V4(backend) = *backend else {
+                    continue;
+                };
+                if let Err(err) = apply(service.clone(), backend, table.is_up_at(index)).await {
                     warn!(service, %backend, "updating the data plane after a health change: {err:#}");
                 }
             }

@@ -30,7 +30,7 @@
 //! flows by backend id and service id.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use lb_common::{
     BackendValue, ServiceKey, ServiceMode, ServiceValue, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
@@ -262,9 +262,12 @@ impl Plan {
         let mut matched: HashSet<ServiceKey> = HashSet::new();
         for service in &config.services {
             let l4 = service.mode.is_l4();
+            let Some(listen) = ipv4(service.listen) else {
+                continue;
+            };
             let key = ServiceKey::new(
-                service.listen.ip().octets(),
-                service.listen.port(),
+                listen.ip().octets(),
+                listen.port(),
                 service.mode.ip_protocol(),
             );
             let Some((_, value)) = services.iter().find(|(k, _)| *k == key) else {
@@ -290,7 +293,7 @@ impl Plan {
                         let weight = service
                             .backends
                             .iter()
-                            .find(|c| c.address == address)
+                            .find(|c| c.address == SocketAddr::V4(address))
                             .map_or(0, |c| c.weight);
                         PlannedBackend {
                             address,
@@ -304,7 +307,7 @@ impl Plan {
             };
             recovered.push(PlannedService {
                 name: service.name.clone(),
-                listen: service.listen,
+                listen,
                 mode: service.mode,
                 id: value.id,
                 ring: l4.then_some(value.ring),
@@ -396,6 +399,9 @@ impl Plan {
         let mut services = Vec::with_capacity(count);
         let mut fresh_backends = 0usize;
         for service in &config.services {
+            let Some(listen) = ipv4(service.listen) else {
+                continue;
+            };
             let kept = remaining(service);
             let l4 = service.mode.is_l4();
             let id = kept.map_or_else(|| service_ids.lowest_free(), |k| k.id);
@@ -422,9 +428,12 @@ impl Plan {
                 .unwrap_or_default();
             let mut backends = Vec::with_capacity(service.backends.len());
             for backend in &service.backends {
+                let Some(address) = ipv4(backend.address) else {
+                    continue;
+                };
                 let id = if !l4 {
                     0
-                } else if let Some(id) = kept_ids.remove(&backend.address) {
+                } else if let Some(id) = kept_ids.remove(&address) {
                     id
                 } else {
                     fresh_backends += 1;
@@ -437,14 +446,14 @@ impl Plan {
                     id
                 };
                 backends.push(PlannedBackend {
-                    address: backend.address,
+                    address,
                     weight: backend.weight,
                     id,
                 });
             }
             services.push(PlannedService {
                 name: service.name.clone(),
-                listen: service.listen,
+                listen,
                 mode: service.mode,
                 id,
                 ring,
@@ -472,12 +481,26 @@ impl Plan {
     }
 }
 
-/// Every `[[vrrp]]` virtual_ipaddress of `config`, each once, sorted.
+/// The data plane's maps hold IPv4 services and VIPs: an IPv6 packet is passed to the stack,
+/// where the proxy serves IPv6 HTTP services (the config refuses IPv6 L4 services and VRRP
+/// instances for now). The IPv4 socket address of `address`, if it is one.
+fn ipv4(address: SocketAddr) -> Option<SocketAddrV4> {
+    match address {
+        SocketAddr::V4(v4) => Some(v4),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// Every IPv4 `[[vrrp]]` virtual_ipaddress of `config`, each once, sorted.
 fn vips(config: &Config) -> Vec<Ipv4Addr> {
     let mut vips: Vec<Ipv4Addr> = config
         .vrrp
         .iter()
-        .flat_map(|v| v.virtual_ipaddress.iter().copied())
+        .flat_map(|v| v.virtual_ipaddress.iter())
+        .filter_map(|address| match address {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
         .collect();
     vips.sort();
     vips.dedup();
@@ -509,14 +532,18 @@ impl PlannedService {
 
     /// Fails, naming the service's backends, when `backend` is not one of them (what an
     /// operator's command about a backend answers to a typo).
-    pub fn require_backend(&self, backend: SocketAddrV4) -> anyhow::Result<()> {
-        if self.backends.iter().any(|b| b.address == backend) {
-            return Ok(());
+    pub fn require_backend(&self, backend: SocketAddr) -> anyhow::Result<SocketAddrV4> {
+        if let Some(found) = self
+            .backends
+            .iter()
+            .find(|b| SocketAddr::V4(b.address) == backend)
+        {
+            return Ok(found.address);
         }
         anyhow::bail!(config::no_such_backend(
             &self.name,
             backend,
-            self.backends.iter().map(|b| b.address)
+            self.backends.iter().map(|b| SocketAddr::V4(b.address))
         ))
     }
 

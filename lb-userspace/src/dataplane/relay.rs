@@ -344,7 +344,7 @@ impl RelayDataplane {
     fn apply_drain(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> anyhow::Result<bool> {
         let mut state = self.state();
@@ -352,7 +352,7 @@ impl RelayDataplane {
             return Ok(false);
         };
         let current = relay.current();
-        current.planned.require_backend(backend)?;
+        let backend = current.planned.require_backend(backend)?;
         if state.health.set_drained(service, backend, drained) {
             info!(service, %backend, drained, "L4 backend {}; rebuilding the relay's Maglev table", if drained { "drained (no new connections)" } else { "back in rotation" });
             relay.replace(current.with_table_from(&state.health));
@@ -849,7 +849,7 @@ impl Dataplane for RelayDataplane {
     fn set_backend_drained(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> BoxFuture<'_, anyhow::Result<bool>> {
         let service = service.to_owned();

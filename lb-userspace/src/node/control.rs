@@ -109,7 +109,7 @@ async fn drain(
     let [service, backend] = args else {
         return error("usage: drain|enable SERVICE BACKEND (e.g. web 198.18.0.102:80)".to_owned());
     };
-    let Ok(address) = backend.parse::<std::net::SocketAddrV4>() else {
+    let Ok(address) = backend.parse::<std::net::SocketAddr>() else {
         return error(format!(
             "{backend:?} is not a backend address; give it as in the config, e.g. 198.18.0.102:80"
         ));

@@ -140,7 +140,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     let metrics_task = match config.node.metrics {
         Some(address) => {
             let source = parts.metrics_source();
-            match crate::metrics::serve(address.into(), source, shutdown.child_token()).await {
+            match crate::metrics::serve(address, source, shutdown.child_token()).await {
                 Ok((bound, task)) => {
                     info!(address = %bound, "serving Prometheus metrics at /metrics");
                     Some(task)

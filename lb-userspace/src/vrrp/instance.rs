@@ -8,7 +8,7 @@
 //! counted under a drop reason shown by `tandem status`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -146,13 +146,12 @@ pub async fn start(
             })?)
         }
     };
+    let v4 = Ipv4Addresses::of(&config)?;
     let netlink = resources.netlink.clone();
-    let interface = netlink
-        .interface(&config.interface, &config.virtual_ipaddress)
-        .await?;
+    let interface = netlink.interface(&config.interface, &v4.vips).await?;
     // A node killed with SIGKILL could not remove its VIPs; holding them while not master
     // would answer ARP for them and steal clients from the real master.
-    for &vip in &config.virtual_ipaddress {
+    for &vip in &v4.vips {
         if netlink.remove_vip(interface.index, vip).await? {
             warn!(
                 instance = config.name,
@@ -167,7 +166,7 @@ pub async fn start(
             interface.name
         );
     }
-    let socket = VrrpSocket::open(&interface, &config.unicast_peer).map_err(|err| {
+    let socket = VrrpSocket::open(&interface, &v4.unicast_peer).map_err(|err| {
         anyhow::anyhow!(
             "cannot open the VRRP socket on {}: {err} (it needs CAP_NET_RAW)",
             interface.name
@@ -196,7 +195,7 @@ pub async fn start(
         configured_priority: config.priority,
         effective_priority: machine.effective_priority(),
         master: None,
-        virtual_ipaddress: config.virtual_ipaddress.clone(),
+        virtual_ipaddress: v4.vips.clone(),
         adverts_sent: 0,
         adverts_received: 0,
         drops: BTreeMap::new(),
@@ -217,6 +216,7 @@ pub async fn start(
         warn!(instance = config.name, "{warning}");
     }
     let shell = Shell {
+        v4,
         checksum: if config.checksum_pseudo_header {
             ChecksumMode::WithPseudoHeader
         } else {
@@ -264,8 +264,40 @@ pub async fn start(
     ))
 }
 
+/// The instance's addresses as the IPv4 protocol machinery takes them. The config refuses
+/// IPv6 instances for now (`config::cross_check`), so nothing is dropped here; [`Self::of`]
+/// says so if that ever changes without this.
+struct Ipv4Addresses {
+    vips: Vec<Ipv4Addr>,
+    unicast_peer: Vec<Ipv4Addr>,
+    allowed_sources: Vec<Ipv4Addr>,
+}
+
+impl Ipv4Addresses {
+    fn of(config: &VrrpInstance) -> anyhow::Result<Ipv4Addresses> {
+        let v4 = |addresses: &[IpAddr]| -> anyhow::Result<Vec<Ipv4Addr>> {
+            addresses
+                .iter()
+                .map(|address| match address {
+                    IpAddr::V4(v4) => Ok(*v4),
+                    IpAddr::V6(v6) => Err(anyhow::anyhow!(
+                        "[[vrrp]] {}: {v6} is IPv6, and this build runs VRRP over IPv4 only",
+                        config.name
+                    )),
+                })
+                .collect()
+        };
+        Ok(Ipv4Addresses {
+            vips: v4(&config.virtual_ipaddress)?,
+            unicast_peer: v4(&config.unicast_peer)?,
+            allowed_sources: v4(&config.allowed_sources)?,
+        })
+    }
+}
+
 struct Shell {
     config: VrrpInstance,
+    v4: Ipv4Addresses,
     version: Version,
     checksum: ChecksumMode,
     /// VRRPv2 PASS: sent in every advert, and required in every advert received.
@@ -402,10 +434,10 @@ impl Shell {
             version: self.version,
             advert_interval: self.config.advert_interval,
             password: self.password,
-            sources: if self.config.unicast_peer.is_empty() {
-                &self.config.allowed_sources
+            sources: if self.v4.unicast_peer.is_empty() {
+                &self.v4.allowed_sources
             } else {
-                &self.config.unicast_peer
+                &self.v4.unicast_peer
             },
         };
         match accept::judge(&received, &expected) {
@@ -418,7 +450,7 @@ impl Shell {
             let mut status = self.lock_status();
             status.adverts_received += 1;
         }
-        let vips = &self.config.virtual_ipaddress;
+        let vips = &self.v4.vips;
         let same_addresses = advert.addresses.len() == vips.len()
             && advert
                 .addresses
@@ -531,7 +563,7 @@ impl Shell {
                 self.transition(before, State::Master);
                 self.mastership.becoming_master(&self.config.name).await;
                 self.holds_vips = true;
-                for &vip in &self.config.virtual_ipaddress {
+                for &vip in &self.v4.vips {
                     self.held.adding(&self.interface.name, vip);
                     if let Err(err) = self.netlink.add_vip(self.interface.index, vip).await {
                         let reason = format!("{err:#}");
@@ -567,7 +599,7 @@ impl Shell {
 
     async fn release_vips(&mut self) {
         let held = self.holds_vips;
-        for &vip in &self.config.virtual_ipaddress {
+        for &vip in &self.v4.vips {
             match self.netlink.remove_vip(self.interface.index, vip).await {
                 Ok(_) => self.held.removed(&self.interface.name, vip),
                 Err(err) => error!(instance = self.config.name, "{err:#}"),
@@ -606,7 +638,7 @@ impl Shell {
             vrid: self.config.virtual_router_id,
             priority,
             interval: self.config.advert_interval,
-            addresses: self.config.virtual_ipaddress.clone(),
+            addresses: self.v4.vips.clone(),
             password: self.password,
         };
         let mut sent = 0;
@@ -630,7 +662,7 @@ impl Shell {
             return;
         }
         for _ in 0..repeat {
-            for &vip in &self.config.virtual_ipaddress {
+            for &vip in &self.v4.vips {
                 if let Err(err) = self.arp.announce(vip) {
                     warn!(
                         instance = self.config.name,

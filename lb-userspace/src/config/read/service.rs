@@ -2,7 +2,7 @@
 //! emergency), balance, health checks and sessions.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use crate::config::diagnostic::{Pos, Reporter};
 use crate::config::fields::{Field, Section};
@@ -96,12 +96,14 @@ pub(super) fn read_service(
         .map(|(backend, at)| WrittenBackend {
             label: backend.address.to_string(),
             port: backend.address.port(),
+            ipv6: Some(backend.address.is_ipv6()),
             emergency: backend.emergency,
             at: *at,
         })
         .chain(names.iter().map(|(named, at)| WrittenBackend {
             label: named.label(),
             port: named.port,
+            ipv6: None,
             emergency: named.emergency,
             at: *at,
         }))
@@ -204,12 +206,15 @@ fn emergency_backends_fit(
 /// L4 services are forwarded in XDP by direct server return: the kernel program finds the
 /// service by destination address and only rewrites MAC addresses. So the listen address must
 /// be a real address (not 0.0.0.0), and a backend must serve the listen port itself, since the
-/// port is not rewritten. The userspace relay follows the same rule so a config behaves the
-/// same whichever data plane runs it.
+/// port is not rewritten; and for the same reason a backend is of the listen address's family
+/// (the packet's header is not rewritten either: an IPv6 client's packet can only reach an
+/// IPv6 backend; a backend named by host name gets the addresses of the listen's family). The
+/// userspace relay follows the same rules so a config behaves the same whichever data plane
+/// runs it.
 fn l4_addresses_fit(
     report: &mut Reporter,
     listen_at: Pos,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     mode: ServiceMode,
     backends: &[WrittenBackend],
 ) -> bool {
@@ -227,6 +232,26 @@ fn l4_addresses_fit(
         fits = false;
     }
     for backend in backends {
+        if backend.ipv6.is_some_and(|ipv6| ipv6 != listen.is_ipv6()) {
+            let (family, other) = if listen.is_ipv6() {
+                ("IPv6", "IPv4")
+            } else {
+                ("IPv4", "IPv6")
+            };
+            report.error(
+                backend.at,
+                format!(
+                    "backend {} is {other} but listen {listen} is {family}: mode = \"{}\" \
+                     services forward by direct server return, which keeps the client's packet \
+                     as it is; give {family} backends (for {other} clients, add a service that \
+                     listens on an {other} address)",
+                    backend.label,
+                    mode.as_str()
+                ),
+            );
+            fits = false;
+            continue;
+        }
         if backend.port != listen.port() {
             report.error(
                 backend.at,
@@ -248,6 +273,8 @@ fn l4_addresses_fit(
 struct WrittenBackend {
     label: String,
     port: u16,
+    /// Whether it is an IPv6 address; `None` for a name (its addresses are not known yet).
+    ipv6: Option<bool>,
     emergency: bool,
     at: Pos,
 }

@@ -1,7 +1,7 @@
 //! `[[vrrp]]` entries: the instance, its addresses and interval, its authentication, its
 //! trackers.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::diagnostic::{Pos, Reporter};
@@ -104,7 +104,7 @@ pub(super) fn read_vrrp(
         Some(field) => field.list(report).map(|peers| {
             peers
                 .iter()
-                .filter_map(|peer| peer.ipv4(report))
+                .filter_map(|peer| peer.ip(report))
                 .collect::<Vec<_>>()
         }),
         None => Some(Vec::new()),
@@ -115,7 +115,7 @@ pub(super) fn read_vrrp(
             let sources = field.list(report).map(|sources| {
                 sources
                     .iter()
-                    .filter_map(|source| source.ipv4(report))
+                    .filter_map(|source| source.ip(report))
                     .collect::<Vec<_>>()
             });
             if unicast_peer.as_ref().is_some_and(|peers| !peers.is_empty()) {
@@ -165,7 +165,30 @@ pub(super) fn read_vrrp(
         None => Some(None),
     };
 
-    let (virtual_ipaddress, vip_spans) = virtual_ipaddress?.into_iter().unzip();
+    let virtual_ipaddress = virtual_ipaddress?;
+    let family = one_family(report, &virtual_ipaddress, version)?;
+    let unicast_peer = unicast_peer?;
+    let allowed_sources = allowed_sources?;
+    for (key, addresses) in [
+        ("unicast_peer", &unicast_peer),
+        ("allowed_sources", &allowed_sources),
+    ] {
+        if let Some(other) = addresses
+            .iter()
+            .find(|address| address.is_ipv6() != family.is_ipv6())
+        {
+            report.error(
+                section.field(key).map_or(section.at, |field| field.at),
+                format!(
+                    "{key} {other} is not {family} like the instance's virtual_ipaddress: VRRP \
+                     adverts go between addresses of one family; list the peers' {family} \
+                     addresses"
+                ),
+            );
+            return None;
+        }
+    }
+    let (virtual_ipaddress, vip_spans) = virtual_ipaddress.into_iter().unzip();
     let spans = VrrpSpans {
         name: name_field?.at,
         virtual_router_id: vrid_field?.at,
@@ -181,8 +204,8 @@ pub(super) fn read_vrrp(
         preempt: preempt?,
         preempt_delay: preempt_delay?,
         virtual_ipaddress,
-        unicast_peer: unicast_peer?,
-        allowed_sources: allowed_sources?,
+        unicast_peer,
+        allowed_sources,
         track: track?,
         garp_master_repeat: garp_master_repeat?,
         garp_master_delay: garp_master_delay?,
@@ -315,9 +338,80 @@ fn advert_interval_fits(
     }
 }
 
+/// An instance's addresses are all IPv4 or all IPv6, as keepalived's are (one instance per
+/// family: they are separate protocols on the wire, VRRP over IPv4 and over IPv6), and IPv6
+/// needs VRRP version 3. Returns the family, or reports the first address that breaks it.
+fn one_family(
+    report: &mut Reporter,
+    addresses: &[(IpAddr, Pos)],
+    version: Option<u8>,
+) -> Option<Family> {
+    let &[(first, _), ..] = addresses else {
+        return None;
+    };
+    let family = Family::of(first);
+    if let Some(&(other, at)) = addresses
+        .iter()
+        .find(|(address, _)| Family::of(*address) != family)
+    {
+        report.error(
+            at,
+            format!(
+                "virtual_ipaddress {other} is {} but {first} is {family}: one instance carries \
+                 one family, as in keepalived; put the {} addresses in a second [[vrrp]] \
+                 instance (it may use the same virtual_router_id)",
+                Family::of(other),
+                Family::of(other)
+            ),
+        );
+        return None;
+    }
+    if family == Family::Ipv6 && version == Some(2) {
+        report.error(
+            addresses[0].1,
+            format!(
+                "virtual_ipaddress {first} is IPv6, which VRRP version 2 cannot carry: set \
+                 version = 3 (RFC 5798), as keepalived needs for IPv6 too"
+            ),
+        );
+        return None;
+    }
+    Some(family)
+}
+
+/// The address family of an instance, as messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    fn of(address: IpAddr) -> Family {
+        match address {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    fn is_ipv6(self) -> bool {
+        self == Family::Ipv6
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        })
+    }
+}
+
 /// The `virtual_ipaddress` list with where each address is written. Accepts "a.b.c.d" and
-/// "a.b.c.d/32": a virtual address is one host, so any other prefix length is a mistake.
-fn virtual_addresses(report: &mut Reporter, field: Field) -> Option<Vec<(Ipv4Addr, Pos)>> {
+/// "a.b.c.d/32", "2001:2::99" and "2001:2::99/128": a virtual address is one host, so any other
+/// prefix length is a mistake.
+fn virtual_addresses(report: &mut Reporter, field: Field) -> Option<Vec<(IpAddr, Pos)>> {
     let elements = field.list(report)?;
     if elements.is_empty() {
         report.error(
@@ -337,29 +431,32 @@ fn virtual_addresses(report: &mut Reporter, field: Field) -> Option<Vec<(Ipv4Add
     complete.then_some(addresses)
 }
 
-fn virtual_address(report: &mut Reporter, field: Field) -> Option<Ipv4Addr> {
+fn virtual_address(report: &mut Reporter, field: Field) -> Option<IpAddr> {
     let text = field.str(report)?;
     let (address, prefix) = match text.split_once('/') {
         Some((address, prefix)) => (address, Some(prefix)),
         None => (text, None),
     };
-    let Ok(address) = address.parse::<Ipv4Addr>() else {
+    let Ok(address) = address.parse::<IpAddr>() else {
         report.error(
             field.at,
             format!(
-                "virtual_ipaddress {text:?} is not an IPv4 address; write e.g. \"198.18.0.99\""
+                "virtual_ipaddress {text:?} is not an IP address; write e.g. \"198.18.0.99\" \
+                 or \"2001:2::99\""
             ),
         );
         return None;
     };
+    let host_prefix = if address.is_ipv4() { "32" } else { "128" };
     match prefix {
-        None | Some("32") => Some(address),
+        None => Some(address),
+        Some(prefix) if prefix == host_prefix => Some(address),
         Some(prefix) => {
             report.error(
                 field.at,
                 format!(
                     "virtual_ipaddress {text:?} has prefix length /{prefix}: a virtual address is \
-                     a single host; write \"{address}\" (or \"{address}/32\")"
+                     a single host; write \"{address}\" (or \"{address}/{host_prefix}\")"
                 ),
             );
             None

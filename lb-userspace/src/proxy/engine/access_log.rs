@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write as _};
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub struct Record {
     /// Body bytes sent to the client.
     pub bytes: u64,
     pub service: Arc<str>,
-    pub backend: Option<SocketAddrV4>,
+    pub backend: Option<SocketAddr>,
     pub took: Duration,
     pub at: SystemTime,
     pub referer: Option<String>,

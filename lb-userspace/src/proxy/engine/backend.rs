@@ -4,7 +4,7 @@
 //! with local limits (out of descriptors or ports) told apart from a failing backend.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,19 +138,19 @@ pub enum ConnectError {
     /// The backend refused, reset or did not answer: it counts against the backend's health.
     #[error("connect to {backend}: {source}")]
     Backend {
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         source: io::Error,
     },
     #[error("connect to {backend}: no answer within {after:?}")]
     Timeout {
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         after: Duration,
     },
     /// This node could not open the connection (out of descriptors or local ports): not the
     /// backend's fault.
     #[error("connect to {backend}: {source} (a limit of this node, not the backend)")]
     Local {
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         source: io::Error,
     },
 }
@@ -158,7 +158,7 @@ pub enum ConnectError {
 impl ConnectError {
     /// A failed connect to `backend`: the backend's fault, or this node's (out of descriptors
     /// or local ports).
-    pub fn classify(backend: SocketAddrV4, source: io::Error) -> Self {
+    pub fn classify(backend: SocketAddr, source: io::Error) -> Self {
         if crate::backends::health::is_local_limit(&source) {
             ConnectError::Local { backend, source }
         } else {

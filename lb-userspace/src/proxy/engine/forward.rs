@@ -13,7 +13,7 @@
 //! `client_timeout` (else 408, not the backend's fault) and go to the backend within
 //! `server_timeout`.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -45,7 +45,7 @@ struct Done {
     conn: Arc<Connection>,
     counters: Option<Arc<ServiceEntry>>,
     /// The backend answering, once one is.
-    backend: Option<SocketAddrV4>,
+    backend: Option<SocketAddr>,
     /// Its place there (`backend_max_connections`), given back when the response is over.
     place: Option<Place>,
     log: Option<(AccessLogger, Record)>,
@@ -532,7 +532,7 @@ fn record(
 fn answered(
     service: &ServiceEntry,
     route: &Route,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     head: &mut http::response::Parts,
     done: &mut Done,
 ) {
@@ -552,7 +552,7 @@ fn refuse_for(
     service: &ServiceEntry,
     mut done: Done,
     status: StatusCode,
-    backend: Option<SocketAddrV4>,
+    backend: Option<SocketAddr>,
     text: impl Into<bytes::Bytes>,
 ) -> Response<ResponseBody> {
     service.counters.count(status);

@@ -3,7 +3,7 @@
 //! end of a graceful shutdown.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -109,12 +109,12 @@ pub struct ProxyHandle {
 pub struct PreparedReload {
     routes: routes::Prepared,
     /// Sockets for addresses the new config adds, one per worker, bound already.
-    new_sockets: HashMap<SocketAddrV4, Vec<std::net::TcpListener>>,
+    new_sockets: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
 }
 
 impl ProxyHandle {
     /// The addresses listened on, in config order.
-    pub fn listen_addresses(&self) -> Vec<SocketAddrV4> {
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
         self.listeners().iter().map(|l| l.addr).collect()
     }
 
@@ -126,7 +126,7 @@ impl ProxyHandle {
     }
 
     /// Every HTTP service in force, with the address it is served on, in config order.
-    fn service_entries(&self) -> Vec<(SocketAddrV4, Arc<ServiceEntry>)> {
+    fn service_entries(&self) -> Vec<(SocketAddr, Arc<ServiceEntry>)> {
         self.listeners()
             .iter()
             .flat_map(|listener| {
@@ -201,7 +201,7 @@ impl ProxyHandle {
     pub fn set_drained(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> Result<bool, String> {
         let Some((_, entry)) = self
@@ -242,7 +242,7 @@ impl ProxyHandle {
             entry.upstream.register_with_replicator();
         }
         let routes = routes?;
-        let served: Vec<SocketAddrV4> = self.listen_addresses();
+        let served: Vec<SocketAddr> = self.listen_addresses();
         let mut new_sockets = HashMap::new();
         for (addr, _) in &routes.listeners {
             if served.contains(addr) {
@@ -375,7 +375,7 @@ impl ProxyHandle {
 }
 
 /// One service's status: its upstream's view and the engine's counters.
-fn status_of(listen: SocketAddrV4, service: &ServiceEntry) -> HttpServiceStatus {
+fn status_of(listen: SocketAddr, service: &ServiceEntry) -> HttpServiceStatus {
     HttpServiceStatus {
         name: service.name.to_string(),
         listen,
@@ -387,15 +387,17 @@ fn status_of(listen: SocketAddrV4, service: &ServiceEntry) -> HttpServiceStatus 
 }
 
 /// Where to reach `listen` from this node, if its address is here (or it listens on all).
-fn local_target(listen: SocketAddrV4) -> Option<SocketAddr> {
-    let ip = *listen.ip();
+fn local_target(listen: SocketAddr) -> Option<SocketAddr> {
+    let ip = listen.ip();
     if ip.is_unspecified() {
-        return Some(SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port())));
+        let loopback: IpAddr = match ip {
+            IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        };
+        return Some(SocketAddr::new(loopback, listen.port()));
     }
     // Binding succeeds only for an address assigned to this node (no IP_FREEBIND here).
-    UdpSocket::bind((ip, 0))
-        .ok()
-        .map(|_| SocketAddr::V4(listen))
+    UdpSocket::bind((ip, 0)).ok().map(|_| listen)
 }
 
 async fn probe_tcp(target: SocketAddr) -> bool {
@@ -442,13 +444,11 @@ mod tests {
 
     /// A backend on loopback that answers every request of a kept-alive connection with its
     /// name as the body.
-    async fn named_backend(name: &'static str) -> SocketAddrV4 {
+    async fn named_backend(name: &'static str) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a backend");
-        let SocketAddr::V4(addr) = listener.local_addr().expect("backend address") else {
-            unreachable!("bound on IPv4");
-        };
+        let addr = listener.local_addr().expect("backend address");
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -500,7 +500,7 @@ mod tests {
         String::from_utf8_lossy(&body).into_owned()
     }
 
-    fn services_config(services: &[(&str, u16, SocketAddrV4)]) -> crate::config::Config {
+    fn services_config(services: &[(&str, u16, SocketAddr)]) -> crate::config::Config {
         let mut text = "[node]\nname = \"t\"\ninterface = \"lo\"\ndataplane = \"none\"\n\
                         [proxy]\nworkers = 2\naccess_log = { level = 0 }\n"
             .to_owned();

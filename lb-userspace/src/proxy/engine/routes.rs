@@ -10,7 +10,7 @@
 //! [`Prepared::start_checks`] does, once the whole reload is known to apply.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -45,7 +45,7 @@ pub struct ServiceEntry {
 impl ServiceEntry {
     /// Connecting to `backend` failed: counted, and the backend marked down when it is to
     /// blame (not when this node ran out of descriptors or ports). Returns why, for the 503.
-    pub fn connect_failed(&self, backend: SocketAddrV4, error: &ConnectError) -> &'static str {
+    pub fn connect_failed(&self, backend: SocketAddr, error: &ConnectError) -> &'static str {
         let reason = error.to_string();
         tracing::debug!(service = %self.name, %backend, %reason, "connect failed; trying the next backend");
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +60,7 @@ impl ServiceEntry {
 
     /// `backend` took the request and then failed it (lost the connection, no answer in
     /// time, a malformed answer): counted against the service and the backend.
-    pub fn backend_failed(&self, backend: SocketAddrV4) {
+    pub fn backend_failed(&self, backend: SocketAddr) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.upstream.request_failed(backend);
     }
@@ -72,7 +72,7 @@ impl ServiceEntry {
 /// plain load: the entry is shared by every worker, and taking its lock or cloning its routes
 /// on every request would write to a cache line all of them read.)
 pub struct ListenerEntry {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub port_header: HeaderValue,
     routes: RwLock<Arc<Routes>>,
     /// Bumped by every `replace_routes`, after the routes are in place.
@@ -96,7 +96,7 @@ pub struct Routes {
 }
 
 impl ListenerEntry {
-    pub fn new(addr: SocketAddrV4, routes: Arc<Routes>) -> ListenerEntry {
+    pub fn new(addr: SocketAddr, routes: Arc<Routes>) -> ListenerEntry {
         ListenerEntry {
             addr,
             port_header: HeaderValue::from(addr.port()),
@@ -140,7 +140,7 @@ impl ListenerEntry {
 /// The routes of every listening address of a config, built but not started.
 pub(super) struct Prepared {
     /// In config order of each address's first service.
-    pub listeners: Vec<(SocketAddrV4, Arc<Routes>)>,
+    pub listeners: Vec<(SocketAddr, Arc<Routes>)>,
     /// Entries built for this config (not carried over unchanged): their checks start with
     /// [`Prepared::start_checks`].
     fresh: Vec<Arc<ServiceEntry>>,
@@ -177,8 +177,8 @@ pub(super) fn prepare(
     checks: &HealthChecks,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Prepared> {
-    let mut order: Vec<SocketAddrV4> = Vec::new();
-    let mut grouped: HashMap<SocketAddrV4, Vec<&crate::config::Service>> = HashMap::new();
+    let mut order: Vec<SocketAddr> = Vec::new();
+    let mut grouped: HashMap<SocketAddr, Vec<&crate::config::Service>> = HashMap::new();
     for service in config
         .services
         .iter()

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::backend::{ConnectError, ForwardBody, PoolSettings};
@@ -21,7 +21,7 @@ struct Pooled {
 }
 
 thread_local! {
-    static SENDERS: RefCell<HashMap<(u64, SocketAddrV4), Vec<Pooled>>> =
+    static SENDERS: RefCell<HashMap<(u64, SocketAddr), Vec<Pooled>>> =
         RefCell::new(HashMap::new());
 }
 
@@ -29,7 +29,7 @@ thread_local! {
 /// `host` is the name the backend was configured by (for TLS's server name).
 pub async fn checkout(
     transport: &Transport,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     host: Option<&str>,
     settings: &PoolSettings,
 ) -> Result<(Sender<ForwardBody>, bool), ConnectError> {
@@ -66,7 +66,7 @@ pub async fn checkout(
 
 fn take(
     transport: u64,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     settings: &PoolSettings,
 ) -> Option<Sender<ForwardBody>> {
     SENDERS.with(|senders| {
@@ -95,7 +95,7 @@ fn take(
 /// Puts an HTTP/1.1 connection back once its request is sent; HTTP/2 ones never left.
 pub fn release(
     transport: &Transport,
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     sender: Sender<ForwardBody>,
     settings: &PoolSettings,
 ) {
@@ -104,12 +104,7 @@ pub fn release(
     }
 }
 
-fn keep(
-    transport: u64,
-    backend: SocketAddrV4,
-    sender: Sender<ForwardBody>,
-    settings: &PoolSettings,
-) {
+fn keep(transport: u64, backend: SocketAddr, sender: Sender<ForwardBody>, settings: &PoolSettings) {
     SENDERS.with(|senders| {
         let mut senders = senders.borrow_mut();
         let list = senders.entry((transport, backend)).or_default();

@@ -15,7 +15,7 @@
 //! [`ProxyHandle::stopped`] waits for the worker threads.
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -393,15 +393,24 @@ fn pool_settings(settings: &ProxySettings) -> PoolSettings {
 
 /// A listening socket on `addr`, even if the address is not (yet) on this node; one of
 /// several on the same address (one per worker).
-pub(super) fn bind(addr: SocketAddrV4) -> anyhow::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+pub(super) fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .context("creating a listening socket")?;
     let setup = || -> std::io::Result<()> {
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
-        socket.set_freebind_v4(true)?;
+        // Free bind: a virtual address is on the node only while it is master, and the
+        // listener is open before that.
+        if addr.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+            // "[::]:80" is IPv6 only, as nginx's `listen [::]:80` is: an IPv4 service on
+            // "0.0.0.0:80" beside it is its own listener.
+            socket.set_only_v6(true)?;
+        }
         socket.set_nonblocking(true)?;
-        socket.bind(&SocketAddr::V4(addr).into())?;
+        socket.bind(&addr.into())?;
         socket.listen(LISTEN_BACKLOG)
     };
     setup().map_err(|err| {

@@ -2,7 +2,7 @@
 //! service, unrouted requests per listener, connections. Written by the engine with relaxed
 //! atomics (no lock on the request path), read as snapshots by `tandem status` and the metrics.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub struct LatencySnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpServiceStatus {
     pub name: String,
-    pub listen: std::net::SocketAddrV4,
+    pub listen: std::net::SocketAddr,
     #[serde(flatten)]
     pub upstream: crate::proxy::policy::upstream::UpstreamStatus,
     pub requests: RequestCounts,
@@ -138,7 +138,7 @@ impl RequestCounts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceStats {
     pub name: String,
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub requests: RequestCounts,
     pub errors: u64,
     pub in_flight: i64,
@@ -147,7 +147,7 @@ pub struct ServiceStats {
 /// One listener's counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerStats {
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub https: bool,
     /// Requests no service took (404) or refused before routing (400, 431, 501).
     pub unrouted: RequestCounts,

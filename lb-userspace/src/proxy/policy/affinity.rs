@@ -12,7 +12,7 @@
 //! Placement of new keys, health and replication are the caller's business (`upstream.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
@@ -217,7 +217,7 @@ pub struct SessionTable {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     last_used: Instant,
     stamp: u64,
     /// When the entry was last sent to the peers (`None`: never).
@@ -246,7 +246,7 @@ impl SessionTable {
     }
 
     /// The backend of `key`, refreshing its idle time; an expired entry is removed instead.
-    pub fn get(&mut self, key: &str, now: Instant) -> Option<SocketAddrV4> {
+    pub fn get(&mut self, key: &str, now: Instant) -> Option<SocketAddr> {
         let entry = self.entries.get(key)?;
         if self.expired(entry, now) {
             self.remove(key);
@@ -258,7 +258,7 @@ impl SessionTable {
     }
 
     /// The backend of `key` without refreshing it (what `tandem status` and tests look at).
-    pub fn peek(&self, key: &str, now: Instant) -> Option<SocketAddrV4> {
+    pub fn peek(&self, key: &str, now: Instant) -> Option<SocketAddr> {
         self.entries
             .get(key)
             .filter(|entry| !self.expired(entry, now))
@@ -267,7 +267,7 @@ impl SessionTable {
 
     /// Records that `backend` serves `key` as of `now`. When the table is full, the least
     /// recently used entry makes room.
-    pub fn learn(&mut self, key: &str, backend: SocketAddrV4, now: Instant) -> Learned {
+    pub fn learn(&mut self, key: &str, backend: SocketAddr, now: Instant) -> Learned {
         self.sweep_some(now, SWEEP_PER_INSERT);
         if let Some(entry) = self.entries.get_mut(key) {
             let learned = if entry.backend == backend {
@@ -323,7 +323,7 @@ impl SessionTable {
         }
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<SocketAddrV4> {
+    pub fn remove(&mut self, key: &str) -> Option<SocketAddr> {
         let entry = self.entries.remove(key)?;
         self.order.remove(&entry.stamp);
         Some(entry.backend)
@@ -341,7 +341,7 @@ impl SessionTable {
         &mut self,
         previous: &SessionTable,
         now: Instant,
-        keep: impl Fn(SocketAddrV4) -> bool,
+        keep: impl Fn(SocketAddr) -> bool,
     ) {
         for key in previous.order.values() {
             let Some(entry) = previous.entries.get(key) else {
@@ -358,7 +358,7 @@ impl SessionTable {
     }
 
     /// Every live entry (key, backend), least recently used first.
-    pub fn entries(&self, now: Instant) -> Vec<(String, SocketAddrV4)> {
+    pub fn entries(&self, now: Instant) -> Vec<(String, SocketAddr)> {
         self.order
             .values()
             .filter_map(|key| {
@@ -369,7 +369,7 @@ impl SessionTable {
     }
 
     /// How many live entries point at each backend.
-    pub fn count_by_backend(&self, now: Instant) -> HashMap<SocketAddrV4, usize> {
+    pub fn count_by_backend(&self, now: Instant) -> HashMap<SocketAddr, usize> {
         let mut counts = HashMap::new();
         for entry in self.entries.values().filter(|e| !self.expired(e, now)) {
             *counts.entry(entry.backend).or_insert(0) += 1;
@@ -422,11 +422,11 @@ impl SessionTable {
 /// service, so the cookie works after a failover too.
 #[derive(Debug, Clone)]
 pub struct InsertIds {
-    ids: Vec<(String, SocketAddrV4)>,
+    ids: Vec<(String, SocketAddr)>,
 }
 
 impl InsertIds {
-    pub fn new(service: &str, backends: &[SocketAddrV4]) -> InsertIds {
+    pub fn new(service: &str, backends: &[SocketAddr]) -> InsertIds {
         let ids = backends
             .iter()
             .map(|&backend| (InsertIds::id(service, backend), backend))
@@ -435,13 +435,13 @@ impl InsertIds {
     }
 
     /// The id of `backend` in `service`: 16 hex digits.
-    pub fn id(service: &str, backend: SocketAddrV4) -> String {
+    pub fn id(service: &str, backend: SocketAddr) -> String {
         let keyed = format!("tandem-insert\0{service}\0{backend}");
         format!("{:016x}", maglev::hash_key(keyed.as_bytes()))
     }
 
     /// The backend an id names, if any.
-    pub fn backend(&self, id: &str) -> Option<SocketAddrV4> {
+    pub fn backend(&self, id: &str) -> Option<SocketAddr> {
         self.ids
             .iter()
             .find(|(known, _)| known == id)
@@ -449,7 +449,7 @@ impl InsertIds {
     }
 
     /// The id for `backend` (`None` if it is not one of the service's).
-    pub fn of(&self, backend: SocketAddrV4) -> Option<&str> {
+    pub fn of(&self, backend: SocketAddr) -> Option<&str> {
         self.ids
             .iter()
             .find(|(_, b)| *b == backend)
@@ -504,7 +504,7 @@ mod tests {
     use super::*;
     use http::Request;
 
-    fn addr(text: &str) -> SocketAddrV4 {
+    fn addr(text: &str) -> SocketAddr {
         text.parse().expect("test address")
     }
 

@@ -9,7 +9,7 @@
 //! [`Attempts`] is what the engine iterates: the request's candidates in order, each with its
 //! [`Place`] (held until the response is over), full ones skipped, then the wait.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,7 +105,7 @@ pub struct Attempts<'a, F> {
     places: Option<&'a Arc<Places>>,
     /// Config index of a backend, if it is one of the service's.
     index_of: F,
-    candidates: &'a [SocketAddrV4],
+    candidates: &'a [SocketAddr],
     /// The first candidate is the request's session backend: it waits for that one.
     pinned: bool,
     next: usize,
@@ -113,13 +113,13 @@ pub struct Attempts<'a, F> {
     waited: bool,
 }
 
-impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
+impl<'a, F: Fn(SocketAddr) -> Option<usize>> Attempts<'a, F> {
     /// `places`: `None` when the service sets no limit (every candidate is tried in turn).
     /// `pinned`: the first candidate is the request's session backend.
     pub fn new(
         places: Option<&'a Arc<Places>>,
         index_of: F,
-        candidates: &'a [SocketAddrV4],
+        candidates: &'a [SocketAddr],
         pinned: bool,
     ) -> Self {
         Attempts {
@@ -135,7 +135,7 @@ impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
 
     /// The next backend to try with its place; `None` when the candidates are used up;
     /// `Err` when all were full and none came free within the queue timeout.
-    pub async fn next(&mut self) -> Option<Result<(SocketAddrV4, Option<Place>), QueueTimedOut>> {
+    pub async fn next(&mut self) -> Option<Result<(SocketAddr, Option<Place>), QueueTimedOut>> {
         let Some(places) = self.places else {
             let backend = *self.candidates.get(self.next)?;
             self.next += 1;
@@ -168,8 +168,8 @@ impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
     async fn wait(
         &self,
         places: &Arc<Places>,
-        candidates: &[SocketAddrV4],
-    ) -> Result<(SocketAddrV4, Option<Place>), QueueTimedOut> {
+        candidates: &[SocketAddr],
+    ) -> Result<(SocketAddr, Option<Place>), QueueTimedOut> {
         places.waiting.fetch_add(1, Ordering::Relaxed);
         let waited = tokio::time::timeout(places.timeout, async {
             loop {
@@ -201,14 +201,21 @@ impl<'a, F: Fn(SocketAddrV4) -> Option<usize>> Attempts<'a, F> {
 mod tests {
     use super::*;
 
-    fn addr(last: u8) -> SocketAddrV4 {
-        SocketAddrV4::new(std::net::Ipv4Addr::new(198, 18, 0, last), 80)
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, last], 80))
     }
 
-    fn index_of(backend: SocketAddrV4) -> Option<usize> {
+    fn last_byte(backend: SocketAddr) -> u8 {
+        match backend.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets()[3],
+            std::net::IpAddr::V6(v6) => v6.octets()[15],
+        }
+    }
+
+    fn index_of(backend: SocketAddr) -> Option<usize> {
         (1..=2)
-            .contains(&backend.ip().octets()[3])
-            .then(|| usize::from(backend.ip().octets()[3]) - 1)
+            .contains(&last_byte(backend))
+            .then(|| usize::from(last_byte(backend)) - 1)
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@
 //! dropped or lost while the link was down), then streams the queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ pub struct Entry {
     pub service: String,
     /// The session key (cookie value, client IP, header value, ...).
     pub key: String,
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
 }
 
 /// Why a received line was not an entry.
@@ -81,15 +81,15 @@ impl Entry {
 pub trait SessionSink: Send + Sync {
     /// Inserts an entry received from a peer; `false` if it does not fit (unknown backend,
     /// no learned sessions in this service).
-    fn apply_replicated(&self, key: &str, backend: SocketAddrV4, now: Instant) -> bool;
+    fn apply_replicated(&self, key: &str, backend: SocketAddr, now: Instant) -> bool;
     /// Every live entry, to send to a peer that (re)connects.
-    fn replication_snapshot(&self, now: Instant) -> Vec<(String, SocketAddrV4)>;
+    fn replication_snapshot(&self, now: Instant) -> Vec<(String, SocketAddr)>;
 }
 
 /// The node's replication: one listener, one outgoing link per peer, and the services whose
 /// tables take part.
 pub struct Replicator {
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     peers: Vec<Arc<Peer>>,
     sinks: RwLock<HashMap<String, Weak<dyn SessionSink>>>,
     received: AtomicU64,
@@ -108,7 +108,7 @@ impl std::fmt::Debug for Replicator {
 /// One peer's outgoing link and queue.
 #[derive(Debug)]
 struct Peer {
-    address: SocketAddrV4,
+    address: SocketAddr,
     capacity: usize,
     queue: Mutex<VecDeque<Entry>>,
     wake: Notify,
@@ -120,7 +120,7 @@ struct Peer {
 /// Replication as `tandem status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReplicationStatus {
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub peers: Vec<PeerStatus>,
     /// Entries received and inserted.
     pub received: u64,
@@ -130,7 +130,7 @@ pub struct ReplicationStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerStatus {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub connected: bool,
     pub queued: usize,
     pub sent: u64,
@@ -291,7 +291,7 @@ impl Replicator {
             let known = self
                 .peers
                 .iter()
-                .any(|peer| IpAddr::V4(*peer.address.ip()) == from.ip());
+                .any(|peer| same_host(peer.address.ip(), from.ip()));
             if !known {
                 warn!(
                     from = %from,
@@ -474,11 +474,17 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
     }
 }
 
+/// Whether two addresses are one host, an IPv4 peer seen by a dual-stack socket as
+/// `::ffff:a.b.c.d` included.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn addr(text: &str) -> SocketAddrV4 {
+    fn addr(text: &str) -> SocketAddr {
         text.parse().expect("test address")
     }
 
@@ -538,18 +544,18 @@ mod tests {
 
     #[derive(Default)]
     struct Recorder {
-        entries: Mutex<Vec<(String, SocketAddrV4)>>,
+        entries: Mutex<Vec<(String, SocketAddr)>>,
     }
 
     impl SessionSink for Recorder {
-        fn apply_replicated(&self, key: &str, backend: SocketAddrV4, _now: Instant) -> bool {
+        fn apply_replicated(&self, key: &str, backend: SocketAddr, _now: Instant) -> bool {
             self.entries
                 .lock()
                 .expect("lock")
                 .push((key.to_owned(), backend));
             true
         }
-        fn replication_snapshot(&self, _now: Instant) -> Vec<(String, SocketAddrV4)> {
+        fn replication_snapshot(&self, _now: Instant) -> Vec<(String, SocketAddr)> {
             self.entries.lock().expect("lock").clone()
         }
     }
@@ -581,9 +587,7 @@ mod tests {
     async fn a_peer_receives_the_snapshot_then_new_entries_and_gets_them_after_reconnecting() {
         // Node B listens; node A sends to it. Both on loopback, B's port picked by the OS.
         let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let SocketAddr::V4(b_addr) = probe.local_addr().expect("addr") else {
-            panic!("v4");
-        };
+        let b_addr = probe.local_addr().expect("addr");
         drop(probe);
         let a_config = config::Replication {
             listen: addr("127.0.0.1:1"),

@@ -19,7 +19,7 @@
 //! the node's `backends::health::HealthChecks` runs them for every service, HTTP or L4.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ pub struct Upstream {
 /// the answer. Empty `candidates` means no backend is available: answer 503.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub candidates: Vec<SocketAddrV4>,
+    pub candidates: Vec<SocketAddr>,
     /// The client's address (a client may add only so many new session keys).
     pub client: std::net::IpAddr,
     /// The first candidate is the backend of the request's session.
@@ -108,9 +108,9 @@ struct Plan {
     drains: u64,
     tier: Tier,
     /// Backends for new requests and new sessions; the selections index into this.
-    usable: Vec<SocketAddrV4>,
+    usable: Vec<SocketAddr>,
     /// Drained backends that are up: only requests of sessions already on them go there.
-    draining: Vec<SocketAddrV4>,
+    draining: Vec<SocketAddr>,
     selection: Box<dyn BackendSelection>,
     /// Only when the service learns sessions: where new keys go.
     placement: Option<Consistent>,
@@ -166,7 +166,7 @@ pub struct SessionStatus {
 /// One backend as `tandem status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStatus {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub weight: u32,
     pub emergency: bool,
     pub up: bool,
@@ -208,7 +208,7 @@ impl Upstream {
         health: Arc<HealthTable>,
         replicator: Option<Arc<Replicator>>,
     ) -> Arc<Self> {
-        let addresses: Vec<SocketAddrV4> = service.backends.iter().map(|b| b.address).collect();
+        let addresses: Vec<SocketAddr> = service.backends.iter().map(|b| b.address).collect();
         let affinity = match &service.session {
             None => Affinity::None,
             Some(session) => match (session.mode, SessionKey::new(session)) {
@@ -379,7 +379,7 @@ impl Upstream {
     pub fn attempts<'a>(
         &'a self,
         route: &'a Route,
-    ) -> Attempts<'a, impl Fn(SocketAddrV4) -> Option<usize> + Send + Sync + 'a> {
+    ) -> Attempts<'a, impl Fn(SocketAddr) -> Option<usize> + Send + Sync + 'a> {
         Attempts::new(
             self.places.as_ref(),
             move |backend| self.backend_index(backend),
@@ -395,7 +395,7 @@ impl Upstream {
 
     /// Connecting to `backend` failed (refused, reset or timed out): the request never reached
     /// it. Passive health: the backend is marked down at once.
-    pub fn connect_failed(&self, backend: SocketAddrV4, reason: &str) {
+    pub fn connect_failed(&self, backend: SocketAddr, reason: &str) {
         self.count_error(backend);
         self.health
             .mark_down(backend, &health::connect_failure(reason));
@@ -404,11 +404,11 @@ impl Upstream {
     /// `backend` took the request but the connection was lost before the response, or no
     /// response came in time. Counted against the backend; health is the probes' call (one
     /// slow answer is not a dead backend).
-    pub fn request_failed(&self, backend: SocketAddrV4) {
+    pub fn request_failed(&self, backend: SocketAddr) {
         self.count_error(backend);
     }
 
-    fn count_error(&self, backend: SocketAddrV4) {
+    fn count_error(&self, backend: SocketAddr) {
         if let Some(i) = self.backend_index(backend) {
             self.errors[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -420,7 +420,7 @@ impl Upstream {
     pub fn responded(
         &self,
         route: &Route,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         response: &mut http::response::Parts,
         now: Instant,
     ) {
@@ -475,7 +475,7 @@ impl Upstream {
     }
 
     /// The session table's backend for `key` (or none, if the service keeps no table).
-    pub fn session(&self, key: &str, now: Instant) -> Option<SocketAddrV4> {
+    pub fn session(&self, key: &str, now: Instant) -> Option<SocketAddr> {
         match &self.affinity {
             Affinity::Learn { table, .. } => lock(table).peek(key, now),
             _ => None,
@@ -485,7 +485,7 @@ impl Upstream {
     /// Where a session key seen for the first time goes now: Maglev's placement over the
     /// backends in use (the same on every node with the same backends up). `None` when the
     /// service learns no sessions or nothing is up.
-    pub fn placement(&self, key: &str) -> Option<SocketAddrV4> {
+    pub fn placement(&self, key: &str) -> Option<SocketAddr> {
         self.plan().place(key)
     }
 
@@ -561,7 +561,7 @@ impl Upstream {
         table: &Mutex<SessionTable>,
         key: &str,
         now: Instant,
-    ) -> Option<SocketAddrV4> {
+    ) -> Option<SocketAddr> {
         let known = lock(table).get(key, now);
         if let Some(backend) = known.filter(|backend| plan.serves_sessions_on(*backend)) {
             return Some(backend);
@@ -579,7 +579,7 @@ impl Upstream {
 
     /// Records that `backend` serves `key`, and sends it to the peers when it is new, moved, or
     /// due for a refresh.
-    fn learn(&self, key: &str, backend: SocketAddrV4, now: Instant) {
+    fn learn(&self, key: &str, backend: SocketAddr, now: Instant) {
         let Affinity::Learn { table, refresh, .. } = &self.affinity else {
             return;
         };
@@ -600,7 +600,7 @@ impl Upstream {
         }
     }
 
-    fn backend_index(&self, backend: SocketAddrV4) -> Option<usize> {
+    fn backend_index(&self, backend: SocketAddr) -> Option<usize> {
         self.service
             .backends
             .iter()
@@ -611,7 +611,7 @@ impl Upstream {
     /// up gets only the requests of sessions already on it, so they can finish while new
     /// users go elsewhere (unless no other backend is left). Returns false for an address the
     /// service does not have.
-    pub fn set_drained(&self, backend: SocketAddrV4, drained: bool) -> bool {
+    pub fn set_drained(&self, backend: SocketAddr, drained: bool) -> bool {
         let Some(i) = self.backend_index(backend) else {
             return false;
         };
@@ -661,7 +661,7 @@ impl Upstream {
 }
 
 impl SessionSink for Upstream {
-    fn apply_replicated(&self, key: &str, backend: SocketAddrV4, now: Instant) -> bool {
+    fn apply_replicated(&self, key: &str, backend: SocketAddr, now: Instant) -> bool {
         let Affinity::Learn { table, .. } = &self.affinity else {
             return false;
         };
@@ -677,7 +677,7 @@ impl SessionSink for Upstream {
         true
     }
 
-    fn replication_snapshot(&self, now: Instant) -> Vec<(String, SocketAddrV4)> {
+    fn replication_snapshot(&self, now: Instant) -> Vec<(String, SocketAddr)> {
         match &self.affinity {
             Affinity::Learn { table, .. } => lock(table).entries(now),
             _ => Vec::new(),
@@ -723,7 +723,7 @@ impl Plan {
         } else {
             (active, draining)
         };
-        let weighted: Vec<(SocketAddrV4, u32)> =
+        let weighted: Vec<(SocketAddr, u32)> =
             in_use.iter().map(|b| (b.address, b.weight)).collect();
         Plan {
             generation,
@@ -740,7 +740,7 @@ impl Plan {
     /// the others in ring order after it. A session's request does not take a turn from the
     /// balancer: the turns are for requests that need a choice (else a session of an even
     /// number of requests would send every new session to the same backend).
-    fn candidates(&self, preferred: Option<SocketAddrV4>) -> Vec<SocketAddrV4> {
+    fn candidates(&self, preferred: Option<SocketAddr>) -> Vec<SocketAddr> {
         let start = preferred.and_then(|p| self.usable.iter().position(|&b| b == p));
         let mut candidates = Vec::with_capacity(self.usable.len() + 1);
         let order = match start {
@@ -757,12 +757,12 @@ impl Plan {
     }
 
     /// Whether a request of a session on `backend` may go there: in use, or drained but up.
-    fn serves_sessions_on(&self, backend: SocketAddrV4) -> bool {
+    fn serves_sessions_on(&self, backend: SocketAddr) -> bool {
         self.usable.contains(&backend) || self.draining.contains(&backend)
     }
 
     /// Maglev's backend for a session key, among the backends in use.
-    fn place(&self, key: &str) -> Option<SocketAddrV4> {
+    fn place(&self, key: &str) -> Option<SocketAddr> {
         let index = self.placement.as_ref()?.select(key.as_bytes()).next()?;
         self.usable.get(index).copied()
     }

@@ -33,7 +33,7 @@ pub mod pool;
 pub(in crate::proxy::engine) use io::read_response_head;
 pub use io::Prefixed;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -807,7 +807,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         &mut self,
         outcome: &mut RequestTally,
         service: &ServiceEntry,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         text: &[u8],
     ) -> After {
         service.backend_failed(backend);
@@ -912,7 +912,7 @@ fn record(conn: &Connection, head: &RequestHead, service: Option<&Arc<ServiceEnt
         status: StatusCode::OK,
         bytes: 0,
         service: service.map_or_else(|| Arc::from("-"), |s| Arc::clone(&s.name)),
-        backend: None::<SocketAddrV4>,
+        backend: None::<SocketAddr>,
         took: Duration::ZERO,
         at: SystemTime::now(),
         referer: text("referer"),

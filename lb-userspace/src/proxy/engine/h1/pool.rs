@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::proxy::engine::backend::{ConnectError, PoolSettings};
 
 /// One connection to a backend, with what was read from it past the last response.
 pub struct RawConn {
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
     pub stream: TcpStream,
     /// Came from the pool rather than a fresh connect.
     pub reused: bool,
@@ -33,12 +33,12 @@ struct Idle {
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<SocketAddrV4, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
 /// An open idle connection to `backend` from this worker's pool, or a new one.
 pub async fn checkout(
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     settings: &PoolSettings,
 ) -> Result<RawConn, ConnectError> {
     let now = Instant::now();
@@ -52,7 +52,7 @@ pub async fn checkout(
     connect(backend, settings).await
 }
 
-fn take(backend: SocketAddrV4) -> Option<Idle> {
+fn take(backend: SocketAddr) -> Option<Idle> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&backend)?;
@@ -67,10 +67,10 @@ fn take(backend: SocketAddrV4) -> Option<Idle> {
 
 /// A new connection to `backend`.
 pub async fn connect(
-    backend: SocketAddrV4,
+    backend: SocketAddr,
     settings: &PoolSettings,
 ) -> Result<RawConn, ConnectError> {
-    let connecting = TcpStream::connect(SocketAddr::V4(backend));
+    let connecting = TcpStream::connect(backend);
     let stream = match tokio::time::timeout(settings.connect_timeout, connecting).await {
         Err(_elapsed) => {
             return Err(ConnectError::Timeout {
@@ -149,9 +149,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_released_connection_is_reused_until_the_backend_closes_it() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
-            unreachable!()
-        };
+        let addr = listener.local_addr().expect("addr");
         let first = checkout(addr, &settings()).await.expect("connect");
         assert!(!first.reused);
         let (mut server_side, _) = listener.accept().await.expect("accept");
@@ -171,9 +169,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_refused_connect_blames_the_backend() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
-            unreachable!()
-        };
+        let addr = listener.local_addr().expect("addr");
         drop(listener);
         let Err(error) = connect(addr, &settings()).await else {
             panic!("connected to a closed port");
@@ -184,9 +180,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_pool_keeps_at_most_its_limit_per_backend() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let SocketAddr::V4(addr) = listener.local_addr().expect("addr") else {
-            unreachable!()
-        };
+        let addr = listener.local_addr().expect("addr");
         let mut conns = Vec::new();
         for _ in 0..3 {
             conns.push(connect(addr, &settings()).await.expect("connect"));

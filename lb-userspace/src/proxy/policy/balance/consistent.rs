@@ -2,7 +2,7 @@
 //! goes where [`crate::backends::maglev`] says, so both nodes (and the kernel's L4 tables, which use the
 //! same hash) place the same key on the same backend without talking to each other.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use super::{BackendSelection, Candidates};
 use crate::backends::maglev::{self, Maglev};
@@ -16,7 +16,7 @@ pub struct Consistent {
 
 impl BackendSelection for Consistent {
     /// The table over `backends`; indices are positions in `backends`.
-    fn build(backends: &[(SocketAddrV4, u32)]) -> Consistent {
+    fn build(backends: &[(SocketAddr, u32)]) -> Consistent {
         Consistent::with_table_size(backends, maglev::DEFAULT_TABLE_SIZE)
     }
 
@@ -31,7 +31,7 @@ impl BackendSelection for Consistent {
 
 impl Consistent {
     /// [`BackendSelection::build`] with another (prime) table size, for small tests.
-    pub fn with_table_size(backends: &[(SocketAddrV4, u32)], table_size: usize) -> Consistent {
+    pub fn with_table_size(backends: &[(SocketAddr, u32)], table_size: usize) -> Consistent {
         let identities: Vec<String> = backends.iter().map(|(a, _)| a.to_string()).collect();
         let entries: Vec<(&[u8], u32)> = identities
             .iter()
@@ -49,7 +49,7 @@ impl Consistent {
 mod tests {
     use super::*;
 
-    fn addr(text: &str) -> SocketAddrV4 {
+    fn addr(text: &str) -> SocketAddr {
         text.parse().expect("test address")
     }
 

@@ -17,7 +17,7 @@ pub mod random;
 pub mod round_robin;
 
 use std::fmt::Debug;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use crate::config::Balance;
 
@@ -29,7 +29,7 @@ pub use round_robin::RoundRobin;
 pub trait BackendSelection: Send + Sync + Debug {
     /// The selection over `backends` (address and weight, a weight of 0 counting as 1),
     /// indexed as given.
-    fn build(backends: &[(SocketAddrV4, u32)]) -> Self
+    fn build(backends: &[(SocketAddr, u32)]) -> Self
     where
         Self: Sized;
 
@@ -39,7 +39,7 @@ pub trait BackendSelection: Send + Sync + Debug {
 }
 
 /// The selection `balance` names, over `backends` (address and weight).
-pub fn build(balance: Balance, backends: &[(SocketAddrV4, u32)]) -> Box<dyn BackendSelection> {
+pub fn build(balance: Balance, backends: &[(SocketAddr, u32)]) -> Box<dyn BackendSelection> {
     match balance {
         Balance::RoundRobin => Box::new(RoundRobin::build(backends)),
         Balance::Random => Box::new(Random::build(backends)),
@@ -93,11 +93,11 @@ impl ExactSizeIterator for Candidates {}
 
 /// Backends 198.18.0.1:80, .2:80... with these weights, for the algorithms' tests.
 #[cfg(test)]
-pub(crate) fn weighted(weights: &[u32]) -> Vec<(SocketAddrV4, u32)> {
+pub(crate) fn weighted(weights: &[u32]) -> Vec<(SocketAddr, u32)> {
     weights
         .iter()
         .zip(1u8..)
-        .map(|(&weight, host)| (SocketAddrV4::new([198, 18, 0, host].into(), 80), weight))
+        .map(|(&weight, host)| (SocketAddr::from(([198, 18, 0, host], 80)), weight))
         .collect()
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BackendSelection, Candidates};
@@ -59,7 +59,7 @@ impl Random {
 
 impl BackendSelection for Random {
     /// Seeded from the process's random hasher keys, so two nodes do not pick in lockstep.
-    fn build(backends: &[(SocketAddrV4, u32)]) -> Random {
+    fn build(backends: &[(SocketAddr, u32)]) -> Random {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_usize(backends.len());
         let weights: Vec<u32> = backends.iter().map(|&(_, weight)| weight).collect();

@@ -2,7 +2,7 @@
 //! one with the most credit is chosen and pays the total back, so weights 3:1 give A A B A
 //! rather than A A A B, and every window of `sum(weights)` picks honours the weights exactly.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{BackendSelection, Candidates};
@@ -41,7 +41,7 @@ impl RoundRobin {
 }
 
 impl BackendSelection for RoundRobin {
-    fn build(backends: &[(SocketAddrV4, u32)]) -> RoundRobin {
+    fn build(backends: &[(SocketAddr, u32)]) -> RoundRobin {
         let weights: Vec<i64> = backends.iter().map(|&(_, w)| i64::from(w.max(1))).collect();
         RoundRobin {
             total: weights.iter().sum(),

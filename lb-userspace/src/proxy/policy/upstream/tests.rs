@@ -2,7 +2,7 @@
 //! backends, sessions of every kind learned and moved, insert-mode cookies, and placement that
 //! two independent nodes agree on.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ const A: &str = "198.18.0.102:80";
 const B: &str = "198.18.0.103:80";
 const E: &str = "198.18.0.104:80";
 
-fn addr(text: &str) -> SocketAddrV4 {
+fn addr(text: &str) -> SocketAddr {
     text.parse().expect("test address")
 }
 
@@ -86,7 +86,7 @@ fn response(set_cookies: &[&str]) -> http::response::Parts {
     builder.body(()).expect("response").into_parts().0
 }
 
-fn first(upstream: &Upstream, request: &http::request::Parts, now: Instant) -> SocketAddrV4 {
+fn first(upstream: &Upstream, request: &http::request::Parts, now: Instant) -> SocketAddr {
     upstream.route(request, client(), now).candidates[0]
 }
 
@@ -110,7 +110,7 @@ fn weights_shape_the_round_robin() {
         None,
     ));
     let now = Instant::now();
-    let firsts: Vec<SocketAddrV4> = (0..8)
+    let firsts: Vec<SocketAddr> = (0..8)
         .map(|_| first(&upstream, &request(&[]), now))
         .collect();
     let (a, b) = (addr(A), addr(B));
@@ -250,7 +250,7 @@ fn session_requests_do_not_take_round_robin_turns() {
 }
 
 /// A session key whose Maglev placement over {A, B} is `want`.
-fn key_placed_on(upstream: &Upstream, want: SocketAddrV4, prefix: &str) -> String {
+fn key_placed_on(upstream: &Upstream, want: SocketAddr, prefix: &str) -> String {
     (0..1000)
         .map(|i| format!("{prefix}{i}"))
         .find(|key| {
@@ -359,7 +359,7 @@ fn a_drained_backend_keeps_its_sessions_but_gets_no_new_users() {
 
     assert!(upstream.set_drained(addr(A), false));
     assert!(upstream.set_drained(addr(B), false));
-    let firsts: Vec<SocketAddrV4> = (0..4)
+    let firsts: Vec<SocketAddr> = (0..4)
         .map(|_| first(&upstream, &request(&[]), now))
         .collect();
     assert!(
