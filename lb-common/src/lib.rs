@@ -8,6 +8,12 @@
 //! Byte order: addresses and ports in keys are stored exactly as they appear on the wire
 //! (network byte order), so the XDP program can copy them from the packet without swapping.
 //! The constructors below take host-order values and do the conversion once, in userspace.
+//!
+//! Each family has maps of its own where the key or value holds an address (SERVICES and
+//! SERVICES6, VIPS and VIPS6, BACKENDS and BACKENDS6, CONNTRACK and CONNTRACK6), so the IPv4
+//! layouts stay as they were; what holds no address is shared: service ids, Maglev tables (by
+//! ring), backend ids (one id space: an id names an IPv4 or an IPv6 backend, never both),
+//! statistics and counters.
 #![no_std]
 
 /// Name of the hash map of services, keyed by [`ServiceKey`], valued by [`ServiceValue`].
@@ -29,6 +35,8 @@ pub const MAX_SERVICES: u32 = 1024;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
+/// ICMPv6, whose Packet Too Big messages the XDP program sends after their flow.
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// EtherTypes (IEEE registry) the XDP program and userspace's codecs (`wire::ethernet`) read.
 pub mod ethertype {
@@ -77,6 +85,37 @@ impl ServiceKey {
     }
 }
 
+/// An IPv6 service: the virtual address, port and protocol a client sends to (SERVICES6).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey6 {
+    /// IPv6 address, its 16 octets as on the wire.
+    pub vip: [u8; 16],
+    /// Port in network byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// Keeps the layout free of implicit padding, so keys hash identically on both sides.
+    pub _pad: u8,
+}
+
+impl ServiceKey6 {
+    /// Builds a key from the address's octets and a host-order port.
+    pub const fn new(vip: [u8; 16], port: u16, proto: u8) -> Self {
+        ServiceKey6 {
+            vip,
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+
+    /// The port in host order.
+    pub const fn port_host(&self) -> u16 {
+        u16::from_be(self.port)
+    }
+}
+
 /// How the data plane treats packets of a service.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +149,8 @@ pub struct ServiceValue {
 }
 
 /// Per-CPU counters, one slot each in the COUNTERS array. Three groups:
-/// - what a packet is: every packet lands in exactly one of `Ipv4Tcp` .. `Malformed`;
+/// - what a packet is: every packet lands in exactly one of `Ipv4Tcp` .. `Malformed`,
+///   `Ipv6Tcp`, `Ipv6Udp` (the IPv6 kinds came later, so they are not all in one run);
 /// - what the program did with it: every packet lands in exactly one of `Pass`, `Tx`, `Drop`;
 /// - why, and other events: each counts on top of the two partitions above.
 #[repr(u32)]
@@ -122,8 +162,9 @@ pub enum Counter {
     Ipv4Udp = 1,
     /// An IPv4 packet of another protocol (ICMP, VRRP, ...), or a fragment after the first.
     Ipv4Other = 2,
-    /// An IPv6 packet (not parsed further yet).
-    Ipv6 = 3,
+    /// An IPv6 packet that is not TCP or UDP right after the fixed header: ICMPv6 (neighbour
+    /// discovery above all), extension headers, fragments, other protocols.
+    Ipv6Other = 3,
     /// A frame that is not IP: ARP, LLDP, ...
     NonIp = 4,
     /// A frame too short for the headers it announces, or with impossible header fields.
@@ -140,9 +181,11 @@ pub enum Counter {
     PassL7 = 10,
     /// Passed: an IPv4 packet with header options (the program forwards plain headers only).
     PassIpOptions = 11,
-    /// Passed: an IPv4 fragment (only the first has ports; the kernel reassembles).
+    /// Passed: an IPv4 fragment (only the first has ports; the kernel reassembles), or an IPv6
+    /// packet with a Fragment header.
     PassFragment = 12,
-    /// Passed: ICMP for a virtual IP (pings, errors about flows this node does not forward).
+    /// Passed: ICMP or ICMPv6 for a virtual IP (pings, neighbour discovery, errors about flows
+    /// this node does not forward).
     PassIcmp = 13,
     /// Dropped: TCP or UDP for a virtual IP on a port with no service.
     DropNoService = 14,
@@ -158,10 +201,19 @@ pub enum Counter {
     FlowMoved = 19,
     /// Forwarded: an ICMP "fragmentation needed" about an L4 flow, sent to that flow's backend.
     TxIcmpFragNeeded = 20,
+    /// An IPv6 TCP packet (TCP right after the fixed header) parsed to the end of its TCP header.
+    Ipv6Tcp = 21,
+    /// An IPv6 UDP packet (UDP right after the fixed header) parsed to the end of its UDP header.
+    Ipv6Udp = 22,
+    /// Passed: an IPv6 packet for a virtual IP with an extension header the program does not
+    /// walk (hop-by-hop, routing, destination options, ...): the kernel knows them.
+    PassIpv6ExtHeader = 23,
+    /// Forwarded: an ICMPv6 Packet Too Big about an L4 flow, sent to that flow's backend.
+    TxIcmp6PacketTooBig = 24,
 }
 
 /// Number of slots in the COUNTERS array.
-pub const COUNTER_COUNT: u32 = 21;
+pub const COUNTER_COUNT: u32 = 25;
 
 impl Counter {
     /// Every counter, in index order.
@@ -169,7 +221,7 @@ impl Counter {
         Counter::Ipv4Tcp,
         Counter::Ipv4Udp,
         Counter::Ipv4Other,
-        Counter::Ipv6,
+        Counter::Ipv6Other,
         Counter::NonIp,
         Counter::Malformed,
         Counter::ServiceHit,
@@ -187,6 +239,10 @@ impl Counter {
         Counter::FlowNew,
         Counter::FlowMoved,
         Counter::TxIcmpFragNeeded,
+        Counter::Ipv6Tcp,
+        Counter::Ipv6Udp,
+        Counter::PassIpv6ExtHeader,
+        Counter::TxIcmp6PacketTooBig,
     ];
 
     /// The name used by `tandem maps` and in its JSON output.
@@ -195,7 +251,7 @@ impl Counter {
             Counter::Ipv4Tcp => "ipv4_tcp",
             Counter::Ipv4Udp => "ipv4_udp",
             Counter::Ipv4Other => "ipv4_other",
-            Counter::Ipv6 => "ipv6",
+            Counter::Ipv6Other => "ipv6_other",
             Counter::NonIp => "non_ip",
             Counter::Malformed => "malformed",
             Counter::ServiceHit => "service_hit",
@@ -213,6 +269,10 @@ impl Counter {
             Counter::FlowNew => "flow_new",
             Counter::FlowMoved => "flow_moved",
             Counter::TxIcmpFragNeeded => "tx_icmp_frag_needed",
+            Counter::Ipv6Tcp => "ipv6_tcp",
+            Counter::Ipv6Udp => "ipv6_udp",
+            Counter::PassIpv6ExtHeader => "pass_ipv6_ext_header",
+            Counter::TxIcmp6PacketTooBig => "tx_icmp6_packet_too_big",
         }
     }
 }
@@ -233,6 +293,15 @@ pub const SERVICE_STATS_MAP: &str = "SERVICE_STATS";
 pub const BACKEND_STATS_MAP: &str = "BACKEND_STATS";
 /// Name of the one-entry array holding [`IfaceValue`]: what the program needs of its interface.
 pub const IFACE_MAP: &str = "IFACE";
+/// Name of the hash map of IPv6 services, [`ServiceKey6`] -> [`ServiceValue`].
+pub const SERVICES6_MAP: &str = "SERVICES6";
+/// Name of the hash map of IPv6 virtual IPs (key: the 16 octets, value: [`VipValue`]).
+pub const VIPS6_MAP: &str = "VIPS6";
+/// Name of the array of IPv6 backends, indexed by backend id (the same id space as BACKENDS),
+/// valued by [`Backend6Value`].
+pub const BACKENDS6_MAP: &str = "BACKENDS6";
+/// Name of the LRU hash of IPv6 L4 flows, [`FlowKey6`] -> [`FlowValue6`].
+pub const CONNTRACK6_MAP: &str = "CONNTRACK6";
 
 /// The kind of a BPF map, as the program declares it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,7 +329,7 @@ const fn size<T>() -> u32 {
 }
 
 /// Every map the program pins, with its layout: declared once, here.
-pub const MAP_LAYOUTS: [MapLayout; 9] = [
+pub const MAP_LAYOUTS: [MapLayout; 13] = [
     MapLayout {
         name: SERVICES_MAP,
         kind: MapKind::Hash,
@@ -324,6 +393,34 @@ pub const MAP_LAYOUTS: [MapLayout; 9] = [
         value_size: size::<IfaceValue>(),
         max_entries: 1,
     },
+    MapLayout {
+        name: SERVICES6_MAP,
+        kind: MapKind::Hash,
+        key_size: size::<ServiceKey6>(),
+        value_size: size::<ServiceValue>(),
+        max_entries: MAX_SERVICES,
+    },
+    MapLayout {
+        name: VIPS6_MAP,
+        kind: MapKind::Hash,
+        key_size: size::<[u8; 16]>(),
+        value_size: size::<VipValue>(),
+        max_entries: MAX_VIPS,
+    },
+    MapLayout {
+        name: BACKENDS6_MAP,
+        kind: MapKind::Array,
+        key_size: size::<u32>(),
+        value_size: size::<Backend6Value>(),
+        max_entries: MAX_BACKENDS,
+    },
+    MapLayout {
+        name: CONNTRACK6_MAP,
+        kind: MapKind::LruHash,
+        key_size: size::<FlowKey6>(),
+        value_size: size::<FlowValue6>(),
+        max_entries: MAX_FLOWS,
+    },
 ];
 
 /// The names of [`MAP_LAYOUTS`], so userspace can check, reuse or remove the pins together.
@@ -376,6 +473,23 @@ pub struct BackendValue {
     pub service: u32,
 }
 
+/// An IPv6 backend as the XDP program needs it to forward by direct server return (the twin
+/// of [`BackendValue`]; a backend id is used in BACKENDS or in BACKENDS6, by its family).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend6Value {
+    /// IPv6 address, its octets as on the wire; all zero for an empty slot.
+    pub addr: [u8; 16],
+    /// The backend's MAC on the shared segment; all zero while unknown.
+    pub mac: [u8; 6],
+    /// Port in network byte order (informational, as in [`BackendValue`]).
+    pub port: u16,
+    /// [`BACKEND_UP`] or 0.
+    pub flags: u32,
+    /// Id of the service the backend belongs to.
+    pub service: u32,
+}
+
 /// An L4 flow as the client sent it: client address and port, virtual IP and port, protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -415,6 +529,46 @@ pub struct FlowValue {
     /// The backend's address when the flow was recorded: an id reused for another backend
     /// (after a config change) then does not carry the flow to the wrong host.
     pub backend_addr: u32,
+}
+
+/// An IPv6 L4 flow as the client sent it: the 128-bit twin of [`FlowKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey6 {
+    /// Client address, its octets as on the wire.
+    pub src: [u8; 16],
+    /// Virtual IP, its octets as on the wire.
+    pub dst: [u8; 16],
+    /// Client port, network byte order.
+    pub sport: u16,
+    /// Service port, network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey6 {
+    /// [`flow_hash6`] of this key: the value the XDP program looks the Maglev table up with.
+    #[inline(always)]
+    pub const fn hash(&self) -> u64 {
+        flow_hash6(
+            self.src,
+            u16::from_be(self.sport),
+            self.dst,
+            u16::from_be(self.dport),
+            self.proto,
+        )
+    }
+}
+
+/// Where an IPv6 flow goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue6 {
+    /// Backend id (index into BACKENDS6).
+    pub backend: u32,
+    /// The backend's address when the flow was recorded (see [`FlowValue::backend_addr`]).
+    pub backend_addr: [u8; 16],
 }
 
 /// Packets and bytes (whole frames), per CPU.
@@ -484,6 +638,43 @@ pub const fn flow_hash(
     mix64(mix64(addrs ^ FLOW_HASH_SEED) ^ ports)
 }
 
+/// The hash of an IPv6 L4 flow: [`flow_hash`]'s twin for 128-bit addresses (octets in written
+/// order, ports in host order, the client's side first). Every half of each address goes
+/// through the mixer in turn, so a one-bit change anywhere spreads over the whole result.
+#[inline(always)]
+pub const fn flow_hash6(
+    client: [u8; 16],
+    client_port: u16,
+    vip: [u8; 16],
+    port: u16,
+    proto: u8,
+) -> u64 {
+    let ports = ((client_port as u64) << 32) | ((port as u64) << 16) | proto as u64;
+    let mut h = mix64(be_u64(&client, 0) ^ FLOW_HASH6_SEED);
+    h = mix64(h ^ be_u64(&client, 8));
+    h = mix64(h ^ be_u64(&vip, 0));
+    h = mix64(h ^ be_u64(&vip, 8));
+    mix64(h ^ ports)
+}
+
+/// The big-endian u64 at `at` in an address.
+#[inline(always)]
+const fn be_u64(bytes: &[u8; 16], at: usize) -> u64 {
+    u64::from_be_bytes([
+        bytes[at],
+        bytes[at + 1],
+        bytes[at + 2],
+        bytes[at + 3],
+        bytes[at + 4],
+        bytes[at + 5],
+        bytes[at + 6],
+        bytes[at + 7],
+    ])
+}
+
+/// Fixed seed of [`flow_hash6`]: "TANDEM" 0006.
+const FLOW_HASH6_SEED: u64 = 0x5441_4e44_454d_0006;
+
 /// Fixed seed of [`flow_hash`]; changing it moves every flow that has no connection entry.
 const FLOW_HASH_SEED: u64 = 0x5441_4e44_454d_0001; // "TANDEM" 0001
 
@@ -499,6 +690,10 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::Stats {}
     unsafe impl aya::Pod for super::IfaceValue {}
+    unsafe impl aya::Pod for super::ServiceKey6 {}
+    unsafe impl aya::Pod for super::Backend6Value {}
+    unsafe impl aya::Pod for super::FlowKey6 {}
+    unsafe impl aya::Pod for super::FlowValue6 {}
 }
 
 #[cfg(test)]
@@ -517,6 +712,68 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 8);
         assert_eq!(size_of::<Stats>(), 16);
         assert_eq!(size_of::<IfaceValue>(), 8);
+        assert_eq!(size_of::<ServiceKey6>(), 20);
+        assert_eq!(size_of::<Backend6Value>(), 32);
+        assert_eq!(size_of::<FlowKey6>(), 40);
+        assert_eq!(size_of::<FlowValue6>(), 20);
+    }
+
+    #[test]
+    fn service_key6_stores_address_and_port_in_wire_order() {
+        let vip = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99];
+        let key = ServiceKey6::new(vip, 80, IPPROTO_UDP);
+        // SAFETY: ServiceKey6 is repr(C) without padding; viewing it as bytes is sound.
+        let bytes: [u8; 20] = unsafe { core::mem::transmute(key) };
+        assert_eq!(&bytes[0..16], &vip);
+        assert_eq!(&bytes[16..18], &[0, 80]);
+        assert_eq!(bytes[18], 17);
+        assert_eq!(key.port_host(), 80);
+    }
+
+    const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    const VIP6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99];
+
+    #[test]
+    fn flow_hash6_is_a_fixed_value_and_depends_on_every_field() {
+        // Pinned, as flow_hash's: every node and version must place a flow alike.
+        let base = flow_hash6(CLIENT6, 40000, VIP6, 80, IPPROTO_TCP);
+        assert_eq!(base, 0x4581_755b_a108_66ac);
+        for bit in 0..128 {
+            let mut client = CLIENT6;
+            client[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(base, flow_hash6(client, 40000, VIP6, 80, IPPROTO_TCP));
+            let mut vip = VIP6;
+            vip[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(base, flow_hash6(CLIENT6, 40000, vip, 80, IPPROTO_TCP));
+        }
+        assert_ne!(base, flow_hash6(CLIENT6, 40001, VIP6, 80, IPPROTO_TCP));
+        assert_ne!(base, flow_hash6(CLIENT6, 40000, VIP6, 81, IPPROTO_TCP));
+        assert_ne!(base, flow_hash6(CLIENT6, 40000, VIP6, 80, IPPROTO_UDP));
+        // Client and VIP swapped is another flow.
+        assert_ne!(base, flow_hash6(VIP6, 40000, CLIENT6, 80, IPPROTO_TCP));
+    }
+
+    #[test]
+    fn flow_key6_hash_is_the_flow_hash6_of_its_host_order_fields() {
+        let key = FlowKey6 {
+            src: CLIENT6,
+            dst: VIP6,
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        assert_eq!(
+            key.hash(),
+            flow_hash6(CLIENT6, 40000, VIP6, 80, IPPROTO_TCP)
+        );
+    }
+
+    #[test]
+    fn every_map_has_a_unique_name() {
+        for (i, name) in ALL_MAPS.iter().enumerate() {
+            assert!(!ALL_MAPS[i + 1..].contains(name), "{name} twice");
+        }
     }
 
     #[test]

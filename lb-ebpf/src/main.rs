@@ -1,7 +1,9 @@
 //! Tandem's XDP program: the kernel half of the data plane.
 //!
-//! It parses each frame (Ethernet with at most one 802.1Q/802.1ad tag, IPv4, TCP, UDP, ICMP)
-//! with a bounds check before every read and decides:
+//! It parses each frame (Ethernet with at most one 802.1Q/802.1ad tag, IPv4 or IPv6, TCP, UDP,
+//! ICMP, ICMPv6) with a bounds check before every read and decides, the same way for both
+//! families (each has its own SERVICES, VIPS, BACKENDS and CONNTRACK maps; Maglev tables,
+//! backend ids and statistics are shared):
 //! - TCP/UDP for an L7 service (SERVICES, mode Proxy): XDP_PASS, up to the proxy;
 //! - TCP/UDP for an L4 service (mode Forward): the flow's backend from the connection table
 //!   (CONNTRACK), or else from the service's Maglev table by `lb_common::flow_hash` of the
@@ -9,9 +11,12 @@
 //!   it leaves by the interface it came in on (XDP_TX): direct server return, the backend holds
 //!   the virtual IP on its loopback and answers the client itself;
 //! - TCP/UDP for a virtual IP (VIPS) on a port with no service: XDP_DROP;
-//! - ICMP "fragmentation needed" about an L4 flow: XDP_TX to that flow's backend (so path MTU
-//!   discovery works for the backend that sends the large segments); other ICMP: XDP_PASS;
-//! - IPv4 with options, fragments, anything not for a virtual IP: XDP_PASS.
+//! - ICMP "fragmentation needed" and ICMPv6 "packet too big" about an L4 flow: XDP_TX to that
+//!   flow's backend (so path MTU discovery works for the backend that sends the large
+//!   segments); other ICMP and ICMPv6 (pings, neighbour discovery): XDP_PASS;
+//! - IPv4 with options, IPv6 with any extension header (the program walks none: TCP or UDP
+//!   must follow the fixed header, as in Katran), fragments, anything not for a virtual IP:
+//!   XDP_PASS.
 //!
 //! Every frame is counted once by what it is and once by verdict, with a reason counter where
 //! there is one (COUNTERS), and forwarded frames per service and per backend (packets, bytes).
@@ -30,10 +35,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    ethertype, BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceMode,
-    ServiceValue, Stats, VipValue, BACKEND_UP, COUNTER_COUNT, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES,
-    MAX_VIPS, NO_BACKEND,
+    ethertype, Backend6Value, BackendValue, Counter, FlowKey, FlowKey6, FlowValue, FlowValue6,
+    IfaceValue, ServiceKey, ServiceKey6, ServiceMode, ServiceValue, Stats, VipValue, BACKEND_UP,
+    COUNTER_COUNT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE,
+    MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES, MAX_VIPS, NO_BACKEND,
 };
 
 /// Services this node answers for; filled by userspace while the node is master.
@@ -72,6 +77,22 @@ static BACKEND_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(MAX_BACKENDS, 0);
 #[map(name = "IFACE")]
 static IFACE: Array<IfaceValue> = Array::pinned(1, 0);
 
+/// IPv6 services this node answers for; filled by userspace while the node is master.
+#[map(name = "SERVICES6")]
+static SERVICES6: HashMap<ServiceKey6, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// The IPv6 virtual IPs while the node is master.
+#[map(name = "VIPS6")]
+static VIPS6: HashMap<[u8; 16], VipValue> = HashMap::pinned(MAX_VIPS, 0);
+
+/// IPv6 backends by id (ids shared with BACKENDS: each is used in one of the two).
+#[map(name = "BACKENDS6")]
+static BACKENDS6: Array<Backend6Value> = Array::pinned(MAX_BACKENDS, 0);
+
+/// IPv6 L4 flows and their backend; least recently used first out.
+#[map(name = "CONNTRACK6")]
+static CONNTRACK6: LruHashMap<FlowKey6, FlowValue6> = LruHashMap::pinned(MAX_FLOWS, 0);
+
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const IPV4_MIN_HLEN: usize = 20;
@@ -87,6 +108,14 @@ const ICMP_QUOTE_LEN: usize = 8 + IPV4_MIN_HLEN + 8;
 const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
 /// More-fragments flag: set on every fragment but the last.
 const IP_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV6_HLEN: usize = 40;
+/// ICMPv6 Packet Too Big (RFC 4443 §3.2).
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// ICMPv6 header with the MTU, then the offending packet's fixed IPv6 header and the first
+/// 8 bytes of its TCP/UDP header (both ports).
+const ICMPV6_QUOTE_LEN: usize = 8 + IPV6_HLEN + 8;
+/// IPv6 Fragment header.
+const IPV6_FRAGMENT: u8 = 44;
 
 #[xdp]
 pub fn tandem_xdp(ctx: XdpContext) -> u32 {
@@ -124,10 +153,7 @@ fn parse(ctx: &XdpContext) -> Result<u32, Malformed> {
     }
     match next_header {
         ethertype::IPV4 => parse_ipv4(ctx, l3),
-        ethertype::IPV6 => {
-            count(Counter::Ipv6);
-            Ok(xdp_action::XDP_PASS)
-        }
+        ethertype::IPV6 => parse_ipv6(ctx, l3),
         _ => {
             count(Counter::NonIp);
             Ok(xdp_action::XDP_PASS)
@@ -231,6 +257,155 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<u32, Malformed> {
     Ok(forward(ctx, &service, backend, frame_len))
 }
 
+/// Whether IPv6 next header `next` is an extension header (RFC 8200 §4, and the IANA list of
+/// IPv6 extension header types) other than Fragment, which has its own counter.
+#[inline(always)]
+fn is_ipv6_extension(next: u8) -> bool {
+    // Hop-by-hop, routing, ESP, AH, destination options, mobility, HIP, shim6, experiments.
+    matches!(next, 0 | 43 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<u32, Malformed> {
+    // As for IPv4: the fixed header behind one bounds check, lengths compared as numbers.
+    let header = read_bytes::<IPV6_HLEN>(ctx, l3)?;
+    if header[0] >> 4 != 6 {
+        return Err(Malformed);
+    }
+    let payload_len = u16::from_be_bytes([header[4], header[5]]) as usize;
+    let frame_len = frame_len(ctx);
+    if l3 + IPV6_HLEN + payload_len > frame_len {
+        return Err(Malformed);
+    }
+    let next = header[6];
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr.copy_from_slice(&header[8..24]);
+    daddr.copy_from_slice(&header[24..40]);
+    let l4 = l3 + IPV6_HLEN;
+    let (counter, ports) = match next {
+        IPPROTO_TCP => {
+            let tcp = read_bytes::<TCP_MIN_HLEN>(ctx, l4)?;
+            let data_offset = ((tcp[12] >> 4) as usize) * 4;
+            if data_offset < TCP_MIN_HLEN || data_offset > payload_len {
+                return Err(Malformed);
+            }
+            (Counter::Ipv6Tcp, [tcp[0], tcp[1], tcp[2], tcp[3]])
+        }
+        IPPROTO_UDP => {
+            if payload_len < UDP_HLEN {
+                return Err(Malformed);
+            }
+            let udp = read_bytes::<UDP_HLEN>(ctx, l4)?;
+            (Counter::Ipv6Udp, [udp[0], udp[1], udp[2], udp[3]])
+        }
+        IPPROTO_ICMPV6 => {
+            count(Counter::Ipv6Other);
+            return Ok(icmp6(ctx, l4, &daddr, frame_len));
+        }
+        IPV6_FRAGMENT => {
+            // Only the first fragment has ports, behind the Fragment header: the kernel
+            // reassembles, as for IPv4.
+            count(Counter::Ipv6Other);
+            return Ok(pass_if_vip6(&daddr, Counter::PassFragment));
+        }
+        other => {
+            count(Counter::Ipv6Other);
+            if is_ipv6_extension(other) {
+                return Ok(pass_if_vip6(&daddr, Counter::PassIpv6ExtHeader));
+            }
+            return Ok(xdp_action::XDP_PASS);
+        }
+    };
+    count(counter);
+    let key = FlowKey6 {
+        src: saddr,
+        dst: daddr,
+        sport: u16::from_ne_bytes([ports[0], ports[1]]),
+        dport: u16::from_ne_bytes([ports[2], ports[3]]),
+        proto: next,
+        _pad: [0; 3],
+    };
+    let service_key = ServiceKey6 {
+        vip: daddr,
+        port: key.dport,
+        proto: next,
+        _pad: 0,
+    };
+    let Some(service) = SERVICES6.get_ptr(&service_key) else {
+        if VIPS6.get_ptr(&daddr).is_some() {
+            count(Counter::DropNoService);
+            return Ok(xdp_action::XDP_DROP);
+        }
+        return Ok(xdp_action::XDP_PASS);
+    };
+    count(Counter::ServiceHit);
+    // SAFETY: as in parse_ipv4.
+    let service = unsafe { *service };
+    if service.mode != ServiceMode::Forward as u32 {
+        count(Counter::PassL7);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let backend = choose_backend6(&service, &key, true);
+    Ok(forward6(ctx, &service, backend, frame_len))
+}
+
+/// ICMPv6 for `daddr` (the message starts at `l4`): a Packet Too Big about an L4 flow goes to
+/// that flow's backend; everything else (neighbour discovery, echo, other errors) goes to the
+/// kernel, counted when it is for a virtual IP.
+#[inline(always)]
+fn icmp6(ctx: &XdpContext, l4: usize, daddr: &[u8; 16], frame_len: usize) -> u32 {
+    let Ok(quote) = read_bytes::<ICMPV6_QUOTE_LEN>(ctx, l4) else {
+        return pass_if_vip6(daddr, Counter::PassIcmp);
+    };
+    // The quoted packet is one the backend sent from the virtual IP to the client (direct
+    // server return): its source is the service, its destination the client. TCP or UDP must
+    // follow its fixed header, as for packets the program forwards.
+    let inner_next = quote[8 + 6];
+    if quote[0] != ICMPV6_PACKET_TOO_BIG
+        || quote[1] != 0
+        || quote[8] >> 4 != 6
+        || (inner_next != IPPROTO_TCP && inner_next != IPPROTO_UDP)
+    {
+        return pass_if_vip6(daddr, Counter::PassIcmp);
+    }
+    let mut vip = [0u8; 16];
+    let mut client = [0u8; 16];
+    vip.copy_from_slice(&quote[16..32]);
+    client.copy_from_slice(&quote[32..48]);
+    let vport = u16::from_ne_bytes([quote[48], quote[49]]);
+    let cport = u16::from_ne_bytes([quote[50], quote[51]]);
+    let service_key = ServiceKey6 {
+        vip,
+        port: vport,
+        proto: inner_next,
+        _pad: 0,
+    };
+    let Some(service) = SERVICES6.get_ptr(&service_key) else {
+        return pass_if_vip6(daddr, Counter::PassIcmp);
+    };
+    // SAFETY: as in parse_ipv4.
+    let service = unsafe { *service };
+    if service.mode != ServiceMode::Forward as u32 {
+        return pass_if_vip6(daddr, Counter::PassIcmp);
+    }
+    let key = FlowKey6 {
+        src: client,
+        dst: vip,
+        sport: cport,
+        dport: vport,
+        proto: inner_next,
+        _pad: [0; 3],
+    };
+    // An error message must not create a flow: only look it up (or compute where it would go).
+    let backend = choose_backend6(&service, &key, false);
+    let action = forward6(ctx, &service, backend, frame_len);
+    if action == xdp_action::XDP_TX {
+        count(Counter::TxIcmp6PacketTooBig);
+    }
+    action
+}
+
 /// ICMP for `daddr`: a "fragmentation needed" about an L4 flow goes to that flow's backend;
 /// anything else for a virtual IP (pings above all) goes to the kernel.
 #[inline(always)]
@@ -283,8 +458,9 @@ fn icmp(ctx: &XdpContext, l3: usize, daddr: u32, frame_len: usize) -> u32 {
     action
 }
 
-/// The backend id for a flow of an L4 service, or a drop reason counter's index at or above
-/// [`MAX_BACKENDS`] (plain integers: the verifier tracks them better than enums with payloads).
+/// The backend id for an IPv4 flow of an L4 service, or a drop reason counter's index at or
+/// above [`MAX_BACKENDS`] (plain integers: the verifier tracks them better than enums with
+/// payloads).
 #[inline(always)]
 fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
     let mut moved = false;
@@ -302,14 +478,7 @@ fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
         }
         moved = true;
     }
-    if service.ring >= MAX_L4_SERVICES {
-        return MAX_BACKENDS + Counter::DropNoBackend as u32;
-    }
-    let slot = (key.hash() % MAGLEV_TABLE_SIZE as u64) as u32;
-    let id = match MAGLEV.get(service.ring * MAGLEV_TABLE_SIZE + slot) {
-        Some(id) => *id,
-        None => NO_BACKEND,
-    };
+    let id = maglev_pick(service, key.hash());
     let Some(backend) = BACKENDS.get(id) else {
         return MAX_BACKENDS + Counter::DropNoBackend as u32;
     };
@@ -324,16 +493,71 @@ fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
         // A full table evicts its least recently used flow; a failed insert only means this
         // flow is placed by Maglev again on its next packet.
         let _ = CONNTRACK.insert(key, flow, 0);
-        count(if moved {
-            Counter::FlowMoved
-        } else {
-            Counter::FlowNew
-        });
+        count_placed(moved);
     }
     id
 }
 
-/// Sends the frame to backend `id` (or drops it with the reason `choose_backend` encoded).
+/// [`choose_backend`] for an IPv6 flow: CONNTRACK6 and BACKENDS6, the same Maglev tables.
+#[inline(always)]
+fn choose_backend6(service: &ServiceValue, key: &FlowKey6, record: bool) -> u32 {
+    let mut moved = false;
+    if let Some(flow) = CONNTRACK6.get_ptr(key) {
+        // SAFETY: map value pointer, plain data, copied at once.
+        let flow = unsafe { *flow };
+        if let Some(backend) = BACKENDS6.get(flow.backend) {
+            if backend.flags & BACKEND_UP != 0
+                && backend.addr == flow.backend_addr
+                && backend.service == service.id
+            {
+                count(Counter::FlowHit);
+                return flow.backend;
+            }
+        }
+        moved = true;
+    }
+    let id = maglev_pick(service, key.hash());
+    let Some(backend) = BACKENDS6.get(id) else {
+        return MAX_BACKENDS + Counter::DropNoBackend as u32;
+    };
+    if backend.flags & BACKEND_UP == 0 {
+        return MAX_BACKENDS + Counter::DropNoBackend as u32;
+    }
+    if record {
+        let flow = FlowValue6 {
+            backend: id,
+            backend_addr: backend.addr,
+        };
+        // As for IPv4: a failed insert only means Maglev places the flow again.
+        let _ = CONNTRACK6.insert(key, flow, 0);
+        count_placed(moved);
+    }
+    id
+}
+
+/// The backend id in the service's Maglev table for a flow hash, or [`NO_BACKEND`].
+#[inline(always)]
+fn maglev_pick(service: &ServiceValue, hash: u64) -> u32 {
+    if service.ring >= MAX_L4_SERVICES {
+        return NO_BACKEND;
+    }
+    let slot = (hash % MAGLEV_TABLE_SIZE as u64) as u32;
+    match MAGLEV.get(service.ring * MAGLEV_TABLE_SIZE + slot) {
+        Some(id) => *id,
+        None => NO_BACKEND,
+    }
+}
+
+#[inline(always)]
+fn count_placed(moved: bool) {
+    count(if moved {
+        Counter::FlowMoved
+    } else {
+        Counter::FlowNew
+    });
+}
+
+/// Sends the frame to IPv4 backend `id` (or drops it with the reason `choose_backend` encoded).
 #[inline(always)]
 fn forward(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> u32 {
     if id >= MAX_BACKENDS {
@@ -344,7 +568,33 @@ fn forward(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) 
         count(Counter::DropNoBackend);
         return xdp_action::XDP_DROP;
     };
-    let dst = backend.mac;
+    send_to_mac(ctx, service, id, backend.mac, frame_len)
+}
+
+/// Sends the frame to IPv6 backend `id` (or drops it with the reason `choose_backend6` encoded).
+#[inline(always)]
+fn forward6(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> u32 {
+    if id >= MAX_BACKENDS {
+        count(Counter::DropNoBackend);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(backend) = BACKENDS6.get(id) else {
+        count(Counter::DropNoBackend);
+        return xdp_action::XDP_DROP;
+    };
+    send_to_mac(ctx, service, id, backend.mac, frame_len)
+}
+
+/// Direct server return: the frame goes back out with the backend's MAC as destination and
+/// the interface's as source; the IP header is untouched (the backend holds the VIP).
+#[inline(always)]
+fn send_to_mac(
+    ctx: &XdpContext,
+    service: &ServiceValue,
+    id: u32,
+    dst: [u8; 6],
+    frame_len: usize,
+) -> u32 {
     if dst == [0; 6] {
         count(Counter::DropNoMac);
         return xdp_action::XDP_DROP;
@@ -376,6 +626,15 @@ fn forward(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) 
 #[inline(always)]
 fn pass_if_vip(daddr: u32, reason: Counter) -> u32 {
     if VIPS.get_ptr(daddr).is_some() {
+        count(reason);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// [`pass_if_vip`] for an IPv6 destination.
+#[inline(always)]
+fn pass_if_vip6(daddr: &[u8; 16], reason: Counter) -> u32 {
+    if VIPS6.get_ptr(daddr).is_some() {
         count(reason);
     }
     xdp_action::XDP_PASS

@@ -77,7 +77,8 @@ fn read_counts(pin_dir: &str) -> Counts {
         ipv4_tcp: get("ipv4_tcp"),
         ipv4_udp: get("ipv4_udp"),
         ipv4_other: get("ipv4_other"),
-        ipv6: get("ipv6"),
+        // The IPv6 frames sent carry no TCP or UDP: "ipv6_other".
+        ipv6: get("ipv6_other"),
         non_ip: get("non_ip"),
         malformed: get("malformed"),
         service_hit: get("service_hit"),

@@ -8,17 +8,19 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lb_common::{
-    flow_hash, BackendValue, FlowKey, FlowValue, ServiceKey, ServiceMode, ServiceValue, BACKEND_UP,
-    IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE, NO_BACKEND,
+    flow_hash, flow_hash6, Backend6Value, BackendValue, FlowKey, FlowKey6, FlowValue, FlowValue6,
+    ServiceKey, ServiceKey6, ServiceMode, ServiceValue, BACKEND_UP, IPPROTO_TCP, IPPROTO_UDP,
+    MAGLEV_TABLE_SIZE, NO_BACKEND,
 };
 use support::packets::{
-    self, ethernet, icmp, tcp_frame, udp_frame, Ipv4, ACK, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
-    IPPROTO_ICMP, PSH, SYN,
+    self, ethernet, icmp, icmp6, ipv6, tcp6_frame, tcp_frame, udp6_frame, udp_frame, Ipv4, ACK,
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPV6_FRAGMENT, IPV6_HOP_BY_HOP,
+    PSH, SYN,
 };
 use tandem::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use tandem::dataplane::xdp::loader;
@@ -34,6 +36,14 @@ const LB1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const HTTP1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
 const HTTP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 103);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// The same node on IPv6 (RFC 5180's benchmarking range).
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+const LB1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const HTTP1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x102);
+const HTTP2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x103);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 /// The VRRP virtual MAC a client may send to; forwarded frames leave with the interface's own.
@@ -56,6 +66,17 @@ const TCP_B2: u32 = 1;
 const UDP_B1: u32 = 2;
 const UDP_B2: u32 = 3;
 const NOMAC_B: u32 = 4;
+/// IPv6 backends: ids from the same space, in BACKENDS6.
+const TCP6_B1: u32 = 5;
+const TCP6_B2: u32 = 6;
+const UDP6_B1: u32 = 7;
+const UDP6_B2: u32 = 8;
+/// Ids and Maglev tables of the IPv6 services.
+const WEB6_ID: u32 = 5;
+const TCP6_ID: u32 = 6;
+const UDP6_ID: u32 = 7;
+const TCP6_RING: u32 = 4;
+const UDP6_RING: u32 = 5;
 
 /// The program loaded with its maps pinned in a directory of its own, removed on drop.
 struct Fixture {
@@ -64,6 +85,8 @@ struct Fixture {
     pin_dir: PathBuf,
     tcp_maglev: Maglev,
     udp_maglev: Maglev,
+    tcp6_maglev: Maglev,
+    udp6_maglev: Maglev,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -86,14 +109,24 @@ impl Fixture {
                 format!("{HTTP2}:{port}").into_bytes(),
             ]
         };
+        let names6 = |port: u16| {
+            [
+                format!("[{HTTP1_6}]:{port}").into_bytes(),
+                format!("[{HTTP2_6}]:{port}").into_bytes(),
+            ]
+        };
         let tcp = names(L4_TCP);
         let udp = names(L4_UDP);
+        let tcp6 = names6(L4_TCP);
+        let udp6 = names6(L4_UDP);
         Fixture {
             ebpf,
             maps,
             pin_dir,
             tcp_maglev: Maglev::new(&[(&tcp[0], 1), (&tcp[1], 1)], DEFAULT_TABLE_SIZE),
             udp_maglev: Maglev::new(&[(&udp[0], 1), (&udp[1], 1)], DEFAULT_TABLE_SIZE),
+            tcp6_maglev: Maglev::new(&[(&tcp6[0], 1), (&tcp6[1], 1)], DEFAULT_TABLE_SIZE),
+            udp6_maglev: Maglev::new(&[(&udp6[0], 1), (&udp6[1], 1)], DEFAULT_TABLE_SIZE),
         }
     }
 
@@ -150,6 +183,57 @@ impl Fixture {
         f.maps
             .write_table(3, &vec![NOMAC_B; MAGLEV_TABLE_SIZE as usize], None)
             .unwrap();
+
+        // IPv6: the VIP, an L7 service and the two L4 services, with backends of their own.
+        f.maps.put_vip6(VIP6.octets()).unwrap();
+        let service6 = |port: u16, proto: u8, id: u32, mode: ServiceMode, ring: u32| {
+            (
+                ServiceKey6::new(VIP6.octets(), port, proto),
+                ServiceValue {
+                    id,
+                    mode: mode as u32,
+                    ring,
+                },
+            )
+        };
+        for (key, value) in [
+            service6(WEB, IPPROTO_TCP, WEB6_ID, ServiceMode::Proxy, 0),
+            service6(
+                L4_TCP,
+                IPPROTO_TCP,
+                TCP6_ID,
+                ServiceMode::Forward,
+                TCP6_RING,
+            ),
+            service6(
+                L4_UDP,
+                IPPROTO_UDP,
+                UDP6_ID,
+                ServiceMode::Forward,
+                UDP6_RING,
+            ),
+        ] {
+            f.maps.put_service6(key, value).unwrap();
+        }
+        let backend6 = |addr: Ipv6Addr, port: u16, mac: [u8; 6], service: u32| Backend6Value {
+            addr: addr.octets(),
+            mac,
+            port: port.to_be(),
+            flags: BACKEND_UP,
+            service,
+        };
+        for (id, value) in [
+            (TCP6_B1, backend6(HTTP1_6, L4_TCP, HTTP1_MAC, TCP6_ID)),
+            (TCP6_B2, backend6(HTTP2_6, L4_TCP, HTTP2_MAC, TCP6_ID)),
+            (UDP6_B1, backend6(HTTP1_6, L4_UDP, HTTP1_MAC, UDP6_ID)),
+            (UDP6_B2, backend6(HTTP2_6, L4_UDP, HTTP2_MAC, UDP6_ID)),
+        ] {
+            f.maps.put_backend6(id, value).unwrap();
+        }
+        let tcp6_table = ids(&f.tcp6_maglev, TCP6_B1);
+        let udp6_table = ids(&f.udp6_maglev, UDP6_B1);
+        f.maps.write_table(TCP6_RING, &tcp6_table, None).unwrap();
+        f.maps.write_table(UDP6_RING, &udp6_table, None).unwrap();
         f
     }
 
@@ -165,6 +249,17 @@ impl Fixture {
     fn maglev_tcp_mac(&self, sport: u16) -> [u8; 6] {
         let hash = flow_hash(CLIENT.octets(), sport, VIP.octets(), L4_TCP, IPPROTO_TCP);
         [HTTP1_MAC, HTTP2_MAC][self.tcp_maglev.lookup(hash).unwrap()]
+    }
+
+    /// The MAC of the backend userspace Maglev chooses for an IPv6 flow to an L4 service.
+    fn maglev6_mac(&self, sport: u16, port: u16, proto: u8) -> [u8; 6] {
+        let hash = flow_hash6(CLIENT6.octets(), sport, VIP6.octets(), port, proto);
+        let maglev = if proto == IPPROTO_TCP {
+            &self.tcp6_maglev
+        } else {
+            &self.udp6_maglev
+        };
+        [HTTP1_MAC, HTTP2_MAC][maglev.lookup(hash).unwrap()]
     }
 }
 
@@ -208,6 +303,52 @@ fn ports_to_each_backend(f: &Fixture) -> (u16, u16) {
     }
     panic!("1000 client ports all hash to one backend: the flow hash is broken");
 }
+
+/// [`ports_to_each_backend`] for IPv6 TCP flows to the L4 service.
+fn ports6_to_each_backend(f: &Fixture) -> (u16, u16) {
+    let mut to = [None, None];
+    for sport in 40000..41000u16 {
+        let slot = usize::from(f.maglev6_mac(sport, L4_TCP, IPPROTO_TCP) != HTTP1_MAC);
+        to[slot].get_or_insert(sport);
+        if let [Some(a), Some(b)] = to {
+            return (a, b);
+        }
+    }
+    panic!("1000 client ports all hash to one backend: the IPv6 flow hash is broken");
+}
+
+fn to_vip6(port: u16, sport: u16, flags: u8) -> Vec<u8> {
+    tcp6_frame(
+        (VIP_MAC, CLIENT_MAC),
+        (CLIENT6, sport),
+        (VIP6, port),
+        flags,
+        b"",
+    )
+}
+
+/// An Ethernet frame carrying `payload` in IPv6 with `next_header`, from the client.
+fn ipv6_frame(dst_mac: [u8; 6], dst: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
+    ethernet(
+        dst_mac,
+        CLIENT_MAC,
+        None,
+        ETH_P_IPV6,
+        &ipv6(CLIENT6, dst, next_header, payload),
+    )
+}
+
+/// The counters that say what a frame is, IPv4 and IPv6: each frame lands in one of them.
+const KINDS: [&str; 8] = [
+    "ipv4_tcp",
+    "ipv4_udp",
+    "ipv4_other",
+    "ipv6_tcp",
+    "ipv6_udp",
+    "ipv6_other",
+    "non_ip",
+    "malformed",
+];
 
 fn check(f: &mut Fixture, name: &str, input: &[u8], verdict: u32, output: &[u8]) {
     let (got_verdict, got_output) = f.run(input);
@@ -347,7 +488,13 @@ fn each_branch_gives_its_verdict_and_output_frame() {
     // Not IPv4 at all, and malformed IPv4.
     let arp = ethernet([0xff; 6], CLIENT_MAC, None, ETH_P_ARP, &[0u8; 28]);
     check(&mut f, "ARP", &arp, XDP_PASS, &arp);
-    let v6 = ethernet(VIP_MAC, CLIENT_MAC, None, ETH_P_IPV6, &[0x60; 40]);
+    let v6 = ethernet(
+        VIP_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IPV6,
+        &ipv6(CLIENT6, LB1_6, 59, b""), // no next header
+    );
     check(&mut f, "IPv6", &v6, XDP_PASS, &v6);
     let mut truncated = to_vip(L4_TCP, to_http1, SYN);
     truncated.truncate(14 + 20 + 10);
@@ -356,12 +503,7 @@ fn each_branch_gives_its_verdict_and_output_frame() {
     let counters = f.maps.counters().unwrap();
     assert_eq!(
         counters["pass"] + counters["tx"] + counters["drop"],
-        counters["ipv4_tcp"]
-            + counters["ipv4_udp"]
-            + counters["ipv4_other"]
-            + counters["ipv6"]
-            + counters["non_ip"]
-            + counters["malformed"],
+        KINDS.iter().map(|k| counters[k]).sum::<u64>(),
         "each frame has one verdict and one kind: {counters:?}"
     );
     for (name, expected) in [
@@ -569,4 +711,362 @@ fn forwarded_packets_and_bytes_are_counted_per_service_and_per_backend() {
         0,
         "L7 is not forwarded"
     );
+}
+
+#[test]
+fn ipv6_each_branch_gives_its_verdict_and_output_frame() {
+    let mut f = Fixture::master();
+    let (to_http1, to_http2) = ports6_to_each_backend(&f);
+
+    // L7 service on the IPv6 VIP: up to the proxy, untouched.
+    let syn = to_vip6(WEB, 40000, SYN);
+    check(&mut f, "IPv6 L7 service", &syn, XDP_PASS, &syn);
+
+    // L4 TCP, new flows: MACs rewritten towards the backend the userspace Maglev computes from
+    // lb_common::flow_hash6; the IPv6 header and the segment are untouched (direct server
+    // return: the backend holds the VIP).
+    for (sport, mac) in [(to_http1, HTTP1_MAC), (to_http2, HTTP2_MAC)] {
+        let syn = to_vip6(L4_TCP, sport, SYN);
+        check(
+            &mut f,
+            "IPv6 L4 TCP new flow",
+            &syn,
+            XDP_TX,
+            &rewritten(&syn, mac, IFACE_MAC),
+        );
+    }
+
+    // L4 UDP.
+    let dgram = udp6_frame(
+        (VIP_MAC, CLIENT_MAC),
+        (CLIENT6, 53000),
+        (VIP6, L4_UDP),
+        b"query",
+    );
+    let mac = f.maglev6_mac(53000, L4_UDP, IPPROTO_UDP);
+    check(
+        &mut f,
+        "IPv6 L4 UDP",
+        &dgram,
+        XDP_TX,
+        &rewritten(&dgram, mac, IFACE_MAC),
+    );
+
+    // 802.1Q-tagged: the tag stays, only the MACs change.
+    let segment = packets::tcp6(CLIENT6, VIP6, to_http1, L4_TCP, ACK, b"x");
+    let tagged = ethernet(
+        VIP_MAC,
+        CLIENT_MAC,
+        Some(10),
+        ETH_P_IPV6,
+        &ipv6(CLIENT6, VIP6, IPPROTO_TCP, &segment),
+    );
+    check(
+        &mut f,
+        "tagged IPv6 L4 TCP",
+        &tagged,
+        XDP_TX,
+        &rewritten(&tagged, HTTP1_MAC, IFACE_MAC),
+    );
+
+    // The IPv6 VIP on a port with no service, and the IPv4 service's port on the IPv6 VIP
+    // over UDP: dropped.
+    let syn = to_vip6(CLOSED, 40000, SYN);
+    check(&mut f, "IPv6 VIP, no such port", &syn, XDP_DROP, &syn);
+    let dgram = udp6_frame((VIP_MAC, CLIENT_MAC), (CLIENT6, 53000), (VIP6, L4_TCP), b"");
+    check(
+        &mut f,
+        "IPv6 VIP, TCP port over UDP",
+        &dgram,
+        XDP_DROP,
+        &dgram,
+    );
+
+    // Not for a VIP: the node's own address, another host.
+    for (name, dst) in [("node's own IPv6", LB1_6), ("another IPv6 host", HTTP1_6)] {
+        let frame = tcp6_frame(
+            (IFACE_MAC, CLIENT_MAC),
+            (CLIENT6, 40000),
+            (dst, L4_TCP),
+            SYN,
+            b"",
+        );
+        check(&mut f, name, &frame, XDP_PASS, &frame);
+    }
+
+    // Neighbour discovery: a solicitation for the VIP to its solicited-node multicast group,
+    // and a unicast one to the VIP (reachability check), go to the kernel, which answers them.
+    let solicited_node = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x99);
+    let mut target = VIP6.octets().to_vec();
+    target.extend_from_slice(&[1, 1]); // source link-layer address option
+    target.extend_from_slice(&CLIENT_MAC);
+    for (dst_mac, dst) in [
+        ([0x33, 0x33, 0xff, 0, 0, 0x99], solicited_node),
+        (VIP_MAC, VIP6),
+    ] {
+        let solicitation = icmp6(CLIENT6, dst, 135, 0, [0; 4], &target);
+        let frame = ipv6_frame(dst_mac, dst, IPPROTO_ICMPV6, &solicitation);
+        check(&mut f, "neighbour solicitation", &frame, XDP_PASS, &frame);
+    }
+    // An advertisement from a host, and an echo request to the VIP.
+    let advert = icmp6(CLIENT6, VIP6, 136, 0, [0x60, 0, 0, 0], &CLIENT6.octets());
+    let frame = ipv6_frame(VIP_MAC, VIP6, IPPROTO_ICMPV6, &advert);
+    check(&mut f, "neighbour advertisement", &frame, XDP_PASS, &frame);
+    let echo = icmp6(CLIENT6, VIP6, 128, 0, [0, 1, 0, 1], b"ping");
+    let frame = ipv6_frame(VIP_MAC, VIP6, IPPROTO_ICMPV6, &echo);
+    check(&mut f, "ICMPv6 echo", &frame, XDP_PASS, &frame);
+
+    // An extension header before the TCP header: the program walks none, the kernel does.
+    let segment = packets::tcp6(CLIENT6, VIP6, to_http1, L4_TCP, SYN, b"");
+    let mut hop_by_hop = vec![IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0]; // next, length 0, PadN
+    hop_by_hop.extend_from_slice(&segment);
+    let frame = ipv6_frame(VIP_MAC, VIP6, IPV6_HOP_BY_HOP, &hop_by_hop);
+    check(&mut f, "hop-by-hop header", &frame, XDP_PASS, &frame);
+
+    // Fragments, first and later: to the kernel, which reassembles.
+    let datagram = packets::udp6(CLIENT6, VIP6, 53000, L4_UDP, &[7u8; 64]);
+    let mut first = vec![IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 42]; // offset 0, more fragments
+    first.extend_from_slice(&datagram[..48]);
+    let frame = ipv6_frame(VIP_MAC, VIP6, IPV6_FRAGMENT, &first);
+    check(&mut f, "IPv6 first fragment", &frame, XDP_PASS, &frame);
+    let mut later = vec![IPPROTO_UDP, 0, 0, 48, 0, 0, 0, 42]; // offset 48 bytes, last
+    later.extend_from_slice(&datagram[48..]);
+    let frame = ipv6_frame(VIP_MAC, VIP6, IPV6_FRAGMENT, &later);
+    check(&mut f, "IPv6 later fragment", &frame, XDP_PASS, &frame);
+
+    // Malformed: a payload length past the frame, and a TCP header cut short.
+    let mut too_long = to_vip6(L4_TCP, to_http1, SYN);
+    too_long[14 + 4..14 + 6].copy_from_slice(&200u16.to_be_bytes());
+    check(
+        &mut f,
+        "payload past the frame",
+        &too_long,
+        XDP_PASS,
+        &too_long,
+    );
+    let mut truncated = to_vip6(L4_TCP, to_http1, SYN);
+    truncated.truncate(14 + 40 + 10);
+    truncated[14 + 4..14 + 6].copy_from_slice(&10u16.to_be_bytes());
+    check(
+        &mut f,
+        "truncated IPv6 TCP",
+        &truncated,
+        XDP_PASS,
+        &truncated,
+    );
+
+    let counters = f.maps.counters().unwrap();
+    assert_eq!(
+        counters["pass"] + counters["tx"] + counters["drop"],
+        KINDS.iter().map(|k| counters[k]).sum::<u64>(),
+        "each frame has one verdict and one kind: {counters:?}"
+    );
+    for (name, expected) in [
+        // Per family: every frame above was IPv6.
+        ("ipv4_tcp", 0),
+        ("ipv4_udp", 0),
+        ("ipv4_other", 0),
+        ("ipv6_tcp", 7),
+        ("ipv6_udp", 2),
+        ("ipv6_other", 7),
+        ("malformed", 2),
+        ("tx", 4),
+        ("drop", 2),
+        ("pass_l7", 1),
+        ("pass_icmp", 3), // the solicitation and advertisement to the VIP, the echo
+        ("pass_ipv6_ext_header", 1),
+        ("pass_fragment", 2),
+        ("drop_no_service", 2),
+        // Two TCP flows and one UDP flow; the tagged frame belongs to the first.
+        ("flow_new", 3),
+        ("flow_hit", 1),
+    ] {
+        assert_eq!(counters[name], expected, "counter {name}: {counters:?}");
+    }
+}
+
+#[test]
+fn ipv6_flows_are_recorded_by_their_128_bit_five_tuple_and_keep_their_backend() {
+    let mut f = Fixture::master();
+    let (to_http1, _) = ports6_to_each_backend(&f);
+    let key = FlowKey6 {
+        src: CLIENT6.octets(),
+        dst: VIP6.octets(),
+        sport: to_http1.to_be(),
+        dport: L4_TCP.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+
+    let syn = to_vip6(L4_TCP, to_http1, SYN);
+    check(
+        &mut f,
+        "first packet",
+        &syn,
+        XDP_TX,
+        &rewritten(&syn, HTTP1_MAC, IFACE_MAC),
+    );
+    assert_eq!(
+        f.maps.flow6(&key),
+        Some(FlowValue6 {
+            backend: TCP6_B1,
+            backend_addr: HTTP1_6.octets(),
+        })
+    );
+    assert_eq!(f.maps.flow_count().unwrap(), 0, "no IPv4 flow recorded");
+
+    // The recorded flow wins over the table.
+    f.maps
+        .put_flow6(
+            key,
+            FlowValue6 {
+                backend: TCP6_B2,
+                backend_addr: HTTP2_6.octets(),
+            },
+        )
+        .unwrap();
+    let ack = to_vip6(L4_TCP, to_http1, ACK | PSH);
+    check(
+        &mut f,
+        "recorded flow",
+        &ack,
+        XDP_TX,
+        &rewritten(&ack, HTTP2_MAC, IFACE_MAC),
+    );
+    assert_eq!(f.counter("flow_hit"), 1);
+
+    // The same ports from a client one bit away is another flow, placed by Maglev afresh.
+    let mut other_client = CLIENT6.octets();
+    other_client[8] ^= 0x80;
+    let other = tcp6_frame(
+        (VIP_MAC, CLIENT_MAC),
+        (Ipv6Addr::from(other_client), to_http1),
+        (VIP6, L4_TCP),
+        SYN,
+        b"",
+    );
+    assert_eq!(f.run(&other).0, XDP_TX);
+    assert_eq!(f.maps.flow6_count().unwrap(), 2);
+
+    // HTTP2 goes down: the flow moves to the new table's choice and is recorded there.
+    f.maps
+        .write_table(TCP6_RING, &vec![TCP6_B1; MAGLEV_TABLE_SIZE as usize], None)
+        .unwrap();
+    let mut down = f.maps.backend6(TCP6_B2).unwrap();
+    down.flags = 0;
+    f.maps.put_backend6(TCP6_B2, down).unwrap();
+    check(
+        &mut f,
+        "backend down",
+        &ack,
+        XDP_TX,
+        &rewritten(&ack, HTTP1_MAC, IFACE_MAC),
+    );
+    assert_eq!(f.counter("flow_moved"), 1);
+    assert_eq!(f.maps.flow6(&key).map(|v| v.backend), Some(TCP6_B1));
+
+    // Forwarded IPv6 frames count for their service and backend like IPv4 ones.
+    assert_eq!(f.maps.service_stats(TCP6_ID).unwrap().packets, 4);
+    assert_eq!(f.maps.backend_stats(TCP6_B2).unwrap().packets, 1);
+}
+
+#[test]
+fn icmpv6_packet_too_big_about_an_l4_flow_goes_to_that_flows_backend() {
+    let mut f = Fixture::master();
+    let (to_http1, to_http2) = ports6_to_each_backend(&f);
+    // Record the flow on HTTP2 although Maglev would pick HTTP1, to see the table is not used.
+    let key = FlowKey6 {
+        src: CLIENT6.octets(),
+        dst: VIP6.octets(),
+        sport: to_http1.to_be(),
+        dport: L4_TCP.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    f.maps
+        .put_flow6(
+            key,
+            FlowValue6 {
+                backend: TCP6_B2,
+                backend_addr: HTTP2_6.octets(),
+            },
+        )
+        .unwrap();
+
+    // A router on the way back to the client could not forward the backend's large segment
+    // ([VIP]:8080 -> client) and tells the VIP, quoting as much of it as fits.
+    let too_big = |service_port: u16, client_port: u16| {
+        let quoted_segment =
+            packets::tcp6(VIP6, CLIENT6, service_port, client_port, ACK, &[0u8; 1400]);
+        let quoted = ipv6(VIP6, CLIENT6, IPPROTO_TCP, &quoted_segment);
+        let message = icmp6(ROUTER6, VIP6, 2, 0, 1280u32.to_be_bytes(), &quoted[..1232]);
+        ethernet(
+            VIP_MAC,
+            CLIENT_MAC,
+            None,
+            ETH_P_IPV6,
+            &packets::ipv6(ROUTER6, VIP6, IPPROTO_ICMPV6, &message),
+        )
+    };
+    let frame = too_big(L4_TCP, to_http1);
+    check(
+        &mut f,
+        "packet too big, recorded flow",
+        &frame,
+        XDP_TX,
+        &rewritten(&frame, HTTP2_MAC, IFACE_MAC),
+    );
+
+    // About a flow never seen: where Maglev would put it, without recording anything.
+    let frame = too_big(L4_TCP, to_http2);
+    check(
+        &mut f,
+        "packet too big, unknown flow",
+        &frame,
+        XDP_TX,
+        &rewritten(&frame, HTTP2_MAC, IFACE_MAC),
+    );
+    assert_eq!(
+        f.maps.flow6_count().unwrap(),
+        1,
+        "an ICMPv6 error records no flow"
+    );
+    assert_eq!(f.counter("tx_icmp6_packet_too_big"), 2);
+    assert_eq!(f.counter("tx_icmp_frag_needed"), 0);
+
+    // About the L7 service: the kernel's business.
+    let frame = too_big(WEB, 40000);
+    check(
+        &mut f,
+        "packet too big, L7 service",
+        &frame,
+        XDP_PASS,
+        &frame,
+    );
+    // Another ICMPv6 error about the flow (destination unreachable): the kernel's too.
+    let quoted_segment = packets::tcp6(VIP6, CLIENT6, L4_TCP, to_http1, ACK, &[0u8; 8]);
+    let quoted = ipv6(VIP6, CLIENT6, IPPROTO_TCP, &quoted_segment);
+    let message = icmp6(ROUTER6, VIP6, 1, 0, [0; 4], &quoted);
+    let frame = ethernet(
+        VIP_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IPV6,
+        &ipv6(ROUTER6, VIP6, IPPROTO_ICMPV6, &message),
+    );
+    check(&mut f, "destination unreachable", &frame, XDP_PASS, &frame);
+    assert_eq!(f.counter("pass_icmp"), 2);
+}
+
+#[test]
+fn a_node_with_empty_maps_passes_every_ipv6_frame_for_the_vip() {
+    let mut f = Fixture::empty();
+    for port in [WEB, L4_TCP, CLOSED] {
+        let syn = to_vip6(port, 40000, SYN);
+        check(&mut f, "backup node, IPv6", &syn, XDP_PASS, &syn);
+    }
+    let dgram = udp6_frame((VIP_MAC, CLIENT_MAC), (CLIENT6, 53000), (VIP6, L4_UDP), b"");
+    check(&mut f, "backup node, IPv6 UDP", &dgram, XDP_PASS, &dgram);
+    assert_eq!(f.counter("tx") + f.counter("drop"), 0);
+    assert_eq!((f.counter("ipv6_tcp"), f.counter("ipv6_udp")), (3, 1));
 }

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    BackendValue, Counter, FlowKey, FlowValue, IfaceValue, ServiceKey, ServiceValue, Stats,
-    VipValue, BACKENDS_MAP, BACKEND_STATS_MAP, CONNTRACK_MAP, COUNTERS_MAP, IFACE_MAP, MAGLEV_MAP,
-    MAGLEV_TABLE_SIZE, MAX_L4_SERVICES, SERVICES_MAP, SERVICE_STATS_MAP, VIPS_MAP,
+    Backend6Value, BackendValue, Counter, FlowKey, FlowKey6, FlowValue, FlowValue6, IfaceValue,
+    ServiceKey, ServiceKey6, ServiceValue, Stats, VipValue, BACKENDS6_MAP, BACKENDS_MAP,
+    BACKEND_STATS_MAP, CONNTRACK6_MAP, CONNTRACK_MAP, COUNTERS_MAP, IFACE_MAP, MAGLEV_MAP,
+    MAGLEV_TABLE_SIZE, MAX_L4_SERVICES, SERVICES6_MAP, SERVICES_MAP, SERVICE_STATS_MAP, VIPS6_MAP,
+    VIPS_MAP,
 };
 
 use super::loader::XdpError;
@@ -30,6 +32,10 @@ pub struct KernelMaps {
     service_stats: PerCpuArray<MapData, Stats>,
     backend_stats: PerCpuArray<MapData, Stats>,
     iface: Array<MapData, IfaceValue>,
+    services6: HashMap<MapData, ServiceKey6, ServiceValue>,
+    vips6: HashMap<MapData, [u8; 16], VipValue>,
+    backends6: Array<MapData, Backend6Value>,
+    conntrack6: HashMap<MapData, FlowKey6, FlowValue6>,
 }
 
 fn open(pin_dir: &Path, name: &str) -> Result<Map, XdpError> {
@@ -79,6 +85,10 @@ impl KernelMaps {
             service_stats: typed!(pin_dir, SERVICE_STATS_MAP, PerCpuArray<MapData, Stats>),
             backend_stats: typed!(pin_dir, BACKEND_STATS_MAP, PerCpuArray<MapData, Stats>),
             iface: typed!(pin_dir, IFACE_MAP, Array<MapData, IfaceValue>),
+            services6: typed!(pin_dir, SERVICES6_MAP, HashMap<MapData, ServiceKey6, ServiceValue>),
+            vips6: typed!(pin_dir, VIPS6_MAP, HashMap<MapData, [u8; 16], VipValue>),
+            backends6: typed!(pin_dir, BACKENDS6_MAP, Array<MapData, Backend6Value>),
+            conntrack6: typed!(pin_dir, CONNTRACK6_MAP, HashMap<MapData, FlowKey6, FlowValue6>),
         })
     }
 
@@ -220,6 +230,98 @@ impl KernelMaps {
 
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         self.conntrack.get(key, 0).ok()
+    }
+
+    pub fn put_service6(&mut self, key: ServiceKey6, value: ServiceValue) -> Result<(), XdpError> {
+        self.services6
+            .insert(key, value, 0)
+            .map_err(kernel("writing SERVICES6"))
+    }
+
+    pub fn remove_service6(&mut self, key: &ServiceKey6) -> Result<(), XdpError> {
+        ignore_missing(self.services6.remove(key)).map_err(kernel("removing from SERVICES6"))
+    }
+
+    pub fn services6(&self) -> Result<Vec<(ServiceKey6, ServiceValue)>, XdpError> {
+        self.services6
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(kernel("reading SERVICES6"))
+    }
+
+    pub fn put_vip6(&mut self, vip: [u8; 16]) -> Result<(), XdpError> {
+        self.vips6
+            .insert(vip, VipValue::default(), 0)
+            .map_err(kernel("writing VIPS6"))
+    }
+
+    pub fn remove_vip6(&mut self, vip: [u8; 16]) -> Result<(), XdpError> {
+        ignore_missing(self.vips6.remove(&vip)).map_err(kernel("removing from VIPS6"))
+    }
+
+    /// The IPv6 virtual IPs, as octets.
+    pub fn vips6(&self) -> Result<Vec<[u8; 16]>, XdpError> {
+        self.vips6
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(kernel("reading VIPS6"))
+    }
+
+    pub fn put_backend6(&mut self, id: u32, value: Backend6Value) -> Result<(), XdpError> {
+        self.backends6
+            .set(id, value, 0)
+            .map_err(kernel(format!("writing IPv6 backend {id}")))
+    }
+
+    pub fn backend6(&self, id: u32) -> Result<Backend6Value, XdpError> {
+        self.backends6
+            .get(&id, 0)
+            .map_err(kernel(format!("reading IPv6 backend {id}")))
+    }
+
+    /// Every BACKENDS6 entry that holds a backend (a non-zero address), by id.
+    pub fn backends6(&self) -> Result<Vec<(u32, Backend6Value)>, XdpError> {
+        let mut backends = Vec::new();
+        for id in 0..self.backends6.len() {
+            let value = self.backend6(id)?;
+            if value.addr != [0; 16] {
+                backends.push((id, value));
+            }
+        }
+        Ok(backends)
+    }
+
+    /// Every recorded IPv6 flow.
+    pub fn flows6(&self) -> Result<Vec<(FlowKey6, FlowValue6)>, XdpError> {
+        // As in `flows`: a key evicted during the walk is not an error.
+        let mut flows = Vec::new();
+        for key in self.conntrack6.keys() {
+            let key = key.map_err(kernel("reading CONNTRACK6"))?;
+            if let Ok(value) = self.conntrack6.get(&key, 0) {
+                flows.push((key, value));
+            }
+        }
+        Ok(flows)
+    }
+
+    /// Number of recorded IPv6 flows.
+    pub fn flow6_count(&self) -> Result<usize, XdpError> {
+        let mut count = 0;
+        for key in self.conntrack6.keys() {
+            key.map_err(kernel("reading CONNTRACK6"))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    pub fn put_flow6(&mut self, key: FlowKey6, value: FlowValue6) -> Result<(), XdpError> {
+        self.conntrack6
+            .insert(key, value, 0)
+            .map_err(kernel("writing CONNTRACK6"))
+    }
+
+    pub fn flow6(&self, key: &FlowKey6) -> Option<FlowValue6> {
+        self.conntrack6.get(key, 0).ok()
     }
 
     /// The counters summed over CPUs, by [`Counter::name`].
