@@ -100,6 +100,9 @@ enum BenchCmd {
         /// Only this advert interval in ms: 1000 or 100 (the table is then not written).
         #[arg(long)]
         interval_ms: Option<u64>,
+        /// Only this VIP family: ipv4 or ipv6 (the table is then not written).
+        #[arg(long)]
+        family: Option<String>,
     },
     /// Tandem's L7 proxy against HAProxy and nginx: requests/s, p50/p99 latency and peak RSS
     /// with 1 KiB and 100 KiB bodies at 64 and 256 connections.
@@ -174,10 +177,15 @@ fn main() {
                     repetitions,
                     pair,
                     interval_ms,
+                    family,
                 } => bench::failover::run(
                     &workspace_root(),
                     repetitions,
-                    bench::failover::Filter { pair, interval_ms },
+                    bench::failover::Filter {
+                        pair,
+                        interval_ms,
+                        family,
+                    },
                 ),
                 BenchCmd::Proxy {
                     seconds,

@@ -1,5 +1,7 @@
 //! `cargo xtask bench failover`: how long the VIP is without service when the master stops,
-//! for a Tandem pair and a keepalived pair run in the same command on the lab topology.
+//! for a Tandem pair and a keepalived pair run in the same command on the lab topology, with
+//! an IPv4 VIP and with an IPv6 one (a dual-stack lab; VRRP over IPv6, and the client's
+//! neighbour entry moved by unsolicited neighbour advertisements instead of gratuitous ARP).
 //!
 //! Each pair runs VRRP only (version 3, which both speak at 100 ms adverts) in front of a plain
 //! web server on each node (`tandem-echo` on 0.0.0.0:80, answering with its node's name). The
@@ -15,9 +17,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use tandem_lab::pair::{wait_for_sole_master, Keepalived, TandemNode, VrrpSettings};
+use std::net::{IpAddr, SocketAddr};
+
+use tandem_lab::pair::{wait_for_sole_holder, Keepalived, TandemNode, VrrpSettings};
 use tandem_lab::probe::{outage, LoopSettings, Outage, RequestLoop};
-use tandem_lab::{EchoBackend, Lab, CLIENT, LB1, LB2, VIP};
+use tandem_lab::{EchoBackend, Lab, CLIENT, LB1, LB2, VIP, VIP6};
 
 /// Which daemon runs VRRP on both nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,29 @@ impl Pair {
         match self {
             Pair::Tandem => "Tandem",
             Pair::Keepalived => "keepalived",
+        }
+    }
+}
+
+/// The VIP's address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        }
+    }
+
+    fn vip(self) -> IpAddr {
+        match self {
+            Family::Ipv4 => VIP.into(),
+            Family::Ipv6 => VIP6.into(),
         }
     }
 }
@@ -63,6 +90,7 @@ struct Node {
 /// One measured case: a pair, an advert interval and a way to stop, repeated.
 struct Case {
     pair: Pair,
+    family: Family,
     interval: Duration,
     stop: Stop,
     outages: Vec<Outage>,
@@ -80,46 +108,63 @@ const MASTER_PRIORITY: u8 = 101;
 pub struct Filter {
     pub pair: Option<String>,
     pub interval_ms: Option<u64>,
+    /// "ipv4" or "ipv6".
+    pub family: Option<String>,
 }
 
 pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()> {
     // The lab's pairs start the release binaries, as the other benches' Setup does.
     super::use_release_binaries(root);
     let mut cases = Vec::new();
-    for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
-        for pair in [Pair::Tandem, Pair::Keepalived] {
-            for stop in [Stop::Crash, Stop::Graceful] {
-                let wanted = filter
-                    .pair
-                    .as_deref()
-                    .is_none_or(|name| name.eq_ignore_ascii_case(pair.name()))
-                    && filter
-                        .interval_ms
-                        .is_none_or(|ms| u128::from(ms) == interval.as_millis());
-                if !wanted {
-                    continue;
+    for family in [Family::Ipv4, Family::Ipv6] {
+        for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
+            for pair in [Pair::Tandem, Pair::Keepalived] {
+                for stop in [Stop::Crash, Stop::Graceful] {
+                    let wanted = filter
+                        .pair
+                        .as_deref()
+                        .is_none_or(|name| name.eq_ignore_ascii_case(pair.name()))
+                        && filter
+                            .interval_ms
+                            .is_none_or(|ms| u128::from(ms) == interval.as_millis())
+                        && filter
+                            .family
+                            .as_deref()
+                            .is_none_or(|name| name.eq_ignore_ascii_case(family.name()));
+                    if !wanted {
+                        continue;
+                    }
+                    eprintln!(
+                        "bench failover: {} pair, {} VIP, adverts every {:?}, {}: \
+                         {repetitions} repetitions",
+                        pair.name(),
+                        family.name(),
+                        interval,
+                        stop.name()
+                    );
+                    let outages = measure(pair, family, interval, stop, repetitions)
+                        .with_context(|| {
+                            format!(
+                                "{} pair, {}, {interval:?}, {}",
+                                pair.name(),
+                                family.name(),
+                                stop.name()
+                            )
+                        })?;
+                    cases.push(Case {
+                        pair,
+                        family,
+                        interval,
+                        stop,
+                        outages,
+                    });
                 }
-                eprintln!(
-                    "bench failover: {} pair, adverts every {:?}, {}: {repetitions} repetitions",
-                    pair.name(),
-                    interval,
-                    stop.name()
-                );
-                let outages = measure(pair, interval, stop, repetitions).with_context(|| {
-                    format!("{} pair, {interval:?}, {}", pair.name(), stop.name())
-                })?;
-                cases.push(Case {
-                    pair,
-                    interval,
-                    stop,
-                    outages,
-                });
             }
         }
     }
     let table = render(&cases, repetitions);
     println!("{table}");
-    if filter.pair.is_none() && filter.interval_ms.is_none() {
+    if filter.pair.is_none() && filter.interval_ms.is_none() && filter.family.is_none() {
         crate::bench::report::replace_section(root, "Failover", &table)?;
     }
     Ok(())
@@ -127,26 +172,32 @@ pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()
 
 fn measure(
     pair: Pair,
+    family: Family,
     interval: Duration,
     stop: Stop,
     repetitions: usize,
 ) -> anyhow::Result<Vec<Outage>> {
-    let lab = Lab::new()?;
+    let lab = match family {
+        Family::Ipv4 => Lab::new()?,
+        Family::Ipv6 => Lab::dual_stack()?,
+    };
+    let vip = family.vip();
     let mut lb2 = Node {
         web: Some(EchoBackend::start_on_all_addresses(lab.host(LB2), 80, LB2)?),
-        daemon: Some(start_daemon(&lab, pair, LB2, BACKUP_PRIORITY, interval)?),
+        daemon: Some(start_daemon(&lab, pair, LB2, BACKUP_PRIORITY, interval, vip)?),
     };
     let mut lb1 = Node {
         web: Some(EchoBackend::start_on_all_addresses(lab.host(LB1), 80, LB1)?),
-        daemon: Some(start_daemon(&lab, pair, LB1, MASTER_PRIORITY, interval)?),
+        daemon: Some(start_daemon(&lab, pair, LB1, MASTER_PRIORITY, interval, vip)?),
     };
     let converge = interval * 4 + Duration::from_secs(8);
     let mut outages = Vec::new();
     for repetition in 0..repetitions {
-        wait_for_sole_master(&lab, LB1, converge).context("lb1 to be master before the stop")?;
+        wait_for_sole_holder(&lab, LB1, vip, converge)
+            .context("lb1 to be master before the stop")?;
         let requests = RequestLoop::start(
             lab.host(CLIENT),
-            std::net::SocketAddr::from((VIP, 80)),
+            SocketAddr::new(vip, 80),
             LoopSettings {
                 timeout: REQUEST_TIMEOUT,
                 pause: REQUEST_PAUSE,
@@ -182,7 +233,14 @@ fn measure(
         if lb1.web.is_none() {
             lb1.web = Some(EchoBackend::start_on_all_addresses(lab.host(LB1), 80, LB1)?);
         }
-        lb1.daemon = Some(start_daemon(&lab, pair, LB1, MASTER_PRIORITY, interval)?);
+        lb1.daemon = Some(start_daemon(
+            &lab,
+            pair,
+            LB1,
+            MASTER_PRIORITY,
+            interval,
+            vip,
+        )?);
     }
     drop(lb1);
     drop(lb2.daemon.take());
@@ -195,9 +253,10 @@ fn start_daemon(
     host: &str,
     priority: u8,
     interval: Duration,
+    vip: IpAddr,
 ) -> anyhow::Result<Daemon> {
     let host = lab.host(host);
-    let mut settings = VrrpSettings::new(3, priority);
+    let mut settings = VrrpSettings::new(3, priority).with_vip(vip);
     settings.advert_interval = interval;
     Ok(match pair {
         Pair::Tandem => {
@@ -247,20 +306,33 @@ fn render(cases: &[Case], repetitions: usize) -> String {
         "Failover: time without service after the master stops ({repetitions} repetitions each, \
          median and worst), and failed requests of a client loop (one request at a time, {} ms \
          timeout, {} ms pause); VRRP v3, priorities 101/100. Crash: SIGKILL of the VRRP daemon \
-         and the web server on the master; graceful: SIGTERM of the daemon.\n",
+         and the web server on the master; graceful: SIGTERM of the daemon. IPv6: the VIP \
+         2001:2::99 in a dual-stack lab.\n",
         REQUEST_TIMEOUT.as_millis(),
         REQUEST_PAUSE.as_millis()
     );
     let _ = writeln!(
         out,
-        "| adverts | stop | target | Tandem median | Tandem worst | Tandem failed (median) | keepalived median | keepalived worst | keepalived failed (median) | Tandem / keepalived |"
+        "| VIP | adverts | stop | target | Tandem median | Tandem worst | Tandem failed (median) | keepalived median | keepalived worst | keepalived failed (median) | Tandem / keepalived |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-    for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
-        for stop in [Stop::Crash, Stop::Graceful] {
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let rows = [Family::Ipv4, Family::Ipv6].into_iter().flat_map(|family| {
+        [Duration::from_secs(1), Duration::from_millis(100)]
+            .into_iter()
+            .flat_map(move |interval| {
+                [Stop::Crash, Stop::Graceful]
+                    .into_iter()
+                    .map(move |stop| (family, interval, stop))
+            })
+    });
+    for (family, interval, stop) in rows {
+        {
             let find = |pair: Pair| {
                 cases.iter().find(|case| {
-                    case.pair == pair && case.interval == interval && case.stop == stop
+                    case.pair == pair
+                        && case.family == family
+                        && case.interval == interval
+                        && case.stop == stop
                 })
             };
             let (Some(tandem), Some(keepalived)) = (find(Pair::Tandem), find(Pair::Keepalived))
@@ -273,7 +345,8 @@ fn render(cases: &[Case], repetitions: usize) -> String {
             let verdict = if t_worst <= target { "met" } else { "MISSED" };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} ms | {} ms | {} ms ({verdict}) | {} | {} ms | {} ms | {} | {:.2} |",
+                "| {} | {} | {} | {} ms | {} ms | {} ms ({verdict}) | {} | {} ms | {} ms | {} | {:.2} |",
+                family.name(),
                 humantime_ms(interval),
                 stop.name(),
                 target.as_millis(),
