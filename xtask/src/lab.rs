@@ -3,9 +3,11 @@
 //! Builds the lab of the tests (tandem_lab): two Apache backends with the same content on http1
 //! and http2 (plus a TCP "who" server on port 7000 each, as direct-server-return backends for
 //! the VIP), and two Tandem nodes, lb1 (priority 101) and lb2 (100), serving an L7 service with
-//! JSESSIONID affinity on 198.18.0.99:80 and an L4 TCP service on 198.18.0.99:7000. It prints a
-//! guided tour and then reads commands from the terminal (stop/start a backend or a node, status)
-//! so the classic test can be replayed. `quit`, end of input, Ctrl-C or SIGTERM tear everything
+//! JSESSIONID affinity on 198.18.0.99:80 and an L4 TCP service on 198.18.0.99:7000. The lab is
+//! dual-stack: every host also has 2001:2::N/64, a second VRRP instance (over IPv6) floats the
+//! VIP 2001:2::99, and the same L7 service listens there too, to the backends' IPv6 addresses.
+//! It prints a guided tour and then reads commands from the terminal (stop/start a backend or a
+//! node, status) so the classic test can be replayed. `quit`, end of input, Ctrl-C or SIGTERM tear everything
 //! down (the lab's Drop does it).
 
 use std::io::BufRead as _;
@@ -16,8 +18,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tandem_lab::l4::{make_dsr_backend, WhoServer};
-use tandem_lab::pair::{holders, wait_for_sole_master, wait_until, TandemNode, VrrpSettings};
-use tandem_lab::{Apache, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP};
+use tandem_lab::pair::{
+    holders, wait_for_sole_holder, wait_for_sole_master, wait_until, TandemNode, VrrpSettings,
+};
+use tandem_lab::{Apache, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP, VIP6};
 
 const L4_PORT: u16 = 7000;
 
@@ -46,10 +50,36 @@ name = "tcp-who"
 listen = "{VIP}:{L4_PORT}"
 mode = "tcp"
 backends = ["{http1}:{L4_PORT}", "{http2}:{L4_PORT}"]
+
+# The IPv6 VIP floats with an instance of its own (one family per instance, as in keepalived;
+# VRRP over IPv6 is version 3), and the same site is served there.
+[[vrrp]]
+name = "VI_6"
+virtual_router_id = 51
+priority = {priority}
+virtual_ipaddress = ["{VIP6}"]
+track = [{{ builtin = "proxy", weight = 2 }}]
+
+[[service]]
+name = "web6"
+listen = "[{VIP6}]:80"
+mode = "http"
+backends = ["[{http1_6}]:80", "[{http2_6}]:80"]
+health = {{ interval = "2s" }}
+session = {{ type = "cookie", id = "JSESSIONID", ttl = "300s" }}
 "#,
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,
+        http1_6 = ipv6(lab, HTTP1),
+        http2_6 = ipv6(lab, HTTP2),
     )
+}
+
+/// A host's IPv6 address in the dual-stack lab.
+fn ipv6(lab: &Lab, host: &str) -> std::net::Ipv6Addr {
+    lab.host(host)
+        .ip6
+        .expect("the lab is dual-stack: every host has an IPv6 address")
 }
 
 struct Pair {
@@ -66,7 +96,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
             .context("installing the Ctrl-C handler")?;
     }
-    let lab = Lab::new()?;
+    let lab = Lab::dual_stack()?;
     let mut who = Vec::new();
     let mut backends = Vec::new();
     for name in [HTTP1, HTTP2] {
@@ -100,8 +130,15 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     };
     // The tour starts once the pair has elected lb1, so its first command sees a master.
     println!("waiting for the pair to elect lb1 (master down interval: about 3.6 s)...");
-    match wait_for_sole_master(&lab, LB1, Duration::from_secs(20)) {
-        Ok(took) => println!("lb1 holds the VIP {VIP} after {:.1} s", took.as_secs_f64()),
+    let elected = wait_for_sole_master(&lab, LB1, Duration::from_secs(20)).and_then(|took| {
+        let took6 = wait_for_sole_holder(&lab, LB1, VIP6, Duration::from_secs(20))?;
+        Ok(took.max(took6))
+    });
+    match elected {
+        Ok(took) => println!(
+            "lb1 holds the VIPs {VIP} and {VIP6} after {:.1} s",
+            took.as_secs_f64()
+        ),
         Err(err) => println!("{err:#}; `status` shows each node's state and last log lines"),
     }
     tour(&lab, &pair);
@@ -148,25 +185,32 @@ fn tour(lab: &Lab, pair: &Pair) {
     let client = lab.host(CLIENT).netns_path();
     let exec = |host: &str| format!("nsenter --net={}", lab.host(host).netns_path().display());
     println!(
-        "\nThe lab {} is up: one L2 segment 198.18.0.0/24 on a bridge.\n",
+        "\nThe lab {} is up: one L2 segment, 198.18.0.0/24 and 2001:2::/64, on a bridge.\n",
         lab.id()
     );
     for host in lab.hosts() {
         println!(
-            "  {:<7} {:<14} netns {}",
+            "  {:<7} {:<14} {:<12} netns {}",
             host.name,
             host.ip.to_string(),
+            host.ip6.map(|ip6| ip6.to_string()).unwrap_or_default(),
             host.netns
         );
     }
     println!(
-        "\nTandem runs on lb1 (priority 101) and lb2 (100); the VIP {VIP} is on the master.\n\
+        "\nTandem runs on lb1 (priority 101) and lb2 (100); the VIPs {VIP} and {VIP6} are on the \
+         master.\n\
          A guided tour, from another terminal:\n"
     );
     println!("  # the L7 service; which backend answered is in Apache's access log, and the");
     println!("  # JSESSIONID cookie keeps a session on one backend:");
     println!(
         "  nsenter --net={} curl -si http://{VIP}/",
+        client.display()
+    );
+    println!("  # the same site over IPv6 (Apache logs the client as 2001:2::10):");
+    println!(
+        "  nsenter --net={} curl -si 'http://[{VIP6}]/'",
         client.display()
     );
     println!("  # the L4 service, forwarded in XDP by direct server return:");
@@ -215,6 +259,7 @@ fn command(lab: &Lab, pair: &mut Pair, line: &str) -> bool {
         ["quit" | "exit"] => return false,
         ["status"] => {
             println!("VIP {VIP} held by {:?}", holders(lab, VIP));
+            println!("VIP {VIP6} held by {:?}", holders(lab, VIP6));
             for (name, node) in &pair.nodes {
                 match node {
                     Some(node) => match node.status() {
@@ -343,19 +388,21 @@ fn report_vip_holder(lab: &Lab, pair: &Pair) {
         return;
     };
     let limit = Duration::from_secs(10);
-    let mut now = Vec::new();
-    match wait_until(limit, "the VIP to settle", || {
-        now = holders(lab, VIP);
-        now == [expected.clone()]
-    }) {
-        Ok(took) => println!(
-            "{expected} holds the VIP {VIP} ({:.2} s after the command)",
-            took.as_secs_f64()
-        ),
-        Err(_) => println!(
-            "after {} s the VIP {VIP} is held by {now:?}, not by {expected} alone; \
-             `status` shows each node's state",
-            limit.as_secs()
-        ),
+    for vip in [std::net::IpAddr::from(VIP), VIP6.into()] {
+        let mut now = Vec::new();
+        match wait_until(limit, "the VIP to settle", || {
+            now = holders(lab, vip);
+            now == [expected.clone()]
+        }) {
+            Ok(took) => println!(
+                "{expected} holds the VIP {vip} ({:.2} s after the command)",
+                took.as_secs_f64()
+            ),
+            Err(_) => println!(
+                "after {} s the VIP {vip} is held by {now:?}, not by {expected} alone; \
+                 `status` shows each node's state",
+                limit.as_secs()
+            ),
+        }
     }
 }
