@@ -341,3 +341,32 @@ fn leftovers_of_a_killed_run_are_removed_by_the_next_lab() -> anyhow::Result<()>
     assert!(!process_running(daemon), "a stale lab's process survived");
     Ok(())
 }
+
+#[test]
+fn a_dual_stack_lab_gives_every_host_2001_2_n_and_the_client_reaches_each_over_ipv6(
+) -> anyhow::Result<()> {
+    let lab = Lab::dual_stack()?;
+    let client = lab.host(CLIENT);
+    for host in lab.hosts() {
+        let ip6 = host
+            .ip6
+            .context("every host of a dual-stack lab has an IPv6 address")?;
+        assert_eq!(ip6, tandem_lab::ipv6_of(host.ip));
+        let shown = host.run("ip", &["-6", "-o", "addr", "show", "dev", &host.iface])?;
+        assert!(
+            shown.contains(&format!("inet6 {ip6}/64")) && !shown.contains("tentative"),
+            "{} has {ip6}/64, usable at once (no duplicate address detection): {shown}",
+            host.name
+        );
+        if host.name != CLIENT {
+            client
+                .run("ping", &["-6", "-c", "1", "-W", "2", &ip6.to_string()])
+                .with_context(|| format!("the client pings {} at {ip6}", host.name))?;
+        }
+    }
+    assert_eq!(
+        lab.host(HTTP1).ip6.map(|ip| ip.to_string()),
+        Some("2001:2::102".into())
+    );
+    Ok(())
+}

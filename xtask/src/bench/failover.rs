@@ -142,8 +142,8 @@ pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()
                         interval,
                         stop.name()
                     );
-                    let outages = measure(pair, family, interval, stop, repetitions)
-                        .with_context(|| {
+                    let outages =
+                        measure(pair, family, interval, stop, repetitions).with_context(|| {
                             format!(
                                 "{} pair, {}, {interval:?}, {}",
                                 pair.name(),
@@ -184,11 +184,25 @@ fn measure(
     let vip = family.vip();
     let mut lb2 = Node {
         web: Some(EchoBackend::start_on_all_addresses(lab.host(LB2), 80, LB2)?),
-        daemon: Some(start_daemon(&lab, pair, LB2, BACKUP_PRIORITY, interval, vip)?),
+        daemon: Some(start_daemon(
+            &lab,
+            pair,
+            LB2,
+            BACKUP_PRIORITY,
+            interval,
+            vip,
+        )?),
     };
     let mut lb1 = Node {
         web: Some(EchoBackend::start_on_all_addresses(lab.host(LB1), 80, LB1)?),
-        daemon: Some(start_daemon(&lab, pair, LB1, MASTER_PRIORITY, interval, vip)?),
+        daemon: Some(start_daemon(
+            &lab,
+            pair,
+            LB1,
+            MASTER_PRIORITY,
+            interval,
+            vip,
+        )?),
     };
     let converge = interval * 4 + Duration::from_secs(8);
     let mut outages = Vec::new();
