@@ -1,9 +1,10 @@
 //! The HA pair's members in the lab: a Tandem node (`tandem run` with a config written for the
 //! test) and real keepalived (Debian's package) as the classic peer, plus what a test checks
-//! after an election: which hosts hold the VIP, and whose MAC the client's ARP entry names.
+//! after an election: which hosts hold the VIP, and whose MAC the client's neighbour entry
+//! (ARP for IPv4, neighbour discovery for IPv6) names.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ pub struct VrrpSettings {
     /// VRRPv2 simple password (Tandem's `authentication = { type = "PASS", ... }`,
     /// keepalived's `auth_type PASS`); `None`: no authentication.
     pub password: Option<String>,
+    /// The instance's one virtual address: [`VIP`], or an IPv6 one (version 3 only).
+    pub vip: IpAddr,
 }
 
 impl VrrpSettings {
@@ -34,6 +37,15 @@ impl VrrpSettings {
             vrid: 51,
             preempt: true,
             password: None,
+            vip: IpAddr::V4(VIP),
+        }
+    }
+
+    /// The same settings for an instance whose virtual address is `vip`.
+    pub fn with_vip(self, vip: impl Into<IpAddr>) -> VrrpSettings {
+        VrrpSettings {
+            vip: vip.into(),
+            ..self
         }
     }
 
@@ -69,9 +81,10 @@ priority = {priority}
 version = {version}
 advert_interval = "{interval_ms}ms"
 preempt = {preempt}
-virtual_ipaddress = ["{VIP}"]
+virtual_ipaddress = ["{vip}"]
 {authentication}"#,
             node = Self::node_section(lab, host),
+            vip = settings.vip,
             vrid = settings.vrid,
             priority = settings.priority,
             version = settings.version,
@@ -266,11 +279,12 @@ vrrp_instance VI_1 {{
         priority {priority}
         advert_int {interval}
 {nopreempt}{authentication}        virtual_ipaddress {{
-            {VIP}
+            {vip}
         }}
 }}
 "#,
             name = host.name,
+            vip = settings.vip,
             version = settings.version,
             iface = host.iface,
             vrid = settings.vrid,
@@ -333,12 +347,16 @@ vrrp_instance VI_1 {{
     }
 }
 
-/// The names of the hosts that have `address` on their interface.
-pub fn holders(lab: &Lab, address: Ipv4Addr) -> Vec<String> {
-    let needle = format!("inet {address}/");
+/// The names of the hosts that have `address` (IPv4 or IPv6) on their interface.
+pub fn holders(lab: &Lab, address: impl Into<IpAddr>) -> Vec<String> {
+    let address = address.into();
+    let (family, needle) = match address {
+        IpAddr::V4(_) => ("-4", format!("inet {address}/")),
+        IpAddr::V6(_) => ("-6", format!("inet6 {address}/")),
+    };
     lab.hosts()
         .filter(|host| {
-            host.run("ip", &["-4", "addr", "show", "dev", &host.iface])
+            host.run("ip", &[family, "addr", "show", "dev", &host.iface])
                 .map(|text| text.contains(&needle))
                 .unwrap_or(false)
         })
@@ -347,7 +365,8 @@ pub fn holders(lab: &Lab, address: Ipv4Addr) -> Vec<String> {
 }
 
 /// The MAC the client's neighbour table has for `address`, if it has a usable entry.
-pub fn neighbour_mac(client: &Host, address: Ipv4Addr) -> Option<[u8; 6]> {
+pub fn neighbour_mac(client: &Host, address: impl Into<IpAddr>) -> Option<[u8; 6]> {
+    let address = address.into();
     let json = client
         .run("ip", &["-json", "neigh", "show", &address.to_string()])
         .ok()?;
@@ -393,18 +412,31 @@ pub fn wait_until(
 /// Waits until exactly `host` holds the VIP and the client's ARP entry for it names `host`'s
 /// MAC (the client pings the VIP once first so that it has an entry to follow).
 pub fn wait_for_sole_master(lab: &Lab, host: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    wait_for_sole_holder(lab, host, VIP, timeout)
+}
+
+/// [`wait_for_sole_master`] for the virtual address `vip`, IPv4 (the client's ARP entry) or
+/// IPv6 (its neighbour discovery entry, moved by unsolicited neighbour advertisements).
+pub fn wait_for_sole_holder(
+    lab: &Lab,
+    host: &str,
+    vip: impl Into<IpAddr>,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let vip = vip.into();
     let start = Instant::now();
     let mut last = Vec::new();
-    wait_until(timeout, &format!("{host} alone to hold {VIP}"), || {
-        last = holders(lab, VIP);
+    wait_until(timeout, &format!("{host} alone to hold {vip}"), || {
+        last = holders(lab, vip);
         last == vec![host.to_owned()]
     })
     .with_context(|| format!("held by {last:?}"))?;
     let client = lab.host(crate::CLIENT);
-    if neighbour_mac(client, VIP).is_none() {
+    if neighbour_mac(client, vip).is_none() {
         // No entry to follow yet: make one. An existing entry is left alone, so that what
-        // moves it is the new master's gratuitous ARP, not a fresh resolution.
-        let _ = client.run("ping", &["-c", "1", "-W", "1", &VIP.to_string()]);
+        // moves it is the new master's gratuitous ARP (or neighbour advertisement), not a
+        // fresh resolution.
+        let _ = client.run("ping", &["-c", "1", "-W", "1", &vip.to_string()]);
     }
     let mac = lab.host(host).mac()?;
     let left = timeout
@@ -412,8 +444,39 @@ pub fn wait_for_sole_master(lab: &Lab, host: &str, timeout: Duration) -> anyhow:
         .max(Duration::from_secs(3));
     wait_until(
         left,
-        &format!("the client's ARP entry for {VIP} to name {host}"),
-        || neighbour_mac(client, VIP) == Some(mac),
+        &format!("the client's neighbour entry for {vip} to name {host}"),
+        || neighbour_mac(client, vip) == Some(mac),
     )?;
     Ok(start.elapsed())
+}
+
+/// Turns IPv6 on for `host`'s interface (the lab builds every namespace with IPv6 off) and
+/// gives it `address`/64, both without duplicate address detection, so the link-local address
+/// VRRP sends from and `address` are usable at once.
+pub fn enable_ipv6(host: &Host, address: Ipv6Addr) -> anyhow::Result<()> {
+    let iface = host.iface.clone();
+    host.in_netns(move || -> anyhow::Result<()> {
+        for (knob, value) in [
+            ("accept_dad", "0"),
+            ("accept_ra", "0"),
+            ("disable_ipv6", "0"),
+        ] {
+            let path = format!("/proc/sys/net/ipv6/conf/{iface}/{knob}");
+            std::fs::write(&path, value).with_context(|| format!("writing {value} to {path}"))?;
+        }
+        Ok(())
+    })??;
+    host.run(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{address}/64"),
+            "dev",
+            &host.iface,
+            "nodad",
+        ],
+    )?;
+    Ok(())
 }
