@@ -23,6 +23,9 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99);
 const ADVERT: Duration = Duration::from_secs(1);
 /// Generous bound for an election at 1 s adverts: master down interval 3.6 s plus start-up.
 const CONVERGE: Duration = Duration::from_secs(12);
+/// What seeing a takeover costs on top of the protocol's time: one poll of every lab host's
+/// addresses (an `ip` per host) and the 50 ms between polls, on a busy machine.
+const OBSERVED_WITHIN: Duration = Duration::from_millis(500);
 
 /// A lab whose client, lb1 and lb2 have IPv6 on the segment.
 fn ipv6_lab() -> Lab {
@@ -163,7 +166,7 @@ fn tandem_master_and_keepalived_backup_over_ipv6_stop_preempt_and_crash() {
     })
     .unwrap_or_else(|err| panic!("{err:#}\n{}", logs(&tandem)));
     let takeover = crashed.elapsed();
-    let bound = ADVERT * 3 + skew(100) + Duration::from_millis(300);
+    let bound = ADVERT * 3 + skew(100) + OBSERVED_WITHIN;
     assert!(
         takeover <= bound,
         "a crashed master is taken over within 3 x advert + skew: took {takeover:?}, bound \
@@ -196,7 +199,7 @@ fn keepalived_master_and_tandem_backup_over_ipv6_crash_preempt_and_stop() {
     })
     .unwrap_or_else(|err| panic!("{err:#}\n{}", logs(&keepalived)));
     let takeover = crashed.elapsed();
-    let bound = ADVERT * 3 + skew(100) + Duration::from_millis(300);
+    let bound = ADVERT * 3 + skew(100) + OBSERVED_WITHIN;
     assert!(
         takeover <= bound,
         "Tandem takes over a crashed master within 3 x advert + skew: took {takeover:?}, \
