@@ -112,8 +112,10 @@ impl Netlink {
                 })?,
             // A tentative address (duplicate address detection still running) cannot be sent
             // from yet; one that is ready is preferred.
+            // A link-local VIP (keepalived suggests one) left by a crash is not the node's.
             Family::Ipv6 => addresses
                 .iter()
+                .filter(|(address, _)| !exclude.contains(address))
                 .filter(|(address, _)| matches!(address, IpAddr::V6(a) if is_link_local(a)))
                 .min_by_key(|(_, flags)| flags.contains(AddressFlags::Tentative))
                 .map(|(address, _)| *address)
