@@ -319,3 +319,30 @@ impl Announcer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_fe80_slash_10() {
+        for (text, expected) in [
+            ("fe80::1", true),
+            ("fe80::ff:fe00:a", true),
+            ("febf:ffff::1", true),
+            ("fec0::1", false),
+            ("2001:2::100", false),
+            ("ff02::12", false),
+            ("::1", false),
+        ] {
+            let address: Ipv6Addr = text.parse().unwrap();
+            assert_eq!(is_link_local(&address), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn vips_are_host_addresses_of_their_family() {
+        assert_eq!(vip_prefix_len("198.18.0.99".parse().unwrap()), 32);
+        assert_eq!(vip_prefix_len("2001:2::99".parse().unwrap()), 128);
+    }
+}
