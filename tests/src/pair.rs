@@ -4,7 +4,7 @@
 //! (ARP for IPv4, neighbour discovery for IPv6) names.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -448,35 +448,4 @@ pub fn wait_for_sole_holder(
         || neighbour_mac(client, vip) == Some(mac),
     )?;
     Ok(start.elapsed())
-}
-
-/// Turns IPv6 on for `host`'s interface (the lab builds every namespace with IPv6 off) and
-/// gives it `address`/64, both without duplicate address detection, so the link-local address
-/// VRRP sends from and `address` are usable at once.
-pub fn enable_ipv6(host: &Host, address: Ipv6Addr) -> anyhow::Result<()> {
-    let iface = host.iface.clone();
-    host.in_netns(move || -> anyhow::Result<()> {
-        for (knob, value) in [
-            ("accept_dad", "0"),
-            ("accept_ra", "0"),
-            ("disable_ipv6", "0"),
-        ] {
-            let path = format!("/proc/sys/net/ipv6/conf/{iface}/{knob}");
-            std::fs::write(&path, value).with_context(|| format!("writing {value} to {path}"))?;
-        }
-        Ok(())
-    })??;
-    host.run(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            &format!("{address}/64"),
-            "dev",
-            &host.iface,
-            "nodad",
-        ],
-    )?;
-    Ok(())
 }

@@ -6,32 +6,26 @@
 //! master's unsolicited neighbour advertisements moved it). A forged advert with hop limit 254
 //! and a malformed one are dropped and counted.
 //!
-//! Addresses: the lab's hosts get 2001:2::/64 addresses (RFC 5180's benchmarking range) and
-//! their link-local addresses, without duplicate address detection.
+//! The lab is dual-stack ([`Lab::dual_stack`]): 2001:2::/64, RFC 5180's benchmarking range,
+//! beside the hosts' link-local addresses, which the adverts come from.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use tandem::vrrp::wire::{Advert, ChecksumMode, Version, MULTICAST_GROUP_V6};
 use tandem_lab::pair::{
-    enable_ipv6, holders, neighbour_mac, wait_for_sole_holder, wait_until, Keepalived, TandemNode,
-    VrrpSettings,
+    holders, neighbour_mac, wait_for_sole_holder, wait_until, Keepalived, TandemNode, VrrpSettings,
 };
-use tandem_lab::{Host, Lab, CLIENT, LB1, LB2};
-
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99);
+use tandem_lab::{Host, Lab, CLIENT, LB1, LB2, VIP6};
 const ADVERT: Duration = Duration::from_secs(1);
 /// Generous bound for an election at 1 s adverts: master down interval 3.6 s plus start-up.
 const CONVERGE: Duration = Duration::from_secs(12);
+/// What seeing a takeover costs on top of the protocol's time: one poll of every lab host's
+/// addresses (an `ip` per host) and the 50 ms between polls, on a busy machine.
+const OBSERVED_WITHIN: Duration = Duration::from_millis(500);
 
-/// A lab whose client, lb1 and lb2 have IPv6 on the segment.
 fn ipv6_lab() -> Lab {
-    let lab = Lab::new().expect("lab");
-    for (host, last) in [(CLIENT, 0x10), (LB1, 0x100), (LB2, 0x101)] {
-        let address = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, last);
-        enable_ipv6(lab.host(host), address).expect("IPv6 on the lab host");
-    }
-    lab
+    Lab::dual_stack().expect("dual-stack lab")
 }
 
 fn settings(priority: u8) -> VrrpSettings {
@@ -163,7 +157,7 @@ fn tandem_master_and_keepalived_backup_over_ipv6_stop_preempt_and_crash() {
     })
     .unwrap_or_else(|err| panic!("{err:#}\n{}", logs(&tandem)));
     let takeover = crashed.elapsed();
-    let bound = ADVERT * 3 + skew(100) + Duration::from_millis(300);
+    let bound = ADVERT * 3 + skew(100) + OBSERVED_WITHIN;
     assert!(
         takeover <= bound,
         "a crashed master is taken over within 3 x advert + skew: took {takeover:?}, bound \
@@ -172,6 +166,9 @@ fn tandem_master_and_keepalived_backup_over_ipv6_stop_preempt_and_crash() {
     );
     converged(&lab, LB2, || logs(&tandem));
     eprintln!("stop handover {handover:?}, crash takeover {takeover:?}");
+    if std::env::var_os("TANDEM_TEST_SHOW_LOGS").is_some() {
+        eprintln!("{}", logs(&tandem));
+    }
 }
 
 /// keepalived on lb1 (101) and Tandem on lb2 (100). keepalived wins; crashed, Tandem takes
@@ -196,7 +193,7 @@ fn keepalived_master_and_tandem_backup_over_ipv6_crash_preempt_and_stop() {
     })
     .unwrap_or_else(|err| panic!("{err:#}\n{}", logs(&keepalived)));
     let takeover = crashed.elapsed();
-    let bound = ADVERT * 3 + skew(100) + Duration::from_millis(300);
+    let bound = ADVERT * 3 + skew(100) + OBSERVED_WITHIN;
     assert!(
         takeover <= bound,
         "Tandem takes over a crashed master within 3 x advert + skew: took {takeover:?}, \

@@ -66,7 +66,10 @@ fn assert_round_trip_v6(received: &Received) {
         .emit(LINK_LOCAL, MULTICAST_GROUP_V6, ChecksumMode::default());
     match parse_ipv6(&payload, LINK_LOCAL, MULTICAST_GROUP_V6, 255) {
         Ok(again) => assert_eq!(again.advert, received.advert),
-        Err(reason) => panic!("{} emitted over IPv6, then dropped: {reason}", received.advert),
+        Err(reason) => panic!(
+            "{} emitted over IPv6, then dropped: {reason}",
+            received.advert
+        ),
     }
 }
 

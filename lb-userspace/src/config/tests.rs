@@ -1180,6 +1180,16 @@ fn a_vrrp_instance_carries_one_address_family() {
          virtual_ipaddress: VRRP adverts go between addresses of one family; list the peers' \
          IPv4 addresses"
     );
+    let global = format!(
+        "{NODE}[[vrrp]]\nname = \"VI_6\"\nvirtual_router_id = 51\n\
+         virtual_ipaddress = [\"2001:2::99\"]\nallowed_sources = [\"fe80::1\", \"2001:2::101\"]\n"
+    );
+    assert_eq!(
+        error(&global),
+        "t.toml:8:19: allowed_sources 2001:2::101 is not a link-local address: IPv6 adverts \
+         come from the sender's link-local address (RFC 5798), so list the peers' fe80:: \
+         addresses (`ip -6 addr show scope link` on each peer)"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! (`virtual_server`), sync groups, mail and `auth_type AH` have no counterpart and are listed.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{
@@ -442,7 +442,7 @@ impl<'a> Reader<'a, '_> {
         let mut advert = None;
         let mut preempt = true;
         let mut preempt_delay = None;
-        let mut addresses: Vec<(&Directive, Ipv4Addr, Option<&str>)> = Vec::new();
+        let mut addresses: Vec<(&Directive, IpAddr, Option<&str>)> = Vec::new();
         let mut unicast_peer = Vec::new();
         let mut track = Vec::new();
         let mut garp_master_delay = self.globals.garp_master_delay;
@@ -480,7 +480,9 @@ impl<'a> Reader<'a, '_> {
                 }
                 "unicast_peer" => {
                     for entry in child.children() {
-                        unicast_peer.extend(self.peer(entry));
+                        if let Some(peer) = self.peer(entry) {
+                            unicast_peer.push((entry, peer));
+                        }
                     }
                 }
                 "track_script" => {
@@ -515,8 +517,8 @@ impl<'a> Reader<'a, '_> {
                 ),
                 "unicast_src_ip" | "mcast_src_ip" => self.findings.untranslated(
                     child,
-                    "Tandem sends adverts from the interface's primary address; make sure that \
-                     is the address the peer expects",
+                    "Tandem sends adverts from the interface's primary address (for IPv6 its \
+                     link-local address); make sure that is the address the peer expects",
                 ),
                 "track_process" | "track_file" | "track_bfd" => self.findings.untranslated(
                     child,
@@ -527,11 +529,14 @@ impl<'a> Reader<'a, '_> {
                 "use_vmac" | "vmac_xmit_base" => self.findings.untranslated(
                     child,
                     "Tandem keeps the interface's own MAC address and moves the virtual address \
-                     with gratuitous ARPs; no virtual MAC is translated",
+                     with gratuitous ARPs (unsolicited neighbour advertisements for IPv6); no \
+                     virtual MAC is translated",
                 ),
-                "native_ipv6" => self
-                    .findings
-                    .untranslated(child, "Tandem's VRRP carries IPv4 addresses only"),
+                "native_ipv6" => self.findings.untranslated(
+                    child,
+                    "Tandem runs an instance over the family of its virtual addresses: IPv6 \
+                     addresses make it an IPv6 instance, with no setting",
+                ),
                 "debug" => self.findings.untranslated(
                     child,
                     "set TANDEM_LOG=debug in the daemon's environment instead",
@@ -553,6 +558,9 @@ impl<'a> Reader<'a, '_> {
                  nodes); `tandem check` asks for it",
             );
         }
+        // As keepalived: the first address sets the instance's family, and an address of
+        // the other one is left out (keepalived logs and ignores it too).
+        let family_is_ipv6 = addresses.first().map(|(_, address, _)| address.is_ipv6());
         let mut virtual_ipaddress = Vec::new();
         for (entry, address, dev) in addresses {
             match (dev, interface.as_deref()) {
@@ -563,9 +571,32 @@ impl<'a> Reader<'a, '_> {
                          put this one in an instance on {dev}; not written"
                     ),
                 ),
+                _ if Some(address.is_ipv6()) != family_is_ipv6 => self.findings.untranslated(
+                    entry,
+                    format!(
+                        "{address} is not of the family of the instance's first address (one \
+                         family per instance, as keepalived ignores it too): put it in a second \
+                         [[vrrp]] instance; not written"
+                    ),
+                ),
                 _ => virtual_ipaddress.push(address),
             }
         }
+        let mut peers = Vec::new();
+        for (entry, peer) in unicast_peer {
+            if family_is_ipv6.is_some_and(|ipv6| ipv6 != peer.is_ipv6()) {
+                self.findings.untranslated(
+                    entry,
+                    format!(
+                        "{peer} is not of the family of the instance's virtual addresses: \
+                         adverts go between addresses of one family; not written"
+                    ),
+                );
+            } else {
+                peers.push(peer);
+            }
+        }
+        let unicast_peer = peers;
         if virtual_ipaddress.is_empty() {
             self.findings.untranslated(
                 directive,
@@ -585,7 +616,18 @@ impl<'a> Reader<'a, '_> {
             );
         }
         let version = match version.or(self.globals.version) {
+            // keepalived runs IPv6 instances with version 3 whatever it is told (RFC 3768
+            // defines version 2 for IPv4 only).
+            Some(2) if family_is_ipv6 == Some(true) => {
+                self.findings.note(
+                    directive,
+                    "VRRP version 2 carries IPv4 only: keepalived runs this IPv6 instance with \
+                     version 3, and so version = 3 is written",
+                );
+                3
+            }
             Some(version) => version,
+            None if family_is_ipv6 == Some(true) => 3,
             None => {
                 self.findings.note(
                     directive,
@@ -727,29 +769,28 @@ impl<'a> Reader<'a, '_> {
         Some(kept.to_owned())
     }
 
-    /// `ADDR[/PREFIX] [dev IF] [label L] ...`: the address and the `dev` it names.
-    fn virtual_address<'d>(&mut self, entry: &'d Directive) -> Option<(Ipv4Addr, Option<&'d str>)> {
+    /// `ADDR[/PREFIX] [dev IF] [label L] ...`: the address (IPv4 or IPv6) and the `dev` it
+    /// names.
+    fn virtual_address<'d>(&mut self, entry: &'d Directive) -> Option<(IpAddr, Option<&'d str>)> {
         let (text, prefix) = match entry.keyword.split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (entry.keyword.as_str(), None),
         };
-        let Ok(address) = text.parse::<Ipv4Addr>() else {
-            let message = if text.parse::<Ipv6Addr>().is_ok() {
-                "Tandem's VRRP carries IPv4 addresses only; not written"
-            } else {
-                "not an IPv4 address; not written"
-            };
-            self.findings.untranslated(entry, message);
+        let Ok(address) = text.parse::<IpAddr>() else {
+            self.findings
+                .untranslated(entry, "not an IPv4 or IPv6 address; not written");
             return None;
         };
+        let host = if address.is_ipv6() { "128" } else { "32" };
         match prefix {
-            None | Some("32") => {}
+            None => {}
+            Some(prefix) if prefix == host => {}
             Some(prefix) => self.findings.untranslated(
                 entry,
                 format!(
-                    "Tandem adds virtual addresses as /32: written as {address}, without the \
-                     /{prefix} (which matters only if the node has no other address in that \
-                     network)"
+                    "Tandem adds virtual addresses as /{host}: written as {address}, without \
+                     the /{prefix} (which matters only if the node has no other address in \
+                     that network)"
                 ),
             ),
         }
@@ -774,8 +815,8 @@ impl<'a> Reader<'a, '_> {
                 (option, value) => self.findings.untranslated(
                     entry,
                     format!(
-                        "`{option}{}` is not translated: Tandem adds the address as a plain /32 \
-                         on the instance's interface",
+                        "`{option}{}` is not translated: Tandem adds the address as a plain \
+                         host address (/32, /128) on the instance's interface",
                         value.map(|value| format!(" {value}")).unwrap_or_default()
                     ),
                 ),
@@ -784,10 +825,10 @@ impl<'a> Reader<'a, '_> {
         Some((address, dev))
     }
 
-    fn peer(&mut self, entry: &Directive) -> Option<Ipv4Addr> {
-        let Ok(address) = entry.keyword.parse::<Ipv4Addr>() else {
+    fn peer(&mut self, entry: &Directive) -> Option<IpAddr> {
+        let Ok(address) = entry.keyword.parse::<IpAddr>() else {
             self.findings
-                .untranslated(entry, "not an IPv4 address; not written");
+                .untranslated(entry, "not an IPv4 or IPv6 address; not written");
             return None;
         };
         if !entry.args.is_empty() {

@@ -295,8 +295,8 @@ pub(super) struct VrrpDraft {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Option<Duration>,
-    pub virtual_ipaddress: Vec<Ipv4Addr>,
-    pub unicast_peer: Vec<Ipv4Addr>,
+    pub virtual_ipaddress: Vec<IpAddr>,
+    pub unicast_peer: Vec<IpAddr>,
     /// `auth_type PASS`: the password as keepalived sends it (at most 8 bytes).
     pub password: Option<String>,
     pub track: Vec<TrackDraft>,
@@ -701,7 +701,7 @@ fn write_vrrp(out: &mut String, vrrp: &VrrpDraft) {
             toml_string(&duration_text(delay))
         );
     }
-    let addresses = |list: &[Ipv4Addr]| -> Vec<String> {
+    let addresses = |list: &[IpAddr]| -> Vec<String> {
         list.iter().map(|ip| toml_string(&ip.to_string())).collect()
     };
     write_list(

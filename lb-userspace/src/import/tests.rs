@@ -1066,6 +1066,67 @@ fn keepalived_default_version_is_2_and_sub_second_adverts_need_3() {
 }
 
 #[test]
+fn keepalived_ipv6_instances_import_as_ipv6_instances_with_version_3() {
+    // keepalived's default version is 2, but it runs an IPv6 instance with version 3.
+    let text = "vrrp_instance VI_6 {\n  interface eth0\n  virtual_router_id 51\n  \
+                virtual_ipaddress {\n    2001:2::99/128\n    2001:2::98\n  }\n  \
+                unicast_peer {\n    fe80::2\n  }\n}\n";
+    let imported = keepalived_import(text);
+    assert!(imported.is_complete(), "{:?}", listed(&imported));
+    let vrrp = &load(&imported).config.vrrp[0];
+    assert_eq!(vrrp.version, 3);
+    assert_eq!(
+        vrrp.virtual_ipaddress,
+        [
+            "2001:2::99".parse::<std::net::IpAddr>().unwrap(),
+            "2001:2::98".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        vrrp.unicast_peer,
+        ["fe80::2".parse::<std::net::IpAddr>().unwrap()]
+    );
+
+    // Told version 2, keepalived still speaks 3 for IPv6: so does the import, and says so.
+    let text = "vrrp_instance VI_6 {\n  interface eth0\n  virtual_router_id 51\n  \
+                version 2\n  virtual_ipaddress {\n    2001:2::99\n  }\n}\n";
+    let imported = keepalived_import(text);
+    assert_eq!(load(&imported).config.vrrp[0].version, 3);
+    assert!(imported
+        .notes
+        .iter()
+        .any(|note| note.message.contains("version = 3 is written")));
+}
+
+#[test]
+fn keepalived_addresses_of_the_other_family_are_listed_and_left_out() {
+    let text = "vrrp_instance VI_6 {\n  interface eth0\n  virtual_router_id 51\n  \
+                virtual_ipaddress {\n    2001:2::99\n    198.18.0.99\n    2001:2::98/64\n  \
+                }\n  unicast_peer {\n    198.18.0.101\n  }\n}\n";
+    let imported = keepalived_import(text);
+    let lines: Vec<Option<usize>> = imported.untranslated.iter().map(|f| f.line).collect();
+    assert_eq!(
+        lines,
+        [Some(6), Some(7), Some(10)],
+        "{:?}",
+        listed(&imported)
+    );
+    assert!(imported.untranslated[0]
+        .message
+        .contains("second [[vrrp]] instance"));
+    assert!(imported.untranslated[1].message.contains("without the /64"));
+    let vrrp = &load(&imported).config.vrrp[0];
+    assert_eq!(
+        vrrp.virtual_ipaddress,
+        [
+            "2001:2::99".parse::<std::net::IpAddr>().unwrap(),
+            "2001:2::98".parse().unwrap()
+        ]
+    );
+    assert!(vrrp.unicast_peer.is_empty());
+}
+
+#[test]
 fn keepalived_missing_router_id_is_listed_and_check_asks_for_it() {
     let imported = keepalived_import(
         "vrrp_instance VI_1 {\n  interface eth0\n  virtual_ipaddress {\n    \

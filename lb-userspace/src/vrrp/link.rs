@@ -112,8 +112,10 @@ impl Netlink {
                 })?,
             // A tentative address (duplicate address detection still running) cannot be sent
             // from yet; one that is ready is preferred.
+            // A link-local VIP (keepalived suggests one) left by a crash is not the node's.
             Family::Ipv6 => addresses
                 .iter()
+                .filter(|(address, _)| !exclude.contains(address))
                 .filter(|(address, _)| matches!(address, IpAddr::V6(a) if is_link_local(a)))
                 .min_by_key(|(_, flags)| flags.contains(AddressFlags::Tentative))
                 .map(|(address, _)| *address)
@@ -315,5 +317,32 @@ impl Announcer {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_fe80_slash_10() {
+        for (text, expected) in [
+            ("fe80::1", true),
+            ("fe80::ff:fe00:a", true),
+            ("febf:ffff::1", true),
+            ("fec0::1", false),
+            ("2001:2::100", false),
+            ("ff02::12", false),
+            ("::1", false),
+        ] {
+            let address: Ipv6Addr = text.parse().unwrap();
+            assert_eq!(is_link_local(&address), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn vips_are_host_addresses_of_their_family() {
+        assert_eq!(vip_prefix_len("198.18.0.99".parse().unwrap()), 32);
+        assert_eq!(vip_prefix_len("2001:2::99".parse().unwrap()), 128);
     }
 }

@@ -6,7 +6,9 @@
 //! timers of the RFC (Master_Down_Timer in Backup, Adver_Timer in Master, never both, so the shell
 //! keeps one timer), the parameters derived from the priority (Skew_Time and Master_Down_Interval,
 //! RFC 5798 §6.1), preemption and keepalived's `preempt_delay`. What does not: sockets, timers,
-//! the advert codec (`wire`), the ARP frame (`arp`) and the tracker arithmetic (`priority`).
+//! the advert codec (`wire`), the announcement frames (`crate::wire::arp`, `crate::wire::ndisc`)
+//! and the tracker arithmetic (`priority`). The family does not matter here: addresses are
+//! `IpAddr`s, compared as RFC 5798 says (one family per instance).
 //!
 //! The machine is sans-I/O: [`Machine::handle`] takes an [`Event`] and the current [`Instant`]
 //! and returns the [`Action`]s the shell carries out in order. It never reads the clock, so every
@@ -160,8 +162,9 @@ pub enum Action {
     /// Replaces any previously armed timer.
     ArmTimer(Instant),
     CancelTimer,
-    /// Re-announce the VIPs (gratuitous ARP): a master that hears a lower-priority master after a
-    /// split brain heals.
+    /// Re-announce the VIPs (gratuitous ARP; for an IPv6 instance unsolicited neighbour
+    /// advertisements, under the same name): a master that hears a lower-priority master after
+    /// a split brain heals.
     SendGratuitousArp,
 }
 

@@ -187,6 +187,22 @@ pub(super) fn read_vrrp(
             );
             return None;
         }
+        // RFC 5798 §5.1.2.1: an IPv6 advert comes from its sender's link-local address, and
+        // that is the source these lists are compared with; a global address never matches.
+        if let Some(global) = addresses.iter().find(|address| match address {
+            IpAddr::V6(address) => address.segments()[0] & 0xffc0 != 0xfe80,
+            IpAddr::V4(_) => false,
+        }) {
+            report.error(
+                section.field(key).map_or(section.at, |field| field.at),
+                format!(
+                    "{key} {global} is not a link-local address: IPv6 adverts come from the \
+                     sender's link-local address (RFC 5798), so list the peers' fe80:: \
+                     addresses (`ip -6 addr show scope link` on each peer)"
+                ),
+            );
+            return None;
+        }
     }
     let (virtual_ipaddress, vip_spans) = virtual_ipaddress.into_iter().unzip();
     let spans = VrrpSpans {
