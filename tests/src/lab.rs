@@ -90,7 +90,7 @@ impl Lab {
     }
 
     /// A lab whose hosts also have IPv6: link-local addresses, and 2001:2::N/64 beside
-    /// 198.18.0.N/24 (see [`crate::ipv6_of`]), added without duplicate address detection so
+    /// 198.18.0.N/24 (see [`crate::ipv6_of`]), both without duplicate address detection so
     /// they serve at once. The segment then carries neighbour discovery and MLD too.
     pub fn dual_stack() -> anyhow::Result<Lab> {
         Lab::build_new(true)
@@ -248,6 +248,20 @@ impl Lab {
         bridge_without_netfilter(&Path::new(NETNS_DIR).join(&self.bridge_netns))?;
 
         for host in &self.hosts {
+            if host.ip6.is_some() {
+                // No duplicate address detection on the link-local address either (VRRP over
+                // IPv6 sends from it at once), and no router advertisements taken.
+                let iface = host.iface.clone();
+                netns::run_in(&host.netns_path(), move || -> anyhow::Result<()> {
+                    for (knob, value) in [("accept_dad", "0"), ("accept_ra", "0")] {
+                        let path = format!("/proc/sys/net/ipv6/conf/{iface}/{knob}");
+                        fs::write(&path, value)
+                            .with_context(|| format!("writing {value} to {path}"))?;
+                    }
+                    Ok(())
+                })?
+                .with_context(|| format!("IPv6 settings of host {}", host.name))?;
+            }
             let mut script = format!(
                 "link set lo up\n\
                  addr add {ip}/{SEGMENT_PREFIX_LEN} dev {iface}\n",
