@@ -20,9 +20,9 @@ pub(super) fn check(report: &mut Reporter, document: &Document) {
     warn(report, document);
 }
 
-/// IPv6 is arriving part by part (the config, the proxy and the health checks serve it); what
-/// does not serve it yet is refused here, before anything runs, rather than accepted and left
-/// silently unserved.
+/// IPv6 is arriving part by part (the config, the proxy, the health checks and the L4 data
+/// plane, XDP and relay, serve it); what does not serve it yet is refused here, before
+/// anything runs, rather than accepted and left silently unserved.
 fn check_not_yet_ipv6(report: &mut Reporter, document: &Document) {
     for (instance, spans) in &document.vrrp {
         if instance
@@ -41,21 +41,6 @@ fn check_not_yet_ipv6(report: &mut Reporter, document: &Document) {
                      keep IPv6 virtual addresses out of [[vrrp]] for now (an IPv6 service can \
                      listen on an address the node already has)",
                     instance.name
-                ),
-            );
-        }
-    }
-    for (service, spans) in &document.services {
-        if service.mode.is_l4() && service.listen.is_ipv6() {
-            report.error(
-                spans.listen,
-                format!(
-                    "service {:?} is mode = \"{}\" on IPv6 ({}), and this build forwards L4 \
-                     services over IPv4 only (XDP and the relay): use mode = \"http\" for \
-                     IPv6, or an IPv4 listen address",
-                    service.name,
-                    service.mode.as_str(),
-                    service.listen
                 ),
             );
         }
