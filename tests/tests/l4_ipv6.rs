@@ -470,3 +470,29 @@ fn the_relay_serves_ipv6_l4_services_with_the_backends_xdp_chooses() {
     );
     node.shutdown();
 }
+
+#[test]
+fn ipv6_flows_are_forwarded_in_native_mode_too() {
+    let lab = Ipv6Lab::new();
+    // As for IPv4 (l4_forwarding.rs): veth delivers native XDP_TX frames only to a peer that
+    // runs XDP itself, and the client must checksum its segments in software.
+    tandem_lab::l4::prepare_native_xdp_tx(&lab.lab, LB1).expect("native XDP_TX on lb1's veth");
+    lab.host(CLIENT)
+        .run("ethtool", &["-K", "eth0", "tx", "off"])
+        .expect("client checksums in software");
+    let node = lab.lb1("xdp");
+    assert_eq!(
+        node.status().attach_mode.map(|m| m.to_string()),
+        Some("native".to_owned())
+    );
+    for port in PORTS.take(10) {
+        let answer = lab.ask_tcp(port).unwrap_or_else(|e| {
+            panic!(
+                "no answer through native XDP ({e}); lb1's counters: {}",
+                node.maps_json(lab.host(LB1))["counters"]
+            )
+        });
+        assert_eq!(answer.backend, lab.expected(&node, "who6", port));
+    }
+    node.shutdown();
+}
