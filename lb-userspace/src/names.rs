@@ -102,7 +102,9 @@ impl NameTable {
                 let entry = match (due, before) {
                     (false, Some(before)) => before.clone(),
                     _ => {
-                        let answer = resolve(&named.host, named.port).await;
+                        let answer = resolve(&named.host, named.port)
+                            .await
+                            .and_then(|all| one_family(all, service));
                         match (answer, before) {
                             (Ok(addresses), before) => {
                                 if before.is_some_and(|b| b.status.addresses != addresses) {
@@ -225,6 +227,30 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(addresses)
 }
 
+/// The addresses of one family, so a dual-stack host is one backend, not two that share its
+/// capacity and its health: those of the service's listen family (a client's family is the
+/// backend's, as a dual-stack browser would choose), else, for HTTP, the other family's. An
+/// L4 service takes only its listen's family: direct server return cannot cross families.
+fn one_family(
+    addresses: Vec<SocketAddr>,
+    service: &crate::config::Service,
+) -> Result<Vec<SocketAddr>, String> {
+    let ipv6 = service.listen.is_ipv6();
+    let (same, other): (Vec<SocketAddr>, Vec<SocketAddr>) = addresses
+        .into_iter()
+        .partition(|address| address.is_ipv6() == ipv6);
+    let family = if ipv6 { "IPv6" } else { "IPv4" };
+    match (same.is_empty(), service.mode.is_l4()) {
+        (false, _) => Ok(same),
+        (true, true) => Err(format!(
+            "it has no {family} address, and mode = \"{}\" on {family} needs backends of its \
+             family",
+            service.mode.as_str()
+        )),
+        (true, false) => Ok(other),
+    }
+}
+
 fn list(addresses: &[SocketAddr]) -> String {
     addresses
         .iter()
@@ -255,6 +281,42 @@ mod tests {
         )
         .expect("loads")
         .config
+    }
+
+    #[test]
+    fn a_dual_stack_name_gives_the_addresses_of_the_listen_family_and_l4_only_those() {
+        let service = |listen: &str, mode: &str| {
+            crate::config::parse(
+                &format!(
+                    "[node]\nname = \"lb1\"\ninterface = \"eth0\"\n\n[[service]]\n\
+                     name = \"s\"\nlisten = \"{listen}\"\nmode = \"{mode}\"\n\
+                     backends = [\"b.example.com:7000\"]\n"
+                ),
+                Path::new("t.toml"),
+            )
+            .expect("loads")
+            .config
+            .services
+            .remove(0)
+        };
+        let v4: SocketAddr = "198.18.0.102:7000".parse().expect("v4");
+        let v6: SocketAddr = "[2001:2::102]:7000".parse().expect("v6");
+        let http4 = service("198.18.0.99:7000", "http");
+        let http6 = service("[2001:2::99]:7000", "http");
+        assert_eq!(one_family(vec![v4, v6], &http4), Ok(vec![v4]));
+        assert_eq!(one_family(vec![v4, v6], &http6), Ok(vec![v6]));
+        // HTTP crosses families when the name has only the other one.
+        assert_eq!(one_family(vec![v6], &http4), Ok(vec![v6]));
+        let tcp4 = service("198.18.0.99:7000", "tcp");
+        assert_eq!(one_family(vec![v4, v6], &tcp4), Ok(vec![v4]));
+        assert_eq!(
+            one_family(vec![v6], &tcp4),
+            Err(
+                "it has no IPv4 address, and mode = \"tcp\" on IPv4 needs backends of its \
+                 family"
+                    .to_owned()
+            )
+        );
     }
 
     #[tokio::test]

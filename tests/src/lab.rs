@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _};
 
 use crate::netns;
 use crate::process::Process;
-use crate::{HOSTS, SEGMENT_PREFIX_LEN};
+use crate::{ipv6_of, HOSTS, SEGMENT6_PREFIX_LEN, SEGMENT_PREFIX_LEN};
 
 /// Every name the lab creates starts with this (namespaces, bpffs dirs, temp dirs), followed by
 /// the owner's pid: `tdm{pid}x{counter}`.
@@ -74,14 +74,29 @@ pub struct Host {
     pub netns: String,
     /// The host's address on the segment (a /24).
     pub ip: Ipv4Addr,
+    /// Its IPv6 address on the segment (a /64, [`crate::ipv6_of`] its IPv4 one), in a
+    /// dual-stack lab ([`Lab::dual_stack`]) only.
+    pub ip6: Option<Ipv6Addr>,
     /// The host's interface on the segment: always `eth0`.
     pub iface: String,
 }
 
 impl Lab {
-    /// Builds a fresh lab: removes leftovers of dead earlier runs, then creates the namespaces,
-    /// the bridge and the veth pairs, and gives each host its address.
+    /// Builds a fresh IPv4 lab: removes leftovers of dead earlier runs, then creates the
+    /// namespaces, the bridge and the veth pairs, and gives each host its address. IPv6 is off
+    /// in every namespace, so the segment carries only what the test sends.
     pub fn new() -> anyhow::Result<Lab> {
+        Lab::build_new(false)
+    }
+
+    /// A lab whose hosts also have IPv6: link-local addresses, and 2001:2::N/64 beside
+    /// 198.18.0.N/24 (see [`crate::ipv6_of`]), added without duplicate address detection so
+    /// they serve at once. The segment then carries neighbour discovery and MLD too.
+    pub fn dual_stack() -> anyhow::Result<Lab> {
+        Lab::build_new(true)
+    }
+
+    fn build_new(dual_stack: bool) -> anyhow::Result<Lab> {
         // SAFETY: geteuid(2) cannot fail and has no side effects.
         if unsafe { libc::geteuid() } != 0 {
             bail!(
@@ -106,6 +121,7 @@ impl Lab {
                 name: name.to_owned(),
                 netns: format!("{id}-{name}"),
                 ip,
+                ip6: dual_stack.then(|| ipv6_of(ip)),
                 iface: HOST_IFACE.to_owned(),
             })
             .collect();
@@ -202,8 +218,12 @@ impl Lab {
 
         // Before any link exists, so no interface ever gets an IPv6 link-local address and the
         // segment carries no router/neighbour solicitations or MLD reports: tests count packets.
+        // A dual-stack lab keeps IPv6, and the bridge forwards it without addresses of its own.
+        let dual_stack = self.hosts.iter().any(|host| host.ip6.is_some());
         for name in &all_netns {
-            disable_ipv6(&Path::new(NETNS_DIR).join(name))?;
+            if !dual_stack || *name == self.bridge_netns {
+                disable_ipv6(&Path::new(NETNS_DIR).join(name))?;
+            }
         }
 
         // STP off and no forward delay: ports forward as soon as they are up. Multicast
@@ -228,13 +248,19 @@ impl Lab {
         bridge_without_netfilter(&Path::new(NETNS_DIR).join(&self.bridge_netns))?;
 
         for host in &self.hosts {
-            let script = format!(
+            let mut script = format!(
                 "link set lo up\n\
-                 addr add {ip}/{SEGMENT_PREFIX_LEN} dev {iface}\n\
-                 link set {iface} up\n",
+                 addr add {ip}/{SEGMENT_PREFIX_LEN} dev {iface}\n",
                 ip = host.ip,
                 iface = host.iface,
             );
+            if let Some(ip6) = host.ip6 {
+                script.push_str(&format!(
+                    "addr add {ip6}/{SEGMENT6_PREFIX_LEN} dev {iface} nodad\n",
+                    iface = host.iface,
+                ));
+            }
+            script.push_str(&format!("link set {iface} up\n", iface = host.iface));
             run_ip_batch(Some(&host.netns), &script)
                 .with_context(|| format!("configuring host {}", host.name))?;
         }

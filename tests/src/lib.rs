@@ -36,7 +36,7 @@ pub mod process;
 pub mod raw_http;
 pub mod wrk;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use backends::{echo_binary, Apache, EchoBackend};
 pub use client::{http_get, wait_for_tcp, HttpResponse};
@@ -102,6 +102,22 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
 
 /// The lab segment: every host has an address in 198.18.0.0/24.
 pub const SEGMENT_PREFIX_LEN: u8 = 24;
+
+/// The IPv6 virtual address of a dual-stack lab ([`Lab::dual_stack`]), from RFC 5180's
+/// benchmarking range like every IPv6 address of the lab.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99);
+
+/// The IPv6 segment of a dual-stack lab: 2001:2::/64.
+pub const SEGMENT6_PREFIX_LEN: u8 = 64;
+
+/// A host's IPv6 address in a dual-stack lab: 2001:2::N where N is the last byte of its IPv4
+/// address written in decimal digits as hex digits (198.18.0.102 is 2001:2::102), so the two
+/// addresses of a host read alike.
+pub const fn ipv6_of(ip: Ipv4Addr) -> Ipv6Addr {
+    let last = ip.octets()[3] as u16;
+    let digits = ((last / 100) << 8) | ((last / 10 % 10) << 4) | (last % 10);
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, digits)
+}
 
 /// Every host of the reference deployment with its address, in the order the lab builds them.
 pub const HOSTS: [(&str, Ipv4Addr); 5] = [

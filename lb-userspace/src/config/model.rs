@@ -320,9 +320,10 @@ pub struct Backend {
     pub emergency: bool,
 }
 
-/// A backend written by host name (`"http1.example.com:80"`): every IPv4 address the name
-/// resolves to (through the system resolver, so /etc/hosts counts) is a backend with this
-/// weight, as HAProxy's `server-template` and nginx's `resolve` do.
+/// A backend written by host name (`"http1.example.com:80"`): every address of one family the
+/// name resolves to (through the system resolver, so /etc/hosts counts; the family is chosen
+/// by `names::one_family`) is a backend with this weight, as HAProxy's `server-template` and
+/// nginx's `resolve` do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct NamedBackend {
     /// Lower case.

@@ -26,7 +26,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// Comment lines of the generated header are wrapped at this width.
@@ -253,8 +253,18 @@ impl<'a> Findings<'a> {
 /// An address as the source gave it: resolved, or a host name nobody mapped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Host {
-    Ip(Ipv4Addr),
+    Ip(IpAddr),
     Name(String),
+}
+
+impl Host {
+    /// "address:port" as the config writes it: an IPv6 address in brackets.
+    pub(super) fn with_port(&self, port: u16) -> String {
+        match self {
+            Host::Ip(ip) => SocketAddr::new(*ip, port).to_string(),
+            Host::Name(name) => format!("{name}:{port}"),
+        }
+    }
 }
 
 impl fmt::Display for Host {
@@ -794,7 +804,7 @@ fn write_service(out: &mut String, service: &ServiceDraft) {
         out,
         "\n[[service]]\nname = {}\nlisten = {}\nmode = \"http\"",
         toml_string(&service.name),
-        toml_string(&format!("{}:{}", service.listen, service.port))
+        toml_string(&service.listen.with_port(service.port))
     );
     let _ = writeln!(out, "balance = {}", toml_string(service.balance));
     if !service.hosts.is_empty() {
@@ -830,7 +840,7 @@ fn write_service(out: &mut String, service: &ServiceDraft) {
         .backends
         .iter()
         .map(|backend| {
-            let address = toml_string(&format!("{}:{}", backend.address, backend.port));
+            let address = toml_string(&backend.address.with_port(backend.port));
             if plain {
                 return address;
             }

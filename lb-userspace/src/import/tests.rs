@@ -1140,3 +1140,20 @@ fn pound_balancing_is_random_unless_pound_4_says_iwrr() {
         [config::Balance::Random, config::Balance::RoundRobin]
     );
 }
+
+#[test]
+fn pound_ipv6_addresses_become_bracketed_listen_and_backend_addresses() {
+    let cfg = "ListenHTTP\n  Address 2001:2::99\n  Port 80\n  Service\n    BackEnd\n      \
+               Address 2001:2::102\n      Port 8080\n    End\n    BackEnd\n      \
+               Address 198.18.0.103\n      Port 80\n    End\n  End\nEnd\n";
+    let imported = import_ok(Some(pound(cfg)), None, &classic_options("lb1"));
+    assert!(imported.is_complete(), "{:?}", listed(&imported));
+    assert!(
+        imported.toml.contains("listen = \"[2001:2::99]:80\""),
+        "{}",
+        imported.toml
+    );
+    let web = &load(&imported).config.services[0];
+    let backends: Vec<String> = web.backends.iter().map(|b| b.address.to_string()).collect();
+    assert_eq!(backends, ["[2001:2::102]:8080", "198.18.0.103:80"]);
+}

@@ -4,7 +4,7 @@
 //! for several instances on a 2-core machine.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,7 +55,7 @@ impl Apache {
         }
         let dir = lab.work_dir().join(format!("apache-{name}"));
         let addr = SocketAddrV4::new(host.ip, port);
-        write_instance(&dir, addr, name)
+        write_instance(&dir, addr, host.ip6, name)
             .with_context(|| format!("writing Apache {name}'s files in {}", dir.display()))?;
         let mut apache = Apache {
             name: name.to_owned(),
@@ -121,7 +121,14 @@ impl Apache {
         }
     }
 
-    /// Where it listens.
+    /// Where it listens on IPv6: on a host of a dual-stack lab only.
+    pub fn addr6(&self) -> Option<SocketAddr> {
+        self.host
+            .ip6
+            .map(|ip6| SocketAddr::new(ip6.into(), self.addr.port()))
+    }
+
+    /// Where it listens (IPv4).
     pub fn addr(&self) -> SocketAddrV4 {
         self.addr
     }
@@ -187,7 +194,12 @@ fn tail(path: &Path) -> String {
 }
 
 /// Creates the instance directory: configuration, documents, log and runtime directories.
-fn write_instance(dir: &Path, addr: SocketAddrV4, name: &str) -> anyhow::Result<()> {
+fn write_instance(
+    dir: &Path,
+    addr: SocketAddrV4,
+    ip6: Option<Ipv6Addr>,
+    name: &str,
+) -> anyhow::Result<()> {
     for sub in ["", "htdocs", "htdocs/size", "logs", "run", "lock"] {
         let path = dir.join(sub);
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -199,7 +211,7 @@ fn write_instance(dir: &Path, addr: SocketAddrV4, name: &str) -> anyhow::Result<
     for size in SIZED_FILES {
         write_readable(&dir.join(format!("htdocs/size/{size}")), "x".repeat(size))?;
     }
-    write_readable(&dir.join("httpd.conf"), config(dir, addr, name))
+    write_readable(&dir.join("httpd.conf"), config(dir, addr, ip6, name))
 }
 
 fn write_readable(path: &Path, contents: String) -> anyhow::Result<()> {
@@ -208,7 +220,7 @@ fn write_readable(path: &Path, contents: String) -> anyhow::Result<()> {
         .with_context(|| format!("making {} readable", path.display()))
 }
 
-fn config(dir: &Path, addr: SocketAddrV4, name: &str) -> String {
+fn config(dir: &Path, addr: SocketAddrV4, ip6: Option<Ipv6Addr>, name: &str) -> String {
     let dir = dir.display();
     let modules: String = MODULES
         .iter()
@@ -216,12 +228,14 @@ fn config(dir: &Path, addr: SocketAddrV4, name: &str) -> String {
         .collect();
     let ip: Ipv4Addr = *addr.ip();
     let port = addr.port();
+    // On a dual-stack host, its IPv6 address too.
+    let listen6 = ip6.map_or_else(String::new, |ip6| format!("Listen [{ip6}]:{port}\n"));
     format!(
         r#"# Apache backend "{name}" of a Tandem lab (generated; see tests/src/backends/apache.rs)
 ServerRoot "{dir}"
 ServerName {name}
 Listen {ip}:{port}
-PidFile "{dir}/run/apache2.pid"
+{listen6}PidFile "{dir}/run/apache2.pid"
 DefaultRuntimeDir "{dir}/run"
 Mutex file:{dir}/lock default
 ErrorLog "{dir}/logs/error.log"

@@ -1,7 +1,7 @@
 //! [`EchoBackend`]: runs the project's `tandem-echo` server on a lab host, and
 //! [`echo_binary`], which finds the built binary.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -48,24 +48,30 @@ impl EchoBackend {
         port: u16,
         name: &str,
     ) -> anyhow::Result<EchoBackend> {
-        EchoBackend::start_listening(binary, host, SocketAddrV4::new(host.ip, port), name)
+        EchoBackend::start_listening(binary, host, SocketAddrV4::new(host.ip, port).into(), name)
     }
 
-    /// Starts the echo server on all of `host`'s addresses (0.0.0.0:`port`), so it also answers
-    /// on a VIP that VRRP adds later: the "plain web server on each node" of a classic pair.
+    /// Starts the echo server on all of `host`'s addresses (0.0.0.0:`port`; on a host of a
+    /// dual-stack lab `[::]:port`, which Linux makes dual-stack, so IPv4 too), so it also
+    /// answers on a VIP that VRRP adds later: the "plain web server on each node" of a classic
+    /// pair.
     pub fn start_on_all_addresses(
         host: &Host,
         port: u16,
         name: &str,
     ) -> anyhow::Result<EchoBackend> {
-        let listen = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
-        EchoBackend::start_listening(&echo_binary()?, host, listen, name)
+        let any: IpAddr = if host.ip6.is_some() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        EchoBackend::start_listening(&echo_binary()?, host, SocketAddr::new(any, port), name)
     }
 
     fn start_listening(
         binary: &Path,
         host: &Host,
-        listen: SocketAddrV4,
+        listen: SocketAddr,
         name: &str,
     ) -> anyhow::Result<EchoBackend> {
         let addr = SocketAddrV4::new(host.ip, listen.port());

@@ -22,7 +22,7 @@ use assemble::{assemble, host_of, is_host_pattern, prefix_of};
 pub(super) use lex::tokenize;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::{
@@ -337,20 +337,13 @@ impl Reader<'_, '_> {
             self.untranslated(directive, "expected one address; not translated");
             return None;
         };
-        if let Ok(ip) = text.parse::<Ipv4Addr>() {
+        if let Ok(ip) = text.parse::<IpAddr>() {
             return Some(Host::Ip(ip));
-        }
-        if text.parse::<Ipv6Addr>().is_ok() {
-            self.untranslated(
-                directive,
-                "Tandem serves IPv4 only; give an IPv4 address of the same host",
-            );
-            return Some(Host::Name(text.to_owned()));
         }
         if let Some(ip) = self.hosts.get(&text.to_ascii_lowercase()) {
             self.findings
                 .note(directive, format!("written as {ip}, from --map or --hosts"));
-            return Some(Host::Ip(*ip));
+            return Some(Host::Ip(IpAddr::V4(*ip)));
         }
         self.findings.note(
             directive,
@@ -446,7 +439,7 @@ impl Reader<'_, '_> {
                 directive,
                 format!("{kind} without Address: written as 0.0.0.0 (every address)"),
             );
-            Host::Ip(Ipv4Addr::UNSPECIFIED)
+            Host::Ip(Ipv4Addr::UNSPECIFIED.into())
         });
         let port = port.unwrap_or_else(|| {
             let port = if tls { 443 } else { 80 };

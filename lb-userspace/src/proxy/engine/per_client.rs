@@ -1,11 +1,14 @@
 //! `max_connections_per_client`: how many connections one client address may have open at
-//! once, across every worker (nginx's `limit_conn`). A connection over the limit is closed as
-//! soon as it is accepted, before it costs a task or a buffer; the ones the client already has
-//! go on. Off unless configured: clients behind one NAT share an address.
+//! once, across every worker (nginx's `limit_conn`); an IPv6 client is its /64
+//! ([`limited_client`]). A connection over the limit is closed as soon as it is accepted,
+//! before it costs a task or a buffer; the ones the client already has go on. Off unless
+//! configured: clients behind one NAT share an address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use crate::proxy::policy::limited_client;
 
 /// Open connections per client address.
 #[derive(Debug)]
@@ -31,6 +34,7 @@ impl ClientTable {
 
     /// A place for one more connection from `client`, unless it has `max` open already.
     pub fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Box<ClientSlot>> {
+        let client = limited_client(client);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(client).or_insert(0);
         if *count >= self.max {
@@ -67,6 +71,15 @@ impl Drop for ClientSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_cannot_pass_the_limit_with_more_addresses_of_its_64() {
+        let table = ClientTable::new(1);
+        let address = |text: &str| -> IpAddr { text.parse().expect("address") };
+        let _first = table.admit(address("2001:2::10")).expect("first");
+        assert!(table.admit(address("2001:2::11")).is_none());
+        assert!(table.admit(address("2001:2:0:1::10")).is_some());
+    }
 
     #[test]
     fn a_client_gets_max_connections_and_more_once_one_closes() {

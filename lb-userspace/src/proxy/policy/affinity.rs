@@ -470,7 +470,8 @@ const NEW_KEYS_WINDOW: Duration = Duration::from_secs(60);
 /// rather than grow without bound.
 const NEW_KEYS_CLIENTS: usize = 65_536;
 
-/// Per client address, the new session keys it added in the current window.
+/// Per client (an IPv4 address, an IPv6 /64: [`super::limited_client`]), the new session keys
+/// it added in the current window.
 #[derive(Debug, Default)]
 pub struct NewKeyLimit {
     clients: HashMap<IpAddr, (Instant, u32)>,
@@ -479,6 +480,7 @@ pub struct NewKeyLimit {
 impl NewKeyLimit {
     /// Whether `client` may add one more key now (and counts it if so).
     pub fn allow(&mut self, client: IpAddr, now: Instant) -> bool {
+        let client = super::limited_client(client);
         if self.clients.len() >= NEW_KEYS_CLIENTS && !self.clients.contains_key(&client) {
             self.clients
                 .retain(|_, (since, _)| now.saturating_duration_since(*since) < NEW_KEYS_WINDOW);
