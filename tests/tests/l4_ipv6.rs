@@ -3,12 +3,10 @@
 //! http1 and http2 (the VIP on their loopback), and through the userspace relay; both send
 //! each flow to the backend Maglev picks for it by `lb_common::flow_hash6`.
 //!
-//! The lab is IPv4 only (IPv6 is off in its namespaces, so that other tests count packets
-//! without neighbour discovery in the way): this test turns IPv6 on in the namespaces it uses
-//! and gives each host an address in 2001:2::/64 (RFC 5180's benchmarking range, host part as
-//! in the IPv4 lab: the client is 2001:2::10), added with `nodad` so it serves at once. The
-//! lab's teardown removes the namespaces with everything in them, pinned maps included, also
-//! when an assertion fails.
+//! The lab is the dual-stack one: every host also has 2001:2::N/64 (RFC 5180's benchmarking
+//! range; the client is 2001:2::10), added without duplicate address detection so it serves at
+//! once. The lab's teardown removes the namespaces with everything in them, pinned maps
+//! included, also when an assertion fails.
 
 mod l4_common;
 
@@ -22,51 +20,19 @@ use anyhow::Context as _;
 use l4_common::{eventually, parse, Node};
 use tandem::dataplane::{self, DataplaneKind, Plan};
 use tandem_lab::l4::NetnsRuntime;
-use tandem_lab::{Host, Lab, CLIENT, HTTP1, HTTP2, LB1};
+use tandem_lab::{Host, Lab, CLIENT, HTTP1, HTTP2, LB1, VIP6};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99);
 const TCP_PORT: u16 = 7000;
 const UDP_PORT: u16 = 7001;
 /// Client ports the tests ask from, so that Maglev's choice for each is known.
 const PORTS: std::ops::Range<u16> = 47000..47024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A host's IPv6 address: the IPv4 lab's host number after 2001:2:: (198.18.0.102 ->
-/// 2001:2::102).
+/// A host's IPv6 address: every host of the dual-stack lab has one.
 fn ip6(host: &Host) -> Ipv6Addr {
-    format!("2001:2::{}", host.ip.octets()[3])
-        .parse()
-        .expect("an IPv6 address")
-}
-
-/// Turns IPv6 on in `host`'s namespace and adds its address on eth0, without DAD.
-fn enable_ipv6(host: &Host) -> anyhow::Result<()> {
-    host.run(
-        "sysctl",
-        &[
-            "-q",
-            "-w",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.lo.disable_ipv6=0",
-            "net.ipv6.conf.eth0.disable_ipv6=0",
-        ],
-    )?;
-    host.run(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", ip6(host)),
-            "dev",
-            &host.iface,
-            "nodad",
-        ],
-    )?;
-    Ok(())
+    host.ip6.expect("a dual-stack lab host has an IPv6 address")
 }
 
 /// A server on a backend that answers every line (TCP) and datagram (UDP) with
@@ -136,8 +102,7 @@ fn parse_answer(line: &str) -> io::Result<Answer> {
     }
 }
 
-/// The lab with IPv6 on the client, lb1 and both backends; the backends serve the IPv6 VIP by
-/// direct server return. Field order: the servers and the client's runtime go before the lab.
+/// The dual-stack lab; the backends serve the IPv6 VIP by direct server return. Field order: the servers and the client's runtime go before the lab.
 struct Ipv6Lab {
     _servers: Vec<WhoServer6>,
     client: NetnsRuntime,
@@ -146,10 +111,7 @@ struct Ipv6Lab {
 
 impl Ipv6Lab {
     fn new() -> Ipv6Lab {
-        let lab = Lab::new().expect("lab");
-        for name in [CLIENT, LB1, HTTP1, HTTP2] {
-            enable_ipv6(lab.host(name)).expect("IPv6 on the host");
-        }
+        let lab = Lab::dual_stack().expect("dual-stack lab");
         let mut servers = Vec::new();
         for name in [HTTP1, HTTP2] {
             let host = lab.host(name);
