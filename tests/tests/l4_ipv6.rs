@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use l4_common::{eventually, parse, Node};
+use tandem::config::Config;
 use tandem::dataplane::{self, DataplaneKind, Plan};
 use tandem_lab::l4::NetnsRuntime;
-use tandem_lab::{Host, Lab, CLIENT, HTTP1, HTTP2, LB1, VIP6};
+use tandem_lab::{Host, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP6};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
@@ -113,7 +114,8 @@ impl Ipv6Lab {
     fn new() -> Ipv6Lab {
         let lab = Lab::dual_stack().expect("dual-stack lab");
         let mut servers = Vec::new();
-        for name in [HTTP1, HTTP2] {
+        // lb2 serves too: the backend a reload inserts.
+        for name in [HTTP1, HTTP2, LB2] {
             let host = lab.host(name);
             // A VIP on lo is not answered for on eth0 (neighbour solicitations are answered
             // for the receiving interface's addresses): IPv6 needs no arp_ignore.
@@ -144,12 +146,17 @@ impl Ipv6Lab {
         self.lab.host(name)
     }
 
-    /// lb1's data plane in `mode`, for the IPv6 services, opened in lb1's namespace and
-    /// activated; lb1 then takes the VIP (as a master: maps first, then the address).
+    /// lb1's data plane in `mode` for the IPv6 services over http1 and http2 (see
+    /// [`Ipv6Lab::open`]).
     fn lb1(&self, mode: &str) -> Node {
+        self.open(self.config(mode, &[HTTP1, HTTP2]))
+    }
+
+    /// lb1's config: the IPv6 TCP and UDP services over `backends`, in that order.
+    fn config(&self, mode: &str, backends: &[&str]) -> Config {
         let pin_dir = self.lab.pin_dir(LB1);
         let backends = |port: u16| {
-            [HTTP1, HTTP2]
+            backends
                 .iter()
                 .map(|h| format!("\"[{}]:{port}\"", ip6(self.host(h))))
                 .collect::<Vec<_>>()
@@ -181,7 +188,13 @@ backends = [{udp}]
             tcp = backends(TCP_PORT),
             udp = backends(UDP_PORT),
         );
-        let config = parse(&text);
+        parse(&text)
+    }
+
+    /// lb1's data plane for `config`, opened in lb1's namespace and activated; lb1 then takes
+    /// the VIP (as a master: maps first, then the address).
+    fn open(&self, config: Config) -> Node {
+        let pin_dir = self.lab.pin_dir(LB1);
         let runtime = NetnsRuntime::new(self.host(LB1)).expect("lb1 runtime");
         let opened = config.clone();
         let dataplane = runtime
@@ -270,7 +283,12 @@ backends = [{udp}]
     /// The backend Maglev picks for a flow from the client's `port` to `service`, computed
     /// here from the config by the library the XDP tables and the relay come from.
     fn expected(&self, node: &Node, service: &str, port: u16) -> &'static str {
-        let plan = Plan::new(&node.config).expect("plan");
+        self.expected_under(&node.config, service, port)
+    }
+
+    /// [`Ipv6Lab::expected`] under `config`.
+    fn expected_under(&self, config: &Config, service: &str, port: u16) -> &'static str {
+        let plan = Plan::new(config).expect("plan");
         let service = plan.service(service).expect("service");
         let client = SocketAddr::from((ip6(self.host(CLIENT)), port));
         let chosen = service
@@ -278,14 +296,49 @@ backends = [{udp}]
             .expect("a backend")
             .address
             .ip();
-        if chosen == IpAddr::V6(ip6(self.host(HTTP1))) {
-            HTTP1
-        } else if chosen == IpAddr::V6(ip6(self.host(HTTP2))) {
-            HTTP2
-        } else {
-            panic!("{chosen} is no backend")
-        }
+        [HTTP1, HTTP2, LB2]
+            .into_iter()
+            .find(|h| chosen == IpAddr::V6(ip6(self.host(h))))
+            .unwrap_or_else(|| panic!("{chosen} is no backend"))
     }
+
+    /// A TCP connection from the client's `port`, kept open.
+    fn converse(&self, port: u16) -> io::Result<Conversation6> {
+        self.client.block_on(async move {
+            let socket = TcpSocket::new_v6()?;
+            socket.set_reuseaddr(true)?;
+            socket.set_zero_linger()?;
+            socket.bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))?;
+            let server = SocketAddr::from((VIP6, TCP_PORT));
+            let stream = tokio::time::timeout(ANSWER_TIMEOUT, socket.connect(server))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect"))??;
+            let (read, write) = stream.into_split();
+            Ok(Conversation6 {
+                lines: BufReader::new(read).lines(),
+                write,
+            })
+        })
+    }
+
+    /// One question on a kept-open connection (its socket is the client's already).
+    fn ask(&self, conversation: &mut Conversation6) -> io::Result<Answer> {
+        self.client.handle().block_on(async {
+            conversation.write.write_all(b"who\n").await?;
+            match tokio::time::timeout(ANSWER_TIMEOUT, conversation.lines.next_line()).await {
+                Ok(Ok(Some(line))) => parse_answer(&line),
+                Ok(Ok(None)) => Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")),
+            }
+        })
+    }
+}
+
+/// A TCP connection to the service kept open across what a test does to lb1.
+struct Conversation6 {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
 }
 
 #[test]
@@ -456,5 +509,95 @@ fn ipv6_flows_are_forwarded_in_native_mode_too() {
         });
         assert_eq!(answer.backend, lab.expected(&node, "who6", port));
     }
+    node.shutdown();
+}
+
+#[test]
+fn ipv6_flows_keep_their_backend_across_a_reload_that_inserts_a_backend_and_a_restart() {
+    let lab = Ipv6Lab::new();
+    let original = lab.config("xdp-generic", &[HTTP1, HTTP2]);
+    let reloaded = lab.config("xdp-generic", &[LB2, HTTP1, HTTP2]);
+    // Client ports whose new flows the reloaded table gives to lb2, and ports it leaves where
+    // they were. Numbered in config order, the restarted data plane would give lb2 the id the
+    // kernel recorded http1's flows with: the first kind would be placed again, onto lb2.
+    let mut ports = Vec::new();
+    let (mut to_lb2, mut staying) = (0, 0);
+    for port in 53000..54000u16 {
+        let before = lab.expected_under(&original, "who6", port);
+        let after = lab.expected_under(&reloaded, "who6", port);
+        if after == LB2 && to_lb2 < 3 {
+            to_lb2 += 1;
+            ports.push((port, before));
+        } else if after == before && staying < 3 {
+            staying += 1;
+            ports.push((port, before));
+        }
+    }
+    assert_eq!((to_lb2, staying), (3, 3), "client ports of each kind");
+
+    let node = lab.open(original);
+    let mut conversations: Vec<(Conversation6, &str)> = ports
+        .iter()
+        .map(|&(port, backend)| {
+            let mut c = lab.converse(port).expect("connect through lb1");
+            let answer = lab.ask(&mut c).expect("first answer");
+            assert_eq!(answer.backend, backend, "port {port}: Maglev's choice");
+            (c, backend)
+        })
+        .collect();
+    let mut go_on = |when: &str| {
+        for (c, backend) in conversations.iter_mut() {
+            let answer = lab
+                .ask(c)
+                .unwrap_or_else(|e| panic!("{when}: the connection to {backend} broke: {e}"));
+            assert_eq!(answer.backend, *backend, "{when}: the same backend");
+        }
+    };
+
+    let config = reloaded.clone();
+    let dataplane = node.dataplane.clone();
+    node.runtime
+        .block_on(async move { dataplane.reconfigure(&config).await })
+        .expect("the reload");
+    go_on("after the reload");
+    let ids = |node: &Node| -> Vec<(u64, String)> {
+        let maps = node.maps_json(lab.host(LB1));
+        let service = maps["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|s| s["port"] == TCP_PORT)
+            .expect("the TCP service")
+            .clone();
+        let mut ids: Vec<(u64, String)> = service["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_u64().unwrap(),
+                    b["address"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(&node);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let moved = node.counter(lab.host(LB1), "flow_moved");
+
+    // A stop that leaves the program and the maps (as `tandem run` does on SIGTERM), then a
+    // start with the reloaded config: it numbers against what the pinned maps hold.
+    node.shutdown();
+    go_on("with no daemon");
+    let node = lab.open(reloaded);
+    go_on("after the restart");
+    assert_eq!(ids(&node), before, "every backend kept its id");
+    assert_eq!(
+        node.counter(lab.host(LB1), "flow_moved"),
+        moved,
+        "no recorded flow was placed again"
+    );
     node.shutdown();
 }
