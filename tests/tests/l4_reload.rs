@@ -83,15 +83,15 @@ fn expected(l4: &L4Lab, config: &Config, service: &str, port: u16) -> String {
     let plan = Plan::new(config).expect("plan");
     let service = plan.service(service).expect("service");
     let maglev = service.maglev(|_| true);
-    let client = SocketAddrV4::new(l4.host(CLIENT).ip, port);
-    let backend = *service
+    let client = std::net::SocketAddr::from((l4.host(CLIENT).ip, port));
+    let backend = service
         .choose(&maglev, client)
         .expect("a backend")
         .address
         .ip();
     l4.lab
         .hosts()
-        .find(|h| h.ip == backend)
+        .find(|h| std::net::IpAddr::V4(h.ip) == backend)
         .map(|h| h.name.clone())
         .expect("a lab host")
 }

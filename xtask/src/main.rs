@@ -119,10 +119,10 @@ enum BenchCmd {
         only: Option<String>,
     },
     /// L4 balancing: Tandem XDP (native, generic), nftables DNAT, HAProxy mode tcp and
-    /// Tandem's userspace relay; packets/s (trafgen UDP flood), requests/s (wrk) and the
-    /// balancer's CPU time per packet.
+    /// Tandem's userspace relay, then XDP and nftables over IPv6; packets/s (trafgen UDP
+    /// flood), requests/s (wrk) and the balancer's CPU time per packet.
     L4 {
-        /// Seconds of each load per peer (5 peers, 2 loads).
+        /// Seconds of each load per peer (5 IPv4 peers and 3 IPv6 ones, 2 loads each).
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },

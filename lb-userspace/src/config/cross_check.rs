@@ -15,30 +15,8 @@ use super::read::{Document, ServiceSpans, VrrpSpans};
 pub(super) fn check(report: &mut Reporter, document: &Document) {
     check_vrrp(report, &document.vrrp);
     check_services(report, &document.services);
-    check_not_yet_ipv6(report, document);
     check_replication(report, document);
     warn(report, document);
-}
-
-/// IPv6 is arriving part by part (the config, the proxy, the health checks and VRRP serve it); what
-/// does not serve it yet is refused here, before anything runs, rather than accepted and left
-/// silently unserved.
-fn check_not_yet_ipv6(report: &mut Reporter, document: &Document) {
-    for (service, spans) in &document.services {
-        if service.mode.is_l4() && service.listen.is_ipv6() {
-            report.error(
-                spans.listen,
-                format!(
-                    "service {:?} is mode = \"{}\" on IPv6 ({}), and this build forwards L4 \
-                     services over IPv4 only (XDP and the relay): use mode = \"http\" for \
-                     IPv6, or an IPv4 listen address",
-                    service.name,
-                    service.mode.as_str(),
-                    service.listen
-                ),
-            );
-        }
-    }
 }
 
 /// The replication listener is one more TCP socket on the node: it must not take a service's.

@@ -1231,17 +1231,18 @@ fn an_ipv6_vrrp_instance_loads() {
     );
 }
 
-/// What does not serve IPv6 yet says so at `tandem check`, not by silence at run time.
+/// The data plane (XDP and the relay) forwards IPv6 L4 services, beside IPv4 ones.
 #[test]
-fn ipv6_l4_services_are_refused_until_they_are_served() {
-    let l4 = format!(
-        "{NODE}{VRRP}[[service]]\nname = \"echo\"\nlisten = \"[2001:2::99]:7000\"\n\
-         mode = \"tcp\"\nbackends = [\"[2001:2::102]:7000\"]\n"
+fn ipv6_l4_services_with_ipv6_backends_are_accepted() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"echo6\"\nlisten = \"[2001:2::99]:7000\"\n\
+         mode = \"tcp\"\nbackends = [\"[2001:2::102]:7000\", \"[2001:2::103]:7000\"]\n\n\
+         [[service]]\nname = \"dns6\"\nlisten = \"[2001:2::99]:53\"\n\
+         mode = \"udp\"\nbackends = [\"[2001:2::102]:53\"]\n"
     );
-    assert_eq!(
-        error(&l4),
-        "t.toml:11:10: service \"echo\" is mode = \"tcp\" on IPv6 ([2001:2::99]:7000), and this \
-         build forwards L4 services over IPv4 only (XDP and the relay): use mode = \"http\" for \
-         IPv6, or an IPv4 listen address"
-    );
+    let config = parse_ok(&text).config;
+    let echo = &config.services[0];
+    assert_eq!(echo.listen, addr("[2001:2::99]:7000"));
+    assert_eq!(echo.backends[1].address, addr("[2001:2::103]:7000"));
+    assert_eq!(config.services[1].mode, ServiceMode::Udp);
 }

@@ -9,6 +9,10 @@
 //! - CONNTRACK is the program's; userspace never clears it, so flows survive a restart and a
 //!   round trip through backup.
 //!
+//! Each family's entries go to its own maps (SERVICES6, VIPS6, BACKENDS6 for IPv6 services,
+//! VIPs and backends), picked by `KernelMaps` from the address; everything below is the same
+//! for both.
+//!
 //! When a backend goes down its table slots move first (new flows avoid it) and its flag is
 //! cleared after (its recorded flows are placed again by the new table); coming up, the
 //! order is reversed. MACs come from the neighbour table, refreshed every
@@ -65,17 +69,17 @@
 //! order and logs why.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
-use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_UP, NO_BACKEND};
+use lb_common::{ServiceValue, BACKEND_UP, NO_BACKEND};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::plan::{Plan, PlannedService, Share};
+use super::plan::{KernelKey, Plan, PlannedService, Share};
 use super::xdp::loader::{self, AttachMode, Attachment};
 use super::xdp::maps::KernelMaps;
 use super::xdp::neighbour::Neighbours;
@@ -116,7 +120,7 @@ struct State {
     maps: KernelMaps,
     active: bool,
     health: HealthView,
-    macs: HashMap<Ipv4Addr, [u8; 6]>,
+    macs: HashMap<IpAddr, [u8; 6]>,
     /// Per L4 service (by ring): the Maglev table over its backends that are up, and the
     /// kernel table (backend ids) last written from it.
     tables: HashMap<u32, (Maglev, Vec<u32>)>,
@@ -138,7 +142,7 @@ impl XdpDataplane {
             .with_context(|| format!("reading interface {}", node.interface))?;
         let mut maps = KernelMaps::open(&node.bpf_pin_dir)?;
         maps.set_iface_mac(link.mac)?;
-        let pinned_services = maps.services()?;
+        let pinned_services = maps.service_entries()?;
         let was_active = !pinned_services.is_empty();
         info!(
             interface = %attachment.interface,
@@ -151,7 +155,7 @@ impl XdpDataplane {
             if attachment.reused_maps {
                 format!(
                     "; kept the pinned maps ({} recorded flows{})",
-                    maps.flow_count().unwrap_or(0),
+                    maps.flow_count_all().unwrap_or(0),
                     if was_active { ", still forwarding" } else { "" }
                 )
             } else {
@@ -214,9 +218,9 @@ impl XdpDataplane {
 
     async fn resolve_macs(
         &self,
-        ips: &[Ipv4Addr],
+        ips: &[IpAddr],
         wait: Duration,
-    ) -> anyhow::Result<HashMap<Ipv4Addr, [u8; 6]>> {
+    ) -> anyhow::Result<HashMap<IpAddr, [u8; 6]>> {
         self.inner
             .neighbours
             .resolve(ips, wait)
@@ -240,7 +244,7 @@ impl XdpDataplane {
         });
     }
 
-    fn apply_backend(&self, service: &str, backend: SocketAddrV4, up: bool) -> anyhow::Result<()> {
+    fn apply_backend(&self, service: &str, backend: SocketAddr, up: bool) -> anyhow::Result<()> {
         let mut state = self.state();
         // The plan of the moment: a follower of a service a reload removed finds nothing.
         let plan = state.plan.clone();
@@ -254,13 +258,12 @@ impl XdpDataplane {
             return Ok(());
         }
         info!(service, %backend, up, "L4 backend {}; rebuilding the Maglev table", if up { "up" } else { "down" });
-        let value = backend_value(&state, planned, backend);
         if up {
-            state.maps.put_backend(entry.id, value)?;
+            put_backend(&mut state, planned, backend, entry.id)?;
             write_table(&mut state, planned)?;
         } else {
             write_table(&mut state, planned)?;
-            state.maps.put_backend(entry.id, value)?;
+            put_backend(&mut state, planned, backend, entry.id)?;
         }
         Ok(())
     }
@@ -292,7 +295,7 @@ impl XdpDataplane {
         let plan = Arc::new(Plan::reconcile(&previous, config)?);
         warn_about_ports(&plan, Some(&previous));
         // New backends' MACs before anything changes, so their first frames find them.
-        let missing: Vec<Ipv4Addr> = {
+        let missing: Vec<IpAddr> = {
             let state = self.state();
             backend_ips(&plan)
                 .into_iter()
@@ -340,9 +343,9 @@ impl XdpDataplane {
             // away stops first, so no packet meets a table or backends rewritten under it (as
             // step 1 of a reload); with the numbering recovered, nothing does.
             let wanted = services_wanted(&plan);
-            for (key, value) in state.maps.services()? {
+            for (key, value) in state.maps.service_entries()? {
                 if !wanted.contains(&(key, value)) {
-                    state.maps.remove_service(&key)?;
+                    state.maps.remove_service_entry(&key)?;
                 }
             }
         }
@@ -366,11 +369,11 @@ impl XdpDataplane {
 
     fn do_deactivate(&self) -> anyhow::Result<()> {
         let mut state = self.state();
-        for vip in state.maps.vips()? {
-            state.maps.remove_vip(vip)?;
+        for vip in state.maps.vip_addresses()? {
+            state.maps.remove_vip_address(vip)?;
         }
-        for (key, _) in state.maps.services()? {
-            state.maps.remove_service(&key)?;
+        for (key, _) in state.maps.service_entries()? {
+            state.maps.remove_service_entry(&key)?;
         }
         if state.active {
             info!("XDP data plane inactive: every packet goes to the kernel");
@@ -381,10 +384,10 @@ impl XdpDataplane {
 }
 
 /// The L4 backends' addresses, each once.
-fn backend_ips(plan: &Plan) -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = plan
+fn backend_ips(plan: &Plan) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = plan
         .l4_services()
-        .flat_map(|s| s.backends.iter().map(|b| *b.address.ip()))
+        .flat_map(|s| s.backends.iter().map(|b| b.address.ip()))
         .collect();
     ips.sort();
     ips.dedup();
@@ -392,7 +395,7 @@ fn backend_ips(plan: &Plan) -> Vec<Ipv4Addr> {
 }
 
 /// Notes the MACs `found` for `ips`; true when one is new or changed.
-fn record_macs(state: &mut State, ips: &[Ipv4Addr], found: &HashMap<Ipv4Addr, [u8; 6]>) -> bool {
+fn record_macs(state: &mut State, ips: &[IpAddr], found: &HashMap<IpAddr, [u8; 6]>) -> bool {
     let mut changed = false;
     for ip in ips {
         match (found.get(ip), state.macs.get(ip)) {
@@ -404,7 +407,7 @@ fn record_macs(state: &mut State, ips: &[Ipv4Addr], found: &HashMap<Ipv4Addr, [u
             }
             (None, Some(_)) => {} // keep the last known one; the next round probes again
             (None, None) => {
-                warn!(backend = %ip, "backend MAC unknown (no ARP answer): its L4 frames are dropped until it answers; is it on the same L2 segment as the node?");
+                warn!(backend = %ip, "backend MAC unknown (no ARP or neighbour discovery answer): its L4 frames are dropped until it answers; is it on the same L2 segment as the node?");
             }
         }
     }
@@ -432,26 +435,31 @@ fn warn_about_ports(plan: &Plan, previous: Option<&Plan>) {
     }
 }
 
-fn backend_value(state: &State, service: &PlannedService, address: SocketAddrV4) -> BackendValue {
-    BackendValue {
-        addr: u32::from_ne_bytes(address.ip().octets()),
-        mac: state.macs.get(address.ip()).copied().unwrap_or([0; 6]),
-        port: address.port().to_be(),
-        flags: if state.health.is_up(&service.name, address) {
-            BACKEND_UP
-        } else {
-            0
-        },
-        service: service.id,
-    }
+/// Writes backend `id` of `service` (address, MAC, health, service id) into BACKENDS or
+/// BACKENDS6, by the address's family.
+fn put_backend(
+    state: &mut State,
+    service: &PlannedService,
+    address: SocketAddr,
+    id: u32,
+) -> anyhow::Result<()> {
+    let mac = state.macs.get(&address.ip()).copied().unwrap_or([0; 6]);
+    let flags = if state.health.is_up(&service.name, address) {
+        BACKEND_UP
+    } else {
+        0
+    };
+    state
+        .maps
+        .put_backend_entry(id, address, mac, flags, service.id)?;
+    Ok(())
 }
 
 /// Writes the entry (address, MAC, health, service) of every L4 backend of `plan`.
 fn write_backends(state: &mut State, plan: &Plan) -> anyhow::Result<()> {
     for service in plan.l4_services() {
         for backend in &service.backends {
-            let value = backend_value(state, service, backend.address);
-            state.maps.put_backend(backend.id, value)?;
+            put_backend(state, service, backend.address, backend.id)?;
         }
     }
     Ok(())
@@ -465,10 +473,10 @@ fn clear_stray_backends(state: &mut State, plan: &Plan) -> anyhow::Result<()> {
         .l4_services()
         .flat_map(|s| s.backends.iter().map(|b| b.id))
         .collect();
-    for (id, value) in state.maps.backends()? {
+    for (id, value) in state.maps.backend_entries()? {
         if !ids.contains(&id) {
-            debug!(id, backend = %Ipv4Addr::from(value.addr.to_ne_bytes()), "clearing a backend the config no longer has");
-            state.maps.put_backend(id, BackendValue::default())?;
+            debug!(id, backend = %value.address, "clearing a backend the config no longer has");
+            state.maps.clear_backend(id)?;
         }
     }
     Ok(())
@@ -480,7 +488,7 @@ fn clear_stray_backends(state: &mut State, plan: &Plan) -> anyhow::Result<()> {
 fn numbering_at_start(
     config: &Config,
     maps: &KernelMaps,
-    services: &[(ServiceKey, ServiceValue)],
+    services: &[(KernelKey, ServiceValue)],
     fresh: Plan,
 ) -> Plan {
     const AFRESH: &str = "numbering the services in config order (established L4 flows whose backend gets another id than the previous run gave it are placed again by Maglev)";
@@ -488,7 +496,7 @@ fn numbering_at_start(
         info!("the pinned maps hold no service (the node was not forwarding when the daemon stopped): {AFRESH}");
         return fresh;
     }
-    let backends = match maps.backends() {
+    let backends = match maps.backend_entries() {
         Ok(backends) => backends,
         Err(err) => {
             warn!("reading the pinned backends: {err:#}; {AFRESH}");
@@ -546,31 +554,26 @@ fn write_services(state: &mut State) -> anyhow::Result<()> {
     let plan = state.plan.clone();
     let wanted = services_wanted(&plan);
     for (key, value) in &wanted {
-        state.maps.put_service(*key, *value)?;
+        state.maps.put_service_entry(*key, *value)?;
     }
-    for (key, _) in state.maps.services()? {
+    for (key, _) in state.maps.service_entries()? {
         if !wanted.iter().any(|(k, _)| *k == key) {
-            state.maps.remove_service(&key)?;
+            state.maps.remove_service_entry(&key)?;
         }
     }
-    let vips: Vec<u32> = plan
-        .vips
-        .iter()
-        .map(|v| u32::from_ne_bytes(v.octets()))
-        .collect();
-    for vip in &vips {
-        state.maps.put_vip(*vip)?;
+    for vip in &plan.vips {
+        state.maps.put_vip_address(*vip)?;
     }
-    for vip in state.maps.vips()? {
-        if !vips.contains(&vip) {
-            state.maps.remove_vip(vip)?;
+    for vip in state.maps.vip_addresses()? {
+        if !plan.vips.contains(&vip) {
+            state.maps.remove_vip_address(vip)?;
         }
     }
     Ok(())
 }
 
-/// The SERVICES entries of `plan`.
-fn services_wanted(plan: &Plan) -> Vec<(ServiceKey, ServiceValue)> {
+/// The SERVICES and SERVICES6 entries of `plan`.
+fn services_wanted(plan: &Plan) -> Vec<(KernelKey, ServiceValue)> {
     plan.services
         .iter()
         .map(PlannedService::kernel_entry)
@@ -590,9 +593,9 @@ fn switch_plan(state: &mut State, plan: Arc<Plan>) -> anyhow::Result<()> {
     // 1. Stop packets from reaching what goes away or changes.
     let wanted = services_wanted(&plan);
     if state.active {
-        for (key, value) in state.maps.services()? {
+        for (key, value) in state.maps.service_entries()? {
             if !wanted.contains(&(key, value)) {
-                state.maps.remove_service(&key)?;
+                state.maps.remove_service_entry(&key)?;
             }
         }
     }
@@ -637,7 +640,7 @@ fn switch_plan(state: &mut State, plan: Arc<Plan>) -> anyhow::Result<()> {
 
     // 5. What the new plan no longer uses.
     for &id in old_ids.difference(&new_ids) {
-        state.maps.put_backend(id, BackendValue::default())?;
+        state.maps.clear_backend(id)?;
     }
     let new_rings: HashSet<u32> = plan.l4_services().filter_map(|s| s.ring).collect();
     for service in previous.l4_services() {
@@ -666,9 +669,9 @@ fn restore_plan(state: &mut State, previous: Arc<Plan>, failed: &Plan) -> anyhow
     state.tables.clear();
     let wanted = services_wanted(&previous);
     if state.active {
-        for (key, value) in state.maps.services()? {
+        for (key, value) in state.maps.service_entries()? {
             if !wanted.contains(&(key, value)) {
-                state.maps.remove_service(&key)?;
+                state.maps.remove_service_entry(&key)?;
             }
         }
     }
@@ -682,9 +685,7 @@ fn restore_plan(state: &mut State, previous: Arc<Plan>, failed: &Plan) -> anyhow
         .collect();
     for service in failed.l4_services() {
         for backend in service.backends.iter().filter(|b| !ids.contains(&b.id)) {
-            state
-                .maps
-                .put_backend(backend.id, BackendValue::default())?;
+            state.maps.clear_backend(backend.id)?;
         }
     }
     let rings: HashSet<u32> = previous.l4_services().filter_map(|s| s.ring).collect();
@@ -712,7 +713,7 @@ impl Dataplane for XdpDataplane {
     fn set_backend_up(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         up: bool,
     ) -> BoxFuture<'_, anyhow::Result<()>> {
         let service = service.to_owned();
@@ -791,7 +792,7 @@ impl Dataplane for XdpDataplane {
                                     shares.get(i).copied().unwrap_or(0),
                                     maglev.table().len(),
                                 ),
-                                mac: state.macs.get(b.address.ip()).map(|m| Mac(*m).to_string()),
+                                mac: state.macs.get(&b.address.ip()).map(|m| Mac(*m).to_string()),
                                 packets: stats.packets,
                                 bytes: stats.bytes,
                             }
@@ -808,7 +809,7 @@ impl Dataplane for XdpDataplane {
             active: state.active,
             fallback_reason: None,
             services,
-            flows: state.maps.flow_count().ok(),
+            flows: state.maps.flow_count_all().ok(),
         }
     }
 }

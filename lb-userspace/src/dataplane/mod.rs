@@ -30,7 +30,7 @@ pub mod relay;
 pub mod xdp;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -67,7 +67,7 @@ pub trait Dataplane: Send + Sync {
     fn set_backend_up(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         up: bool,
     ) -> BoxFuture<'_, anyhow::Result<()>>;
 
@@ -142,14 +142,14 @@ pub struct DataplaneStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub mode: String,
     pub backends: Vec<BackendStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub weight: u32,
     pub up: bool,
     /// Its part of the service's Maglev table (new flows).
@@ -168,16 +168,16 @@ pub struct BackendStatus {
 /// do) and follows what it is told; and which backends the operator drained.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HealthView {
-    down: HashMap<(String, SocketAddrV4), ()>,
-    drained: HashSet<(String, SocketAddrV4)>,
+    down: HashMap<(String, SocketAddr), ()>,
+    drained: HashSet<(String, SocketAddr)>,
 }
 
 impl HealthView {
-    pub(crate) fn is_up(&self, service: &str, backend: SocketAddrV4) -> bool {
+    pub(crate) fn is_up(&self, service: &str, backend: SocketAddr) -> bool {
         !self.down.contains_key(&(service.to_owned(), backend))
     }
 
-    pub(crate) fn is_drained(&self, service: &str, backend: SocketAddrV4) -> bool {
+    pub(crate) fn is_drained(&self, service: &str, backend: SocketAddr) -> bool {
         self.drained.contains(&(service.to_owned(), backend))
     }
 
@@ -185,7 +185,7 @@ impl HealthView {
     pub(crate) fn set_drained(
         &mut self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         drained: bool,
     ) -> bool {
         let key = (service.to_owned(), backend);
@@ -213,7 +213,7 @@ impl HealthView {
 
     /// Keeps the states of the backends for which `keep(service, backend)` says yes; the
     /// others are forgotten (a backend that is configured again later starts up, in rotation).
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, SocketAddrV4) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, SocketAddr) -> bool) {
         self.down
             .retain(|(service, backend), _| keep(service, *backend));
         self.drained
@@ -221,7 +221,7 @@ impl HealthView {
     }
 
     /// Records a state; returns true when it changed.
-    pub(crate) fn set(&mut self, service: &str, backend: SocketAddrV4, up: bool) -> bool {
+    pub(crate) fn set(&mut self, service: &str, backend: SocketAddr, up: bool) -> bool {
         let key = (service.to_owned(), backend);
         if up {
             self.down.remove(&key).is_some()
@@ -240,7 +240,7 @@ pub(crate) fn spawn_health_follower<F>(
     stop: CancellationToken,
     apply: F,
 ) where
-    F: Fn(String, SocketAddrV4, bool) -> BoxFuture<'static, anyhow::Result<()>> + Send + 'static,
+    F: Fn(String, SocketAddr, bool) -> BoxFuture<'static, anyhow::Result<()>> + Send + 'static,
 {
     let service = service.to_owned();
     let mut changes = table.subscribe();
@@ -250,11 +250,7 @@ pub(crate) fn spawn_health_follower<F>(
                 if stop.is_cancelled() {
                     return; // a replaced table's verdicts must not undo the new one's
                 }
-                // The data plane forwards IPv4 L4 services only (see plan::ipv4).
-                let SocketAddr::V4(backend) = *backend else {
-                    continue;
-                };
-                if let Err(err) = apply(service.clone(), backend, table.is_up_at(index)).await {
+                if let Err(err) = apply(service.clone(), *backend, table.is_up_at(index)).await {
                     warn!(service, %backend, "updating the data plane after a health change: {err:#}");
                 }
             }

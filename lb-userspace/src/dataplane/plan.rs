@@ -28,13 +28,19 @@
 //! [`Plan::reconcile`], as a reload does: after reloads that inserted or removed backends, the
 //! ids in the maps are not those of config order, and the pinned connection table records
 //! flows by backend id and service id.
+//!
+//! Both families go through the same numbering: an IPv6 service's entry goes to SERVICES6
+//! (its [`KernelKey`] says which map), its backends to BACKENDS6, but service ids, rings and
+//! backend ids are one space over both families, as the program's Maglev tables and
+//! statistics are.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_common::{
-    BackendValue, ServiceKey, ServiceMode, ServiceValue, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
-    MAX_L4_SERVICES, MAX_SERVICES,
+    Backend6Value, BackendValue, ServiceKey, ServiceKey6, ServiceMode, ServiceValue, IPPROTO_TCP,
+    IPPROTO_UDP, MAX_BACKENDS, MAX_L4_SERVICES, MAX_SERVICES,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,13 +55,13 @@ pub struct Plan {
     /// The addresses that float between nodes (every `[[vrrp]]` virtual_ipaddress). A TCP or
     /// UDP packet for one of them on a port with no service is dropped; with no VRRP this is
     /// empty, so a standalone node never drops traffic to its own addresses.
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedService {
     pub name: String,
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub mode: config::ServiceMode,
     /// Index into SERVICE_STATS.
     pub id: u32,
@@ -66,7 +72,7 @@ pub struct PlannedService {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlannedBackend {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub weight: u32,
     /// Index into BACKENDS (L4 services only; 0 for HTTP services, whose backends the kernel
     /// never sees).
@@ -112,18 +118,90 @@ pub enum RecoverError {
     BackendIdTooLarge { id: u32 },
 }
 
-/// A SERVICES key as an operator reads it: `198.18.0.99:7000/tcp`.
-fn describe(key: &ServiceKey) -> String {
-    let proto = match key.proto {
+/// A service's key in the kernel: in SERVICES for an IPv4 listen address, in SERVICES6 for
+/// an IPv6 one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelKey {
+    V4(ServiceKey),
+    V6(ServiceKey6),
+}
+
+impl KernelKey {
+    /// The key of a service listening on `listen` for IP protocol `proto`.
+    pub fn new(listen: SocketAddr, proto: u8) -> KernelKey {
+        match listen {
+            SocketAddr::V4(v4) => {
+                KernelKey::V4(ServiceKey::new(v4.ip().octets(), v4.port(), proto))
+            }
+            SocketAddr::V6(v6) => {
+                KernelKey::V6(ServiceKey6::new(v6.ip().octets(), v6.port(), proto))
+            }
+        }
+    }
+
+    /// The virtual IP and port.
+    pub fn listen(&self) -> SocketAddr {
+        match self {
+            KernelKey::V4(k) => SocketAddr::from((Ipv4Addr::from(k.vip_octets()), k.port_host())),
+            KernelKey::V6(k) => SocketAddr::from((Ipv6Addr::from(k.vip), k.port_host())),
+        }
+    }
+
+    pub fn proto(&self) -> u8 {
+        match self {
+            KernelKey::V4(k) => k.proto,
+            KernelKey::V6(k) => k.proto,
+        }
+    }
+}
+
+/// The name `tandem maps` and error messages give an IP protocol.
+pub fn proto_name(proto: u8) -> String {
+    match proto {
         IPPROTO_TCP => "tcp".to_owned(),
         IPPROTO_UDP => "udp".to_owned(),
         other => format!("ip-proto-{other}"),
-    };
-    format!(
-        "{}:{}/{proto}",
-        Ipv4Addr::from(key.vip_octets()),
-        key.port_host()
-    )
+    }
+}
+
+/// As an operator reads it: `198.18.0.99:7000/tcp`, `[2001:2::99]:7000/tcp`.
+impl fmt::Display for KernelKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.listen(), proto_name(self.proto()))
+    }
+}
+
+fn describe(key: &KernelKey) -> String {
+    key.to_string()
+}
+
+/// A BACKENDS or BACKENDS6 entry that holds a backend, as [`Plan::recover`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelBackend {
+    pub address: SocketAddr,
+    /// The id of its service.
+    pub service: u32,
+}
+
+impl KernelBackend {
+    /// The backend in an IPv4 entry, `None` for an empty one.
+    pub fn from_v4(value: &BackendValue) -> Option<KernelBackend> {
+        (value.addr != 0).then(|| KernelBackend {
+            address: SocketAddr::from((
+                Ipv4Addr::from(value.addr.to_ne_bytes()),
+                u16::from_be(value.port),
+            )),
+            service: value.service,
+        })
+    }
+
+    /// The backend in an IPv6 entry, `None` for an empty one.
+    pub fn from_v6(value: &Backend6Value) -> Option<KernelBackend> {
+        (value.addr != [0; 16]).then(|| KernelBackend {
+            address: SocketAddr::from((Ipv6Addr::from(value.addr), u16::from_be(value.port))),
+            service: value.service,
+        })
+    }
 }
 
 /// How many ids the maps have room for.
@@ -206,11 +284,11 @@ impl Plan {
     /// an unknown mode, two entries with one service id or one Maglev table.
     pub fn recover(
         config: &Config,
-        services: &[(ServiceKey, ServiceValue)],
-        backends: &[(u32, BackendValue)],
+        services: &[(KernelKey, ServiceValue)],
+        backends: &[(u32, KernelBackend)],
     ) -> Result<Plan, RecoverError> {
-        let mut ids: HashMap<u32, &ServiceKey> = HashMap::new();
-        let mut rings: HashMap<u32, &ServiceKey> = HashMap::new();
+        let mut ids: HashMap<u32, &KernelKey> = HashMap::new();
+        let mut rings: HashMap<u32, &KernelKey> = HashMap::new();
         for (key, value) in services {
             let forward = match ServiceMode::from_u32(value.mode) {
                 Some(mode) => mode == ServiceMode::Forward,
@@ -253,23 +331,16 @@ impl Plan {
         if let Some((id, _)) = backends.iter().find(|(id, _)| *id >= MAX_BACKENDS) {
             return Err(RecoverError::BackendIdTooLarge { id: *id });
         }
-        let mut backends: Vec<&(u32, BackendValue)> =
-            backends.iter().filter(|(_, b)| b.addr != 0).collect();
+        let mut backends: Vec<&(u32, KernelBackend)> = backends.iter().collect();
         backends.sort_by_key(|(id, _)| *id);
 
         let mut recovered = Vec::new();
         // Each entry for one service at most (the config allows one service per listen socket).
-        let mut matched: HashSet<ServiceKey> = HashSet::new();
+        let mut matched: HashSet<KernelKey> = HashSet::new();
         for service in &config.services {
             let l4 = service.mode.is_l4();
-            let Some(listen) = ipv4(service.listen) else {
-                continue;
-            };
-            let key = ServiceKey::new(
-                listen.ip().octets(),
-                listen.port(),
-                service.mode.ip_protocol(),
-            );
+            let listen = service.listen;
+            let key = KernelKey::new(listen, service.mode.ip_protocol());
             let Some((_, value)) = services.iter().find(|(k, _)| *k == key) else {
                 continue;
             };
@@ -286,14 +357,11 @@ impl Plan {
                     .iter()
                     .filter(|(_, b)| b.service == value.id)
                     .map(|(id, b)| {
-                        let address = SocketAddrV4::new(
-                            Ipv4Addr::from(b.addr.to_ne_bytes()),
-                            u16::from_be(b.port),
-                        );
+                        let address = b.address;
                         let weight = service
                             .backends
                             .iter()
-                            .find(|c| c.address == SocketAddr::V4(address))
+                            .find(|c| c.address == address)
                             .map_or(0, |c| c.weight);
                         PlannedBackend {
                             address,
@@ -399,9 +467,7 @@ impl Plan {
         let mut services = Vec::with_capacity(count);
         let mut fresh_backends = 0usize;
         for service in &config.services {
-            let Some(listen) = ipv4(service.listen) else {
-                continue;
-            };
+            let listen = service.listen;
             let kept = remaining(service);
             let l4 = service.mode.is_l4();
             let id = kept.map_or_else(|| service_ids.lowest_free(), |k| k.id);
@@ -422,15 +488,13 @@ impl Plan {
                 None
             };
             // Each previous backend id once, even if an address were listed twice.
-            let mut kept_ids: HashMap<SocketAddrV4, u32> = kept
+            let mut kept_ids: HashMap<SocketAddr, u32> = kept
                 .filter(|_| l4)
                 .map(|k| k.backends.iter().rev().map(|b| (b.address, b.id)).collect())
                 .unwrap_or_default();
             let mut backends = Vec::with_capacity(service.backends.len());
             for backend in &service.backends {
-                let Some(address) = ipv4(backend.address) else {
-                    continue;
-                };
+                let address = backend.address;
                 let id = if !l4 {
                     0
                 } else if let Some(id) = kept_ids.remove(&address) {
@@ -481,26 +545,13 @@ impl Plan {
     }
 }
 
-/// The data plane's maps hold IPv4 services and VIPs: an IPv6 packet is passed to the stack,
-/// where the proxy serves IPv6 HTTP services (the config refuses IPv6 L4 services and VRRP
-/// instances for now). The IPv4 socket address of `address`, if it is one.
-fn ipv4(address: SocketAddr) -> Option<SocketAddrV4> {
-    match address {
-        SocketAddr::V4(v4) => Some(v4),
-        SocketAddr::V6(_) => None,
-    }
-}
-
-/// Every IPv4 `[[vrrp]]` virtual_ipaddress of `config`, each once, sorted.
-fn vips(config: &Config) -> Vec<Ipv4Addr> {
-    let mut vips: Vec<Ipv4Addr> = config
+/// Every `[[vrrp]]` virtual_ipaddress of `config` (both families), each once, sorted (IPv4
+/// first).
+fn vips(config: &Config) -> Vec<IpAddr> {
+    let mut vips: Vec<IpAddr> = config
         .vrrp
         .iter()
-        .flat_map(|v| v.virtual_ipaddress.iter())
-        .filter_map(|address| match address {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        })
+        .flat_map(|v| v.virtual_ipaddress.iter().copied())
         .collect();
     vips.sort();
     vips.dedup();
@@ -515,9 +566,9 @@ impl PlannedService {
 
     /// The service's SERVICES entry: its listen address, port and protocol, and what the
     /// program does with its packets (forward by its Maglev table, or pass to the proxy).
-    pub fn kernel_entry(&self) -> (ServiceKey, ServiceValue) {
+    pub fn kernel_entry(&self) -> (KernelKey, ServiceValue) {
         (
-            ServiceKey::new(self.listen.ip().octets(), self.listen.port(), self.proto()),
+            KernelKey::new(self.listen, self.proto()),
             ServiceValue {
                 id: self.id,
                 mode: if self.mode.is_l4() {
@@ -532,24 +583,20 @@ impl PlannedService {
 
     /// Fails, naming the service's backends, when `backend` is not one of them (what an
     /// operator's command about a backend answers to a typo).
-    pub fn require_backend(&self, backend: SocketAddr) -> anyhow::Result<SocketAddrV4> {
-        if let Some(found) = self
-            .backends
-            .iter()
-            .find(|b| SocketAddr::V4(b.address) == backend)
-        {
+    pub fn require_backend(&self, backend: SocketAddr) -> anyhow::Result<SocketAddr> {
+        if let Some(found) = self.backends.iter().find(|b| b.address == backend) {
             return Ok(found.address);
         }
         anyhow::bail!(config::no_such_backend(
             &self.name,
             backend,
-            self.backends.iter().map(|b| SocketAddr::V4(b.address))
+            self.backends.iter().map(|b| b.address)
         ))
     }
 
     /// The Maglev table over the backends for which `up` says yes; lookups return indices into
     /// `self.backends`. A backend's identity is its `address:port` text, the same on every node.
-    pub fn maglev(&self, up: impl Fn(SocketAddrV4) -> bool) -> Maglev {
+    pub fn maglev(&self, up: impl Fn(SocketAddr) -> bool) -> Maglev {
         let identities: Vec<String> = self
             .backends
             .iter()
@@ -571,16 +618,44 @@ impl PlannedService {
 
     /// The backend for a flow from `client`, as the XDP program and the relay choose it
     /// (without a connection entry): Maglev over the backends that are up, by
-    /// [`lb_common::flow_hash`]. `None` when no backend is up.
-    pub fn choose(&self, maglev: &Maglev, client: SocketAddrV4) -> Option<&PlannedBackend> {
-        let hash = lb_common::flow_hash(
-            client.ip().octets(),
-            client.port(),
-            self.listen.ip().octets(),
-            self.listen.port(),
-            self.proto(),
-        );
+    /// [`flow_hash_of`]. `None` when no backend is up.
+    pub fn choose(&self, maglev: &Maglev, client: SocketAddr) -> Option<&PlannedBackend> {
+        let hash = flow_hash_of(client, self.listen, self.proto());
         maglev.lookup(hash).map(|i| &self.backends[i])
+    }
+}
+
+/// The hash the XDP program places a flow from `client` to `service` with:
+/// [`lb_common::flow_hash`] for IPv4, [`lb_common::flow_hash6`] for IPv6. An IPv4 client of an
+/// IPv6 service (an IPv4-mapped address, which the relay's IPv6-only sockets never see) is
+/// hashed as its mapped IPv6 address.
+pub fn flow_hash_of(client: SocketAddr, service: SocketAddr, proto: u8) -> u64 {
+    match (client, service) {
+        (SocketAddr::V4(c), SocketAddr::V4(s)) => {
+            lb_common::flow_hash(c.ip().octets(), c.port(), s.ip().octets(), s.port(), proto)
+        }
+        (c, s) => lb_common::flow_hash6(
+            ipv6_of(c.ip()).octets(),
+            c.port(),
+            ipv6_of(s.ip()).octets(),
+            s.port(),
+            proto,
+        ),
+    }
+}
+
+fn ipv6_of(address: IpAddr) -> Ipv6Addr {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+impl PlannedService {
+    /// Whether the service listens on IPv6 (its entry is in SERVICES6, its backends in
+    /// BACKENDS6).
+    pub fn is_ipv6(&self) -> bool {
+        self.listen.is_ipv6()
     }
 }
 
@@ -607,6 +682,18 @@ impl Share {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn v4(address: Ipv4Addr, port: u16) -> SocketAddr {
+        SocketAddr::from((address, port))
+    }
+
+    /// The host part the test configs vary: 198.18.0.HOST, 2001:2::HOST (HOST in hex).
+    fn last_octet(address: IpAddr) -> u8 {
+        match address {
+            IpAddr::V4(v4) => v4.octets()[3],
+            IpAddr::V6(v6) => v6.octets()[15],
+        }
+    }
 
     fn config(text: &str) -> Config {
         config::parse(text, std::path::Path::new("test.toml"))
@@ -645,7 +732,7 @@ backends = ["198.18.0.102:53"]
     #[test]
     fn ids_follow_the_config_order_and_only_l4_services_get_tables_and_backend_ids() {
         let plan = Plan::new(&config(TWO_SERVICES)).unwrap();
-        assert_eq!(plan.vips, vec![Ipv4Addr::new(198, 18, 0, 99)]);
+        assert_eq!(plan.vips, vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 99))]);
         let ids: Vec<(u32, Option<u32>)> = plan.services.iter().map(|s| (s.id, s.ring)).collect();
         assert_eq!(ids, vec![(0, None), (1, Some(0)), (2, Some(1))]);
         let backend_ids: Vec<u32> = plan
@@ -661,7 +748,7 @@ backends = ["198.18.0.102:53"]
         let plan = Plan::new(&config(TWO_SERVICES)).unwrap();
         let echo = plan.service("echo").unwrap();
         let all = echo.maglev(|_| true);
-        let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 10), 40000);
+        let client = v4(Ipv4Addr::new(198, 18, 0, 10), 40000);
         let hash = lb_common::flow_hash([198, 18, 0, 10], 40000, [198, 18, 0, 99], 7, 6);
         assert_eq!(
             echo.choose(&all, client).map(|b| b.address),
@@ -671,7 +758,7 @@ backends = ["198.18.0.102:53"]
         let without_first = echo.maglev(|a| a != first);
         for port in 40000..40100 {
             let chosen = echo
-                .choose(&without_first, SocketAddrV4::new(*client.ip(), port))
+                .choose(&without_first, SocketAddr::new(client.ip(), port))
                 .unwrap();
             assert_ne!(chosen.address, first);
         }
@@ -718,7 +805,7 @@ backends = ["198.18.0.102:53"]
                     s.ring,
                     s.backends
                         .iter()
-                        .map(|b| (b.address.ip().octets()[3], b.id))
+                        .map(|b| (last_octet(b.address.ip()), b.id))
                         .collect(),
                 )
             })
@@ -973,13 +1060,13 @@ backends = ["198.18.0.102:53"]
         let small = added.service("small").unwrap();
         assert_eq!(small.backends[0].id, MAX_BACKENDS - 1);
         assert_eq!(
-            *small.backends[0].address.ip(),
-            Ipv4Addr::new(198, 18, 0, 103)
+            small.backends[0].address.ip(),
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 103))
         );
     }
 
     /// What SERVICES and BACKENDS hold.
-    type Pinned = (Vec<(ServiceKey, ServiceValue)>, Vec<(u32, BackendValue)>);
+    type Pinned = (Vec<(KernelKey, ServiceValue)>, Vec<(u32, KernelBackend)>);
 
     /// What the XDP data plane leaves in SERVICES (while active) and BACKENDS for `plan`.
     fn pinned(plan: &Plan) -> Pinned {
@@ -991,17 +1078,25 @@ backends = ["198.18.0.102:53"]
         let backends = plan
             .l4_services()
             .flat_map(|s| {
+                // Through the kernel's layouts, as the data plane reads them back.
                 s.backends.iter().map(|b| {
-                    (
-                        b.id,
-                        BackendValue {
-                            addr: u32::from_ne_bytes(b.address.ip().octets()),
-                            mac: [2, 0, 0, 0, 0, b.address.ip().octets()[3]],
-                            port: b.address.port().to_be(),
+                    let entry = match b.address {
+                        SocketAddr::V4(a) => KernelBackend::from_v4(&BackendValue {
+                            addr: u32::from_ne_bytes(a.ip().octets()),
+                            mac: [2, 0, 0, 0, 0, a.ip().octets()[3]],
+                            port: a.port().to_be(),
                             flags: lb_common::BACKEND_UP,
                             service: s.id,
-                        },
-                    )
+                        }),
+                        SocketAddr::V6(a) => KernelBackend::from_v6(&Backend6Value {
+                            addr: a.ip().octets(),
+                            mac: [2, 0, 0, 0, 0, a.ip().octets()[15]],
+                            port: a.port().to_be(),
+                            flags: lb_common::BACKEND_UP,
+                            service: s.id,
+                        }),
+                    };
+                    (b.id, entry.expect("a backend's entry holds an address"))
                 })
             })
             .collect();
@@ -1198,6 +1293,157 @@ backends = ["198.18.0.102:53"]
         ]);
         let maps = pinned(&Plan::new(&http).unwrap());
         assert!(Plan::recover(&http, &maps.0, &maps.1).is_ok());
+    }
+
+    const DUAL_STACK: &str = r#"
+[node]
+name = "lb1"
+interface = "eth0"
+
+[[vrrp]]
+name = "VI_1"
+virtual_router_id = 51
+virtual_ipaddress = ["198.18.0.99"]
+
+[[service]]
+name = "echo"
+listen = "198.18.0.99:7"
+mode = "tcp"
+backends = ["198.18.0.102:7", "198.18.0.103:7"]
+
+[[service]]
+name = "echo6"
+listen = "[2001:2::99]:7"
+mode = "tcp"
+backends = ["[2001:2::102]:7", "[2001:2::103]:7"]
+
+[[service]]
+name = "web6"
+listen = "[2001:2::99]:80"
+backends = ["198.18.0.102:80"]
+
+[[service]]
+name = "dns6"
+listen = "[2001:2::99]:53"
+mode = "udp"
+backends = ["[2001:2::102]:53"]
+"#;
+
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x99);
+
+    #[test]
+    fn ipv6_services_share_the_numbering_and_their_entries_go_to_the_ipv6_maps() {
+        let plan = Plan::new(&config(DUAL_STACK)).unwrap();
+        assert_eq!(
+            ids(&plan),
+            vec![
+                entry("echo", 0, Some(0), &[(102, 0), (103, 1)]),
+                entry("echo6", 1, Some(1), &[(0x02, 2), (0x03, 3)]),
+                entry("web6", 2, None, &[(102, 0)]),
+                entry("dns6", 3, Some(2), &[(0x02, 4)]),
+            ]
+        );
+        let (key, value) = plan.service("echo6").unwrap().kernel_entry();
+        assert_eq!(
+            key,
+            KernelKey::V6(ServiceKey6::new(VIP6.octets(), 7, IPPROTO_TCP))
+        );
+        assert_eq!((value.id, value.ring, value.mode), (1, 1, 1));
+        assert_eq!(key.to_string(), "[2001:2::99]:7/tcp");
+        assert_eq!(key.listen(), "[2001:2::99]:7".parse().unwrap());
+        let (key, _) = plan.service("echo").unwrap().kernel_entry();
+        assert_eq!(
+            key,
+            KernelKey::V4(ServiceKey::new([198, 18, 0, 99], 7, IPPROTO_TCP))
+        );
+        assert_eq!(key.to_string(), "198.18.0.99:7/tcp");
+        let (key, _) = plan.service("dns6").unwrap().kernel_entry();
+        assert_eq!(key.proto(), IPPROTO_UDP);
+        assert!(plan.service("echo6").unwrap().is_ipv6());
+    }
+
+    #[test]
+    fn an_ipv6_flow_is_placed_by_flow_hash6_over_the_maglev_table() {
+        let plan = Plan::new(&config(DUAL_STACK)).unwrap();
+        let echo6 = plan.service("echo6").unwrap();
+        let all = echo6.maglev(|_| true);
+        let client: SocketAddr = "[2001:2::10]:40000".parse().unwrap();
+        let client6 = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+        let hash = lb_common::flow_hash6(client6.octets(), 40000, VIP6.octets(), 7, IPPROTO_TCP);
+        assert_eq!(flow_hash_of(client, echo6.listen, IPPROTO_TCP), hash);
+        assert_eq!(
+            echo6.choose(&all, client).map(|b| b.address),
+            all.lookup(hash).map(|i| echo6.backends[i].address)
+        );
+        // Both backends get flows, and one that is down gets none.
+        let mut chosen = HashSet::new();
+        for port in 40000..40100 {
+            chosen.insert(
+                echo6
+                    .choose(&all, SocketAddr::new(client.ip(), port))
+                    .unwrap()
+                    .address,
+            );
+        }
+        assert_eq!(chosen.len(), 2);
+        let first = echo6.backends[0].address;
+        let without_first = echo6.maglev(|a| a != first);
+        for port in 40000..40100 {
+            let backend = echo6.choose(&without_first, SocketAddr::new(client.ip(), port));
+            assert_ne!(backend.unwrap().address, first);
+        }
+        // An IPv4-mapped client is hashed as its IPv6 form.
+        let mapped: SocketAddr = "198.18.0.10:40000".parse().unwrap();
+        assert_eq!(
+            flow_hash_of(mapped, echo6.listen, IPPROTO_TCP),
+            flow_hash_of(
+                "[::ffff:198.18.0.10]:40000".parse().unwrap(),
+                echo6.listen,
+                IPPROTO_TCP
+            )
+        );
+    }
+
+    #[test]
+    fn a_restart_keeps_the_ids_of_ipv6_services_and_backends() {
+        let before = Plan::new(&config(DUAL_STACK)).unwrap();
+        // A reload inserts an IPv6 backend first: config order would renumber.
+        let text = DUAL_STACK.replace(
+            "backends = [\"[2001:2::102]:7\", \"[2001:2::103]:7\"]",
+            "backends = [\"[2001:2::104]:7\", \"[2001:2::102]:7\", \"[2001:2::103]:7\"]",
+        );
+        let config = config(&text);
+        let reloaded = Plan::reconcile(&before, &config).unwrap();
+        assert_eq!(
+            ids(&reloaded)[1],
+            entry("echo6", 1, Some(1), &[(0x04, 5), (0x02, 2), (0x03, 3)])
+        );
+        let maps = pinned(&reloaded);
+        assert!(maps
+            .0
+            .iter()
+            .any(|(k, _)| matches!(k, KernelKey::V6(k) if k.port_host() == 53)));
+        assert_eq!(restart(&config, &maps), reloaded);
+    }
+
+    #[test]
+    fn kernel_backends_read_back_their_address_and_ignore_empty_slots() {
+        assert_eq!(KernelBackend::from_v4(&BackendValue::default()), None);
+        assert_eq!(KernelBackend::from_v6(&Backend6Value::default()), None);
+        let v6 = Backend6Value {
+            addr: VIP6.octets(),
+            mac: [2, 0, 0, 0, 0, 1],
+            port: 8080u16.to_be(),
+            flags: 1,
+            service: 7,
+        };
+        assert_eq!(
+            KernelBackend::from_v6(&v6),
+            Some(KernelBackend {
+                address: "[2001:2::99]:8080".parse().unwrap(),
+                service: 7
+            })
+        );
     }
 
     #[test]

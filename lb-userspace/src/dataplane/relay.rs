@@ -4,7 +4,10 @@
 //! Each TCP service is a listener on its address (bound with IP_FREEBIND, so it can start
 //! before the node holds the VIP); each accepted connection goes to the backend that Maglev
 //! picks for its 5-tuple, exactly as the XDP program would (same table, same
-//! `lb_common::flow_hash`), and the bytes are copied both ways. A UDP service is one socket:
+//! `lb_common::flow_hash`, or `flow_hash6` for an IPv6 service), and the bytes are copied both
+//! ways. An IPv6 service's sockets are IPv6-only (as the proxy's listeners), so its clients are
+//! IPv6 clients and its backends (of the listen address's family, as the config requires) are
+//! reached over IPv6. A UDP service is one socket:
 //! each client address gets a session with a socket connected to its backend, and answers go
 //! back from the service's address; a session ends after [`UDP_IDLE`] without traffic.
 //!
@@ -25,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -89,7 +92,7 @@ struct Inner {
 }
 
 /// What identifies a relayed service across reloads: the socket it listens on.
-type ListenKey = (SocketAddrV4, ServiceMode);
+type ListenKey = (SocketAddr, ServiceMode);
 
 struct State {
     /// Cancels the listeners and their connections; `Some` while active.
@@ -117,7 +120,7 @@ impl State {
 
 /// One L4 service: where it listens, and its current backends and table.
 struct RelayService {
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     mode: ServiceMode,
     current: RwLock<Arc<Backends>>,
 }
@@ -134,7 +137,7 @@ struct Backends {
 
 /// One backend as the relay's connections see it.
 struct RelayBackend {
-    address: SocketAddrV4,
+    address: SocketAddr,
     /// Up and still configured: a UDP session whose backend went down or was removed moves.
     up: AtomicBool,
     /// Connections (TCP) or datagrams (UDP) sent to it, and their bytes.
@@ -143,7 +146,7 @@ struct RelayBackend {
 }
 
 impl RelayBackend {
-    fn new(address: SocketAddrV4, up: bool) -> Arc<RelayBackend> {
+    fn new(address: SocketAddr, up: bool) -> Arc<RelayBackend> {
         Arc::new(RelayBackend {
             address,
             up: AtomicBool::new(up),
@@ -172,7 +175,7 @@ impl Backends {
     /// where there are some, and the table over those `health` says are up.
     fn new(
         planned: &PlannedService,
-        previous: &mut HashMap<(String, ServiceMode, SocketAddrV4), Arc<RelayBackend>>,
+        previous: &mut HashMap<(String, ServiceMode, SocketAddr), Arc<RelayBackend>>,
         health: &HealthView,
     ) -> Backends {
         let slots = planned
@@ -216,7 +219,7 @@ impl RelayService {
     }
 
     /// The backend for `client`, as the XDP program would choose it.
-    fn choose(&self, client: SocketAddrV4) -> Option<Arc<RelayBackend>> {
+    fn choose(&self, client: SocketAddr) -> Option<Arc<RelayBackend>> {
         let current = self.current();
         let backend = current.planned.choose(&current.maglev, client)?;
         current
@@ -319,7 +322,7 @@ impl RelayDataplane {
         info!("userspace relay inactive: listeners closed");
     }
 
-    fn apply_backend(&self, service: &str, backend: SocketAddrV4, up: bool) {
+    fn apply_backend(&self, service: &str, backend: SocketAddr, up: bool) {
         let mut state = self.state();
         let Some(relay) = state.service(service) else {
             return;
@@ -365,7 +368,7 @@ impl RelayDataplane {
         let mut state = self.state();
 
         // Everything is computed and every new listener bound before anything changes.
-        let mut slots: HashMap<(String, ServiceMode, SocketAddrV4), Arc<RelayBackend>> =
+        let mut slots: HashMap<(String, ServiceMode, SocketAddr), Arc<RelayBackend>> =
             HashMap::new();
         let mut previous_modes: HashMap<String, ServiceMode> = HashMap::new();
         for service in &state.services {
@@ -500,32 +503,51 @@ fn bind(service: &RelayService) -> anyhow::Result<Listener> {
     })
 }
 
-fn bind_tcp(address: SocketAddrV4) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_freebind_v4(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::V4(address).into())?;
+fn bind_tcp(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = service_socket(address, Type::STREAM, Protocol::TCP)?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
 }
 
-fn bind_udp(address: SocketAddrV4) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_freebind_v4(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::V4(address).into())?;
+fn bind_udp(address: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = service_socket(address, Type::DGRAM, Protocol::UDP)?;
     UdpSocket::from_std(socket.into())
 }
 
-fn v4(address: SocketAddr) -> Option<SocketAddrV4> {
+/// A non-blocking socket bound to a service's address with IP_FREEBIND (or its IPv6 twin), so
+/// it binds before the node holds the VIP; IPv6 sockets are IPv6-only, so an IPv6 service and
+/// an IPv4 one on the same port never take each other's clients.
+fn service_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+/// A client's address as the flow hash takes it: an IPv4-mapped IPv6 address (which the
+/// IPv6-only sockets should never report) as the IPv4 address it is.
+fn client_address(address: SocketAddr) -> SocketAddr {
     match address {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(a) => a
-            .ip()
-            .to_ipv4_mapped()
-            .map(|ip| SocketAddrV4::new(ip, a.port())),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::new(IpAddr::V4(ip), a.port()),
+            None => SocketAddr::new(IpAddr::V6(*a.ip()), a.port()),
+        },
+        v4 => v4,
+    }
+}
+
+/// The wildcard address of `address`'s family: where a relay's socket towards it binds.
+fn unspecified_like(address: SocketAddr) -> SocketAddr {
+    match address {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
     }
 }
 
@@ -552,7 +574,7 @@ async fn serve_tcp(
                 continue;
             }
         };
-        let Some(peer) = v4(peer) else { continue };
+        let peer = client_address(peer);
         let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
             if let Some(held) = crate::log_limit::allow("relay-tcp-full") {
                 let held = crate::log_limit::held_back(held);
@@ -572,7 +594,7 @@ async fn serve_tcp(
     }
 }
 
-async fn relay_tcp(client: TcpStream, peer: SocketAddrV4, service: &RelayService, idle: Duration) {
+async fn relay_tcp(client: TcpStream, peer: SocketAddr, service: &RelayService, idle: Duration) {
     let Some(chosen) = service.choose(peer) else {
         debug!(service = %service.name(), client = %peer, "no backend up: connection closed");
         return;
@@ -699,7 +721,7 @@ async fn serve_udp(
     limits: RelayLimits,
 ) {
     let socket = Arc::new(socket);
-    let sessions: Arc<Mutex<HashMap<SocketAddrV4, Session>>> = Arc::default();
+    let sessions: Arc<Mutex<HashMap<SocketAddr, Session>>> = Arc::default();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
@@ -713,7 +735,7 @@ async fn serve_udp(
                 continue;
             }
         };
-        let Some(peer) = v4(peer) else { continue };
+        let peer = client_address(peer);
         let existing = {
             let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&peer) {
@@ -744,7 +766,7 @@ async fn serve_udp(
                     continue;
                 };
                 let backend = chosen.address;
-                let upstream = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
+                let upstream = match UdpSocket::bind(unspecified_like(backend)).await {
                     Ok(s) => s,
                     Err(err) => {
                         warn!("relay UDP socket: {err}");
@@ -785,9 +807,9 @@ async fn serve_udp(
 async fn udp_replies(
     upstream: Arc<UdpSocket>,
     socket: Arc<UdpSocket>,
-    client: SocketAddrV4,
+    client: SocketAddr,
     done: CancellationToken,
-    sessions: Arc<Mutex<HashMap<SocketAddrV4, Session>>>,
+    sessions: Arc<Mutex<HashMap<SocketAddr, Session>>>,
 ) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -828,7 +850,7 @@ impl Dataplane for RelayDataplane {
     fn set_backend_up(
         &self,
         service: &str,
-        backend: SocketAddrV4,
+        backend: SocketAddr,
         up: bool,
     ) -> BoxFuture<'_, anyhow::Result<()>> {
         let service = service.to_owned();
@@ -938,7 +960,7 @@ mod tests {
 
     /// A backend on 127.0.0.`host`:`port` answering TCP lines and UDP datagrams with `name`.
     /// (An L4 backend has its service's port; the relay listens on 127.0.0.1.)
-    async fn backend(host: u8, port: u16, name: &'static str) -> SocketAddrV4 {
+    async fn backend(host: u8, port: u16, name: &'static str) -> SocketAddr {
         let ip = Ipv4Addr::new(127, 0, 0, host);
         let listener = TcpListener::bind((ip, port)).await.unwrap();
         tokio::spawn(async move {
@@ -965,11 +987,11 @@ mod tests {
                 let _ = udp.send_to(name.as_bytes(), peer).await;
             }
         });
-        SocketAddrV4::new(ip, port)
+        SocketAddr::from((ip, port))
     }
 
     /// A service of a test config: name, mode, listen port, backends with weights.
-    type Spec<'a> = (&'a str, &'a str, u16, Vec<(SocketAddrV4, u32)>);
+    type Spec<'a> = (&'a str, &'a str, u16, Vec<(SocketAddr, u32)>);
 
     /// A config with `services`, listening on 127.0.0.1.
     fn config(services: &[Spec]) -> Config {
@@ -1023,7 +1045,7 @@ mod tests {
     fn backend_status<'a>(
         status: &'a DataplaneStatus,
         service: &str,
-        address: SocketAddrV4,
+        address: SocketAddr,
     ) -> &'a BackendStatus {
         status
             .services
@@ -1106,6 +1128,66 @@ mod tests {
             "new connections reach the new backend, and not the one that is down"
         );
         relay.shutdown().await;
+    }
+
+    // The IPv6 relay end to end (IPv6 clients, two IPv6 backends on the service's port) needs
+    // addresses that loopback does not have: tests/tests/l4_ipv6.rs runs it in namespaces.
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ipv6_service_listens_ipv6_only_and_shows_its_address_in_brackets() {
+        let port = free_port();
+        let text = format!(
+            "[node]\nname = \"lb1\"\ninterface = \"lo\"\ndataplane = \"none\"\n\n\
+             [[service]]\nname = \"echo6\"\nlisten = \"[::1]:{port}\"\nmode = \"tcp\"\n\
+             backends = [\"[2001:2::102]:{port}\"]\n\n\
+             [[service]]\nname = \"dns6\"\nlisten = \"[::1]:{port}\"\nmode = \"udp\"\n\
+             backends = [\"[2001:2::102]:{port}\"]\n"
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("relay-test.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        let relay = RelayDataplane::new(&config, None).unwrap();
+        relay.activate().await.unwrap();
+        // The IPv6 listener takes IPv6 clients only: 127.0.0.1 on that port is free.
+        TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+            .await
+            .expect("the IPv6 listener accepts");
+        assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .is_err());
+        let v4 = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+        assert!(v4.is_ok(), "IPv4 on the same port is not taken: {v4:?}");
+        let status = relay.status();
+        let listens: Vec<String> = status
+            .services
+            .iter()
+            .map(|s| s.listen.to_string())
+            .collect();
+        assert_eq!(listens, [format!("[::1]:{port}"), format!("[::1]:{port}")]);
+        assert_eq!(
+            status.services[0].backends[0].address.to_string(),
+            format!("[2001:2::102]:{port}")
+        );
+        relay.shutdown().await;
+    }
+
+    #[test]
+    fn clients_are_hashed_by_their_own_family_and_mapped_ones_as_ipv4() {
+        let v6: SocketAddr = "[2001:2::10]:40000".parse().unwrap();
+        assert_eq!(client_address(v6), v6);
+        let mapped: SocketAddr = "[::ffff:198.18.0.10]:40000".parse().unwrap();
+        assert_eq!(
+            client_address(mapped),
+            "198.18.0.10:40000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            unspecified_like("[2001:2::102]:7".parse().unwrap()),
+            "[::]:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            unspecified_like("198.18.0.102:7".parse().unwrap()),
+            "0.0.0.0:0".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use anyhow::{anyhow, Context as _};
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, CacheInfo,
 };
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
@@ -170,6 +170,17 @@ impl Netlink {
             message
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            // Deprecated (preferred lifetime 0, valid forever): the VIP answers and is
+            // announced, but source address selection (RFC 6724 rule 3) never picks it for the
+            // node's own connections, so the proxy's and the relay's connections to backends
+            // and the health checks leave from the node's address, not from an address that
+            // moves to the other node on failover (and that a DSR backend holds itself).
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            message
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetimes));
         }
         match request.execute().await {
             Ok(()) => Ok(()),

@@ -3,7 +3,7 @@
 //! driven through the `Dataplane` trait exactly as the node supervisor drives it.
 #![allow(dead_code)] // each test file uses its own part
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,15 +159,12 @@ impl L4Lab {
     ) -> &'static str {
         let plan = Plan::new(config).expect("plan");
         let service = plan.service(service).expect("service");
-        let maglev = service.maglev(|a| !down.contains(a.ip()));
-        let client = SocketAddrV4::new(self.host(CLIENT).ip, port);
-        self.name_of(
-            *service
-                .choose(&maglev, client)
-                .expect("a backend")
-                .address
-                .ip(),
-        )
+        let maglev = service.maglev(|a| !down.iter().any(|d| IpAddr::V4(*d) == a.ip()));
+        let client = SocketAddr::from((self.host(CLIENT).ip, port));
+        match service.choose(&maglev, client).expect("a backend").address {
+            SocketAddr::V4(backend) => self.name_of(*backend.ip()),
+            SocketAddr::V6(backend) => panic!("{backend} is no backend of this IPv4 lab"),
+        }
     }
 }
 
@@ -211,8 +208,9 @@ impl Node {
             .expect("deactivate");
     }
 
-    pub fn set_backend_up(&self, service: &str, backend: SocketAddrV4, up: bool) {
+    pub fn set_backend_up(&self, service: &str, backend: impl Into<SocketAddr>, up: bool) {
         let dp = self.dataplane.clone();
+        let backend = backend.into();
         let service = service.to_owned();
         self.runtime
             .block_on(async move { dp.set_backend_up(&service, backend, up).await })

@@ -43,6 +43,18 @@ impl Setup {
         })
     }
 
+    /// [`Setup::new`] with a dual-stack lab (every host also on 2001:2::/64), for benches with
+    /// IPv6 rows.
+    pub fn dual_stack(root: &Path, tools: &[&str], installs: &str) -> anyhow::Result<Setup> {
+        report::require_tools(tools, installs)?;
+        let (tandem, echo) = use_release_binaries(root);
+        Ok(Setup {
+            tandem,
+            echo,
+            lab: Lab::dual_stack()?,
+        })
+    }
+
     /// tandem-echo on http1 and http2, port 80: the backends of the HTTP benches.
     pub fn echo_backends(&self) -> anyhow::Result<[EchoBackend; 2]> {
         Ok([

@@ -5,8 +5,14 @@
 //! data plane is its only writer (while the daemon runs); `tandem maps` and the tests read
 //! through it too. What to write (which services, which backends, which tables) is decided by
 //! `plan`; this module only moves values in and out of the kernel.
+//!
+//! Each family has its own maps where an address is part of the entry (SERVICES6, VIPS6,
+//! BACKENDS6, CONNTRACK6 beside the IPv4 ones); the `*_entry`/`*_entries` and `vip_*`
+//! methods take and return either family and pick the map by it, so the data plane's logic
+//! is written once.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
@@ -19,6 +25,7 @@ use lb_common::{
 };
 
 use super::loader::XdpError;
+use crate::dataplane::plan::{KernelBackend, KernelKey};
 
 /// Handles on every map of one pin directory.
 pub struct KernelMaps {
@@ -322,6 +329,127 @@ impl KernelMaps {
 
     pub fn flow6(&self, key: &FlowKey6) -> Option<FlowValue6> {
         self.conntrack6.get(key, 0).ok()
+    }
+
+    /// Puts a service in SERVICES or SERVICES6, by its key's family.
+    pub fn put_service_entry(
+        &mut self,
+        key: KernelKey,
+        value: ServiceValue,
+    ) -> Result<(), XdpError> {
+        match key {
+            KernelKey::V4(key) => self.put_service(key, value),
+            KernelKey::V6(key) => self.put_service6(key, value),
+        }
+    }
+
+    pub fn remove_service_entry(&mut self, key: &KernelKey) -> Result<(), XdpError> {
+        match key {
+            KernelKey::V4(key) => self.remove_service(key),
+            KernelKey::V6(key) => self.remove_service6(key),
+        }
+    }
+
+    /// Every service of both families: SERVICES, then SERVICES6.
+    pub fn service_entries(&self) -> Result<Vec<(KernelKey, ServiceValue)>, XdpError> {
+        let mut entries: Vec<(KernelKey, ServiceValue)> = self
+            .services()?
+            .into_iter()
+            .map(|(k, v)| (KernelKey::V4(k), v))
+            .collect();
+        entries.extend(
+            self.services6()?
+                .into_iter()
+                .map(|(k, v)| (KernelKey::V6(k), v)),
+        );
+        Ok(entries)
+    }
+
+    /// Puts a virtual IP in VIPS or VIPS6.
+    pub fn put_vip_address(&mut self, vip: IpAddr) -> Result<(), XdpError> {
+        match vip {
+            IpAddr::V4(v4) => self.put_vip(u32::from_ne_bytes(v4.octets())),
+            IpAddr::V6(v6) => self.put_vip6(v6.octets()),
+        }
+    }
+
+    pub fn remove_vip_address(&mut self, vip: IpAddr) -> Result<(), XdpError> {
+        match vip {
+            IpAddr::V4(v4) => self.remove_vip(u32::from_ne_bytes(v4.octets())),
+            IpAddr::V6(v6) => self.remove_vip6(v6.octets()),
+        }
+    }
+
+    /// The virtual IPs of both families.
+    pub fn vip_addresses(&self) -> Result<Vec<IpAddr>, XdpError> {
+        let mut vips: Vec<IpAddr> = self
+            .vips()?
+            .into_iter()
+            .map(|v| IpAddr::from(v.to_ne_bytes()))
+            .collect();
+        vips.extend(self.vips6()?.into_iter().map(IpAddr::from));
+        Ok(vips)
+    }
+
+    /// Writes backend `id` into BACKENDS or BACKENDS6 by its address's family. The other
+    /// family's entry for the id is left alone: [`KernelMaps::clear_backend`] empties both
+    /// when an id is freed, so an id never holds a backend in both.
+    pub fn put_backend_entry(
+        &mut self,
+        id: u32,
+        address: SocketAddr,
+        mac: [u8; 6],
+        flags: u32,
+        service: u32,
+    ) -> Result<(), XdpError> {
+        match address {
+            SocketAddr::V4(a) => self.put_backend(
+                id,
+                BackendValue {
+                    addr: u32::from_ne_bytes(a.ip().octets()),
+                    mac,
+                    port: a.port().to_be(),
+                    flags,
+                    service,
+                },
+            ),
+            SocketAddr::V6(a) => self.put_backend6(
+                id,
+                Backend6Value {
+                    addr: a.ip().octets(),
+                    mac,
+                    port: a.port().to_be(),
+                    flags,
+                    service,
+                },
+            ),
+        }
+    }
+
+    /// Empties backend id `id` in both families' arrays.
+    pub fn clear_backend(&mut self, id: u32) -> Result<(), XdpError> {
+        self.put_backend(id, BackendValue::default())?;
+        self.put_backend6(id, Backend6Value::default())
+    }
+
+    /// Every backend of both families, by id.
+    pub fn backend_entries(&self) -> Result<Vec<(u32, KernelBackend)>, XdpError> {
+        let mut entries: Vec<(u32, KernelBackend)> = self
+            .backends()?
+            .iter()
+            .filter_map(|(id, b)| Some((*id, KernelBackend::from_v4(b)?)))
+            .collect();
+        entries.extend(
+            self.backends6()?
+                .iter()
+                .filter_map(|(id, b)| Some((*id, KernelBackend::from_v6(b)?))),
+        );
+        Ok(entries)
+    }
+
+    /// Number of recorded flows of both families.
+    pub fn flow_count_all(&self) -> Result<usize, XdpError> {
+        Ok(self.flow_count()? + self.flow6_count()?)
     }
 
     /// The counters summed over CPUs, by [`Counter::name`].

@@ -1,15 +1,16 @@
-//! Backend MAC addresses, from the kernel's neighbour (ARP) table.
+//! Backend MAC addresses, from the kernel's neighbour table (ARP for IPv4, neighbour
+//! discovery for IPv6).
 //!
 //! Direct server return rewrites only the destination MAC, so the XDP program needs each
 //! backend's MAC on the shared segment. The kernel already learns them by ARP; this module
 //! reads its table with rtnetlink and, for an address with no usable entry, makes the kernel
 //! resolve it by sending one empty UDP datagram to the backend's discard port (the kernel
-//! ARPs before it can send; the backend answers at most with an ICMP port unreachable). Since
+//! sends an ARP request or a neighbour solicitation before it can send; the backend answers at most with an ICMP port unreachable). Since
 //! the XDP program's frames bypass the neighbour subsystem, entries age to STALE: they are
 //! still correct, and a periodic probe keeps them confirmed.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use futures::TryStreamExt as _;
@@ -45,17 +46,36 @@ impl Neighbours {
         Ok(Neighbours { handle, if_index })
     }
 
-    /// The entries with a MAC for `addresses` on the interface.
+    /// The entries with a MAC for `addresses` on the interface (one table dump per family
+    /// asked about).
     pub async fn lookup(
         &self,
-        addresses: &[Ipv4Addr],
-    ) -> Result<HashMap<Ipv4Addr, Neighbour>, rtnetlink::Error> {
+        addresses: &[IpAddr],
+    ) -> Result<HashMap<IpAddr, Neighbour>, rtnetlink::Error> {
         let mut found = HashMap::new();
+        if addresses.iter().any(IpAddr::is_ipv4) {
+            self.dump(AddressFamily::Inet, addresses, &mut found)
+                .await?;
+        }
+        if addresses.iter().any(IpAddr::is_ipv6) {
+            self.dump(AddressFamily::Inet6, addresses, &mut found)
+                .await?;
+        }
+        Ok(found)
+    }
+
+    /// Adds the entries of one family's table that are for `addresses` to `found`.
+    async fn dump(
+        &self,
+        family: AddressFamily,
+        addresses: &[IpAddr],
+        found: &mut HashMap<IpAddr, Neighbour>,
+    ) -> Result<(), rtnetlink::Error> {
         let mut entries = self
             .handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Inet)
+            .set_address_family(family)
             .execute();
         while let Some(entry) = entries.try_next().await? {
             if entry.header.ifindex != self.if_index {
@@ -73,7 +93,10 @@ impl Neighbours {
             for attribute in &entry.attributes {
                 match attribute {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
-                        address = Some(*a)
+                        address = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        address = Some(IpAddr::V6(*a))
                     }
                     NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
                         let mut m = [0u8; 6];
@@ -89,12 +112,16 @@ impl Neighbours {
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Makes the kernel resolve (or re-confirm) `address`.
-    pub async fn probe(address: Ipv4Addr) {
-        match tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
+    pub async fn probe(address: IpAddr) {
+        let any = match address {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        match tokio::net::UdpSocket::bind((any, 0)).await {
             Ok(socket) => {
                 if let Err(err) = socket.send_to(&[], (address, PROBE_PORT)).await {
                     debug!(%address, %err, "neighbour probe not sent");
@@ -109,9 +136,9 @@ impl Neighbours {
     /// used as they are. Addresses that stay unknown are missing from the result.
     pub async fn resolve(
         &self,
-        addresses: &[Ipv4Addr],
+        addresses: &[IpAddr],
         wait: Duration,
-    ) -> Result<HashMap<Ipv4Addr, [u8; 6]>, rtnetlink::Error> {
+    ) -> Result<HashMap<IpAddr, [u8; 6]>, rtnetlink::Error> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut known = self.lookup(addresses).await?;
         for address in addresses {

@@ -3,23 +3,25 @@
 //! Everything here is read-only and goes through the pins in the node's pin directory, so an
 //! operator can inspect the kernel's state while the daemon is stopped or wedged: services,
 //! each L4 service's backends with their share of its Maglev table and the MAC frames go to,
-//! the connection table (its size, or every entry), and the counters summed over CPUs.
+//! the connection table (its size, or every entry), and the counters summed over CPUs. Both
+//! families are shown together: IPv6 addresses as written (`2001:2::99`), IPv6 sockets in
+//! brackets (`[2001:2::99]:80`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use aya::programs::ProgramInfo;
 use lb_common::{
-    ServiceMode, BACKEND_UP, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
-    MAX_L4_SERVICES, NO_BACKEND, PROGRAM_PIN,
+    ServiceMode, BACKEND_UP, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_L4_SERVICES, NO_BACKEND,
+    PROGRAM_PIN,
 };
 use serde::Serialize;
 
 use super::loader::{attached_interfaces, XdpError};
 use super::maps::KernelMaps;
-use crate::dataplane::plan::Share;
+use crate::dataplane::plan::{proto_name, KernelKey, Share};
 use crate::wire::ethernet::Mac;
 
 /// The state of the data plane as the kernel holds it.
@@ -35,10 +37,10 @@ pub struct MapsSnapshot {
     /// Packets per counter, summed over CPUs, by the names of [`lb_common::Counter::name`].
     pub counters: BTreeMap<&'static str, u64>,
     /// The virtual IPs (empty on a node that is not master).
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     /// The services (empty on a node that is not master).
     pub services: Vec<ServiceEntry>,
-    /// Entries in the connection table.
+    /// Entries in the connection tables (IPv4 and IPv6).
     pub flow_count: usize,
     /// The entries themselves (`--verbose` only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,7 +55,7 @@ pub struct ProgramSummary {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceEntry {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub proto: String,
     pub id: u32,
@@ -68,7 +70,7 @@ pub struct ServiceEntry {
 #[derive(Clone, Debug, Serialize)]
 pub struct BackendEntry {
     pub id: u32,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub mac: String,
     pub up: bool,
@@ -79,25 +81,21 @@ pub struct BackendEntry {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowEntry {
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     pub client_port: u16,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub proto: String,
     pub backend_id: u32,
-    pub backend: Ipv4Addr,
+    pub backend: IpAddr,
 }
 
-fn proto_name(proto: u8) -> String {
-    match proto {
-        IPPROTO_TCP => "tcp".to_owned(),
-        IPPROTO_UDP => "udp".to_owned(),
-        other => format!("ip-proto-{other}"),
-    }
+fn ip(wire: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(wire.to_ne_bytes()))
 }
 
-fn ip(wire: u32) -> Ipv4Addr {
-    Ipv4Addr::from(wire.to_ne_bytes())
+fn ip6(octets: [u8; 16]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(octets))
 }
 
 /// Reads every Tandem map pinned in `pin_dir`; with `verbose`, every connection-table entry.
@@ -106,18 +104,20 @@ pub fn read(pin_dir: &Path, verbose: bool) -> Result<MapsSnapshot, XdpError> {
     let counters = maps.counters()?;
 
     let mut services = Vec::new();
-    for (key, value) in maps.services()? {
+    for (key, value) in maps.service_entries()? {
         let forward = ServiceMode::from_u32(value.mode) == Some(ServiceMode::Forward);
         let stats = maps.service_stats(value.id).unwrap_or_default();
+        let ipv6 = matches!(key, KernelKey::V6(_));
         let backends = if forward && value.ring < MAX_L4_SERVICES {
-            backends_of(&maps, value.id, value.ring)?
+            backends_of(&maps, value.id, value.ring, ipv6)?
         } else {
             Vec::new()
         };
+        let listen = key.listen();
         services.push(ServiceEntry {
-            vip: Ipv4Addr::from(key.vip_octets()),
-            port: key.port_host(),
-            proto: proto_name(key.proto),
+            vip: listen.ip(),
+            port: listen.port(),
+            proto: proto_name(key.proto()),
             id: value.id,
             mode: match ServiceMode::from_u32(value.mode) {
                 Some(ServiceMode::Proxy) => "proxy".to_owned(),
@@ -131,7 +131,7 @@ pub fn read(pin_dir: &Path, verbose: bool) -> Result<MapsSnapshot, XdpError> {
     }
     services.sort_by_key(|s| (s.vip, s.port, s.proto.clone()));
 
-    let mut vips: Vec<Ipv4Addr> = maps.vips()?.into_iter().map(ip).collect();
+    let mut vips: Vec<IpAddr> = maps.vip_addresses()?;
     vips.sort();
 
     let (flow_count, flows) = if verbose {
@@ -148,10 +148,19 @@ pub fn read(pin_dir: &Path, verbose: bool) -> Result<MapsSnapshot, XdpError> {
                 backend: ip(value.backend_addr),
             })
             .collect();
+        flows.extend(maps.flows6()?.into_iter().map(|(key, value)| FlowEntry {
+            client: ip6(key.src),
+            client_port: u16::from_be(key.sport),
+            vip: ip6(key.dst),
+            port: u16::from_be(key.dport),
+            proto: proto_name(key.proto),
+            backend_id: value.backend,
+            backend: ip6(value.backend_addr),
+        }));
         flows.sort_by_key(|f| (f.vip, f.port, f.client, f.client_port));
         (flows.len(), Some(flows))
     } else {
-        (maps.flow_count()?, None)
+        (maps.flow_count_all()?, None)
     };
 
     let program = ProgramInfo::from_pin(pin_dir.join(PROGRAM_PIN))
@@ -173,9 +182,49 @@ pub fn read(pin_dir: &Path, verbose: bool) -> Result<MapsSnapshot, XdpError> {
     })
 }
 
-/// The backends of L4 service `id`: those its table points at, plus those recorded for it
-/// that have no slot (down), with their shares.
-fn backends_of(maps: &KernelMaps, id: u32, ring: u32) -> Result<Vec<BackendEntry>, XdpError> {
+/// A BACKENDS or BACKENDS6 entry in one shape for both families.
+struct Slot {
+    address: IpAddr,
+    port: u16,
+    mac: [u8; 6],
+    flags: u32,
+    service: u32,
+}
+
+impl Slot {
+    /// Entry `id` of BACKENDS6 (`ipv6`) or BACKENDS; `None` when it holds no backend.
+    fn read(maps: &KernelMaps, id: u32, ipv6: bool) -> Result<Option<Slot>, XdpError> {
+        Ok(if ipv6 {
+            let b = maps.backend6(id)?;
+            (b.addr != [0; 16]).then(|| Slot {
+                address: ip6(b.addr),
+                port: u16::from_be(b.port),
+                mac: b.mac,
+                flags: b.flags,
+                service: b.service,
+            })
+        } else {
+            let b = maps.backend(id)?;
+            (b.addr != 0).then(|| Slot {
+                address: ip(b.addr),
+                port: u16::from_be(b.port),
+                mac: b.mac,
+                flags: b.flags,
+                service: b.service,
+            })
+        })
+    }
+}
+
+/// The backends of L4 service `id` (in BACKENDS6 when `ipv6`): those its table points at,
+/// plus those recorded for it that have no slot (down), with their shares.
+fn backends_of(
+    maps: &KernelMaps,
+    id: u32,
+    ring: u32,
+    ipv6: bool,
+) -> Result<Vec<BackendEntry>, XdpError> {
+    let read = |backend_id: u32| Slot::read(maps, backend_id, ipv6);
     let table = maps.read_table(ring)?;
     let mut slots: BTreeMap<u32, usize> = BTreeMap::new();
     for backend in table.iter().filter(|&&b| b != NO_BACKEND) {
@@ -186,24 +235,30 @@ fn backends_of(maps: &KernelMaps, id: u32, ring: u32) -> Result<Vec<BackendEntry
         if ids.contains(&candidate) {
             continue;
         }
-        let value = maps.backend(candidate)?;
-        if value.addr != 0 && value.service == id {
+        if read(candidate)?.is_some_and(|b| b.service == id) {
             ids.push(candidate);
         }
     }
     ids.sort();
     let mut backends = Vec::new();
     for backend_id in ids {
-        let Ok(value) = maps.backend(backend_id) else {
+        let Ok(Some(Slot {
+            address,
+            port,
+            mac,
+            flags,
+            ..
+        })) = read(backend_id)
+        else {
             continue;
         };
         let stats = maps.backend_stats(backend_id).unwrap_or_default();
         backends.push(BackendEntry {
             id: backend_id,
-            address: ip(value.addr),
-            port: u16::from_be(value.port),
-            mac: Mac(value.mac).to_string(),
-            up: value.flags & BACKEND_UP != 0,
+            address,
+            port,
+            mac: Mac(mac).to_string(),
+            up: flags & BACKEND_UP != 0,
             share: Share::of(
                 slots.get(&backend_id).copied().unwrap_or(0),
                 MAGLEV_TABLE_SIZE as usize,
@@ -259,10 +314,9 @@ impl MapsSnapshot {
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "  {:>3}  {}:{}/{}  {}{}",
+                "  {:>3}  {}/{}  {}{}",
                 s.id,
-                s.vip,
-                s.port,
+                SocketAddr::new(s.vip, s.port),
                 s.proto,
                 s.mode,
                 if s.mode == "forward" {
@@ -276,7 +330,7 @@ impl MapsSnapshot {
                     out,
                     "         backend {:>4}  {:<21} {}  {:<4}  {:>6.2}% of the table ({} slots)  {} packets, {} bytes",
                     b.id,
-                    format!("{}:{}", b.address, b.port),
+                    SocketAddr::new(b.address, b.port).to_string(),
                     b.mac,
                     if b.up { "up" } else { "down" },
                     b.share.percent,
@@ -292,8 +346,12 @@ impl MapsSnapshot {
             for f in flows {
                 let _ = writeln!(
                     out,
-                    "  {}:{} -> {}:{}/{}  backend {} ({})",
-                    f.client, f.client_port, f.vip, f.port, f.proto, f.backend, f.backend_id
+                    "  {} -> {}/{}  backend {} ({})",
+                    SocketAddr::new(f.client, f.client_port),
+                    SocketAddr::new(f.vip, f.port),
+                    f.proto,
+                    f.backend,
+                    f.backend_id
                 );
             }
         }
@@ -304,5 +362,71 @@ impl MapsSnapshot {
             let _ = writeln!(out, "  {:<20} {:>14}", counter.name(), value);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_services_backends_and_flows_are_shown_with_bracketed_sockets() {
+        let vip6: IpAddr = "2001:2::99".parse().unwrap();
+        let backend6: IpAddr = "2001:2::102".parse().unwrap();
+        let client6: IpAddr = "2001:2::10".parse().unwrap();
+        let snapshot = MapsSnapshot {
+            pin_dir: PathBuf::from("/sys/fs/bpf/tandem"),
+            program: None,
+            attached: vec!["eth0".to_owned()],
+            interface_mac: "02:00:00:00:00:64".to_owned(),
+            counters: BTreeMap::new(),
+            vips: vec!["198.18.0.99".parse().unwrap(), vip6],
+            services: vec![ServiceEntry {
+                vip: vip6,
+                port: 7000,
+                proto: "tcp".to_owned(),
+                id: 1,
+                mode: "forward".to_owned(),
+                packets: 3,
+                bytes: 300,
+                backends: vec![BackendEntry {
+                    id: 2,
+                    address: backend6,
+                    port: 7000,
+                    mac: "02:00:00:00:00:66".to_owned(),
+                    up: true,
+                    share: Share::of(65537, 65537),
+                    packets: 3,
+                    bytes: 300,
+                }],
+            }],
+            flow_count: 1,
+            flows: Some(vec![FlowEntry {
+                client: client6,
+                client_port: 40000,
+                vip: vip6,
+                port: 7000,
+                proto: "tcp".to_owned(),
+                backend_id: 2,
+                backend: backend6,
+            }]),
+        };
+        let text = snapshot.render_text();
+        assert!(
+            text.contains("vips      198.18.0.99, 2001:2::99\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  1  [2001:2::99]:7000/tcp  forward"),
+            "{text}"
+        );
+        assert!(text.contains("backend    2  [2001:2::102]:7000"), "{text}");
+        assert!(
+            text.contains("  [2001:2::10]:40000 -> [2001:2::99]:7000/tcp  backend 2001:2::102 (2)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(json["services"][0]["vip"], "2001:2::99");
+        assert_eq!(json["services"][0]["backends"][0]["address"], "2001:2::102");
     }
 }
