@@ -125,6 +125,10 @@ enum BenchCmd {
         /// Seconds of each load per peer (5 IPv4 peers and 3 IPv6 ones, 2 loads each).
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Repetitions, the peers' order rotated each time; the table shows the median and
+        /// the min-max.
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
     },
     /// Config reload under load: Tandem's `tandem reload` against HAProxy's and nginx's
     /// graceful reloads, every second between two and three backends, with 32 kept-alive
@@ -192,7 +196,10 @@ fn main() {
                     repetitions,
                     only,
                 } => bench::proxy::run(&workspace_root(), seconds, repetitions, only.as_deref()),
-                BenchCmd::L4 { seconds } => bench::l4::run(&workspace_root(), seconds),
+                BenchCmd::L4 {
+                    seconds,
+                    repetitions,
+                } => bench::l4::run(&workspace_root(), seconds, repetitions),
                 BenchCmd::Reload { seconds } => bench::reload::run(&workspace_root(), seconds),
             }),
     };
