@@ -4,7 +4,7 @@
 //! can run in-process as if it were that host's daemon).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,9 +77,29 @@ impl Drop for NetnsRuntime {
 }
 
 /// Prepares `host` to be a direct-server-return backend for `vip`: the VIP on its loopback
-/// (so it accepts and answers from it), and ARP settings that keep it from answering or
-/// announcing the VIP on the segment (`arp_ignore=1`, `arp_announce=2`), as LVS-DR backends do.
-pub fn make_dsr_backend(host: &Host, vip: Ipv4Addr) -> anyhow::Result<()> {
+/// (so it accepts and answers from it), and for IPv4 ARP settings that keep it from answering
+/// or announcing the VIP on the segment (`arp_ignore=1`, `arp_announce=2`), as LVS-DR backends
+/// do. An IPv6 VIP needs no settings: neighbour solicitations are answered only for the
+/// receiving interface's own addresses, and the VIP is on lo.
+pub fn make_dsr_backend(host: &Host, vip: impl Into<IpAddr>) -> anyhow::Result<()> {
+    let vip = match vip.into() {
+        IpAddr::V4(vip) => vip,
+        IpAddr::V6(vip) => {
+            host.run(
+                "ip",
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{vip}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ],
+            )?;
+            return Ok(());
+        }
+    };
     for (key, value) in [
         ("net.ipv4.conf.all.arp_ignore", "1"),
         ("net.ipv4.conf.all.arp_announce", "2"),
@@ -125,9 +145,10 @@ pub fn drop_vip(host: &Host, vip: Ipv4Addr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A server on a backend that answers every line with `NAME PEER_IP` (TCP on all addresses;
-/// UDP on the host's own address and on `vip`, so answers leave from the address asked). It
-/// says which backend served a flow and whether the client's address arrived unchanged.
+/// A server on a backend that answers every line with `NAME PEER_IP` (TCP on all addresses,
+/// of both families on a host of a dual-stack lab; UDP on the host's own addresses and on
+/// `vip`, so answers leave from the address asked). It says which backend served a flow and
+/// whether the client's address arrived unchanged.
 pub struct WhoServer {
     _runtime: NetnsRuntime,
     pub name: String,
@@ -137,13 +158,19 @@ impl WhoServer {
     pub fn start(
         host: &Host,
         port: u16,
-        vip: Option<Ipv4Addr>,
+        vip: Option<impl Into<IpAddr>>,
         name: &str,
     ) -> anyhow::Result<WhoServer> {
         let runtime = NetnsRuntime::new(host)?;
         let name = name.to_owned();
+        // "[::]" is dual-stack on Linux: IPv4 clients too.
+        let any: IpAddr = if host.ip6.is_some() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
         let listener = runtime
-            .block_on(async move { TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await })
+            .block_on(async move { TcpListener::bind((any, port)).await })
             .with_context(|| format!("binding TCP port {port} on {}", host.name))?;
         let who = name.clone();
         runtime.handle().spawn(async move {
@@ -164,12 +191,19 @@ impl WhoServer {
                 });
             }
         });
-        let mut udp_addresses = vec![host.ip];
-        udp_addresses.extend(vip);
+        let mut udp_addresses = vec![IpAddr::V4(host.ip)];
+        udp_addresses.extend(host.ip6.map(IpAddr::V6));
+        udp_addresses.extend(vip.map(Into::into));
         for address in udp_addresses {
             let socket = runtime
                 .block_on(async move { UdpSocket::bind((address, port)).await })
-                .with_context(|| format!("binding UDP {address}:{port} on {}", host.name))?;
+                .with_context(|| {
+                    format!(
+                        "binding UDP {} on {}",
+                        SocketAddr::new(address, port),
+                        host.name
+                    )
+                })?;
             let who = name.clone();
             runtime.handle().spawn(async move {
                 let mut buffer = [0u8; 2048];
@@ -194,10 +228,10 @@ impl WhoServer {
 pub struct Answer {
     pub backend: String,
     /// The client address the backend saw.
-    pub peer: Ipv4Addr,
+    pub peer: IpAddr,
 }
 
-fn parse_answer(line: &str) -> io::Result<Answer> {
+pub fn parse_answer(line: &str) -> io::Result<Answer> {
     let mut words = line.split_whitespace();
     match (words.next(), words.next().and_then(|w| w.parse().ok())) {
         (Some(backend), Some(peer)) => Ok(Answer {
@@ -261,9 +295,13 @@ impl Conversation {
     }
 }
 
-/// One question over UDP from `source_port`.
-pub async fn ask_udp(server: SocketAddrV4, source_port: u16) -> io::Result<Answer> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, source_port)).await?;
+/// One question over UDP from `source_port` (asked up to three times).
+pub async fn ask_udp(server: SocketAddr, source_port: u16) -> io::Result<Answer> {
+    let any: IpAddr = match server {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((any, source_port)).await?;
     socket.connect(server).await?;
     let mut buffer = [0u8; 256];
     for _ in 0..3 {

@@ -16,14 +16,13 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use l4_common::{eventually, parse, Node};
 use tandem::config::Config;
 use tandem::dataplane::{self, DataplaneKind, Plan};
-use tandem_lab::l4::NetnsRuntime;
+use tandem_lab::l4::{make_dsr_backend, parse_answer, Answer, NetnsRuntime, WhoServer};
 use tandem_lab::{Host, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP6};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::TcpSocket;
 
 const TCP_PORT: u16 = 7000;
 const UDP_PORT: u16 = 7001;
@@ -36,76 +35,9 @@ fn ip6(host: &Host) -> Ipv6Addr {
     host.ip6.expect("a dual-stack lab host has an IPv6 address")
 }
 
-/// A server on a backend that answers every line (TCP) and datagram (UDP) with
-/// `NAME PEER_IP`. UDP is bound on the host's own address and on the VIP, so answers leave
-/// from the address the client asked (direct server return).
-struct WhoServer6 {
-    _runtime: NetnsRuntime,
-}
-
-impl WhoServer6 {
-    fn start(host: &Host, name: &str) -> anyhow::Result<WhoServer6> {
-        let runtime = NetnsRuntime::new(host)?;
-        let listener = runtime
-            .block_on(async { TcpListener::bind((Ipv6Addr::UNSPECIFIED, TCP_PORT)).await })
-            .with_context(|| format!("binding [::]:{TCP_PORT} on {}", host.name))?;
-        let who = name.to_owned();
-        runtime.handle().spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                let who = who.clone();
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut lines = BufReader::new(read).lines();
-                    while let Ok(Some(_)) = lines.next_line().await {
-                        let answer = format!("{who} {}\n", peer.ip());
-                        if write.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        for address in [ip6(host), VIP6] {
-            let socket = runtime
-                .block_on(async move { UdpSocket::bind((address, UDP_PORT)).await })
-                .with_context(|| format!("binding [{address}]:{UDP_PORT} on {}", host.name))?;
-            let who = name.to_owned();
-            runtime.handle().spawn(async move {
-                let mut buffer = [0u8; 2048];
-                while let Ok((_, peer)) = socket.recv_from(&mut buffer).await {
-                    let answer = format!("{who} {}\n", peer.ip());
-                    let _ = socket.send_to(answer.as_bytes(), peer).await;
-                }
-            });
-        }
-        Ok(WhoServer6 { _runtime: runtime })
-    }
-}
-
-/// Which backend answered, and the client address it saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Answer {
-    backend: String,
-    peer: IpAddr,
-}
-
-fn parse_answer(line: &str) -> io::Result<Answer> {
-    let mut words = line.split_whitespace();
-    match (words.next(), words.next().and_then(|w| w.parse().ok())) {
-        (Some(backend), Some(peer)) => Ok(Answer {
-            backend: backend.to_owned(),
-            peer,
-        }),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected answer {line:?}"),
-        )),
-    }
-}
-
 /// The dual-stack lab; the backends serve the IPv6 VIP by direct server return. Field order: the servers and the client's runtime go before the lab.
 struct Ipv6Lab {
-    _servers: Vec<WhoServer6>,
+    _servers: Vec<WhoServer>,
     client: NetnsRuntime,
     lab: Lab,
 }
@@ -117,22 +49,10 @@ impl Ipv6Lab {
         // lb2 serves too: the backend a reload inserts.
         for name in [HTTP1, HTTP2, LB2] {
             let host = lab.host(name);
-            // A VIP on lo is not answered for on eth0 (neighbour solicitations are answered
-            // for the receiving interface's addresses): IPv6 needs no arp_ignore.
-            host.run(
-                "ip",
-                &[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{VIP6}/128"),
-                    "dev",
-                    "lo",
-                    "nodad",
-                ],
-            )
-            .expect("VIP on the backend's loopback");
-            servers.push(WhoServer6::start(host, name).expect("who server"));
+            make_dsr_backend(host, VIP6).expect("VIP on the backend's loopback");
+            for port in [TCP_PORT, UDP_PORT] {
+                servers.push(WhoServer::start(host, port, Some(VIP6), name).expect("who server"));
+            }
         }
         let client = NetnsRuntime::new(lab.host(CLIENT)).expect("client runtime");
         Ipv6Lab {
@@ -261,23 +181,11 @@ backends = [{udp}]
         })
     }
 
-    /// One UDP question from the client's `port` (asked up to three times).
+    /// One UDP question from the client's `port`.
     fn ask_udp(&self, port: u16) -> io::Result<Answer> {
-        self.client.block_on(async move {
-            let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port)).await?;
-            socket.connect((VIP6, UDP_PORT)).await?;
-            let mut buffer = [0u8; 256];
-            for _ in 0..3 {
-                socket.send(b"who\n").await?;
-                if let Ok(received) =
-                    tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buffer)).await
-                {
-                    let len = received?;
-                    return parse_answer(&String::from_utf8_lossy(&buffer[..len]));
-                }
-            }
-            Err(io::Error::new(io::ErrorKind::TimedOut, "no UDP answer"))
-        })
+        let server = SocketAddr::from((VIP6, UDP_PORT));
+        self.client
+            .block_on(async move { tandem_lab::l4::ask_udp(server, port).await })
     }
 
     /// The backend Maglev picks for a flow from the client's `port` to `service`, computed

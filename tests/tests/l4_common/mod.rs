@@ -131,7 +131,7 @@ impl L4Lab {
 
     /// One UDP question from `port`.
     pub fn ask_udp(&self, port: u16) -> std::io::Result<Answer> {
-        let server = SocketAddrV4::new(VIP, UDP_PORT);
+        let server = SocketAddrV4::new(VIP, UDP_PORT).into();
         self.client
             .block_on(async move { tandem_lab::l4::ask_udp(server, port).await })
     }

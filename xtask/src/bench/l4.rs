@@ -329,18 +329,7 @@ pub fn run(root: &Path, seconds: u64, repetitions: usize) -> anyhow::Result<()> 
     )?;
     for name in [HTTP1, HTTP2] {
         let host = lab.host(name);
-        host.run(
-            "ip",
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{VIP6}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ],
-        )?;
+        make_dsr_backend(host, VIP6)?;
         host.run(
             "nft",
             &[&format!(
