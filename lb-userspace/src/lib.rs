@@ -4,6 +4,7 @@
 //! - `backends`: the policy the proxy and the L4 data plane share: backend health (active
 //!   probes, passive marking) and Maglev consistent hashing.
 //! - `backend_transport`: TLS and HTTP/2 to backends (h2c, https, h2), for the proxy and checks.
+//! - `bgp`: active-active: the `[bgp]` VIPs announced to routers through a BIRD 2 child.
 //! - `capabilities`: which Linux capabilities the process has, for errors that name them.
 //! - `config`: the TOML model and its validation (errors as FILE:LINE:COL).
 //! - `control`: the control socket (`tandem status`, `tandem reload`) and the status screen.
@@ -24,6 +25,7 @@
 
 pub mod backend_transport;
 pub mod backends;
+pub mod bgp;
 pub mod capabilities;
 pub mod config;
 pub mod control;

@@ -87,25 +87,33 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Take a backend out of rotation for maintenance; its sessions and connections go on
+    /// Take a backend, or the whole node, out of rotation; its connections go on
     ///
-    /// No new sessions, requests (HTTP) or flows (L4) go to it; requests of sessions already
-    /// on it, and its established L4 flows, go on. Kept across `tandem reload`, not across a
-    /// restart. Undo with `tandem enable`.
+    /// With SERVICE BACKEND: no new sessions, requests (HTTP) or flows (L4) go to that backend;
+    /// requests of sessions already on it, and its established L4 flows, go on. Kept across
+    /// `tandem reload`, not across a restart.
+    ///
+    /// Without arguments: the node withdraws its [bgp] VIPs, so the routers send new flows to
+    /// the other nodes while open connections finish here.
+    ///
+    /// Undo with `tandem enable` (with the same arguments).
     Drain {
         /// The service's name, as in the config.
-        service: String,
+        #[arg(requires = "backend")]
+        service: Option<String>,
         /// The backend's address, as in the config (e.g. 198.18.0.102:80).
-        backend: String,
+        backend: Option<String>,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
-    /// Put a drained backend back in rotation.
+    /// Put a drained backend back in rotation, or (without arguments) announce a drained
+    /// node's [bgp] VIPs again.
     Enable {
         /// The service's name, as in the config.
-        service: String,
+        #[arg(requires = "backend")]
+        service: Option<String>,
         /// The drained backend's address, as in the config (e.g. 198.18.0.102:80).
-        backend: String,
+        backend: Option<String>,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -189,12 +197,12 @@ fn main() -> ExitCode {
             service,
             backend,
             daemon,
-        } => drain(&["drain", &service, &backend], daemon),
+        } => drain("drain", service.zip(backend), daemon),
         Command::Enable {
             service,
             backend,
             daemon,
-        } => drain(&["enable", &service, &backend], daemon),
+        } => drain("enable", service.zip(backend), daemon),
     };
     match result {
         Ok(code) => code,
@@ -348,12 +356,20 @@ fn control_socket(
     }
 }
 
-fn drain(words: &[&str], daemon: DaemonArgs) -> anyhow::Result<ExitCode> {
+fn drain(
+    verb: &str,
+    backend: Option<(String, String)>,
+    daemon: DaemonArgs,
+) -> anyhow::Result<ExitCode> {
     let socket = match control_socket(daemon.socket, daemon.config) {
         Ok(socket) => socket,
         Err(code) => return Ok(code),
     };
-    let body = tandem::control::client::request(&socket, &words.join(" "))?;
+    let command = match backend {
+        Some((service, backend)) => format!("{verb} {service} {backend}"),
+        None => verb.to_owned(),
+    };
+    let body = tandem::control::client::request(&socket, &command)?;
     println!(
         "{}",
         body.get("message")

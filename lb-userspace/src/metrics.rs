@@ -13,7 +13,8 @@
 //! `tandem_http_request_duration_seconds{service}` (histogram),
 //! `tandem_affinity_sessions{service}`, `tandem_dataplane_active{kind}`,
 //! `tandem_xdp_packets_total{service,backend}`, `tandem_xdp_bytes_total{service,backend}` and
-//! `tandem_xdp_flows`.
+//! `tandem_xdp_flows`; with `[bgp]`, `tandem_bgp_session_up{peer}` (1 while Established) and
+//! `tandem_bgp_vip_announced{vip}`.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -55,6 +56,8 @@ pub struct Snapshot {
     /// The HTTP services (empty without a proxy).
     pub services: Vec<ServiceSnapshot>,
     pub dataplane: Option<DataplaneStatus>,
+    /// `[bgp]`'s sessions and VIPs; `None` without `[bgp]`.
+    pub bgp: Option<crate::bgp::BgpStatus>,
 }
 
 /// Where the snapshots come from; called once per scrape.
@@ -377,6 +380,35 @@ impl Collector for NodeCollector {
             "Entries in the XDP connection table.",
             &flows,
         )?;
+        if let Some(bgp) = &snapshot.bgp {
+            let sessions: Vec<(Labels, i64)> = bgp
+                .sessions
+                .iter()
+                .map(|session| {
+                    (
+                        vec![("peer", session.peer.to_string())],
+                        i64::from(session.established()),
+                    )
+                })
+                .collect();
+            gauge(
+                e,
+                "tandem_bgp_session_up",
+                "Whether the BGP session with the peer is Established.",
+                &sessions,
+            )?;
+            let vips: Vec<(Labels, i64)> = bgp
+                .vips
+                .iter()
+                .map(|vip| (vec![("vip", vip.vip.to_string())], i64::from(vip.announced)))
+                .collect();
+            gauge(
+                e,
+                "tandem_bgp_vip_announced",
+                "Whether this node announces the VIP to its BGP peers.",
+                &vips,
+            )?;
+        }
         Ok(())
     }
 }

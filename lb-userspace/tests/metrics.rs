@@ -113,6 +113,18 @@ fn fake() -> Snapshot {
             }],
             flows: Some(4),
         }),
+        bgp: Some(
+            serde_json::from_value(serde_json::json!({
+                "local_as": 65001, "router_id": "198.18.0.100", "bird": "running (pid 7)",
+                "drained": false,
+                "sessions": [
+                    {"peer": "198.18.0.1", "remote_as": 65000, "state": "Established", "info": ""},
+                    {"peer": "198.18.0.2", "remote_as": 65000, "state": "Active", "info": ""}
+                ],
+                "vips": [{"vip": "198.18.2.99", "announced": true, "reason": ""}]
+            }))
+            .expect("BGP status as JSON"),
+        ),
     }
 }
 
@@ -159,6 +171,8 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         ("tandem_affinity_sessions", "gauge"),
         ("tandem_xdp_packets", "counter"),
         ("tandem_xdp_flows", "gauge"),
+        ("tandem_bgp_session_up", "gauge"),
+        ("tandem_bgp_vip_announced", "gauge"),
     ] {
         let line = format!("# TYPE {family} {kind}\n");
         assert!(body.contains(&line), "missing {line:?} in:\n{body}");
@@ -186,6 +200,9 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         "tandem_http_tunnels_open{service=\"web\"} 2\n",
         "tandem_xdp_packets_total{service=\"ssh\",backend=\"198.18.0.102:22\"} 99\n",
         "tandem_xdp_flows 4\n",
+        "tandem_bgp_session_up{peer=\"198.18.0.1\"} 1\n",
+        "tandem_bgp_session_up{peer=\"198.18.0.2\"} 0\n",
+        "tandem_bgp_vip_announced{vip=\"198.18.2.99\"} 1\n",
     ] {
         assert!(body.contains(sample), "missing {sample:?} in:\n{body}");
     }

@@ -49,6 +49,8 @@ const PEER_PACKAGES: &[&str] = &[
     "python3-websockets",
     // The gRPC server and client through the proxy's h2c and h2 backends.
     "python3-grpcio",
+    // The BGP speaker Tandem runs for [bgp], and the lab's router.
+    "bird2",
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -75,7 +77,7 @@ pub fn run() -> anyhow::Result<()> {
         .context("installing Debian packages")?;
         // Debian starts the web servers it installs; the lab runs its own instances and the
         // machine's own must not hold port 80 on the host.
-        for service in ["apache2", "nginx", "haproxy", "keepalived"] {
+        for service in ["apache2", "nginx", "haproxy", "keepalived", "bird"] {
             let _ = Command::new("service").args([service, "stop"]).output();
         }
     }

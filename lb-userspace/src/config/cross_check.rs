@@ -16,7 +16,68 @@ pub(super) fn check(report: &mut Reporter, document: &Document) {
     check_vrrp(report, &document.vrrp);
     check_services(report, &document.services);
     check_replication(report, document);
+    check_bgp(report, document);
     warn(report, document);
+}
+
+/// A BGP VIP is announced only while a service on it can serve, so a VIP no service listens
+/// on could never be announced; and an address is either floated by VRRP or announced by
+/// every node, not both (two nodes would hold it on their interfaces while the router also
+/// sends it to a third). Each VIP needs a peer of its family: BIRD announces IPv4 routes to
+/// IPv4 neighbours and IPv6 to IPv6 ones here.
+fn check_bgp(report: &mut Reporter, document: &Document) {
+    let Some((bgp, spans)) = &document.bgp else {
+        return;
+    };
+    for (&vip, &at) in bgp.vips.iter().zip(&spans.vips) {
+        let served = document.services.iter().any(|(service, _)| {
+            let listen = service.listen.ip();
+            listen == vip || (listen.is_unspecified() && listen.is_ipv4() == vip.is_ipv4())
+        });
+        if !served {
+            let example = if vip.is_ipv4() {
+                format!("\"{vip}:80\"")
+            } else {
+                format!("\"[{vip}]:80\"")
+            };
+            report.error(
+                at,
+                format!(
+                    "vip {vip} is served by no [[service]]: a node announces a VIP only while \
+                     a service on it has a healthy backend; add a service with listen = \
+                     {example}, or remove the VIP"
+                ),
+            );
+        }
+        for (instance, instance_spans) in &document.vrrp {
+            if instance.virtual_ipaddress.contains(&vip) {
+                report.error(
+                    at,
+                    format!(
+                        "vip {vip} is also in [[vrrp]] {:?} (line {}): an address is either \
+                         floated by VRRP or announced over BGP by every node; remove it from \
+                         one of them",
+                        instance.name,
+                        report.line_of(instance_spans.name)
+                    ),
+                );
+            }
+        }
+        if !bgp
+            .peers
+            .iter()
+            .any(|peer| peer.address.is_ipv4() == vip.is_ipv4())
+        {
+            let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
+            report.error(
+                at,
+                format!(
+                    "vip {vip} is {family} but no [bgp] peer is: add the router's {family} \
+                     address to peers to announce it"
+                ),
+            );
+        }
+    }
 }
 
 /// The replication listener is one more TCP socket on the node: it must not take a service's.
@@ -215,7 +276,11 @@ fn share_problem(first: &Service, second: &Service) -> Option<&'static str> {
 }
 
 fn warn(report: &mut Reporter, document: &Document) {
-    if !document.has_vrrp_entries {
+    let bgp_vips: &[IpAddr] = document
+        .bgp
+        .as_ref()
+        .map_or(&[], |(bgp, _)| bgp.vips.as_slice());
+    if !document.has_vrrp_entries && bgp_vips.is_empty() {
         report.warning(
             Pos::START,
             "no [[vrrp]] instance: this node has no failover, and services are reachable only \
@@ -227,6 +292,7 @@ fn warn(report: &mut Reporter, document: &Document) {
         .vrrp
         .iter()
         .flat_map(|(instance, _)| instance.virtual_ipaddress.iter().copied())
+        .chain(bgp_vips.iter().copied())
         .collect();
     for (service, spans) in &document.services {
         let address = service.listen.ip();
@@ -238,9 +304,14 @@ fn warn(report: &mut Reporter, document: &Document) {
             spans.listen,
             format!(
                 "service {:?} listens on {address}, which is not a virtual_ipaddress of any \
-                 [[vrrp]] instance: it does not fail over, and is reachable only where that \
+                 [[vrrp]] instance{}: it does not fail over, and is reachable only where that \
                  address exists",
-                service.name
+                service.name,
+                if bgp_vips.is_empty() {
+                    ""
+                } else {
+                    " nor a [bgp] vip"
+                }
             ),
         );
     }

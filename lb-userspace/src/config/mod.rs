@@ -29,11 +29,11 @@ use std::path::Path;
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity};
 pub use model::no_such_backend;
 pub use model::{
-    AccessLog, AccessLogLevel, Backend, BackendAddress, BackendProtocol, BackendTls, Balance,
-    BuiltinCheck, CertificateFiles, Config, DataplaneMode, HealthCheck, HealthKind, LogTarget,
-    NamedBackend, Node, ProxySettings, Replication, Service, ServiceHttp, ServiceMode, Session,
-    SessionKind, SessionMode, Tls, Track, VrrpAuthentication, VrrpInstance, DEFAULT_CONFIG_PATH,
-    DEFAULT_CONTROL_SOCKET,
+    AccessLog, AccessLogLevel, Backend, BackendAddress, BackendProtocol, BackendTls, Balance, Bgp,
+    BgpPeer, BuiltinCheck, CertificateFiles, Config, DataplaneMode, HealthCheck, HealthKind,
+    LogTarget, NamedBackend, Node, ProxySettings, Replication, Service, ServiceHttp, ServiceMode,
+    Session, SessionKind, SessionMode, Tls, Track, VrrpAuthentication, VrrpInstance,
+    DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET,
 };
 
 use diagnostic::{Pos, Reporter};
@@ -117,5 +117,6 @@ fn read_config(report: &mut Reporter, text: &str) -> Option<Config> {
             .collect(),
         proxy: document.proxy?,
         replication: document.replication.map(|(replication, _)| replication),
+        bgp: document.bgp.map(|(bgp, _)| bgp),
     })
 }

@@ -37,6 +37,72 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// `[replication]`: where learned sessions go to and come from; `None` keeps them local.
     pub replication: Option<Replication>,
+    /// `[bgp]`: the VIPs this node announces to its routers (active-active); `None`: no BGP.
+    pub bgp: Option<Bgp>,
+}
+
+/// `[bgp]`: the node announces `vips` to `peers` over BGP (through a BIRD 2 it runs), each as
+/// a host route, while it can serve them. Every node of an active-active group announces the
+/// same VIPs, and the routers spread the flows over the nodes by ECMP.
+///
+/// Serialized without the peers' passwords (see [`BgpPeer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bgp {
+    /// This node's AS number (1..=4294967294; private ASes are 64512..=65534 and
+    /// 4200000000..=4294967294).
+    pub local_as: u32,
+    /// The BGP identifier: an IPv4 address unique among the routers, usually the node's own.
+    pub router_id: std::net::Ipv4Addr,
+    /// Never empty; unique addresses.
+    pub peers: Vec<BgpPeer>,
+    /// Never empty; each is served by at least one `[[service]]` and is in no `[[vrrp]]`
+    /// instance. Announced as /32 (IPv4) or /128 (IPv6).
+    pub vips: Vec<IpAddr>,
+    /// The hold time offered to peers that set none of their own: 3 s..=65535 s in whole
+    /// seconds (RFC 4271's minimum is 3 s). The router withdraws a silent node's routes after
+    /// it. Default 9 s (BIRD's own default is 240 s, far too long for failover).
+    #[serde(with = "duration_text")]
+    pub hold_time: Duration,
+}
+
+impl Bgp {
+    pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(9);
+    pub const DEFAULT_PORT: u16 = 179;
+}
+
+/// One `[bgp] peers` entry: a router this node announces its VIPs to.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct BgpPeer {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    /// Default 179.
+    pub port: u16,
+    /// TCP MD5 signature (RFC 2385) password, as BIRD's `password`. Serialized as whether
+    /// there is one (`"password": true`), never its text.
+    #[serde(serialize_with = "serialize_is_set")]
+    pub password: Option<String>,
+    /// Overrides `[bgp] hold_time` for this peer.
+    #[serde(with = "duration_text")]
+    pub hold_time: Duration,
+}
+
+fn serialize_is_set<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bool(value.is_some())
+}
+
+impl std::fmt::Debug for BgpPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgpPeer")
+            .field("address", &self.address)
+            .field("remote_as", &self.remote_as)
+            .field("port", &self.port)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("hold_time", &self.hold_time)
+            .finish()
+    }
 }
 
 /// `[replication]`: the TCP link over which nodes share learned session entries, so a

@@ -145,6 +145,7 @@ session = { type = "cookie", id = "JSESSIONID", ttl = "300s" }
         }],
         proxy: ProxySettings::default(),
         replication: None,
+        bgp: None,
     };
     assert_eq!(loaded.config, expected);
 }
@@ -718,7 +719,7 @@ fn unknown_top_level_sections_and_missing_node() {
     assert_eq!(
         error(&text),
         "t.toml:9:3: unknown key `services` in the top level (expected one of: node, vrrp, \
-         service, proxy, replication)"
+         service, proxy, replication, bgp)"
     );
     assert_eq!(
         errors(VRRP),
@@ -1245,4 +1246,136 @@ fn ipv6_l4_services_with_ipv6_backends_are_accepted() {
     assert_eq!(echo.listen, addr("[2001:2::99]:7000"));
     assert_eq!(echo.backends[1].address, addr("[2001:2::103]:7000"));
     assert_eq!(config.services[1].mode, ServiceMode::Udp);
+}
+
+/// Lines 4 to 6: an HTTP service on the BGP VIP 198.18.2.99.
+const BGP_SERVICE: &str =
+    "[[service]]\nname = \"web\"\nlisten = \"198.18.2.99:80\"\nbackends = [\"198.18.0.102:80\"]\n";
+
+#[test]
+fn bgp_section_as_in_the_contract_loads_with_its_defaults() {
+    let text = format!(
+        r#"{NODE}{BGP_SERVICE}[bgp]
+local_as = 65001
+router_id = "198.18.0.100"
+peers = [{{ address = "198.18.0.1", remote_as = 65000 }},
+         {{ address = "198.18.0.2", remote_as = 65000, port = 1179, password = "s3cret", hold_time = "30s" }}]
+vips = ["198.18.2.99"]
+"#
+    );
+    let loaded = parse_ok(&text);
+    assert!(
+        loaded.warnings.is_empty(),
+        "a BGP node needs no VRRP and its VIP is not an odd listen address: {:?}",
+        loaded.warnings
+    );
+    let bgp = loaded.config.bgp.expect("[bgp] was read");
+    assert_eq!(bgp.local_as, 65001);
+    assert_eq!(bgp.router_id, Ipv4Addr::new(198, 18, 0, 100));
+    assert_eq!(
+        bgp.hold_time,
+        Duration::from_secs(9),
+        "the default hold time"
+    );
+    assert_eq!(bgp.vips, [IpAddr::from([198, 18, 2, 99])]);
+    assert_eq!(bgp.peers.len(), 2);
+    assert_eq!(
+        (
+            bgp.peers[0].port,
+            bgp.peers[0].hold_time,
+            &bgp.peers[0].password
+        ),
+        (179, Duration::from_secs(9), &None)
+    );
+    assert_eq!(
+        (
+            bgp.peers[1].port,
+            bgp.peers[1].hold_time,
+            bgp.peers[1].password.as_deref()
+        ),
+        (1179, Duration::from_secs(30), Some("s3cret"))
+    );
+    let json = serde_json::to_string(&bgp).expect("serializes");
+    assert!(
+        !json.contains("s3cret") && json.contains("\"password\":true"),
+        "status shows that a password is set, never the password: {json}"
+    );
+}
+
+#[test]
+fn bgp_mistakes_point_at_the_value_and_say_what_to_write() {
+    let bgp = |body: &str| format!("{NODE}{BGP_SERVICE}[bgp]\n{body}");
+    let base = "local_as = 65001\nrouter_id = \"198.18.0.100\"\n";
+    assert_eq!(
+        error(&bgp(&format!(
+            "{base}peers = [{{ address = \"198.18.0.1\", remote_as = 65000 }}]\nvips = [\"198.18.2.98\"]\n"
+        ))),
+        "t.toml:12:9: vip 198.18.2.98 is served by no [[service]]: a node announces a VIP only \
+         while a service on it has a healthy backend; add a service with listen = \
+         \"198.18.2.98:80\", or remove the VIP"
+    );
+    assert_eq!(
+        error(&bgp(&format!(
+            "{base}peers = [{{ address = \"198.18.0.1\", remote_as = 65000 }}]\nvips = [\"198.18.2.99\"]\nhold_time = \"1s\"\n"
+        ))),
+        "t.toml:13:13: hold_time = \"1s\" is not a BGP hold time: whole seconds from \"3s\" to \
+         \"65535s\" (RFC 4271); the router withdraws a silent node's routes after it, e.g. \"9s\""
+    );
+    assert_eq!(
+        error(&bgp(
+            "local_as = 65001\nrouter_id = \"2001:2::100\"\npeers = [{ address = \"198.18.0.1\", remote_as = 65000 }]\nvips = [\"198.18.2.99\"]\n"
+        )),
+        "t.toml:10:13: router_id 2001:2::100 is not a usable BGP identifier: it is a non-zero IPv4 \
+         address (RFC 6286), usually the node's own, e.g. \"198.18.0.100\", also on IPv6-only \
+         nodes"
+    );
+    assert_eq!(
+        error(&bgp(&format!(
+            "{base}peers = [{{ address = \"198.18.0.1\", remote_as = 65000 }}, {{ address = \"198.18.0.1\", remote_as = 65002 }}]\nvips = [\"198.18.2.99\"]\n"
+        ))),
+        "t.toml:11:57: peer 198.18.0.1 is listed twice (first on line 11); BGP has one session \
+         per neighbour address"
+    );
+    assert_eq!(
+        error(&bgp(&format!(
+            "{base}peers = [{{ address = \"198.18.0.1\", remote_as = 65000, hold = \"3s\" }}]\nvips = [\"198.18.2.99\"]\n"
+        ))),
+        "t.toml:11:55: unknown key `hold` in a [bgp] peer (expected one of: address, remote_as, \
+         port, password, hold_time)"
+    );
+    assert_eq!(
+        error(&bgp(&format!(
+            "{base}peers = []\nvips = [\"198.18.2.99\"]\n"
+        ))),
+        "t.toml:11:9: peers is empty: list the routers to announce to, e.g. [{ address = \
+         \"198.18.0.1\", remote_as = 65000 }] (or remove [bgp])"
+    );
+    assert_eq!(
+        error(&bgp(
+            "local_as = 23456\nrouter_id = \"198.18.0.100\"\npeers = [{ address = \"198.18.0.1\", remote_as = 65000 }]\nvips = [\"198.18.2.99\"]\n"
+        )),
+        "t.toml:9:12: local_as = 23456 is AS_TRANS (RFC 6793), which no router may use as its \
+         own; a private AS is 64512..=65534 or 4200000000..=4294967294"
+    );
+}
+
+#[test]
+fn a_bgp_vip_is_not_also_floated_by_vrrp_and_needs_a_peer_of_its_family() {
+    let text = format!(
+        "{NODE}{VRRP}[[service]]\nname = \"web\"\nlisten = \"0.0.0.0:80\"\nbackends = [\"198.18.0.102:80\"]\n\
+         [[service]]\nname = \"web6\"\nlisten = \"[2001:2::99]:80\"\nbackends = [\"[2001:2::102]:80\"]\n\
+         [bgp]\nlocal_as = 65001\nrouter_id = \"198.18.0.100\"\n\
+         peers = [{{ address = \"198.18.0.1\", remote_as = 65000 }}]\n\
+         vips = [\"198.18.0.99\", \"2001:2::99\"]\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "t.toml:21:9: vip 198.18.0.99 is also in [[vrrp]] \"VI_1\" (line 5): an address is \
+             either floated by VRRP or announced over BGP by every node; remove it from one of \
+             them",
+            "t.toml:21:24: vip 2001:2::99 is IPv6 but no [bgp] peer is: add the router's IPv6 \
+             address to peers to announce it",
+        ]
+    );
 }

@@ -29,6 +29,9 @@ pub struct NodeStatus {
     /// Backends written by host name: what each resolved to, and whether it still does.
     #[serde(default)]
     pub backend_names: Vec<crate::names::NameStatus>,
+    /// `[bgp]`: the sessions and the announced VIPs; `None` when the node has no `[bgp]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::bgp::BgpStatus>,
 }
 
 /// The daemon's answer to one command.

@@ -131,6 +131,9 @@ pub fn render(status: &NodeStatus, colour: Colour) -> String {
             let _ = writeln!(out, "  {:<10} FAULT: {fault}", "");
         }
     }
+    if let Some(bgp) = &status.bgp {
+        render_bgp(&mut out, &paint, bgp);
+    }
     let l4_services = status
         .dataplane
         .as_ref()
@@ -336,6 +339,50 @@ fn render_dataplane(out: &mut String, paint: &Paint, dataplane: &DataplaneStatus
     }
 }
 
+/// The BGP section: the sessions, then each VIP with whether it is announced or why not.
+fn render_bgp(out: &mut String, paint: &Paint, bgp: &crate::bgp::BgpStatus) {
+    let drained = if bgp.drained { ", DRAINED" } else { "" };
+    let _ = writeln!(
+        out,
+        "\n{}  {}",
+        paint.bold("BGP"),
+        paint.dim(&format!(
+            "AS {}, router id {}, BIRD {}{drained}",
+            bgp.local_as, bgp.router_id, bgp.bird
+        ))
+    );
+    for session in &bgp.sessions {
+        // Green once Established; yellow while connecting (it is not a fault of this node).
+        let state = paint.wrap(
+            if session.established() {
+                "1;32"
+            } else {
+                "1;33"
+            },
+            &session.state,
+        );
+        let _ = writeln!(
+            out,
+            "  peer {:<24} AS {:<10} {}{}",
+            session.peer,
+            session.remote_as,
+            state,
+            if session.info.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", session.info)
+            }
+        );
+    }
+    for vip in &bgp.vips {
+        if vip.announced {
+            let _ = writeln!(out, "  vip  {:<24} announced", vip.vip);
+        } else {
+            let _ = writeln!(out, "  vip  {:<24} withdrawn: {}", vip.vip, vip.reason);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +413,7 @@ mod tests {
             services: Vec::new(),
             dataplane: None,
             backend_names: Vec::new(),
+            bgp: None,
         }
     }
 
@@ -458,6 +506,38 @@ mod tests {
             "198.18.0.104:80        DRAIN  weight 1, sessions 3",
             "198.18.0.102:22        UP     weight 1, new flows 100%, packets 10, bytes 1000  mac 02:00:00:00:00:66",
             "XDP (generic) on eth0, UP forwarding (this node is master), 4 flows recorded",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn bgp_shows_each_session_state_and_why_a_vip_is_withdrawn() {
+        let mut status = sample();
+        status.bgp = Some(
+            serde_json::from_value(serde_json::json!({
+                "local_as": 65001, "router_id": "198.18.0.100", "bird": "running (pid 7)",
+                "drained": false,
+                "sessions": [
+                    {"peer": "198.18.0.1", "remote_as": 65000, "state": "Established", "info": ""},
+                    {"peer": "198.18.0.2", "remote_as": 65000, "state": "Active",
+                     "info": "Socket: Connection refused"}
+                ],
+                "vips": [
+                    {"vip": "198.18.2.99", "announced": true, "reason": ""},
+                    {"vip": "198.18.2.98", "announced": false,
+                     "reason": "no backend of dns is up (and not drained)"}
+                ]
+            }))
+            .expect("BGP status as JSON"),
+        );
+        let text = render(&status, Colour::Off);
+        for expected in [
+            "BGP  AS 65001, router id 198.18.0.100, BIRD running (pid 7)",
+            "peer 198.18.0.1               AS 65000      Established",
+            "peer 198.18.0.2               AS 65000      Active  Socket: Connection refused",
+            "vip  198.18.2.99              announced",
+            "vip  198.18.2.98              withdrawn: no backend of dns is up (and not drained)",
         ] {
             assert!(text.contains(expected), "{expected:?} in:\n{text}");
         }

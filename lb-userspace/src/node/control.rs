@@ -24,6 +24,8 @@ pub struct Parts {
     pub proxy: Weak<ProxyHandle>,
     pub dataplane: Arc<dyn Dataplane>,
     pub names: Arc<NameTable>,
+    /// `[bgp]`'s speaker, when the node announces VIPs.
+    pub bgp: Option<Arc<crate::bgp::BgpSpeaker>>,
 }
 
 impl Parts {
@@ -41,6 +43,7 @@ impl Parts {
                 .unwrap_or_default(),
             dataplane: Some(self.dataplane.status()),
             backend_names: self.names.status(),
+            bgp: self.bgp.as_ref().map(|bgp| bgp.status()),
         }
     }
 
@@ -55,6 +58,7 @@ impl Parts {
                 .map(|proxy| proxy.service_snapshots())
                 .unwrap_or_default(),
             dataplane: Some(parts.dataplane.status()),
+            bgp: parts.bgp.as_ref().map(|bgp| bgp.status()),
         })
     }
 }
@@ -83,6 +87,9 @@ pub fn handler(parts: Parts, reloader: Weak<Reloader>) -> control::server::Handl
                         message: "the node is stopping".to_owned(),
                     },
                 },
+                verb @ ("drain" | "enable") if words.len() == 1 => {
+                    drain_node(verb == "drain", parts.bgp.as_deref()).await
+                }
                 verb @ ("drain" | "enable") => {
                     drain(&words[1..], verb == "drain", &parts.proxy, &parts.dataplane).await
                 }
@@ -94,6 +101,34 @@ pub fn handler(parts: Parts, reloader: Weak<Reloader>) -> control::server::Handl
             }
         }) as BoxFuture<'static, Reply>
     })
+}
+
+/// `tandem drain` and `tandem enable` of the whole node: its `[bgp]` VIPs are withdrawn (the
+/// routers send new flows to the other nodes; open connections go on) or announced again.
+async fn drain_node(drained: bool, bgp: Option<&crate::bgp::BgpSpeaker>) -> Reply {
+    let Some(bgp) = bgp else {
+        return Reply::Error {
+            message: "draining the node withdraws its [bgp] VIPs, and this node has no [bgp]; \
+                      drain a backend with `tandem drain SERVICE BACKEND`, or move a VRRP VIP \
+                      by stopping this node"
+                .to_owned(),
+        };
+    };
+    if let Err(err) = bgp.set_drained(drained).await {
+        return Reply::Error {
+            message: format!("{err:#}"),
+        };
+    }
+    let message = if drained {
+        "node drained: every [bgp] VIP is withdrawn; open connections go on (`tandem enable` \
+         to announce again)"
+    } else {
+        "node enabled: the [bgp] VIPs are announced again as soon as they can be served"
+    };
+    info!("{message}");
+    Reply::Ok {
+        body: serde_json::json!({ "drained": drained, "message": message }),
+    }
 }
 
 /// `tandem drain SERVICE BACKEND` (`drained`) and `tandem enable SERVICE BACKEND`: the HTTP

@@ -12,6 +12,10 @@ use crate::vrrp::instance::Mastership;
 /// What the node does when an instance gains or loses mastership.
 pub(super) struct NodeMastership {
     pub(super) dataplane: Arc<dyn Dataplane>,
+    /// With `[bgp]` the data plane serves the announced VIPs whatever VRRP decides, so losing
+    /// a VRRP mastership leaves it filled (the VRRP VIPs' packets stop arriving anyway, since
+    /// the VIPs left this node).
+    pub(super) always_active: bool,
 }
 
 impl Mastership for NodeMastership {
@@ -28,6 +32,10 @@ impl Mastership for NodeMastership {
     fn left_master(&self, instance: &str) -> BoxFuture<'_, ()> {
         let instance = instance.to_owned();
         Box::pin(async move {
+            if self.always_active {
+                info!(instance, "keeping the data plane active for the [bgp] VIPs");
+                return;
+            }
             info!(instance, "deactivating the data plane");
             if let Err(err) = self.dataplane.deactivate().await {
                 error!(instance, "deactivating the data plane: {err:#}");

@@ -83,6 +83,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     give_up_bpf_capabilities();
     let mastership: Arc<dyn Mastership> = Arc::new(NodeMastership {
         dataplane: dataplane.clone(),
+        always_active: config.bgp.is_some(),
     });
     // TCP backends are probed like the proxy's; a change rebuilds that service's Maglev table.
     let l4_health = L4Health::start(&config, Arc::clone(&health_checks), &dataplane, &shutdown);
@@ -97,8 +98,12 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     let mut instances: Vec<InstanceHandle> = Vec::new();
     let mut instance_tasks = Vec::new();
     let vrrp_shutdown = shutdown.child_token();
-    if !config.vrrp.is_empty() {
-        let netlink = Netlink::connect()?;
+    let netlink = if config.vrrp.is_empty() && config.bgp.is_none() {
+        None
+    } else {
+        Some(Netlink::connect()?)
+    };
+    if let Some(netlink) = netlink.as_ref().filter(|_| !config.vrrp.is_empty()) {
         let held = HeldVips::beside_socket(&config.node.control_socket);
         for instance_config in &config.vrrp {
             let resources = instance::Resources {
@@ -125,9 +130,38 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
                 }
             }
         }
-    } else {
-        mastership.becoming_master("(no VRRP: always active)").await;
     }
+    if config.vrrp.is_empty() {
+        mastership.becoming_master("(no VRRP: always active)").await;
+    } else if config.bgp.is_some() {
+        mastership.becoming_master("([bgp]: always active)").await;
+    }
+
+    // Started last: a VIP is announced only once everything that serves it runs.
+    let bgp = match (&config.bgp, &netlink) {
+        (Some(bgp_config), Some(netlink)) => {
+            let sources = crate::bgp::Sources {
+                proxy: Arc::downgrade(&proxy),
+                dataplane: dataplane.clone(),
+                proxy_up: proxy_up.clone(),
+            };
+            let run_dir = config.node.control_socket.with_extension("bird");
+            match crate::bgp::BgpSpeaker::start(bgp_config, &run_dir, sources, netlink.clone())
+                .await
+            {
+                Ok(speaker) => Some(Arc::new(speaker)),
+                Err(err) => {
+                    vrrp_shutdown.cancel();
+                    for task in instance_tasks {
+                        let _ = task.await;
+                    }
+                    dataplane.shutdown().await;
+                    return Err(err.context("starting BGP"));
+                }
+            }
+        }
+        _ => None,
+    };
 
     let parts = control::Parts {
         node: config.node.name.clone(),
@@ -136,6 +170,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
         proxy: Arc::downgrade(&proxy),
         dataplane: dataplane.clone(),
         names: Arc::clone(&names),
+        bgp: bgp.clone(),
     };
     let metrics_task = match config.node.metrics {
         Some(address) => {
@@ -202,6 +237,10 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     };
     drop(reloader);
     info!(signal = signal_name, "stopping");
+    // The routers first: new flows go to the other nodes while this one finishes its own.
+    if let Some(bgp) = &bgp {
+        bgp.withdraw_for_stop().await;
+    }
     vrrp_shutdown.cancel();
     for task in instance_tasks {
         if let Err(err) = task.await {
@@ -218,6 +257,9 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     }
     if let Some(task) = metrics_task {
         let _ = task.await;
+    }
+    if let Some(bgp) = &bgp {
+        bgp.stop().await;
     }
     dataplane.shutdown().await;
     info!("stopped");

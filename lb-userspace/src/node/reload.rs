@@ -54,6 +54,20 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         (Some(old), Some(new)) => diff_section("[replication]", old, new, &mut changes),
         (None, None) => {}
     }
+    // BIRD's config is written at start; its sessions would have to be restarted anyway.
+    match (&running.bgp, &new.bgp) {
+        (None, Some(_)) => changes.push("[bgp] added".to_owned()),
+        (Some(_), None) => changes.push("[bgp] removed".to_owned()),
+        (Some(old), Some(new)) => {
+            let before = changes.len();
+            diff_section("[bgp]", old, new, &mut changes);
+            if changes.len() == before && old != new {
+                // Only a password differs, and passwords are never shown.
+                changes.push("[bgp] a peer's password changed".to_owned());
+            }
+        }
+        (None, None) => {}
+    }
     for old in &running.vrrp {
         match new.vrrp.iter().find(|n| n.name == old.name) {
             Some(new) => {

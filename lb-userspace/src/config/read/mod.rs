@@ -8,10 +8,13 @@
 //!
 //! `vrrp.rs` reads `[[vrrp]]` entries and their trackers; `service.rs` reads `[[service]]`
 //! entries, their backends, health checks and sessions; this file the document, `[node]` and
-//! `[replication]`, and the helpers both use.
+//! `[replication]`, and the helpers both use; `bgp.rs` reads `[bgp]`.
 
+mod bgp;
 mod service;
 mod vrrp;
+
+pub(super) use bgp::BgpSpans;
 
 use std::path::PathBuf;
 
@@ -20,11 +23,11 @@ use toml_edit::Table;
 use super::diagnostic::{Pos, Reporter};
 use super::fields::{Field, Section};
 use super::model::{
-    DataplaneMode, Node, Replication, Service, VrrpInstance, DEFAULT_CONTROL_SOCKET,
+    Bgp, DataplaneMode, Node, Replication, Service, VrrpInstance, DEFAULT_CONTROL_SOCKET,
 };
 use super::proxy::{self, ProxySettings};
 
-const TOP_LEVEL_KEYS: &[&str] = &["node", "vrrp", "service", "proxy", "replication"];
+const TOP_LEVEL_KEYS: &[&str] = &["node", "vrrp", "service", "proxy", "replication", "bgp"];
 const NODE_KEYS: &[&str] = &[
     "name",
     "interface",
@@ -64,6 +67,8 @@ pub(super) struct Document {
     /// `[replication]` with where its `listen` is written; `None` when absent or with errors
     /// (which are reported).
     pub replication: Option<(Replication, Pos)>,
+    /// `[bgp]`; `None` when absent or with errors (which are reported).
+    pub bgp: Option<(Bgp, BgpSpans)>,
 }
 
 /// Reads the whole document; problems go to `report`.
@@ -115,7 +120,13 @@ pub(super) fn read_document(report: &mut Reporter, root: &Table) -> Document {
         read_replication(report, section)
     });
 
+    let bgp = root.field("bgp").and_then(|field| {
+        let section = field.section(report, "[bgp]")?;
+        bgp::read_bgp(report, section)
+    });
+
     Document {
+        bgp,
         proxy,
         replication,
         has_vrrp_entries: !vrrp_entries.is_empty(),
