@@ -56,6 +56,24 @@ pub fn effective_set(proc_status: &str) -> Option<u64> {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
+/// The capabilities in this thread's bounding set but not in its permitted set, as numbers:
+/// what a program it executes as root would gain. Linux clears a child's parent-death signal
+/// when exec gives it capabilities its parent did not have, so a child that must die with
+/// the daemon has these removed from its bounding set before exec (see `crate::bgp`).
+pub fn gained_by_exec() -> Vec<libc::c_int> {
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return Vec::new();
+    };
+    let (Some(bounding), Some(permitted)) =
+        (named_set(&status, "CapBnd:"), named_set(&status, "CapPrm:"))
+    else {
+        return Vec::new();
+    };
+    (0..64)
+        .filter(|bit| bounding & !permitted & (1u64 << bit) != 0)
+        .collect()
+}
+
 /// The set named `field` (e.g. `CapPrm:`) of a process's or thread's /proc status text.
 fn named_set(proc_status: &str, field: &str) -> Option<u64> {
     proc_status

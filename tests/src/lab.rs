@@ -22,7 +22,10 @@ use anyhow::{bail, Context as _};
 
 use crate::netns;
 use crate::process::Process;
-use crate::{ipv6_of, HOSTS, SEGMENT6_PREFIX_LEN, SEGMENT_PREFIX_LEN};
+use crate::{
+    ipv6_of, ACTIVE_ACTIVE_HOSTS, CLIENT, CLIENT_OUTSIDE, HOSTS, OUTSIDE_PREFIX_LEN, ROUTER,
+    ROUTER_OUTSIDE, SEGMENT6_PREFIX_LEN, SEGMENT_PREFIX_LEN,
+};
 
 /// Every name the lab creates starts with this (namespaces, bpffs dirs, temp dirs), followed by
 /// the owner's pid: `tdm{pid}x{counter}`.
@@ -39,6 +42,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const BRIDGE: &str = "br0";
 /// Every host's interface on the segment.
 const HOST_IFACE: &str = "eth0";
+/// The router's interface towards the client in an active-active lab.
+const OUTSIDE_IFACE: &str = "eth1";
 /// How long processes left in a namespace get for SIGTERM at teardown before SIGKILL.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -63,6 +68,8 @@ pub struct Lab {
     work_dir: PathBuf,
     /// Namespaces this lab has asked for, in creation order; teardown deletes those that exist.
     created_netns: Vec<String>,
+    /// [`Lab::active_active`]: the client sits outside, behind the router.
+    routed_client: bool,
 }
 
 /// One machine of the lab: a network namespace with `eth0` on the segment.
@@ -86,17 +93,32 @@ impl Lab {
     /// namespaces, the bridge and the veth pairs, and gives each host its address. IPv6 is off
     /// in every namespace, so the segment carries only what the test sends.
     pub fn new() -> anyhow::Result<Lab> {
-        Lab::build_new(false)
+        Lab::build_new(false, false)
+    }
+
+    /// The active-active topology: the client is outside, on 198.18.1.0/24, and reaches the
+    /// segment through the router (198.18.0.1 on the segment, 198.18.1.1 outside), which
+    /// learns the anycast VIP from the nodes over BGP and spreads flows over them by ECMP
+    /// (hashing on ports, not only addresses). Three nodes (lb1, lb2, lb3) and the two web
+    /// servers are on the segment; every host on it routes 198.18.1.0/24 through the router.
+    /// IPv4 only.
+    ///
+    /// ```text
+    ///   client 198.18.1.10 ── router .1 ──┬── lb1 .100, lb2 .101, lb3 .104
+    ///                                     └── http1 .102, http2 .103   (198.18.0.0/24)
+    /// ```
+    pub fn active_active() -> anyhow::Result<Lab> {
+        Lab::build_new(false, true)
     }
 
     /// A lab whose hosts also have IPv6: link-local addresses, and 2001:2::N/64 beside
     /// 198.18.0.N/24 (see [`crate::ipv6_of`]), both without duplicate address detection so
     /// they serve at once. The segment then carries neighbour discovery and MLD too.
     pub fn dual_stack() -> anyhow::Result<Lab> {
-        Lab::build_new(true)
+        Lab::build_new(true, false)
     }
 
-    fn build_new(dual_stack: bool) -> anyhow::Result<Lab> {
+    fn build_new(dual_stack: bool, active_active: bool) -> anyhow::Result<Lab> {
         // SAFETY: geteuid(2) cannot fail and has no side effects.
         if unsafe { libc::geteuid() } != 0 {
             bail!(
@@ -115,7 +137,12 @@ impl Lab {
             ensure_bpffs_mounted();
             remove_stale_labs();
         }
-        let hosts = HOSTS
+        let roles: &[(&str, Ipv4Addr)] = if active_active {
+            &ACTIVE_ACTIVE_HOSTS
+        } else {
+            &HOSTS
+        };
+        let hosts = roles
             .iter()
             .map(|&(name, ip)| Host {
                 name: name.to_owned(),
@@ -131,6 +158,7 @@ impl Lab {
             hosts,
             id,
             created_netns: Vec::new(),
+            routed_client: active_active,
         };
         // On failure `lab` is dropped here, which removes whatever part was already built.
         lab.build()
@@ -233,7 +261,7 @@ impl Lab {
              link add {BRIDGE} type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n\
              link set {BRIDGE} up\n"
         );
-        for host in &self.hosts {
+        for host in self.hosts.iter().filter(|host| !self.is_outside(host)) {
             let port = self.bridge_port(&host.name);
             bridge_script.push_str(&format!(
                 "link add {port} type veth peer name {iface} netns {netns}\n\
@@ -246,6 +274,9 @@ impl Lab {
         run_ip_batch(Some(&self.bridge_netns), &bridge_script)
             .context("creating the bridge and the veth pairs")?;
         bridge_without_netfilter(&Path::new(NETNS_DIR).join(&self.bridge_netns))?;
+        if self.routed_client {
+            self.link_client_to_router()?;
+        }
 
         for host in &self.hosts {
             if host.ip6.is_some() {
@@ -262,9 +293,14 @@ impl Lab {
                 })?
                 .with_context(|| format!("IPv6 settings of host {}", host.name))?;
             }
+            let prefix_len = if self.is_outside(host) {
+                OUTSIDE_PREFIX_LEN
+            } else {
+                SEGMENT_PREFIX_LEN
+            };
             let mut script = format!(
                 "link set lo up\n\
-                 addr add {ip}/{SEGMENT_PREFIX_LEN} dev {iface}\n",
+                 addr add {ip}/{prefix_len} dev {iface}\n",
                 ip = host.ip,
                 iface = host.iface,
             );
@@ -275,10 +311,57 @@ impl Lab {
                 ));
             }
             script.push_str(&format!("link set {iface} up\n", iface = host.iface));
+            if self.routed_client {
+                script.push_str(&match host.name.as_str() {
+                    CLIENT => format!("route add default via {ROUTER_OUTSIDE}\n"),
+                    ROUTER => format!(
+                        "addr add {ROUTER_OUTSIDE}/{OUTSIDE_PREFIX_LEN} dev {OUTSIDE_IFACE}\n\
+                         link set {OUTSIDE_IFACE} up\n"
+                    ),
+                    _ => format!(
+                        "route add {}/{OUTSIDE_PREFIX_LEN} via {}\n",
+                        outside_network(),
+                        self.host(ROUTER).ip
+                    ),
+                });
+            }
             run_ip_batch(Some(&host.netns), &script)
                 .with_context(|| format!("configuring host {}", host.name))?;
         }
+        if self.routed_client {
+            // Forwarding, and ECMP that hashes on the ports too (policy 1), so connections
+            // from one client spread over the nodes as they would from many clients.
+            netns::run_in(&self.host(ROUTER).netns_path(), || -> anyhow::Result<()> {
+                for (knob, value) in [
+                    ("/proc/sys/net/ipv4/ip_forward", "1"),
+                    ("/proc/sys/net/ipv4/fib_multipath_hash_policy", "1"),
+                ] {
+                    fs::write(knob, value).with_context(|| format!("writing {value} to {knob}"))?;
+                }
+                Ok(())
+            })?
+            .context("the router's forwarding settings")?;
+        }
         Ok(())
+    }
+
+    /// Whether `host` is off the segment (the client of an active-active lab).
+    fn is_outside(&self, host: &Host) -> bool {
+        self.routed_client && host.name == CLIENT
+    }
+
+    /// The client's `eth0` and the router's `eth1`: one veth pair, no bridge.
+    fn link_client_to_router(&self) -> anyhow::Result<()> {
+        let client = self.host(CLIENT);
+        run_ip_batch(
+            Some(&self.host(ROUTER).netns),
+            &format!(
+                "link add {OUTSIDE_IFACE} type veth peer name {iface} netns {netns}\n",
+                iface = client.iface,
+                netns = client.netns
+            ),
+        )
+        .context("linking the client to the router")
     }
 
     fn teardown(&mut self) {
@@ -472,6 +555,12 @@ pub(crate) fn run_to_completion(
 
 /// Runs `ip -batch -` with `script` on stdin, inside `netns` if given: one process for many
 /// commands keeps building a lab fast.
+/// 198.18.1.0: the client's side of the router in an active-active lab.
+fn outside_network() -> Ipv4Addr {
+    let [a, b, c, _] = CLIENT_OUTSIDE.octets();
+    Ipv4Addr::new(a, b, c, 0)
+}
+
 fn run_ip_batch(netns: Option<&str>, script: &str) -> anyhow::Result<()> {
     let mut command = Command::new("ip");
     if let Some(netns) = netns {

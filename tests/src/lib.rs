@@ -18,6 +18,8 @@
 //! - [`client`]: what a client does in a test: wait for a port, send one HTTP/1.1 request,
 //!   read an HTTP/1.x response (also on a kept-alive connection, for the benches).
 //! - [`wrk`]: wrk's summary, for the tests and every bench.
+//! - [`anycast`]: the active-active lab's router (BIRD with a session per node, ECMP) and the
+//!   `[bgp]` part of a node's config.
 //! - [`backends`]: web servers for the `http1`/`http2` hosts: the project's echo server
 //!   (`tandem-echo`, fast, tells which backend answered and what it received) and Debian's
 //!   Apache (the classic setup's real backend).
@@ -25,6 +27,7 @@
 //! The lab needs root (network namespaces, veth, bridges). Nothing here sends traffic anywhere
 //! but to loopback or to the lab's own hosts in 198.18.0.0/15.
 
+pub mod anycast;
 pub mod backends;
 pub mod client;
 pub mod l4;
@@ -118,6 +121,35 @@ pub const fn ipv6_of(ip: Ipv4Addr) -> Ipv6Addr {
     let digits = ((last / 100) << 8) | ((last / 10 % 10) << 4) | (last % 10);
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, digits)
 }
+
+/// The router of an active-active lab ([`Lab::active_active`]): BIRD, BGP with every node,
+/// ECMP to the anycast VIP.
+pub const ROUTER: &str = "router";
+/// The third node of an active-active lab.
+pub const LB3: &str = "lb3";
+/// The VIP every node of an active-active lab announces over BGP (off the segment: only the
+/// routes make it reachable).
+pub const ANYCAST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
+/// The client's address in an active-active lab, outside, behind the router.
+pub const CLIENT_OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+/// The router's address on the client's side.
+pub const ROUTER_OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The client's network in an active-active lab: 198.18.1.0/24.
+pub const OUTSIDE_PREFIX_LEN: u8 = 24;
+/// The nodes' AS and the router's in an active-active lab (private ASes).
+pub const NODES_AS: u32 = 65001;
+pub const ROUTER_AS: u32 = 65000;
+
+/// The hosts of an active-active lab, in the order the lab builds them.
+pub const ACTIVE_ACTIVE_HOSTS: [(&str, Ipv4Addr); 7] = [
+    (CLIENT, CLIENT_OUTSIDE),
+    (ROUTER, Ipv4Addr::new(198, 18, 0, 1)),
+    (LB1, Ipv4Addr::new(198, 18, 0, 100)),
+    (LB2, Ipv4Addr::new(198, 18, 0, 101)),
+    (LB3, Ipv4Addr::new(198, 18, 0, 104)),
+    (HTTP1, Ipv4Addr::new(198, 18, 0, 102)),
+    (HTTP2, Ipv4Addr::new(198, 18, 0, 103)),
+];
 
 /// Every host of the reference deployment with its address, in the order the lab builds them.
 pub const HOSTS: [(&str, Ipv4Addr); 5] = [

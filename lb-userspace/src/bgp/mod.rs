@@ -336,6 +336,8 @@ fn check_bird_config(bird: &Path, config: &Path) -> anyhow::Result<()> {
 fn keep_bird_running(shared: &Shared, bird: &Path, config: &Path) {
     let parent = std::process::id();
     while !shared.stopping.load(Ordering::SeqCst) {
+        // Read before each fork: the daemon gives up capabilities after start-up.
+        let gained = crate::capabilities::gained_by_exec();
         let mut command = Command::new(bird);
         command
             .arg("-f")
@@ -350,6 +352,11 @@ fn keep_bird_running(shared: &Shared, bird: &Path, config: &Path) {
         unsafe {
             use std::os::unix::process::CommandExt as _;
             command.pre_exec(move || {
+                // Exec as root grants the bounding set; had BIRD gained a capability that
+                // Tandem gave up (CAP_BPF), Linux would clear the death signal set below.
+                for &capability in &gained {
+                    libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
