@@ -112,6 +112,13 @@ fn fake() -> Snapshot {
                 }],
             }],
             flows: Some(4),
+            flow_sharing: Some(dataplane::flowshare::FlowShareStatus {
+                sent: 11,
+                received: 6,
+                inserted: 3,
+                present: 2,
+                ignored: 1,
+            }),
         }),
     }
 }
@@ -159,6 +166,7 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         ("tandem_affinity_sessions", "gauge"),
         ("tandem_xdp_packets", "counter"),
         ("tandem_xdp_flows", "gauge"),
+        ("tandem_xdp_shared_flows", "counter"),
     ] {
         let line = format!("# TYPE {family} {kind}\n");
         assert!(body.contains(&line), "missing {line:?} in:\n{body}");
@@ -186,6 +194,11 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         "tandem_http_tunnels_open{service=\"web\"} 2\n",
         "tandem_xdp_packets_total{service=\"ssh\",backend=\"198.18.0.102:22\"} 99\n",
         "tandem_xdp_flows 4\n",
+        "tandem_xdp_shared_flows_total{event=\"sent\"} 11\n",
+        "tandem_xdp_shared_flows_total{event=\"received\"} 6\n",
+        "tandem_xdp_shared_flows_total{event=\"inserted\"} 3\n",
+        "tandem_xdp_shared_flows_total{event=\"present\"} 2\n",
+        "tandem_xdp_shared_flows_total{event=\"ignored\"} 1\n",
     ] {
         assert!(body.contains(sample), "missing {sample:?} in:\n{body}");
     }
