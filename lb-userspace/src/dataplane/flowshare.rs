@@ -270,17 +270,33 @@ pub fn from_wire(plan: &Plan, entry: &FlowEntry) -> Result<KernelFlow, Ignored> 
 /// Keys already shared (sent, or received from a peer), so a pass sends only new flows and a
 /// received flow does not travel back. A key is forgotten once a whole walk of the table no
 /// longer finds it (the flow ended or was evicted); a key that comes back later is a new flow.
+///
+/// A walk may never reach the end of a busy table: resuming from a key the LRU evicted
+/// meanwhile starts it over. So the set is also bounded ([`SEEN_LIMIT`]): when full it is
+/// emptied, and the flows still there are sent once more (a peer keeps its entry for them).
 #[derive(Debug)]
 pub struct Seen<K> {
     walk: u64,
     keys: HashMap<K, u64>,
+    limit: usize,
 }
+
+/// Keys remembered per family at most: twice what a connection table holds.
+pub const SEEN_LIMIT: usize = 2 * lb_common::MAX_FLOWS as usize;
 
 impl<K> Default for Seen<K> {
     fn default() -> Self {
+        Seen::with_limit(SEEN_LIMIT)
+    }
+}
+
+impl<K> Seen<K> {
+    /// A set that holds `limit` keys at most (at least 1).
+    pub fn with_limit(limit: usize) -> Self {
         Seen {
             walk: 0,
             keys: HashMap::new(),
+            limit: limit.max(1),
         }
     }
 }
@@ -288,11 +304,19 @@ impl<K> Default for Seen<K> {
 impl<K: Hash + Eq> Seen<K> {
     /// The walk found `key`: `true` the first time it is seen since it appeared.
     pub fn first_sight(&mut self, key: K) -> bool {
+        self.make_room(&key);
         self.keys.insert(key, self.walk).is_none()
+    }
+
+    fn make_room(&mut self, key: &K) {
+        if self.keys.len() >= self.limit && !self.keys.contains_key(key) {
+            self.keys.clear();
+        }
     }
 
     /// `key` is shared already (a peer sent it).
     pub fn remember(&mut self, key: K) {
+        self.make_room(&key);
         self.keys.insert(key, self.walk);
     }
 
@@ -687,6 +711,23 @@ mod tests {
         table.v4.push(ended);
         let sent = walk.pass(&table, &a, 100).expect("pass");
         assert_eq!(sent, first[..1]);
+    }
+
+    #[test]
+    fn the_set_of_shared_keys_stays_bounded_when_a_walk_never_ends() {
+        let mut seen = Seen::with_limit(3);
+        for key in 0..3u32 {
+            assert!(seen.first_sight(key));
+        }
+        assert!(!seen.first_sight(2), "a known key is no news");
+        assert_eq!(seen.len(), 3);
+        // A fourth key without an end of walk in between: the set starts again.
+        assert!(seen.first_sight(3));
+        assert_eq!(seen.len(), 1);
+        assert!(
+            seen.first_sight(0),
+            "sent once more, which a peer shrugs off"
+        );
     }
 
     #[test]
