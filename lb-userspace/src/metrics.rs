@@ -12,9 +12,10 @@
 //! `tandem_http_tunnels_open{service}`,
 //! `tandem_http_request_duration_seconds{service}` (histogram),
 //! `tandem_affinity_sessions{service}`, `tandem_dataplane_active{kind}`,
-//! `tandem_xdp_packets_total{service,backend}`, `tandem_xdp_bytes_total{service,backend}` and
-//! `tandem_xdp_flows`; with `[bgp]`, `tandem_bgp_session_up{peer}` (1 while Established) and
-//! `tandem_bgp_vip_announced{vip}`.
+//! `tandem_xdp_packets_total{service,backend}`, `tandem_xdp_bytes_total{service,backend}`,
+//! `tandem_xdp_flows`, `tandem_xdp_shared_flows_total{event}` (flow sharing with the peers:
+//! sent, received, inserted, present, ignored); with `[bgp]`, `tandem_bgp_session_up{peer}`
+//! (1 while Established) and `tandem_bgp_vip_announced{vip}`.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -409,6 +410,29 @@ impl Collector for NodeCollector {
                 &vips,
             )?;
         }
+        let shared: Vec<(Labels, u64)> = dataplane
+            .and_then(|d| d.flow_sharing)
+            .map(|s| {
+                [
+                    ("sent", s.sent),
+                    ("received", s.received),
+                    ("inserted", s.inserted),
+                    ("present", s.present),
+                    ("ignored", s.ignored),
+                ]
+                .into_iter()
+                .map(|(event, value)| (vec![("event", event.to_owned())], value))
+                .collect()
+            })
+            .unwrap_or_default();
+        counter(
+            e,
+            "tandem_xdp_shared_flows",
+            "L4 flows shared with the replication peers: sent, received, inserted (received, \
+             written into the connection table), present (received, this node's own entry \
+             kept), ignored (received for a service or backend this node does not have).",
+            &shared,
+        )?;
         Ok(())
     }
 }

@@ -112,6 +112,13 @@ fn fake() -> Snapshot {
                 }],
             }],
             flows: Some(4),
+            flow_sharing: Some(dataplane::flowshare::FlowShareStatus {
+                sent: 11,
+                received: 6,
+                inserted: 3,
+                present: 2,
+                ignored: 1,
+            }),
         }),
         bgp: Some(
             serde_json::from_value(serde_json::json!({
@@ -173,6 +180,7 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         ("tandem_xdp_flows", "gauge"),
         ("tandem_bgp_session_up", "gauge"),
         ("tandem_bgp_vip_announced", "gauge"),
+        ("tandem_xdp_shared_flows", "counter"),
     ] {
         let line = format!("# TYPE {family} {kind}\n");
         assert!(body.contains(&line), "missing {line:?} in:\n{body}");
@@ -203,6 +211,11 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         "tandem_bgp_session_up{peer=\"198.18.0.1\"} 1\n",
         "tandem_bgp_session_up{peer=\"198.18.0.2\"} 0\n",
         "tandem_bgp_vip_announced{vip=\"198.18.2.99\"} 1\n",
+        "tandem_xdp_shared_flows_total{event=\"sent\"} 11\n",
+        "tandem_xdp_shared_flows_total{event=\"received\"} 6\n",
+        "tandem_xdp_shared_flows_total{event=\"inserted\"} 3\n",
+        "tandem_xdp_shared_flows_total{event=\"present\"} 2\n",
+        "tandem_xdp_shared_flows_total{event=\"ignored\"} 1\n",
     ] {
         assert!(body.contains(sample), "missing {sample:?} in:\n{body}");
     }

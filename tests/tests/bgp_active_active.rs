@@ -6,7 +6,8 @@
 //! is withdrawn, and comes back; a killed node is withdrawn at once (BIRD dies with it) and a
 //! frozen one within the hold time, with nothing else run; a cookie session keeps its backend
 //! whichever node a request reaches; a long-lived L4 connection survives the SIGKILL of the
-//! node that carried it.
+//! node that carried it, also while the other nodes' backend sets differ from its own (the
+//! nodes share their connection tables over `[replication]`).
 //!
 //! The tests of this file run one at a time: each runs four BIRDs and three daemons.
 
@@ -388,16 +389,25 @@ fn a_cookie_session_keeps_its_backend_whichever_node_a_request_reaches() {
 }
 
 /// An L4 node: TCP on the anycast VIP forwarded by XDP (generic, on the veth) to both web
-/// servers by direct server return.
+/// servers by direct server return, its connection table shared with the other nodes.
 fn l4_node_config(lab: &Lab, host: &Host) -> String {
+    let nodes: Vec<&Host> = NODES.iter().map(|name| lab.host(name)).collect();
     format!(
         "{node}\n[[service]]\nname = \"who\"\nlisten = \"{ANYCAST_VIP}:{L4_PORT}\"\nmode = \"tcp\"\n\
-         backends = [\"{http1}:{L4_PORT}\", \"{http2}:{L4_PORT}\"]\n\n{bgp}",
+         backends = [\"{http1}:{L4_PORT}\", \"{http2}:{L4_PORT}\"]\n\n{replication}\n{bgp}",
         node = node_section(lab, host, "xdp-generic"),
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,
+        replication = replication_section(host, &nodes, REPLICATION_PORT),
         bgp = bgp_section(lab, host),
     )
+}
+
+/// How many flows `node` received from its peers.
+fn flows_received(node: &TandemNode) -> u64 {
+    node.status().expect("status")["dataplane"]["flow_sharing"]["received"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -435,6 +445,32 @@ fn long_lived_l4_connections_survive_the_sigkill_of_the_node_that_carried_them()
         flows_on_lb1 > 0,
         "some of the 12 connections go through lb1 (its connection table is not empty)"
     );
+
+    // The backend sets differ for a moment: lb2 and lb3 take http1 out of rotation (a health
+    // check or an operator seen there first). Maglev alone would now send lb1's flows on
+    // http1 to http2, which would reset them; the entries lb1 shared keep them on http1.
+    if let Err(error) = wait_until(
+        Duration::from_secs(5),
+        "lb1's flows to reach lb2 and lb3",
+        || flows_received(cluster.node(LB2)) > 0 && flows_received(cluster.node(LB3)) > 0,
+    ) {
+        panic!("{error:#}\n{}", cluster.logs());
+    }
+    let on_http1 = conversations
+        .iter()
+        .filter(|(_, backend)| backend == "http1")
+        .count();
+    assert!(on_http1 > 0, "some of 12 connections went to http1");
+    let http1 = format!("{}:{L4_PORT}", lab.host(HTTP1).ip);
+    let tandem = tandem_lab::tandem_binary().expect("tandem");
+    for node in [LB2, LB3] {
+        let output = std::process::Command::new(&tandem)
+            .args(["drain", "who", &http1, "--socket"])
+            .arg(&cluster.node(node).socket)
+            .output()
+            .expect("tandem drain");
+        assert!(output.status.success(), "drain on {node}: {output:?}");
+    }
 
     let mut killed = cluster.nodes[index(LB1)].take().expect("lb1 runs");
     killed.process.kill(libc::SIGKILL);

@@ -603,6 +603,109 @@ fn a_flow_keeps_its_recorded_backend_and_moves_only_when_that_backend_goes() {
     assert_eq!(f.maps.flow(&key).map(|v| v.backend), Some(TCP_B1));
 }
 
+/// What flow sharing (`dataplane::flowshare`) relies on in the kernel: a flow received from
+/// another node goes in only where the table has no entry for its key (the node's own choice
+/// stays), the program then sends the flow's packets to that backend although its own Maglev
+/// table says otherwise, and a walk resumed from a key visits the rest (from a key that is gone,
+/// it starts over).
+#[test]
+fn a_shared_flow_goes_in_only_where_the_table_has_none_and_the_program_follows_it() {
+    let mut f = Fixture::master();
+    let (to_http1, other_to_http1) = {
+        let (first, _) = ports_to_each_backend(&f);
+        let second = (first + 1..)
+            .find(|&p| f.maglev_tcp_mac(p) == HTTP1_MAC)
+            .expect("another port to HTTP1");
+        (first, second)
+    };
+    let key = |sport: u16| FlowKey {
+        src: u32::from_ne_bytes(CLIENT.octets()),
+        dst: u32::from_ne_bytes(VIP.octets()),
+        sport: sport.to_be(),
+        dport: L4_TCP.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let on = |backend: u32, addr: Ipv4Addr| FlowValue {
+        backend,
+        backend_addr: u32::from_ne_bytes(addr.octets()),
+    };
+
+    // The node placed this flow itself (on HTTP1); the peer's entry (HTTP2) is refused.
+    let syn = to_vip(L4_TCP, to_http1, SYN);
+    check(
+        &mut f,
+        "own flow",
+        &syn,
+        XDP_TX,
+        &rewritten(&syn, HTTP1_MAC, IFACE_MAC),
+    );
+    assert!(!f
+        .maps
+        .put_flow_if_absent(key(to_http1), on(TCP_B2, HTTP2))
+        .unwrap());
+    assert_eq!(f.maps.flow(&key(to_http1)), Some(on(TCP_B1, HTTP1)));
+
+    // A flow the node has not seen goes in, and its packets follow it (not Maglev's HTTP1).
+    assert!(f
+        .maps
+        .put_flow_if_absent(key(other_to_http1), on(TCP_B2, HTTP2))
+        .unwrap());
+    let ack = to_vip(L4_TCP, other_to_http1, ACK | PSH);
+    check(
+        &mut f,
+        "shared flow",
+        &ack,
+        XDP_TX,
+        &rewritten(&ack, HTTP2_MAC, IFACE_MAC),
+    );
+    assert_eq!(f.counter("flow_hit"), 1);
+
+    // The walk: every key once, in the kernel's order; resuming after the first key gives the
+    // second; a key that is not there starts over.
+    let mut walked = Vec::new();
+    let mut after = None;
+    while let Some(next) = f.maps.next_flow_key(after.as_ref()).unwrap() {
+        walked.push(next);
+        after = Some(next);
+    }
+    assert_eq!(walked.len(), 2);
+    assert!(walked.contains(&key(to_http1)) && walked.contains(&key(other_to_http1)));
+    assert_eq!(
+        f.maps.next_flow_key(Some(&walked[0])).unwrap(),
+        Some(walked[1])
+    );
+    assert_eq!(
+        f.maps.next_flow_key(Some(&key(1))).unwrap(),
+        Some(walked[0])
+    );
+
+    // IPv6: the same refusal and the same walk.
+    let key6 = FlowKey6 {
+        src: CLIENT6.octets(),
+        dst: VIP6.octets(),
+        sport: 42000u16.to_be(),
+        dport: L4_TCP.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let on6 = |backend: u32, addr: Ipv6Addr| FlowValue6 {
+        backend,
+        backend_addr: addr.octets(),
+    };
+    assert!(f
+        .maps
+        .put_flow6_if_absent(key6, on6(TCP6_B2, HTTP2_6))
+        .unwrap());
+    assert!(!f
+        .maps
+        .put_flow6_if_absent(key6, on6(TCP6_B1, HTTP1_6))
+        .unwrap());
+    assert_eq!(f.maps.flow6(&key6), Some(on6(TCP6_B2, HTTP2_6)));
+    assert_eq!(f.maps.next_flow6_key(None).unwrap(), Some(key6));
+    assert_eq!(f.maps.next_flow6_key(Some(&key6)).unwrap(), None);
+}
+
 #[test]
 fn icmp_fragmentation_needed_about_an_l4_flow_goes_to_that_flows_backend() {
     let mut f = Fixture::master();

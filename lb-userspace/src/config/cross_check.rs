@@ -81,7 +81,8 @@ fn check_bgp(report: &mut Reporter, document: &Document) {
 }
 
 /// The replication listener is one more TCP socket on the node: it must not take a service's.
-/// And replication that has nothing to send is probably a config that lost its session table.
+/// And replication that has nothing to send (no learned sessions, no L4 flows) is probably a
+/// config that lost its session table.
 fn check_replication(report: &mut Reporter, document: &Document) {
     let Some((replication, listen_at)) = &document.replication else {
         return;
@@ -112,11 +113,16 @@ fn check_replication(report: &mut Reporter, document: &Document) {
             .as_ref()
             .is_some_and(|session| session.mode == SessionMode::Learn)
     });
-    if !learns {
+    // L4 services share their flows over the same link (the XDP data plane does).
+    let forwards = document
+        .services
+        .iter()
+        .any(|(service, _)| service.mode.is_l4());
+    if !learns && !forwards {
         report.warning(
             *listen_at,
             "[replication] has nothing to replicate: no service has a session with \
-             mode = \"learn\"",
+             mode = \"learn\", and no L4 service (mode tcp or udp) has flows to share",
         );
     }
 }

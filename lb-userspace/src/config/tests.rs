@@ -968,7 +968,13 @@ fn replication_without_learned_sessions_warns() {
     assert_eq!(
         warnings(&text),
         ["t.toml:14:10: warning: [replication] has nothing to replicate: no service has a session \
-          with mode = \"learn\""]
+          with mode = \"learn\", and no L4 service (mode tcp or udp) has flows to share"]
+    );
+    let with_l4 = text.replace("backends = [", "mode = \"tcp\"\nbackends = [");
+    assert_eq!(
+        warnings(&with_l4),
+        Vec::<String>::new(),
+        "an L4 service shares its flows"
     );
 }
 

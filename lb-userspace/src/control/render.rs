@@ -334,6 +334,13 @@ fn render_dataplane(out: &mut String, paint: &Paint, dataplane: &DataplaneStatus
         );
     }
     let _ = writeln!(out, "{line}");
+    if let Some(shared) = &dataplane.flow_sharing {
+        let _ = writeln!(
+            out,
+            "  flows shared with the peers: {} sent; {} received: {} inserted, {} present already, {} ignored",
+            shared.sent, shared.received, shared.inserted, shared.present, shared.ignored
+        );
+    }
     if let Some(reason) = &dataplane.fallback_reason {
         let _ = writeln!(out, "  XDP not in use: {reason}");
     }
@@ -491,6 +498,7 @@ mod tests {
         status.dataplane = Some(serde_json::from_value(serde_json::json!({
             "kind": "xdp", "interface": "eth0", "attach_mode": "generic",
             "pin_dir": "/sys/fs/bpf/tandem", "active": true, "fallback_reason": null, "flows": 4,
+            "flow_sharing": {"sent": 5, "received": 4, "inserted": 2, "present": 1, "ignored": 1},
             "services": [{"name": "ssh", "listen": "198.18.0.99:22", "mode": "tcp", "backends": [
                 {"address": "198.18.0.102:22", "weight": 1, "up": true,
                  "share": {"slots": 65537, "percent": 100.0}, "mac": "02:00:00:00:00:66",
@@ -506,6 +514,7 @@ mod tests {
             "198.18.0.104:80        DRAIN  weight 1, sessions 3",
             "198.18.0.102:22        UP     weight 1, new flows 100%, packets 10, bytes 1000  mac 02:00:00:00:00:66",
             "XDP (generic) on eth0, UP forwarding (this node is master), 4 flows recorded",
+            "flows shared with the peers: 5 sent; 4 received: 2 inserted, 1 present already, 1 ignored",
         ] {
             assert!(text.contains(expected), "{expected:?} in:\n{text}");
         }

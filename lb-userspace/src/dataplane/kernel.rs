@@ -79,6 +79,7 @@ use lb_common::{ServiceValue, BACKEND_UP, NO_BACKEND};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::flowshare::{Applied, Counters, Ignored, Walk, SCAN_BUDGET, SHARE_INTERVAL};
 use super::plan::{KernelKey, Plan, PlannedService, Share};
 use super::xdp::loader::{self, AttachMode, Attachment};
 use super::xdp::maps::KernelMaps;
@@ -87,6 +88,7 @@ use super::{BackendStatus, Dataplane, DataplaneKind, DataplaneStatus, HealthView
 use crate::backends::health::HealthTable;
 use crate::backends::maglev::Maglev;
 use crate::config::Config;
+use crate::proxy::policy::replicate::{FlowEntry, FlowSink, Replicator};
 use crate::wire::ethernet::Mac;
 
 /// How often backend MACs are read again from the neighbour table (and stale entries probed).
@@ -112,6 +114,9 @@ struct Inner {
     /// One reload at a time, from numbering the new config to its last map write (the MAC
     /// lookup in between runs without the state lock).
     reload: tokio::sync::Mutex<()>,
+    /// Sharing flows with the peers ([`Dataplane::share_flows`]); locked after `state`.
+    sharing: Mutex<Option<Walk>>,
+    share_counters: Counters,
 }
 
 struct State {
@@ -182,6 +187,8 @@ impl XdpDataplane {
                 }),
                 stop: CancellationToken::new(),
                 reload: tokio::sync::Mutex::new(()),
+                sharing: Mutex::new(None),
+                share_counters: Counters::default(),
             }),
         };
         dataplane.spawn_mac_refresh();
@@ -226,6 +233,50 @@ impl XdpDataplane {
             .resolve(ips, wait)
             .await
             .context("reading the neighbour table")
+    }
+
+    fn sharing(&self) -> MutexGuard<'_, Option<Walk>> {
+        self.inner
+            .sharing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One pass of the flow sharing's walk: the flows not shared yet among the next
+    /// [`SCAN_BUDGET`] keys.
+    fn flows_to_share(&self) -> anyhow::Result<Vec<FlowEntry>> {
+        let state = self.state();
+        let mut sharing = self.sharing();
+        let Some(walk) = sharing.as_mut() else {
+            return Ok(Vec::new());
+        };
+        Ok(walk.pass(&state.maps, &state.plan, SCAN_BUDGET)?)
+    }
+
+    /// Records flows received from a peer where this node has none of its own.
+    fn apply_shared(&self, flows: &[FlowEntry]) {
+        let mut state = self.state();
+        let plan = state.plan.clone();
+        let mut sharing = self.sharing();
+        let Some(walk) = sharing.as_mut() else {
+            return;
+        };
+        for flow in flows {
+            match walk.apply(&mut state.maps, &plan, flow) {
+                Ok(applied) => {
+                    if let Applied::Ignored(why) = applied {
+                        debug!(service = %flow.service, backend = %flow.backend, "shared flow ignored: {why:?}");
+                    }
+                    self.inner.share_counters.count(applied);
+                }
+                Err(err) => {
+                    warn!(service = %flow.service, backend = %flow.backend, "recording a shared flow: {err}");
+                    self.inner
+                        .share_counters
+                        .count(Applied::Ignored(Ignored::Failed));
+                }
+            }
+        }
     }
 
     fn spawn_mac_refresh(&self) {
@@ -761,7 +812,45 @@ impl Dataplane for XdpDataplane {
         })
     }
 
+    fn share_flows(&self, replicator: Arc<Replicator>, stop: CancellationToken) {
+        *self.sharing() = Some(Walk::default());
+        let sink: Arc<dyn FlowSink> = Arc::new(SharedFlows(self.clone()));
+        replicator.register_flows(Arc::downgrade(&sink));
+        let this = self.clone();
+        let daemon_stop = self.inner.stop.clone();
+        tokio::spawn(async move {
+            // Holds the sink: the replicator has it weakly, so it lives as long as this task.
+            let _sink = sink;
+            let mut reported = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = daemon_stop.cancelled() => return,
+                    _ = tokio::time::sleep(SHARE_INTERVAL) => {}
+                }
+                match this.flows_to_share() {
+                    Ok(flows) => {
+                        reported = false;
+                        this.inner.share_counters.count_sent(flows.len());
+                        replicator.publish_flows(&flows);
+                    }
+                    Err(err) => {
+                        // Logged once per run of failures, not four times a second.
+                        if !reported {
+                            warn!("reading the connection tables to share new flows: {err:#}");
+                            reported = true;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     fn status(&self) -> DataplaneStatus {
+        let flow_sharing = self
+            .sharing()
+            .is_some()
+            .then(|| self.inner.share_counters.status());
         let state = self.state();
         let services = state
             .plan
@@ -810,6 +899,16 @@ impl Dataplane for XdpDataplane {
             fallback_reason: None,
             services,
             flows: state.maps.flow_count_all().ok(),
+            flow_sharing,
         }
+    }
+}
+
+/// The XDP data plane as the replication link's receiver of flows.
+struct SharedFlows(XdpDataplane);
+
+impl FlowSink for SharedFlows {
+    fn apply_flows(&self, flows: &[FlowEntry]) {
+        self.0.apply_shared(flows);
     }
 }

@@ -21,9 +21,11 @@
 //! program's side (`loader` loads, attaches and pins; `maps` is the only reader and writer of
 //! the kernel maps; `link` and `neighbour` ask the kernel about the interface and the
 //! backends' MACs; `pinned` is what `tandem maps` shows); `kernel` drives it as a
-//! [`Dataplane`]; `relay` is the userspace one. Policy (which node is master, which backend is healthy) stays outside:
+//! [`Dataplane`]; `flowshare` shares its flows with the other nodes over the replication
+//! link; `relay` is the userspace one. Policy (which node is master, which backend is healthy) stays outside:
 //! this module carries it out.
 
+pub mod flowshare;
 pub mod kernel;
 pub mod plan;
 pub mod relay;
@@ -41,6 +43,7 @@ use tracing::{info, warn};
 use crate::backends::health::HealthTable;
 use crate::backends::maglev::Maglev;
 use crate::config::{Config, DataplaneMode};
+use crate::proxy::policy::replicate::Replicator;
 use plan::PlannedService;
 
 pub use plan::{Plan, Share};
@@ -108,6 +111,12 @@ pub trait Dataplane: Send + Sync {
     /// relay closes its sockets.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 
+    /// Shares the L4 flows this data plane records with the peers of `replicator`, and
+    /// records those the peers share (see [`flowshare`]), until `stop` is cancelled or the
+    /// data plane shuts down. The userspace relay does not share its flows: it logs so and
+    /// does nothing.
+    fn share_flows(&self, replicator: Arc<Replicator>, stop: CancellationToken);
+
     /// The data plane as `tandem status` shows it.
     fn status(&self) -> DataplaneStatus;
 }
@@ -137,6 +146,9 @@ pub struct DataplaneStatus {
     pub services: Vec<ServiceStatus>,
     /// For XDP: entries in the connection table.
     pub flows: Option<usize>,
+    /// For XDP with `[replication]`: the flows shared with the other nodes.
+    #[serde(default)]
+    pub flow_sharing: Option<flowshare::FlowShareStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

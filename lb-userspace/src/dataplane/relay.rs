@@ -44,6 +44,7 @@ use super::{BackendStatus, Dataplane, DataplaneKind, DataplaneStatus, HealthView
 use crate::backends::health::HealthTable;
 use crate::backends::maglev::Maglev;
 use crate::config::{Config, ServiceMode};
+use crate::proxy::policy::replicate::Replicator;
 
 /// How long a backend gets to accept a relayed connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -893,6 +894,13 @@ impl Dataplane for RelayDataplane {
         Box::pin(async move { self.do_deactivate().await })
     }
 
+    fn share_flows(&self, _replicator: Arc<Replicator>, _stop: CancellationToken) {
+        // The relay ends each TCP connection in this process: one the router moves to another
+        // node cannot go on there, whatever backend that node picks, so there is nothing to
+        // share for TCP (and its UDP flows are left out with them).
+        info!("the userspace relay does not share its L4 flows with the peers; learned sessions are still replicated");
+    }
+
     fn status(&self) -> DataplaneStatus {
         let state = self.state();
         let services = state
@@ -937,6 +945,7 @@ impl Dataplane for RelayDataplane {
             fallback_reason: self.inner.fallback_reason.clone(),
             services,
             flows: None,
+            flow_sharing: None,
         }
     }
 }

@@ -81,6 +81,11 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     // forwarded until the node becomes master.
     let dataplane: Arc<dyn Dataplane> = Arc::from(dataplane::open(&config).await?);
     give_up_bpf_capabilities();
+    // With `[replication]`, L4 flows go to the peers over the sessions' link, so a flow the
+    // router moves to another node keeps its backend while the nodes' backend sets differ.
+    if let Some(replicator) = proxy.replicator() {
+        dataplane.share_flows(replicator, shutdown.child_token());
+    }
     let mastership: Arc<dyn Mastership> = Arc::new(NodeMastership {
         dataplane: dataplane.clone(),
         always_active: config.bgp.is_some(),

@@ -13,9 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
     Backend6Value, BackendValue, Counter, FlowKey, FlowKey6, FlowValue, FlowValue6, IfaceValue,
     ServiceKey, ServiceKey6, ServiceValue, Stats, VipValue, BACKENDS6_MAP, BACKENDS_MAP,
@@ -71,6 +72,67 @@ macro_rules! typed {
             )
         })?
     }};
+}
+
+/// bpf(2)'s update flag "only if the key has no entry".
+const BPF_NOEXIST: u64 = 1;
+
+/// An insert with [`BPF_NOEXIST`]: `Ok(false)` when the key had an entry (EEXIST).
+fn absent(result: Result<(), aya::maps::MapError>, what: &str) -> Result<bool, XdpError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::SyscallError(aya::sys::SyscallError { io_error, .. }))
+            if io_error.raw_os_error() == Some(libc::EEXIST) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(XdpError::from_kernel(what, &e)),
+    }
+}
+
+/// BPF_MAP_GET_NEXT_KEY from `after` (from the start with `None`). aya 0.14 walks a map only
+/// from its start; the flow sharing resumes a bounded walk where the previous one stopped.
+fn next_key<K: aya::Pod>(map: BorrowedFd<'_>, after: Option<&K>) -> std::io::Result<Option<K>> {
+    /// The part of `union bpf_attr` this command reads (the kernel zero-fills the rest).
+    #[repr(C)]
+    struct MapElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+        flags: u64,
+    }
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    let mut next = std::mem::MaybeUninit::<K>::uninit();
+    let attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: after.map_or(0, |key| std::ptr::from_ref(key) as u64),
+        next_key: next.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for this command; the kernel reads the map's
+    // key size from `key` and writes as many bytes to `next`, and the map was opened with K's
+    // size as its key size (checked against lb-common's layout when the maps were opened).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_GET_NEXT_KEY,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MapElemAttr>() as u32,
+        )
+    };
+    if rc == 0 {
+        // SAFETY: the call succeeded, so the kernel wrote a whole key.
+        Ok(Some(unsafe { next.assume_init() }))
+    } else {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENOENT) {
+            Ok(None)
+        } else {
+            Err(error)
+        }
+    }
 }
 
 fn kernel(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> XdpError {
@@ -239,6 +301,24 @@ impl KernelMaps {
         self.conntrack.get(key, 0).ok()
     }
 
+    /// The CONNTRACK key after `after` (the first with `None`); `None` at the end. A walk
+    /// that resumes from a key evicted meanwhile starts again from the first key (the
+    /// kernel's answer for a missing key).
+    pub fn next_flow_key(&self, after: Option<&FlowKey>) -> Result<Option<FlowKey>, XdpError> {
+        next_key(self.conntrack.map().fd().as_fd(), after)
+            .map_err(|e| XdpError::from_kernel("walking CONNTRACK", &e))
+    }
+
+    /// Records `value` for `key` unless CONNTRACK has an entry for it (BPF_NOEXIST: the
+    /// kernel decides, so a flow the program records meanwhile is never overwritten);
+    /// `false` when it had one.
+    pub fn put_flow_if_absent(&mut self, key: FlowKey, value: FlowValue) -> Result<bool, XdpError> {
+        absent(
+            self.conntrack.insert(key, value, BPF_NOEXIST),
+            "writing CONNTRACK",
+        )
+    }
+
     pub fn put_service6(&mut self, key: ServiceKey6, value: ServiceValue) -> Result<(), XdpError> {
         self.services6
             .insert(key, value, 0)
@@ -329,6 +409,24 @@ impl KernelMaps {
 
     pub fn flow6(&self, key: &FlowKey6) -> Option<FlowValue6> {
         self.conntrack6.get(key, 0).ok()
+    }
+
+    /// [`KernelMaps::next_flow_key`] for CONNTRACK6.
+    pub fn next_flow6_key(&self, after: Option<&FlowKey6>) -> Result<Option<FlowKey6>, XdpError> {
+        next_key(self.conntrack6.map().fd().as_fd(), after)
+            .map_err(|e| XdpError::from_kernel("walking CONNTRACK6", &e))
+    }
+
+    /// [`KernelMaps::put_flow_if_absent`] for CONNTRACK6.
+    pub fn put_flow6_if_absent(
+        &mut self,
+        key: FlowKey6,
+        value: FlowValue6,
+    ) -> Result<bool, XdpError> {
+        absent(
+            self.conntrack6.insert(key, value, BPF_NOEXIST),
+            "writing CONNTRACK6",
+        )
     }
 
     /// Puts a service in SERVICES or SERVICES6, by its key's family.

@@ -113,6 +113,11 @@ pub struct PreparedReload {
 }
 
 impl ProxyHandle {
+    /// The replication link (`[replication]`), which the XDP data plane shares its flows over.
+    pub fn replicator(&self) -> Option<Arc<Replicator>> {
+        self.replicator.clone()
+    }
+
     /// The addresses listened on, in config order.
     pub fn listen_addresses(&self) -> Vec<SocketAddr> {
         self.listeners().iter().map(|l| l.addr).collect()

@@ -7,15 +7,26 @@
 //! hashed placement needs no transfer (both nodes compute the same Maglev table) and the
 //! insert-mode cookie carries its backend itself.
 //!
-//! Wire format: one JSON object per line, `{"service":"web","key":"abc","backend":"198.18.0.102:80"}`
-//! (see [`Entry`]). Lines longer than [`MAX_LINE`] end the connection. The receiver accepts
-//! connections only from the configured peers' addresses and ignores entries for services or
-//! backends it does not have.
+//! The same link carries the XDP data plane's L4 flows (see `dataplane::flowshare`), so that
+//! a flow the router moves to another node (active-active, ECMP) reaches the backend the
+//! first node chose even while the nodes' backend sets differ: one link per peer, one
+//! listener, one list of peers for both kinds of entry.
+//!
+//! Wire format: one JSON object per line (see [`Message`]). A learned session is
+//! `{"service":"web","key":"abc","backend":"198.18.0.102:80"}` ([`Entry`]); a flow is
+//! `{"service":"db","flow":{"proto":"tcp","client":"198.18.0.10:42000","vip":"198.18.0.99:5432"},"backend":"198.18.0.102:5432"}`
+//! ([`FlowEntry`]), told apart by its `flow` member. A node from before flows existed refuses
+//! flow lines as malformed and counts them, and goes on with the next line, so mixed versions
+//! keep replicating sessions. Lines longer than [`MAX_LINE`] end the connection. The receiver
+//! accepts connections only from the configured peers' addresses and ignores entries for
+//! services or backends it does not have.
 //!
 //! Sending never blocks a request: entries go to a bounded queue per peer, which drops its
 //! oldest entry when full (and counts it). Each peer has a task that connects (reconnecting
 //! with exponential backoff), sends a snapshot of every table first (which heals whatever was
-//! dropped or lost while the link was down), then streams the queue.
+//! dropped or lost while the link was down), then streams the queue. Flows have no snapshot
+//! (the connection table may hold a quarter of a million of them): the flows queued while the
+//! link was down stay queued and follow the snapshot.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -54,11 +65,89 @@ pub struct Entry {
     pub backend: SocketAddr,
 }
 
+/// The IP protocol of a shared flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowProto {
+    Tcp,
+    Udp,
+}
+
+impl FlowProto {
+    /// The protocol of IP protocol number `proto`, if a flow can have it.
+    pub fn from_number(proto: u8) -> Option<FlowProto> {
+        match proto {
+            lb_common::IPPROTO_TCP => Some(FlowProto::Tcp),
+            lb_common::IPPROTO_UDP => Some(FlowProto::Udp),
+            _ => None,
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            FlowProto::Tcp => lb_common::IPPROTO_TCP,
+            FlowProto::Udp => lb_common::IPPROTO_UDP,
+        }
+    }
+}
+
+/// An L4 flow as the client sent it (the XDP connection table's key, in addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlowTuple {
+    pub proto: FlowProto,
+    pub client: SocketAddr,
+    /// The virtual IP and port the client sent to.
+    pub vip: SocketAddr,
+}
+
+/// One L4 flow and the backend a node sends it to. Backends travel as addresses because
+/// backend ids are numbered by each node for its own maps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEntry {
+    /// The `[[service]] name` (mode tcp or udp) the flow belongs to.
+    pub service: String,
+    pub flow: FlowTuple,
+    pub backend: SocketAddr,
+}
+
+/// One line of the link: a learned session or an L4 flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Session(Entry),
+    Flow(FlowEntry),
+}
+
 /// Why a received line was not an entry.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("not a replication entry: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl Message {
+    /// The message as one line, newline included.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Session(entry) => entry.encode(),
+            Message::Flow(flow) => {
+                // Plain fields: serializing cannot fail (an empty line would be skipped).
+                let mut line = serde_json::to_vec(flow).unwrap_or_default();
+                line.push(b'\n');
+                line
+            }
+        }
+    }
+
+    /// Parses one line (with or without its newline): a flow if it has a `flow` member, a
+    /// session otherwise (the only kind older nodes send).
+    pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
+        let value: serde_json::Value = serde_json::from_slice(line.trim_ascii())?;
+        if value.get("flow").is_some() {
+            Ok(Message::Flow(serde_json::from_value(value)?))
+        } else {
+            Ok(Message::Session(serde_json::from_value(value)?))
+        }
+    }
 }
 
 impl Entry {
@@ -86,12 +175,19 @@ pub trait SessionSink: Send + Sync {
     fn replication_snapshot(&self, now: Instant) -> Vec<(String, SocketAddr)>;
 }
 
+/// Where received flows go: the XDP data plane's connection tables. It counts what it does
+/// with them itself (its status shows them).
+pub trait FlowSink: Send + Sync {
+    fn apply_flows(&self, flows: &[FlowEntry]);
+}
+
 /// The node's replication: one listener, one outgoing link per peer, and the services whose
 /// tables take part.
 pub struct Replicator {
     listen: SocketAddr,
     peers: Vec<Arc<Peer>>,
     sinks: RwLock<HashMap<String, Weak<dyn SessionSink>>>,
+    flows: RwLock<Option<Weak<dyn FlowSink>>>,
     received: AtomicU64,
     rejected: AtomicU64,
 }
@@ -110,7 +206,7 @@ impl std::fmt::Debug for Replicator {
 struct Peer {
     address: SocketAddr,
     capacity: usize,
-    queue: Mutex<VecDeque<Entry>>,
+    queue: Mutex<VecDeque<Message>>,
     wake: Notify,
     connected: AtomicBool,
     sent: AtomicU64,
@@ -124,7 +220,8 @@ pub struct ReplicationStatus {
     pub peers: Vec<PeerStatus>,
     /// Entries received and inserted.
     pub received: u64,
-    /// Entries received but refused (unknown service or backend, malformed).
+    /// Entries received but refused (unknown service or backend, malformed; flows while no
+    /// data plane takes them). Flows have their own counters in the data plane's status.
     pub rejected: u64,
 }
 
@@ -166,6 +263,7 @@ impl Replicator {
             listen: config.listen,
             peers,
             sinks: RwLock::new(HashMap::new()),
+            flows: RwLock::new(None),
             received: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         })
@@ -180,10 +278,45 @@ impl Replicator {
             .insert(service.to_owned(), sink);
     }
 
+    /// Lets the data plane receive flows (held weakly, as the session tables are).
+    pub fn register_flows(&self, sink: Weak<dyn FlowSink>) {
+        *self
+            .flows
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sink);
+    }
+
     /// Queues `entry` for every peer; never blocks.
     pub fn publish(&self, entry: Entry) {
         for peer in &self.peers {
-            peer.push(entry.clone());
+            peer.push(Message::Session(entry.clone()));
+        }
+    }
+
+    /// Queues `flows` for every peer, one lock and one wake-up per peer; never blocks.
+    pub fn publish_flows(&self, flows: &[FlowEntry]) {
+        if flows.is_empty() {
+            return;
+        }
+        for peer in &self.peers {
+            peer.push_all(flows.iter().cloned().map(Message::Flow));
+        }
+    }
+
+    /// Hands received flows to the data plane; counted as refused when none takes them.
+    fn apply_flows(&self, flows: &[FlowEntry]) {
+        let sink = self
+            .flows
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade);
+        match sink {
+            Some(sink) => sink.apply_flows(flows),
+            None => {
+                self.rejected
+                    .fetch_add(flows.len() as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -334,8 +467,11 @@ impl Replicator {
             if line.trim_ascii().is_empty() {
                 continue;
             }
-            match Entry::decode(&line) {
-                Ok(entry) => {
+            match Message::decode(&line) {
+                Ok(Message::Flow(flow)) => {
+                    self.apply_flows(std::slice::from_ref(&flow));
+                }
+                Ok(Message::Session(entry)) => {
                     // The key stays out of the log: it is often a login session id.
                     if self.apply(&entry, Instant::now()) {
                         debug!(from = %from, service = %entry.service, backend = %entry.backend, "replicated session received");
@@ -410,16 +546,18 @@ impl Replicator {
         shutdown: &CancellationToken,
     ) -> Option<String> {
         let (mut read_half, mut write_half) = stream.into_split();
-        // Whatever was queued is in the tables too, so the snapshot replaces it; entries
-        // queued from now on are newer than the snapshot and follow it.
-        peer.lock().clear();
+        // Whatever sessions were queued are in the tables too, so the snapshot replaces them;
+        // entries queued from now on are newer than the snapshot and follow it. Flows have no
+        // snapshot: the queued ones stay.
+        peer.lock()
+            .retain(|message| matches!(message, Message::Flow(_)));
         let snapshot = self.snapshot(Instant::now());
         if let Err(error) = write_half.write_all(&snapshot).await {
             return Some(error.to_string());
         }
         let mut probe = [0u8; 64];
         loop {
-            let batch: Vec<Entry> = peer.lock().drain(..).collect();
+            let batch: Vec<Message> = peer.lock().drain(..).collect();
             if !batch.is_empty() {
                 let mut lines = Vec::with_capacity(batch.len() * 64);
                 for entry in &batch {
@@ -447,19 +585,25 @@ impl Replicator {
 }
 
 impl Peer {
-    fn push(&self, entry: Entry) {
+    fn push(&self, message: Message) {
+        self.push_all(std::iter::once(message));
+    }
+
+    fn push_all(&self, messages: impl Iterator<Item = Message>) {
         {
             let mut queue = self.lock();
-            if queue.len() >= self.capacity {
-                queue.pop_front();
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            for message in messages {
+                if queue.len() >= self.capacity {
+                    queue.pop_front();
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                queue.push_back(message);
             }
-            queue.push_back(entry);
         }
         self.wake.notify_one();
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Entry>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
         self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -514,6 +658,112 @@ mod tests {
         );
     }
 
+    fn flow_entry(port: u16) -> FlowEntry {
+        FlowEntry {
+            service: "db".into(),
+            flow: FlowTuple {
+                proto: FlowProto::Tcp,
+                client: addr(&format!("198.18.0.10:{port}")),
+                vip: addr("198.18.0.99:5432"),
+            },
+            backend: addr("198.18.0.102:5432"),
+        }
+    }
+
+    #[test]
+    fn flows_travel_as_tagged_lines_and_session_lines_keep_their_format() {
+        let flow = Message::Flow(flow_entry(42000));
+        let line = flow.encode();
+        assert!(line.ends_with(b"\n"));
+        assert_eq!(
+            std::str::from_utf8(&line).expect("text"),
+            "{\"service\":\"db\",\"flow\":{\"proto\":\"tcp\",\"client\":\"198.18.0.10:42000\",\
+             \"vip\":\"198.18.0.99:5432\"},\"backend\":\"198.18.0.102:5432\"}\n"
+        );
+        assert_eq!(Message::decode(&line).expect("decodes"), flow);
+        let v6 = br#"{"service":"db6","flow":{"proto":"udp","client":"[2001:2::10]:5353","vip":"[2001:2::99]:53"},"backend":"[2001:2::102]:53"}"#;
+        let Message::Flow(decoded) = Message::decode(v6).expect("decodes") else {
+            panic!("a flow");
+        };
+        assert_eq!(decoded.flow.proto, FlowProto::Udp);
+        assert_eq!(decoded.backend, addr("[2001:2::102]:53"));
+
+        // A line from a node that knows only sessions is still a session.
+        let old = br#"{"service":"web","key":"abc","backend":"198.18.0.103:80"}"#;
+        assert_eq!(
+            Message::decode(old).expect("decodes"),
+            Message::Session(Entry {
+                service: "web".into(),
+                key: "abc".into(),
+                backend: addr("198.18.0.103:80")
+            })
+        );
+        // A session's encoding did not change: such a node reads ours, and refuses (and counts)
+        // the flow lines without ending the link.
+        let session = Entry::decode(old).expect("decodes");
+        assert_eq!(Message::Session(session.clone()).encode(), session.encode());
+        assert!(Entry::decode(&line).is_err());
+        // A flow line with a bad member is refused, not taken for a session.
+        assert!(Message::decode(br#"{"service":"db","flow":{"proto":"sctp","client":"198.18.0.10:1","vip":"198.18.0.99:2"},"backend":"198.18.0.102:2","key":"k"}"#).is_err());
+    }
+
+    #[derive(Default)]
+    struct FlowRecorder {
+        flows: Mutex<Vec<FlowEntry>>,
+    }
+
+    impl FlowSink for FlowRecorder {
+        fn apply_flows(&self, flows: &[FlowEntry]) {
+            self.flows.lock().expect("lock").extend_from_slice(flows);
+        }
+    }
+
+    #[tokio::test]
+    async fn flows_queued_before_the_link_is_up_reach_the_peers_data_plane() {
+        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let b_addr = probe.local_addr().expect("addr");
+        drop(probe);
+        let a = Replicator::new(&config::Replication {
+            listen: addr("127.0.0.1:1"),
+            peers: vec![b_addr],
+        });
+        let b = Replicator::new(&config::Replication {
+            listen: b_addr,
+            peers: vec![addr("127.0.0.1:1")],
+        });
+        // B refuses flows while no data plane takes them.
+        b.apply_flows(&[flow_entry(41999)]);
+        assert_eq!(b.status().rejected, 1);
+        let b_flows = Arc::new(FlowRecorder::default());
+        let sink: Arc<dyn FlowSink> = b_flows.clone();
+        b.register_flows(Arc::downgrade(&sink));
+
+        // Published while B is not listening yet: they wait in A's queue, and the session
+        // snapshot sent on connecting does not replace them.
+        a.publish_flows(&[flow_entry(42000), flow_entry(42001)]);
+        a.publish(Entry {
+            service: "web".into(),
+            key: "k".into(),
+            backend: addr("198.18.0.102:80"),
+        });
+        assert_eq!(a.status().peers[0].queued, 3);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(a.clone().send_loop(a.peers[0].clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::spawn(b.clone().listen_loop(shutdown.clone()));
+        for _ in 0..500 {
+            if b_flows.flows.lock().expect("lock").len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            *b_flows.flows.lock().expect("lock"),
+            [flow_entry(42000), flow_entry(42001)]
+        );
+        shutdown.cancel();
+    }
+
     fn replication(peers: &[&str]) -> config::Replication {
         config::Replication {
             listen: addr("127.0.0.1:0"),
@@ -537,7 +787,10 @@ mod tests {
         let keys: Vec<String> = replicator.peers[0]
             .lock()
             .iter()
-            .map(|e| e.key.clone())
+            .map(|message| match message {
+                Message::Session(e) => e.key.clone(),
+                Message::Flow(f) => panic!("no flow was published: {f:?}"),
+            })
             .collect();
         assert_eq!(keys, ["k2", "k3", "k4"]);
     }
