@@ -112,6 +112,7 @@ mod tests {
                 }],
             }],
             flows: None,
+            flow_sharing: None,
         }
     }
 
