@@ -10,6 +10,8 @@
 //! node, status) so the classic test can be replayed. `quit`, end of input, Ctrl-C or SIGTERM tear everything
 //! down (the lab's Drop does it).
 
+pub mod active_active;
+
 use std::io::BufRead as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

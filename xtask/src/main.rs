@@ -69,7 +69,13 @@ enum Cmd {
     /// JSESSIONID affinity and an L4 TCP service on the VIP 198.18.0.99. The prompt replays the
     /// classic test: `stop http1`, `stop lb1`, `start lb1`, `status`. `quit` or Ctrl-C tears
     /// everything down.
-    Lab,
+    Lab {
+        /// Instead of the classic pair: three active nodes announcing an anycast VIP over BGP to
+        /// a router namespace running BIRD, which spreads the client's connections over them by
+        /// ECMP. The prompt kills, freezes, drains and restarts nodes and shows the routes.
+        #[arg(long)]
+        active_active: bool,
+    },
     /// Fuzz the parsers of untrusted input for N seconds each: VRRP and ARP packets, HTTP/1
     /// request heads, the config file, both importers, session-affinity keys; installs
     /// cargo-fuzz if missing.
@@ -170,9 +176,13 @@ fn main() {
         } => build_and_load(&iface, mode, &pin_dir),
         Cmd::Unload { iface, pin_dir } => unload(&iface, &pin_dir),
         Cmd::Test => test(),
-        Cmd::Lab => setup::run()
-            .and_then(|_| build(false))
-            .and_then(|_| lab::run(&workspace_root())),
+        Cmd::Lab { active_active } => setup::run().and_then(|_| build(false)).and_then(|_| {
+            if active_active {
+                lab::active_active::run(&workspace_root())
+            } else {
+                lab::run(&workspace_root())
+            }
+        }),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
         Cmd::Bench { which } => setup::run()
             .and_then(|_| build(true))
