@@ -7,7 +7,8 @@
 //! frozen one within the hold time, with nothing else run; a cookie session keeps its backend
 //! whichever node a request reaches; a long-lived L4 connection survives the SIGKILL of the
 //! node that carried it, also while the other nodes' backend sets differ from its own (the
-//! nodes share their connection tables over `[replication]`).
+//! nodes share their connection tables over `[replication]`); and a node runs a VRRP pair and
+//! BGP together.
 //!
 //! The tests of this file run one at a time: each runs four BIRDs and three daemons.
 
@@ -19,9 +20,9 @@ use tandem_lab::anycast::{
     bgp_section, bird_pid, on_loopback, replication_section, wait_for_next_hops, Router, HOLD_TIME,
 };
 use tandem_lab::l4::{make_dsr_backend, Conversation, NetnsRuntime, WhoServer};
-use tandem_lab::pair::{wait_until, TandemNode};
+use tandem_lab::pair::{holders, wait_until, TandemNode, VrrpSettings};
 use tandem_lab::{
-    http_get, EchoBackend, Host, Lab, ANYCAST_VIP, CLIENT, HTTP1, HTTP2, LB1, LB2, LB3,
+    http_get, EchoBackend, Host, Lab, ANYCAST_VIP, CLIENT, HTTP1, HTTP2, LB1, LB2, LB3, VIP,
 };
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -493,4 +494,109 @@ fn long_lived_l4_connections_survive_the_sigkill_of_the_node_that_carried_them()
             );
         }
     }
+}
+
+/// A node of a VRRP pair on the segment (VIP 198.18.0.99, HTTP) that also announces the
+/// anycast VIP (L4 in XDP) over BGP.
+fn pair_and_anycast_config(lab: &Lab, host: &Host, priority: u8) -> String {
+    let vrrp = TandemNode::vrrp_config(lab, host, &VrrpSettings::new(3, priority)).replace(
+        "dataplane = \"none\"",
+        &format!(
+            "dataplane = \"xdp-generic\"\nbpf_pin_dir = \"{}\"",
+            lab.pin_dir(&host.name).display()
+        ),
+    );
+    format!(
+        "{vrrp}\n[[service]]\nname = \"pair\"\nlisten = \"{VIP}:{HTTP_PORT}\"\n\
+         backends = [\"{http1}:80\", \"{http2}:80\"]\n\n\
+         [[service]]\nname = \"who\"\nlisten = \"{ANYCAST_VIP}:{L4_PORT}\"\nmode = \"tcp\"\n\
+         backends = [\"{http1}:{L4_PORT}\", \"{http2}:{L4_PORT}\"]\n\n{bgp}",
+        http1 = lab.host(HTTP1).ip,
+        http2 = lab.host(HTTP2).ip,
+        bgp = bgp_section(lab, host),
+    )
+}
+
+#[test]
+fn a_node_runs_a_vrrp_pair_and_announces_anycast_over_bgp_together() {
+    let _serial = one_at_a_time();
+    let lab = Lab::active_active().expect("lab");
+    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
+    let _http2 = EchoBackend::start(lab.host(HTTP2), 80, "http2").expect("echo on http2");
+    for name in [HTTP1, HTTP2] {
+        make_dsr_backend(lab.host(name), ANYCAST_VIP).expect("DSR backend");
+    }
+    let _who1 = WhoServer::start(lab.host(HTTP1), L4_PORT, Some(ANYCAST_VIP), "http1")
+        .expect("who on http1");
+    let _who2 = WhoServer::start(lab.host(HTTP2), L4_PORT, Some(ANYCAST_VIP), "http2")
+        .expect("who on http2");
+    let hosts: Vec<&Host> = NODES.iter().map(|name| lab.host(name)).collect();
+    let router = Router::start(&lab, &hosts).expect("BIRD on the router");
+    let lb1 = TandemNode::start(
+        &lab,
+        lab.host(LB1),
+        &pair_and_anycast_config(&lab, lab.host(LB1), 101),
+    )
+    .expect("lb1");
+    let lb2 = TandemNode::start(
+        &lab,
+        lab.host(LB2),
+        &pair_and_anycast_config(&lab, lab.host(LB2), 100),
+    )
+    .expect("lb2");
+    let logs = || {
+        format!(
+            "router:\n{}\nlb1:\n{}\nlb2:\n{}",
+            router.log_text(),
+            lb1.log_text(),
+            lb2.log_text()
+        )
+    };
+    if let Err(error) = wait_for_next_hops(&lab, &[LB1, LB2], SESSIONS_UP) {
+        panic!("{error:#}\n{}", logs());
+    }
+    if let Err(error) = wait_until(
+        Duration::from_secs(10),
+        "lb1 alone to hold the pair's VIP",
+        || holders(&lab, VIP) == [LB1.to_owned()],
+    ) {
+        panic!("{error:#}\n{}", logs());
+    }
+
+    // The pair's VIP is served by its master only...
+    let client = lab.host(CLIENT);
+    let pair_vip = SocketAddr::V4(SocketAddrV4::new(VIP, HTTP_PORT));
+    for _ in 0..3 {
+        let response = http_get(client, pair_vip, "/", &[]).expect("request to the pair's VIP");
+        assert_eq!(response.status, 200);
+    }
+    // ...while both nodes forward the anycast VIP's flows, lb2 although it is VRRP backup.
+    let runtime = NetnsRuntime::new(client).expect("client runtime");
+    let server = SocketAddrV4::new(ANYCAST_VIP, L4_PORT);
+    for connection in 0..12 {
+        let answer = runtime
+            .block_on(async move {
+                let mut conversation = Conversation::open(server, None).await?;
+                conversation.ask().await
+            })
+            .unwrap_or_else(|error| panic!("anycast connection {connection}: {error}\n{}", logs()));
+        assert!(answer.backend == "http1" || answer.backend == "http2");
+    }
+    let flows = |node: &TandemNode| {
+        node.status().expect("status")["dataplane"]["flows"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        flows(&lb1) > 0 && flows(&lb2) > 0,
+        "the router spread the anycast connections over both nodes, the VRRP backup included \
+         (flows recorded: lb1 {}, lb2 {})",
+        flows(&lb1),
+        flows(&lb2)
+    );
+    assert_eq!(
+        lb2.status().expect("status")["vrrp"][0]["state"],
+        "backup",
+        "lb2 stays the pair's backup"
+    );
 }
