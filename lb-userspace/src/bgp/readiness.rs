@@ -169,4 +169,54 @@ mod tests {
             Some("no service listens on it")
         );
     }
+
+    fn http_service(up: bool) -> HttpServiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "listen": "0.0.0.0:80", "service": "web",
+            "balance": "round-robin", "session": null,
+            "requests": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
+            "errors": 0,
+            "backends": [{"address": "198.18.0.102:80", "weight": 1, "emergency": false,
+                          "up": up, "reason": "started", "since": "2026-12-07T00:00:00Z",
+                          "sessions": 0, "requests": 0, "errors": 0}]
+        }))
+        .expect("an HTTP service's status")
+    }
+
+    #[test]
+    fn an_http_vip_needs_the_proxy_check_and_a_healthy_backend_of_its_family() {
+        let mut dataplane = l4_dataplane(true, false);
+        dataplane.services.clear();
+        let http = [http_service(true)];
+        let vip = "198.18.2.99".parse().unwrap();
+        let inputs = |proxy_up| Inputs {
+            http: &http,
+            dataplane: &dataplane,
+            proxy_up,
+        };
+        assert_eq!(
+            why_not(vip, &inputs(true)),
+            None,
+            "0.0.0.0:80 serves every IPv4 VIP"
+        );
+        assert_eq!(
+            why_not(vip, &inputs(false)).as_deref(),
+            Some("the proxy does not answer its built-in check")
+        );
+        assert_eq!(
+            why_not("2001:2::99".parse().unwrap(), &inputs(true)).as_deref(),
+            Some("no service listens on it"),
+            "0.0.0.0 is not an IPv6 VIP's listener"
+        );
+        let down = [http_service(false)];
+        let inputs = Inputs {
+            http: &down,
+            dataplane: &dataplane,
+            proxy_up: true,
+        };
+        assert_eq!(
+            why_not(vip, &inputs).as_deref(),
+            Some("no backend of web is up (and not drained)")
+        );
+    }
 }
