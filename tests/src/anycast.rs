@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::pair::{wait_until, TandemNode};
 use crate::process::Process;
-use crate::{Host, Lab, ANYCAST_VIP, NODES_AS, ROUTER, ROUTER_AS};
+use crate::{Host, Lab, ANYCAST_VIP, ANYCAST_VIP6, NODES_AS, ROUTER, ROUTER_AS};
 
 /// The hold time the lab's sessions use: the router withdraws a silent node after it.
 pub const HOLD_TIME: Duration = Duration::from_secs(3);
@@ -76,6 +76,27 @@ impl Router {
                 ip = node.ip
             ));
         }
+        // A dual-stack lab: IPv6 sessions beside the IPv4 ones, and the IPv6 routes in the
+        // kernel the same way. The nodes' global next hops, not their link-local ones, so
+        // the routes name the nodes' addresses.
+        if let Some(router6) = router.ip6 {
+            text.push_str(&format!(
+                "protocol kernel {{\n  ipv6 {{ import none; export all; }};\n  merge paths on;\n}}\n\
+                 template bgp node6 {{\n  local {router6} as {ROUTER_AS};\n  hold time {hold};\n  \
+                 keepalive time 1;\n  connect delay time 1;\n  connect retry time 1;\n  \
+                 error wait time 1, 5;\n  graceful restart off;\n  \
+                 ipv6 {{ import all; export none; next hop prefer global; }};\n}}\n",
+                hold = HOLD_TIME.as_secs(),
+            ));
+            for node in nodes {
+                if let Some(ip6) = node.ip6 {
+                    text.push_str(&format!(
+                        "protocol bgp {name}_6 from node6 {{ neighbor {ip6} as {NODES_AS}; }}\n",
+                        name = node.name,
+                    ));
+                }
+            }
+        }
         text
     }
 
@@ -97,14 +118,30 @@ impl Router {
 
 /// The next hops of the router's route to `vip` (empty when it has none), sorted.
 pub fn next_hops(lab: &Lab, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
-    let Ok(json) = lab
-        .host(ROUTER)
-        .run("ip", &["-json", "route", "show", &format!("{vip}/32")])
-    else {
+    next_hops_of(lab, vip.into())
+        .into_iter()
+        .filter_map(|hop| match hop {
+            IpAddr::V4(hop) => Some(hop),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// [`next_hops`] for an IPv4 or IPv6 `vip`.
+pub fn next_hops_of(lab: &Lab, vip: IpAddr) -> Vec<IpAddr> {
+    let (family, length) = if vip.is_ipv4() {
+        ("-4", 32)
+    } else {
+        ("-6", 128)
+    };
+    let Ok(json) = lab.host(ROUTER).run(
+        "ip",
+        &[family, "-json", "route", "show", &format!("{vip}/{length}")],
+    ) else {
         return Vec::new();
     };
     let routes: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-    let mut hops: Vec<Ipv4Addr> = routes
+    let mut hops: Vec<IpAddr> = routes
         .as_array()
         .into_iter()
         .flatten()
@@ -131,29 +168,62 @@ pub fn wait_for_next_hops(
     nodes: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<Duration> {
-    let mut expected: Vec<Ipv4Addr> = nodes.iter().map(|name| lab.host(name).ip).collect();
+    wait_for_next_hops_of(lab, ANYCAST_VIP.into(), nodes, timeout)
+}
+
+/// [`wait_for_next_hops`] for `vip`, IPv4 (next hops: the nodes' IPv4 addresses) or IPv6
+/// (their IPv6 addresses).
+pub fn wait_for_next_hops_of(
+    lab: &Lab,
+    vip: IpAddr,
+    nodes: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let mut expected: Vec<IpAddr> = nodes
+        .iter()
+        .map(|name| {
+            let host = lab.host(name);
+            match vip {
+                IpAddr::V4(_) => IpAddr::V4(host.ip),
+                IpAddr::V6(_) => IpAddr::V6(host.ip6.expect("a dual-stack lab for an IPv6 VIP")),
+            }
+        })
+        .collect();
     expected.sort();
     let mut last = Vec::new();
     wait_until(
         timeout,
-        &format!("the router's next hops for {ANYCAST_VIP} to be {nodes:?}"),
+        &format!("the router's next hops for {vip} to be {nodes:?}"),
         || {
-            last = next_hops(lab, ANYCAST_VIP);
+            last = next_hops_of(lab, vip);
             last == expected
         },
     )
     .with_context(|| format!("the next hops were {last:?}"))
 }
 
-/// The `[bgp]` section of a node of the active-active lab: the router as its one peer, the
-/// lab's hold time, the anycast VIP.
+/// The `[bgp]` section of a node of the active-active lab: the router as its peer, the lab's
+/// hold time, the anycast VIP; in a dual-stack lab also the router's IPv6 address and the
+/// IPv6 anycast VIP.
 pub fn bgp_section(lab: &Lab, node: &Host) -> String {
+    let router = lab.host(ROUTER);
+    let mut peers = vec![format!(
+        "{{ address = \"{}\", remote_as = {ROUTER_AS} }}",
+        router.ip
+    )];
+    let mut vips = vec![format!("\"{ANYCAST_VIP}\"")];
+    if let (Some(router6), Some(_)) = (router.ip6, node.ip6) {
+        peers.push(format!(
+            "{{ address = \"{router6}\", remote_as = {ROUTER_AS} }}"
+        ));
+        vips.push(format!("\"{ANYCAST_VIP6}\""));
+    }
     format!(
-        "[bgp]\nlocal_as = {NODES_AS}\nrouter_id = \"{id}\"\n\
-         peers = [{{ address = \"{router}\", remote_as = {ROUTER_AS} }}]\n\
-         vips = [\"{ANYCAST_VIP}\"]\nhold_time = \"{hold}s\"\n",
+        "[bgp]\nlocal_as = {NODES_AS}\nrouter_id = \"{id}\"\npeers = [{peers}]\n\
+         vips = [{vips}]\nhold_time = \"{hold}s\"\n",
         id = node.ip,
-        router = lab.host(ROUTER).ip,
+        peers = peers.join(", "),
+        vips = vips.join(", "),
         hold = HOLD_TIME.as_secs(),
     )
 }

@@ -23,8 +23,9 @@ use anyhow::{bail, Context as _};
 use crate::netns;
 use crate::process::Process;
 use crate::{
-    ipv6_of, ACTIVE_ACTIVE_HOSTS, CLIENT, CLIENT_OUTSIDE, HOSTS, OUTSIDE_PREFIX_LEN, ROUTER,
-    ROUTER_OUTSIDE, SEGMENT6_PREFIX_LEN, SEGMENT_PREFIX_LEN,
+    ipv6_of, ACTIVE_ACTIVE_HOSTS, CLIENT, CLIENT_OUTSIDE, CLIENT_OUTSIDE6, HOSTS,
+    OUTSIDE_PREFIX_LEN, ROUTER, ROUTER_OUTSIDE, ROUTER_OUTSIDE6, SEGMENT6_PREFIX_LEN,
+    SEGMENT_PREFIX_LEN,
 };
 
 /// Every name the lab creates starts with this (namespaces, bpffs dirs, temp dirs), followed by
@@ -111,6 +112,14 @@ impl Lab {
         Lab::build_new(false, true)
     }
 
+    /// [`Lab::active_active`] with IPv6 too: the client outside is also 2001:2:1::10/64
+    /// behind the router's 2001:2:1::1, the segment's hosts have 2001:2::N/64 as in
+    /// [`Lab::dual_stack`] (the router 2001:2::1), and the router forwards and hashes IPv6 the
+    /// same way.
+    pub fn active_active_dual_stack() -> anyhow::Result<Lab> {
+        Lab::build_new(true, true)
+    }
+
     /// A lab whose hosts also have IPv6: link-local addresses, and 2001:2::N/64 beside
     /// 198.18.0.N/24 (see [`crate::ipv6_of`]), both without duplicate address detection so
     /// they serve at once. The segment then carries neighbour discovery and MLD too.
@@ -148,7 +157,13 @@ impl Lab {
                 name: name.to_owned(),
                 netns: format!("{id}-{name}"),
                 ip,
-                ip6: dual_stack.then(|| ipv6_of(ip)),
+                ip6: dual_stack.then(|| {
+                    if active_active && name == CLIENT {
+                        CLIENT_OUTSIDE6
+                    } else {
+                        ipv6_of(ip)
+                    }
+                }),
                 iface: HOST_IFACE.to_owned(),
             })
             .collect();
@@ -282,12 +297,17 @@ impl Lab {
             if host.ip6.is_some() {
                 // No duplicate address detection on the link-local address either (VRRP over
                 // IPv6 sends from it at once), and no router advertisements taken.
-                let iface = host.iface.clone();
+                let mut ifaces = vec![host.iface.clone()];
+                if self.routed_client && host.name == ROUTER {
+                    ifaces.push(OUTSIDE_IFACE.to_owned());
+                }
                 netns::run_in(&host.netns_path(), move || -> anyhow::Result<()> {
-                    for (knob, value) in [("accept_dad", "0"), ("accept_ra", "0")] {
-                        let path = format!("/proc/sys/net/ipv6/conf/{iface}/{knob}");
-                        fs::write(&path, value)
-                            .with_context(|| format!("writing {value} to {path}"))?;
+                    for iface in &ifaces {
+                        for (knob, value) in [("accept_dad", "0"), ("accept_ra", "0")] {
+                            let path = format!("/proc/sys/net/ipv6/conf/{iface}/{knob}");
+                            fs::write(&path, value)
+                                .with_context(|| format!("writing {value} to {path}"))?;
+                        }
                     }
                     Ok(())
                 })?
@@ -324,6 +344,19 @@ impl Lab {
                         self.host(ROUTER).ip
                     ),
                 });
+                if host.ip6.is_some() {
+                    let router6 = self.host(ROUTER).ip6.expect("a dual-stack lab");
+                    script.push_str(&match host.name.as_str() {
+                        CLIENT => format!("route add default via {ROUTER_OUTSIDE6}\n"),
+                        ROUTER => format!(
+                            "addr add {ROUTER_OUTSIDE6}/{SEGMENT6_PREFIX_LEN} dev {OUTSIDE_IFACE} nodad\n"
+                        ),
+                        _ => format!(
+                            "route add {}/{SEGMENT6_PREFIX_LEN} via {router6}\n",
+                            outside_network6()
+                        ),
+                    });
+                }
             }
             run_ip_batch(Some(&host.netns), &script)
                 .with_context(|| format!("configuring host {}", host.name))?;
@@ -335,7 +368,12 @@ impl Lab {
                 for (knob, value) in [
                     ("/proc/sys/net/ipv4/ip_forward", "1"),
                     ("/proc/sys/net/ipv4/fib_multipath_hash_policy", "1"),
+                    ("/proc/sys/net/ipv6/conf/all/forwarding", "1"),
+                    ("/proc/sys/net/ipv6/fib_multipath_hash_policy", "1"),
                 ] {
+                    if knob.contains("ipv6") && !Path::new(knob).exists() {
+                        continue; // IPv6 is off in an IPv4 lab
+                    }
                     fs::write(knob, value).with_context(|| format!("writing {value} to {knob}"))?;
                 }
                 Ok(())
@@ -559,6 +597,12 @@ pub(crate) fn run_to_completion(
 fn outside_network() -> Ipv4Addr {
     let [a, b, c, _] = CLIENT_OUTSIDE.octets();
     Ipv4Addr::new(a, b, c, 0)
+}
+
+/// 2001:2:1::: the client's IPv6 side of the router in a dual-stack active-active lab.
+fn outside_network6() -> Ipv6Addr {
+    let [a, b, c, ..] = CLIENT_OUTSIDE6.segments();
+    Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0)
 }
 
 fn run_ip_batch(netns: Option<&str>, script: &str) -> anyhow::Result<()> {

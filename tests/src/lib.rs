@@ -134,6 +134,11 @@ pub const ANYCAST_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
 pub const CLIENT_OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 /// The router's address on the client's side.
 pub const ROUTER_OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// In a dual-stack active-active lab: the client's IPv6 address (2001:2:1::/64 outside), the
+/// router's on that side, and the IPv6 anycast VIP.
+pub const CLIENT_OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x10);
+pub const ROUTER_OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 1);
+pub const ANYCAST_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 2, 0, 0, 0, 0, 0x99);
 /// The client's network in an active-active lab: 198.18.1.0/24.
 pub const OUTSIDE_PREFIX_LEN: u8 = 24;
 /// The nodes' AS and the router's in an active-active lab (private ASes).

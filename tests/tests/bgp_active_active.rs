@@ -17,12 +17,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tandem_lab::anycast::{
-    bgp_section, bird_pid, on_loopback, replication_section, wait_for_next_hops, Router, HOLD_TIME,
+    bgp_section, bird_pid, on_loopback, replication_section, wait_for_next_hops,
+    wait_for_next_hops_of, Router, HOLD_TIME,
 };
 use tandem_lab::l4::{make_dsr_backend, Conversation, NetnsRuntime, WhoServer};
 use tandem_lab::pair::{holders, wait_until, TandemNode, VrrpSettings};
 use tandem_lab::{
-    http_get, EchoBackend, Host, Lab, ANYCAST_VIP, CLIENT, HTTP1, HTTP2, LB1, LB2, LB3, VIP,
+    http_get, EchoBackend, Host, Lab, ANYCAST_VIP, ANYCAST_VIP6, CLIENT, HTTP1, HTTP2, LB1, LB2,
+    LB3, VIP,
 };
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -120,11 +122,18 @@ fn vip_http() -> SocketAddr {
 
 /// How many requests `node`'s proxy has answered for `web`.
 fn requests_on(node: &TandemNode) -> u64 {
+    requests_for(node, "web")
+}
+
+/// How many requests `node`'s proxy has answered for `service`.
+fn requests_for(node: &TandemNode, service: &str) -> u64 {
     let status = node.status().expect("status");
-    status["services"][0]["backends"]
+    status["services"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|entry| entry["name"] == service)
+        .flat_map(|entry| entry["backends"].as_array().into_iter().flatten())
         .map(|backend| backend["requests"].as_u64().unwrap_or(0))
         .sum()
 }
@@ -599,4 +608,77 @@ fn a_node_runs_a_vrrp_pair_and_announces_anycast_over_bgp_together() {
         "backup",
         "lb2 stays the pair's backup"
     );
+}
+
+/// A dual-stack HTTP node: `web` on the IPv4 anycast VIP and `web6` on the IPv6 one, each to
+/// the backends' addresses of its family, both VIPs announced (over the router's IPv4 and
+/// IPv6 sessions).
+fn dual_stack_node_config(lab: &Lab, host: &Host) -> String {
+    let ip6 = |name: &str| lab.host(name).ip6.expect("a dual-stack lab");
+    format!(
+        "{node}\n[[service]]\nname = \"web\"\nlisten = \"{ANYCAST_VIP}:{HTTP_PORT}\"\n\
+         backends = [\"{http1}:80\", \"{http2}:80\"]\n\n\
+         [[service]]\nname = \"web6\"\nlisten = \"[{ANYCAST_VIP6}]:{HTTP_PORT}\"\n\
+         backends = [\"[{http1_6}]:80\", \"[{http2_6}]:80\"]\n\n{bgp}",
+        node = node_section(lab, host, "none"),
+        http1 = lab.host(HTTP1).ip,
+        http2 = lab.host(HTTP2).ip,
+        http1_6 = ip6(HTTP1),
+        http2_6 = ip6(HTTP2),
+        bgp = bgp_section(lab, host),
+    )
+}
+
+#[test]
+fn ipv6_clients_reach_the_ipv6_anycast_vip_through_every_node_and_lose_a_killed_one_at_once() {
+    let _serial = one_at_a_time();
+    let lab = Lab::active_active_dual_stack().expect("lab");
+    let _http1 =
+        EchoBackend::start_on_all_addresses(lab.host(HTTP1), 80, "http1").expect("echo on http1");
+    let _http2 =
+        EchoBackend::start_on_all_addresses(lab.host(HTTP2), 80, "http2").expect("echo on http2");
+    let mut cluster = Cluster::start(&lab, |host| dual_stack_node_config(&lab, host));
+    for vip in [ANYCAST_VIP.into(), ANYCAST_VIP6.into()] {
+        if let Err(error) = wait_for_next_hops_of(&lab, vip, &NODES, SESSIONS_UP) {
+            panic!("{error:#}\n{}", cluster.logs());
+        }
+    }
+    let client = lab.host(CLIENT);
+    let vip6 = SocketAddr::new(ANYCAST_VIP6.into(), HTTP_PORT);
+    for request in 0..45 {
+        let response = http_get(client, vip6, "/", &[]).unwrap_or_else(|error| {
+            panic!(
+                "IPv6 request {request} through the VIP: {error:#}\n{}",
+                cluster.logs()
+            )
+        });
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let served: Vec<u64> = NODES
+        .iter()
+        .map(|name| requests_for(cluster.node(name), "web6"))
+        .collect();
+    assert!(
+        served.iter().all(|&count| count > 0),
+        "the router spread 45 IPv6 connections over the three nodes: {served:?}"
+    );
+
+    let mut killed = cluster.nodes[index(LB1)].take().expect("lb1 runs");
+    killed.process.kill(libc::SIGKILL);
+    let started = Instant::now();
+    if let Err(error) = wait_for_next_hops_of(&lab, ANYCAST_VIP6.into(), &[LB2, LB3], HOLD_TIME * 2)
+    {
+        panic!("{error:#}\n{}", cluster.logs());
+    }
+    assert!(
+        started.elapsed() < HOLD_TIME,
+        "the IPv6 route to a killed node goes at once: {:?}",
+        started.elapsed()
+    );
+    drop(killed);
+    for request in 0..10 {
+        let response = http_get(client, vip6, "/", &[])
+            .unwrap_or_else(|error| panic!("IPv6 request {request} after lb1's loss: {error:#}"));
+        assert_eq!(response.status, 200);
+    }
 }
