@@ -19,6 +19,7 @@
 //!   reload (what SIGHUP and `tandem reload` change, all or nothing), the L4 health link and
 //!   the built-in proxy check.
 //! - `proxy`: the L7 reverse proxy (Pound's feature set on hyper).
+//! - `systemd`: the notify protocol (ready, reloading, status, watchdog) and journald.
 //! - `vrrp`: the virtual IP's election, interoperable with keepalived.
 //! - `wire`: the Ethernet, IPv4 and ARP codecs and the internet checksum (VRRP's advert parses
 //!   an IPv4 packet's payload with them; the tests crate builds its frames with them).
@@ -37,5 +38,6 @@ pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod proxy;
+pub mod systemd;
 pub mod vrrp;
 pub mod wire;

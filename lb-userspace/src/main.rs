@@ -216,6 +216,24 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd: native journal entries, each event's fields as journal fields
+    // (`journalctl -u tandem INSTANCE=VI_1`, `SERVICE=web`, `BACKEND=...`) and its level as
+    // the priority.
+    if tandem::systemd::stderr_is_journal() {
+        if let Ok(journal) = tracing_journald::layer() {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    journal
+                        .with_field_prefix(None)
+                        .with_syslog_identifier("tandem".to_owned()),
+                )
+                .init();
+            return;
+        }
+    }
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

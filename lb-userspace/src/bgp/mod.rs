@@ -348,6 +348,9 @@ fn keep_bird_running(shared: &Shared, bird: &Path, config: &Path) {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for variable in crate::systemd::CHILD_ENV_REMOVE {
+            command.env_remove(variable);
+        }
         // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, _exit).
         unsafe {
             use std::os::unix::process::CommandExt as _;

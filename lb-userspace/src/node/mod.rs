@@ -226,10 +226,35 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     };
 
     info!("running; stop with SIGINT or SIGTERM, reload the services with SIGHUP");
+    let mut last_status = systemd_status(&instances, bgp.as_deref());
+    crate::systemd::ready(&last_status);
+    // WATCHDOG=1 at half of WatchdogSec= (or never), STATUS= when it changes (checked each
+    // second). Both come from this loop: if it stops turning, systemd restarts the daemon.
+    let mut watchdog = crate::systemd::watchdog_interval().map(tokio::time::interval);
+    let mut status_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let signal_name = loop {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if proxy.workers_alive() {
+                    crate::systemd::watchdog();
+                } else {
+                    error!("a proxy worker thread ended: no watchdog keepalive, systemd will restart the daemon");
+                }
+            }
+            _ = status_tick.tick() => {
+                let status = systemd_status(&instances, bgp.as_deref());
+                if status != last_status {
+                    crate::systemd::status(&status);
+                    last_status = status;
+                }
+            }
             _ = sighup.recv() => {
                 info!(config = %reloader.path.display(), "SIGHUP: reloading");
                 match reloader.reload().await {
@@ -242,6 +267,7 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     };
     drop(reloader);
     info!(signal = signal_name, "stopping");
+    crate::systemd::stopping();
     // The routers first: new flows go to the other nodes while this one finishes its own.
     if let Some(bgp) = &bgp {
         bgp.withdraw_for_stop().await;
@@ -269,6 +295,36 @@ pub async fn run(path: &Path, declared: config::Config) -> anyhow::Result<()> {
     dataplane.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// The one line `systemctl status tandem` shows: each VRRP instance's state and the BGP VIPs.
+fn systemd_status(instances: &[InstanceHandle], bgp: Option<&crate::bgp::BgpSpeaker>) -> String {
+    let mut parts: Vec<String> = instances
+        .iter()
+        .map(|instance| {
+            let status = instance.status();
+            format!("{} {}", status.name, status.state)
+        })
+        .collect();
+    if let Some(bgp) = bgp {
+        let status = bgp.status();
+        let announced = status.vips.iter().filter(|vip| vip.announced).count();
+        let established = status
+            .sessions
+            .iter()
+            .filter(|session| session.established())
+            .count();
+        parts.push(format!(
+            "BGP {announced}/{} VIPs announced, {established}/{} sessions established{}",
+            status.vips.len(),
+            status.sessions.len(),
+            if status.drained { ", drained" } else { "" }
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("serving (no VRRP: always active)".to_owned());
+    }
+    parts.join("; ")
 }
 
 /// Once the data plane is open, programs are never loaded nor maps created again (data plane

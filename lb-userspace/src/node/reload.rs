@@ -257,10 +257,12 @@ pub struct Reloader {
 impl Reloader {
     /// Reads the file again and applies it, or changes nothing and says why (in the log too).
     pub async fn reload(&self) -> Result<ReloadReport, String> {
+        crate::systemd::reloading();
         let result = self.try_reload().await;
         if let Err(message) = &result {
             error!("reload refused: {message}");
         }
+        crate::systemd::reloaded();
         result
     }
 

@@ -332,6 +332,15 @@ impl ProxyHandle {
     /// proxy within 500 ms, over TCP to a listener whose address is on this node (over an
     /// in-memory pipe through the same HTTP stack when none is, e.g. a backup node that does
     /// not hold the virtual address).
+    /// Whether every worker thread of the proxy still runs (none ended by a panic or a hang
+    /// that killed it): what the systemd watchdog keepalive is conditioned on.
+    pub fn workers_alive(&self) -> bool {
+        !self
+            .threads
+            .iter()
+            .any(std::thread::JoinHandle::is_finished)
+    }
+
     pub async fn probe(&self) -> bool {
         let listeners = self.listeners();
         // A reload registers new accept loops before it lists their address, and unlists an
