@@ -3,10 +3,10 @@
 //! Nothing is kept twice: a collector reads the same snapshots `tandem status` shows (the VRRP
 //! instances, the proxy's services, the data plane) on every scrape and encodes them.
 //!
-//! The families: `tandem_vrrp_state{instance,state}` (1 for the current state),
+//! The families: `tandem_vrrp_state{vrrp_instance,state}` (1 for the current state),
 //! `tandem_vrrp_transitions_total`, `tandem_vrrp_effective_priority`,
 //! `tandem_vrrp_adverts_sent_total`, `tandem_vrrp_adverts_received_total`,
-//! `tandem_vrrp_drops_total{instance,reason}`, `tandem_backend_up{service,backend}`,
+//! `tandem_vrrp_drops_total{vrrp_instance,reason}`, `tandem_backend_up{service,backend}`,
 //! `tandem_backend_drained{service,backend}`,
 //! `tandem_http_requests_total{service,class}`, `tandem_http_backend_errors_total{service}`,
 //! `tandem_http_tunnels_open{service}`,
@@ -105,6 +105,116 @@ fn gauge(
     Ok(())
 }
 
+/// The process's own figures, in the names every Prometheus client library uses, so the
+/// usual dashboards and alerts work: CPU seconds, resident and virtual memory, open and
+/// maximum file descriptors, start time. Read from /proc/self on each scrape.
+fn encode_process(encoder: &mut DescriptorEncoder) -> fmt::Result {
+    let Some(process) = ProcessFigures::read() else {
+        return Ok(());
+    };
+    encoder
+        .encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&process.cpu_seconds, None)?;
+    let gauges: [(&str, &str, f64); 5] = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            process.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            process.virtual_bytes,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            process.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            process.max_fds,
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            process.start_time_seconds,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?
+            .encode_gauge(&value)?;
+    }
+    encoder
+        .encode_descriptor(
+            "tandem_build_info",
+            "Always 1; the version of the running daemon in its label.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])?
+        .encode_gauge(&1i64)?;
+    Ok(())
+}
+
+/// What /proc/self says of this process.
+struct ProcessFigures {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    open_fds: f64,
+    max_fds: f64,
+    start_time_seconds: f64,
+}
+
+impl ProcessFigures {
+    fn read() -> Option<ProcessFigures> {
+        // SAFETY: sysconf has no side effects.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // SAFETY: as above.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces), from field 3 (state) on.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |number: usize| -> Option<f64> { fields.get(number - 3)?.parse().ok() };
+        let (utime, stime, start_ticks) = (field(14)?, field(15)?, field(22)?);
+        let (virtual_bytes, resident_pages) = (field(23)?, field(24)?);
+        let boot_time: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur as f64
+        } else {
+            0.0
+        };
+        Some(ProcessFigures {
+            cpu_seconds: (utime + stime) / ticks,
+            resident_bytes: resident_pages * page,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+            start_time_seconds: boot_time + start_ticks / ticks,
+        })
+    }
+}
+
 fn count(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -113,14 +223,18 @@ impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let snapshot = (self.source)();
         let e = &mut encoder;
-        let instance = |i: &InstanceStatus| -> Labels { vec![("instance", i.name.clone())] };
+        encode_process(e)?;
+        let instance = |i: &InstanceStatus| -> Labels { vec![("vrrp_instance", i.name.clone())] };
 
         let states: Vec<(Labels, i64)> = snapshot
             .vrrp
             .iter()
             .flat_map(|i| {
                 VRRP_STATES.iter().map(move |&state| {
-                    let labels = vec![("instance", i.name.clone()), ("state", state.to_owned())];
+                    let labels = vec![
+                        ("vrrp_instance", i.name.clone()),
+                        ("state", state.to_owned()),
+                    ];
                     (labels, i64::from(i.state == state))
                 })
             })
@@ -173,7 +287,10 @@ impl Collector for NodeCollector {
             .flat_map(|i| {
                 i.drops.iter().map(|(reason, &n)| {
                     (
-                        vec![("instance", i.name.clone()), ("reason", reason.clone())],
+                        vec![
+                            ("vrrp_instance", i.name.clone()),
+                            ("reason", reason.clone()),
+                        ],
                         n,
                     )
                 })

@@ -186,13 +186,13 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         assert!(body.contains(&line), "missing {line:?} in:\n{body}");
     }
     for sample in [
-        "tandem_vrrp_state{instance=\"VI_1\",state=\"master\"} 1\n",
-        "tandem_vrrp_state{instance=\"VI_1\",state=\"backup\"} 0\n",
-        "tandem_vrrp_transitions_total{instance=\"VI_1\"} 2\n",
-        "tandem_vrrp_effective_priority{instance=\"VI_1\"} 103\n",
-        "tandem_vrrp_adverts_sent_total{instance=\"VI_1\"} 42\n",
-        "tandem_vrrp_adverts_received_total{instance=\"VI_1\"} 7\n",
-        "tandem_vrrp_drops_total{instance=\"VI_1\",reason=\"bad-ttl\"} 2\n",
+        "tandem_vrrp_state{vrrp_instance=\"VI_1\",state=\"master\"} 1\n",
+        "tandem_vrrp_state{vrrp_instance=\"VI_1\",state=\"backup\"} 0\n",
+        "tandem_vrrp_transitions_total{vrrp_instance=\"VI_1\"} 2\n",
+        "tandem_vrrp_effective_priority{vrrp_instance=\"VI_1\"} 103\n",
+        "tandem_vrrp_adverts_sent_total{vrrp_instance=\"VI_1\"} 42\n",
+        "tandem_vrrp_adverts_received_total{vrrp_instance=\"VI_1\"} 7\n",
+        "tandem_vrrp_drops_total{vrrp_instance=\"VI_1\",reason=\"bad-ttl\"} 2\n",
         "tandem_backend_up{service=\"web\",backend=\"198.18.0.102:80\"} 1\n",
         "tandem_backend_up{service=\"web\",backend=\"198.18.0.103:80\"} 0\n",
         "tandem_backend_up{service=\"ssh\",backend=\"198.18.0.102:22\"} 1\n",
@@ -245,4 +245,48 @@ async fn metrics_endpoint_serves_every_family_in_text_format() {
         .await
         .expect("the metrics server stops on shutdown")
         .unwrap();
+}
+
+/// Every metric the Grafana dashboard in dist/ queries is one the daemon serves, under that
+/// name, so the dashboard cannot go blank after a rename.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_the_daemon_serves() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dist/grafana-dashboard.json"))
+            .expect("the dashboard is JSON");
+    let body = metrics::Exposition::new(Arc::new(fake))
+        .encode()
+        .expect("encodes");
+    let served: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            let mut rest = expr;
+            while let Some(start) = rest.find("tandem_").or_else(|| rest.find("process_")) {
+                let name: String = rest[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[start + name.len()..];
+                queried.push(name);
+            }
+        }
+    }
+    assert!(
+        queried.len() >= 12,
+        "the dashboard queries the main families: {queried:?}"
+    );
+    for name in &queried {
+        assert!(
+            served.contains(name.as_str()),
+            "the dashboard queries {name}, which /metrics does not serve; served: {served:?}"
+        );
+    }
 }

@@ -26,16 +26,19 @@ use tandem_lab::pair::{
 use tandem_lab::{Apache, Lab, CLIENT, HTTP1, HTTP2, LB1, LB2, VIP, VIP6};
 
 const L4_PORT: u16 = 7000;
+/// Where each lab node serves its Prometheus metrics (on its own address).
+pub const METRICS_PORT: u16 = 9469;
 
 fn node_config(lab: &Lab, host: &str, priority: u8) -> String {
     let vrrp = TandemNode::vrrp_config(lab, lab.host(host), &VrrpSettings::new(3, priority))
         .replace(
-            "dataplane = \"none\"",
-            &format!(
-                "dataplane = \"xdp-generic\"\nbpf_pin_dir = \"{}\"",
-                lab.pin_dir(host).display()
-            ),
-        );
+        "dataplane = \"none\"",
+        &format!(
+            "dataplane = \"xdp-generic\"\nbpf_pin_dir = \"{}\"\nmetrics = \"{}:{METRICS_PORT}\"",
+            lab.pin_dir(host).display(),
+            lab.host(host).ip
+        ),
+    );
     format!(
         r#"{vrrp}track = [{{ builtin = "proxy", weight = 2 }}]
 
@@ -90,8 +93,8 @@ struct Pair {
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/debug/tandem-echo"));
-    std::env::set_var("TANDEM_BIN", root.join("target/debug/tandem"));
+    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
+    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -177,6 +180,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tandem binary the lab runs (the release build), as the tour's commands name it.
+fn tandem_bin() -> String {
+    std::env::var("TANDEM_BIN").unwrap_or_else(|_| "tandem".to_owned())
+}
+
 fn prompt() {
     use std::io::Write as _;
     print!("lab> ");
@@ -223,8 +231,9 @@ fn tour(lab: &Lab, pair: &Pair) {
     for (name, node) in &pair.nodes {
         if let Some(node) = node {
             println!(
-                "  {} tandem status --socket {}   # {name}",
+                "  {} {} status --socket {}   # {name}",
                 exec(name),
+                tandem_bin(),
                 node.socket.display()
             );
         }
@@ -235,12 +244,23 @@ fn tour(lab: &Lab, pair: &Pair) {
             apache.access_log_path().display()
         );
     }
+    println!(
+        "  # Prometheus metrics of each node (dashboard for Grafana: dist/grafana-dashboard.json):"
+    );
+    for (name, _) in &pair.nodes {
+        println!(
+            "  nsenter --net={} curl -s http://{}:{METRICS_PORT}/metrics | grep ^tandem_vrrp_state",
+            client.display(),
+            lab.host(name).ip
+        );
+    }
     if let Some((name, Some(node))) = pair.nodes.first() {
         println!("  # change a service live: edit {name}'s config, then reload it (a file with an");
         println!("  # error is refused with FILE:LINE:COL and the node keeps running):");
         println!(
-            "  $EDITOR {}; tandem reload --socket {}",
+            "  $EDITOR {}; {} reload --socket {}",
             node.config.display(),
+            tandem_bin(),
             node.socket.display()
         );
     }

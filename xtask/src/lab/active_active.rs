@@ -55,8 +55,14 @@ backends = ["{http1}:{L4_PORT}", "{http2}:{L4_PORT}"]
 {replication}
 # Announced to the router while this node can serve it; withdrawn on failure, drain and stop.
 {bgp}"#,
-        node = TandemNode::node_section(lab, host)
-            .replace("dataplane = \"none\"", "dataplane = \"xdp-generic\""),
+        node = TandemNode::node_section(lab, host).replace(
+            "dataplane = \"none\"",
+            &format!(
+                "dataplane = \"xdp-generic\"\nmetrics = \"{}:{}\"",
+                host.ip,
+                super::METRICS_PORT
+            )
+        ),
         pin_dir = lab.pin_dir(name).display(),
         http1 = lab.host(HTTP1).ip,
         http2 = lab.host(HTTP2).ip,
@@ -76,8 +82,8 @@ struct Cluster {
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/debug/tandem-echo"));
-    std::env::set_var("TANDEM_BIN", root.join("target/debug/tandem"));
+    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
+    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -194,10 +200,22 @@ fn tour(lab: &Lab, cluster: &Cluster) {
     for (name, node) in &cluster.nodes {
         if let Some(node) = node {
             println!(
-                "  tandem status --socket {}   # {name}: sessions, announced VIPs",
+                "  {} status --socket {}   # {name}: sessions, announced VIPs",
+                super::tandem_bin(),
                 node.socket.display()
             );
         }
+    }
+    println!(
+        "  # Prometheus metrics (tandem_bgp_*; Grafana dashboard: dist/grafana-dashboard.json):"
+    );
+    for name in NODES {
+        println!(
+            "  {} curl -s http://{}:{}/metrics | grep ^tandem_bgp",
+            exec(CLIENT),
+            lab.host(name).ip,
+            super::METRICS_PORT
+        );
     }
     for (name, apache) in &cluster.backends {
         println!(
