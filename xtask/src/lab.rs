@@ -32,13 +32,13 @@ pub const METRICS_PORT: u16 = 9469;
 fn node_config(lab: &Lab, host: &str, priority: u8) -> String {
     let vrrp = TandemNode::vrrp_config(lab, lab.host(host), &VrrpSettings::new(3, priority))
         .replace(
-        "dataplane = \"none\"",
-        &format!(
+            "dataplane = \"none\"",
+            &format!(
             "dataplane = \"xdp-generic\"\nbpf_pin_dir = \"{}\"\nmetrics = \"{}:{METRICS_PORT}\"",
             lab.pin_dir(host).display(),
             lab.host(host).ip
         ),
-    );
+        );
     format!(
         r#"{vrrp}track = [{{ builtin = "proxy", weight = 2 }}]
 

@@ -377,10 +377,63 @@ pub fn run(root: &Path, seconds: u64, repetitions: usize) -> anyhow::Result<()> 
     }
     drop(backends);
 
-    let table = render(&samples, &all_baselines, run_for);
+    let mut table = render(&samples, &all_baselines, run_for);
     println!("\n{table}");
+    write_chart(&root.join("docs").join(CHART_FILE), &samples)?;
+    table.push_str(&format!(
+        "\n![Packets forwarded per second per path and family, median with min-max]({CHART_FILE})\n"
+    ));
     crate::bench::report::replace_section(root, "L4", &table)?;
     Ok(())
+}
+
+/// The chart beside the table in docs/.
+const CHART_FILE: &str = "bench-l4.svg";
+
+/// Packets forwarded per second, a group per family, a bar per path (median, min-max).
+fn write_chart(path: &Path, samples: &[(Peer, Family, Vec<Sample>)]) -> anyhow::Result<()> {
+    let families = [(Family::Ipv4, "IPv4"), (Family::Ipv6, "IPv6")];
+    let cells: Vec<(Family, &str)> = families
+        .into_iter()
+        .filter(|(family, _)| samples.iter().any(|(_, f, _)| f == family))
+        .collect();
+    let series = Peer::ALL
+        .iter()
+        .filter(|peer| samples.iter().any(|(p, _, _)| p == *peer))
+        .map(|&peer| {
+            let figures: Vec<Option<(f64, f64, f64)>> = cells
+                .iter()
+                .map(|&(family, _)| {
+                    let rates: Vec<f64> = samples
+                        .iter()
+                        .filter(|(p, f, _)| *p == peer && *f == family)
+                        .flat_map(|(_, _, kept)| kept.iter())
+                        .filter_map(|sample| sample.packets.map(|(pps, _, _)| pps / 1000.0))
+                        .filter(|pps| pps.is_finite())
+                        .collect();
+                    if rates.is_empty() {
+                        return None;
+                    }
+                    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+                    let max = rates.iter().copied().fold(0.0, f64::max);
+                    Some((median(&rates), min, max))
+                })
+                .collect();
+            crate::bench::chart::Series {
+                name: peer.name().to_owned(),
+                medians: figures.iter().map(|f| f.map(|f| f.0)).collect(),
+                ranges: figures.iter().map(|f| f.map(|f| (f.1, f.2))).collect(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let labels: Vec<String> = cells.iter().map(|(_, label)| (*label).to_owned()).collect();
+    crate::bench::chart::grouped_bars(
+        path,
+        "cargo xtask bench l4: packets forwarded per second",
+        "thousand packets/s",
+        &labels,
+        &series,
+    )
 }
 
 /// What every measurement needs: the lab, the load's length and what counts CPU time.

@@ -11,6 +11,7 @@
 //! and memory of a process and its children); wrk's summary and HTTP/1.x answers are read by
 //! the lab library (`tandem_lab::wrk`, `tandem_lab::client::read_response`), as in the tests.
 
+pub mod chart;
 pub mod failover;
 pub mod l4;
 pub mod process_tree;

@@ -260,12 +260,56 @@ pub fn run(root: &Path, seconds: u64, repetitions: u32, only: Option<&str>) -> a
     }
     drop(backends);
 
-    let table = render(&runs, &idle, run_for, repetitions);
+    let mut table = render(&runs, &idle, run_for, repetitions);
     println!("\n{table}");
     if only.is_none() {
+        write_chart(&root.join("docs").join(CHART_FILE), &runs)?;
+        table.push_str(&format!(
+            "\n![Requests per second per cell and proxy, median with min-max]({CHART_FILE})\n"
+        ));
         crate::bench::report::replace_section(root, "Proxy", &table)?;
     }
     Ok(())
+}
+
+/// The chart beside the table in docs/.
+const CHART_FILE: &str = "bench-proxy.svg";
+
+/// Requests per second per cell, a bar per proxy (median, min-max whisker).
+fn write_chart(path: &Path, runs: &[(Cell, Contender, Run)]) -> anyhow::Result<()> {
+    let cells: Vec<Cell> = Cell::all()
+        .into_iter()
+        .filter(|cell| runs.iter().any(|(c, _, _)| c == cell))
+        .collect();
+    let series = Contender::ALL
+        .iter()
+        .map(|&proxy| {
+            let figures: Vec<Option<(f64, f64, f64)>> = cells
+                .iter()
+                .map(|&cell| {
+                    let rates: Vec<f64> = runs
+                        .iter()
+                        .filter(|(c, p, _)| *c == cell && *p == proxy)
+                        .map(|(_, _, run)| run.load.requests_per_second / 1000.0)
+                        .collect();
+                    (!rates.is_empty()).then(|| spread(rates))
+                })
+                .collect();
+            crate::bench::chart::Series {
+                name: proxy.name().to_owned(),
+                medians: figures.iter().map(|f| f.map(|f| f.0)).collect(),
+                ranges: figures.iter().map(|f| f.map(|f| (f.1, f.2))).collect(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let labels: Vec<String> = cells.iter().map(|cell| cell.label()).collect();
+    crate::bench::chart::grouped_bars(
+        path,
+        "cargo xtask bench proxy: requests per second",
+        "thousand requests/s",
+        &labels,
+        &series,
+    )
 }
 
 /// Opens [`IDLE_CONNECTIONS`] keep-alive connections from `client` to `listen`, each making
