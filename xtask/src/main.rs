@@ -8,6 +8,7 @@
 mod bench;
 mod fuzz;
 mod lab;
+mod package;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,13 @@ enum Cmd {
         #[arg(long, default_value = "/sys/fs/bpf/tandem")]
         pin_dir: PathBuf,
     },
+    /// Build the Debian package target/debian/tandem_VERSION_ARCH.deb from a release build
+    ///
+    /// /usr/sbin/tandem, the systemd unit and sysusers file, tandem-release-vips, the
+    /// reference pair's lb1 config as the conffile /etc/tandem/tandem.toml, the man page
+    /// tandem(8), bash/zsh/fish completions and the operator's guide. Installing it creates
+    /// the `tandem` user but neither enables nor starts the service.
+    Package,
     /// Everything CI checks: set-up, build, fmt, clippy, unit tests, the lab tests (root), then
     /// every fuzz target for a minute.
     Test,
@@ -169,6 +177,10 @@ fn main() {
             pin_dir,
         } => build_and_load(&iface, mode, &pin_dir),
         Cmd::Unload { iface, pin_dir } => unload(&iface, &pin_dir),
+        Cmd::Package => setup::run()
+            .and_then(|_| build(true))
+            .and_then(|_| package::build(true))
+            .map(|_| ()),
         Cmd::Test => test(),
         Cmd::Lab => setup::run()
             .and_then(|_| build(false))
