@@ -68,8 +68,8 @@ enum Cmd {
     /// tandem(8), bash/zsh/fish completions and the operator's guide. Installing it creates
     /// the `tandem` user but neither enables nor starts the service.
     Package,
-    /// Everything CI checks: set-up, build, fmt, clippy, unit tests, the lab tests (root), then
-    /// every fuzz target for a minute.
+    /// Everything CI checks: set-up, build, fmt, clippy, unit tests, the lab tests (root), the
+    /// Debian package (lintian, install, purge), then every fuzz target for a minute.
     Test,
     /// The main job: an HA pair of Tandem nodes, two Apache backends, a tour and a prompt
     ///
@@ -380,6 +380,23 @@ fn test() -> anyhow::Result<()> {
     run_checked(cargo().args(["build", "--workspace", "--bins"]))?;
     step("unit and lab tests");
     run_checked(cargo().args(["test", "--workspace"]))?;
+    // From the debug binary built above: the package's tree, scripts and checks are the same
+    // as `cargo xtask package` makes from a release build, without its minutes of compiling.
+    step("Debian package: lintian, install, check, purge");
+    let deb = package::build(false)?;
+    run_checked(
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "tandem-tests",
+                "--test",
+                "package",
+                "--",
+                "--ignored",
+            ])
+            .env("TANDEM_DEB", &deb),
+    )?;
     step(&format!("fuzz targets, {TEST_FUZZ_SECONDS} s each"));
     fuzz::run(TEST_FUZZ_SECONDS)?;
     println!(
