@@ -381,7 +381,9 @@ fn test() -> anyhow::Result<()> {
     step("unit and lab tests");
     run_checked(cargo().args(["test", "--workspace"]))?;
     // From the debug binary built above: the package's tree, scripts and checks are the same
-    // as `cargo xtask package` makes from a release build, without its minutes of compiling.
+    // as `cargo xtask package` makes from a release build, without its minutes of compiling
+    // (3.5 for lb-userspace alone on 2 cores). The step takes about 35 s: 23 to write and pack
+    // the tree (xz), 10 for lintian, the install, the checks and the purge.
     step("Debian package: lintian, install, check, purge");
     let deb = package::build(false)?;
     run_checked(
