@@ -13,6 +13,7 @@
 //!   otherwise).
 //! - `import`: `tandem import`, a classic pound.cfg and keepalived.conf read into a tandem.toml
 //!   (beside `config`: it writes what the config parser reads).
+//! - `manual`: the man page tandem(8), rendered from the CLI's clap definition.
 //! - `log_limit`: log lines a peer can cause, limited per cause (one a second).
 //! - `names`: backends written by host name, resolved at start, at reload and periodically.
 //! - `node`: the supervisor `tandem run` is: the start and stop order, the control commands,
@@ -34,6 +35,7 @@ pub mod dataplane;
 pub mod fault_injection;
 pub mod import;
 pub mod log_limit;
+pub mod manual;
 pub mod metrics;
 pub mod names;
 pub mod node;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tandem::config;
 use tandem::dataplane::xdp::{loader, pinned};
 use tandem::dataplane::AttachMode;
@@ -17,7 +17,17 @@ use tandem::import;
 #[command(
     name = "tandem",
     version,
-    about = "High-availability load balancer: L7 proxy, VRRP failover and an XDP fast path in one daemon"
+    about = "High-availability load balancer: L7 proxy, VRRP failover and an XDP fast path in one daemon",
+    long_about = "High-availability load balancer: L7 proxy, VRRP failover and an XDP fast path in one \
+daemon.
+
+One `tandem run` per node does what the classic pair of Pound and keepalived did: it proxies \
+HTTP to the backends with health checks and session affinity, and holds the virtual addresses \
+while VRRP elects it master. L4 services are forwarded by an XDP program in the kernel, or by \
+a userspace relay where XDP cannot be loaded. Under systemd, tandem.service runs it as the \
+user tandem. The other commands validate a configuration, talk to the running daemon over \
+its control socket, read the XDP program's pinned maps, and translate the classic pair's \
+files."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -125,6 +135,17 @@ enum Command {
     /// Translate a classic pound.cfg and keepalived.conf into tandem.toml.
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
+    /// Print a shell's completion script for tandem (the Debian package installs them)
+    ///
+    /// bash: `tandem completions bash > /etc/bash_completion.d/tandem`; zsh: into a directory
+    /// of $fpath as `_tandem`; fish: `~/.config/fish/completions/tandem.fish`.
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page tandem(8) as roff (the package installs it; `man tandem`).
+    #[command(hide = true)]
+    Man,
 }
 
 /// How to reach the running daemon.
@@ -203,6 +224,8 @@ fn main() -> ExitCode {
             backend,
             daemon,
         } => drain("enable", service.zip(backend), daemon),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => print_bytes(&tandem::manual::render(Cli::command())),
     };
     match result {
         Ok(code) => code,
@@ -211,6 +234,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The completion script, generated from `Cli` itself, so it knows every subcommand and option.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "tandem", &mut script);
+    print_bytes(&script)
+}
+
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging() {
@@ -603,7 +643,6 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
 
     /// Every subcommand, at any depth, says what it does, and so does each of its arguments:
     /// `--help` is the first documentation an operator reads.
@@ -631,6 +670,57 @@ mod tests {
         assert!(
             command.get_subcommands().count() >= 9,
             "run, check, maps, status, reload, drain, enable, xdp, import"
+        );
+    }
+
+    /// tandem(8) has a subsection for every visible command at any depth, and each lists
+    /// that command's options: a subcommand or option added to the CLI reaches the man page
+    /// without anyone writing it there.
+    #[test]
+    fn the_man_page_documents_every_subcommand_and_its_options() {
+        let page = String::from_utf8(tandem::manual::render(Cli::command())).expect("UTF-8");
+        assert!(page.contains(".TH tandem 8 "), "section 8: {page}");
+        // `help` is clap's own subcommand, which the page leaves out.
+        let mut command = Cli::command().disable_help_subcommand(true);
+        command.build();
+        fn check(command: &clap::Command, page: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+                if sub.has_subcommands() {
+                    check(sub, page, missing);
+                    continue;
+                }
+                let name = sub.get_bin_name().expect("built");
+                let Some((_, section)) = page.split_once(&format!(".SS \"{name}\"\n")) else {
+                    missing.push(format!("no subsection for `{name}`"));
+                    continue;
+                };
+                let section = section.split(".SS ").next().unwrap_or_default();
+                for arg in sub.get_arguments().filter(|arg| !arg.is_hide_set()) {
+                    let shown = match arg.get_long() {
+                        Some(long) => format!("\\-\\-{}", long.replace('-', "\\-")),
+                        // Positional: shown by its value name, as in `--help`.
+                        None => arg
+                            .get_value_names()
+                            .and_then(|names| names.first())
+                            .map(|name| name.to_string())
+                            .unwrap_or_else(|| arg.get_id().as_str().to_uppercase()),
+                    };
+                    if !section.contains(&shown) {
+                        missing.push(format!("`{name}` without {shown}"));
+                    }
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        check(&command, &page, &mut missing);
+        assert!(missing.is_empty(), "{}\n\n{page}", missing.join("\n"));
+        assert!(
+            page.contains(".SS \"tandem xdp attach\""),
+            "nested commands too"
+        );
+        assert!(
+            !page.contains(".SS \"tandem man\""),
+            "hidden commands stay out"
         );
     }
 }

@@ -52,6 +52,9 @@ const PEER_PACKAGES: &[&str] = &[
     // The BGP speaker Tandem runs for [bgp], and the lab's router.
     "bird2",
 ];
+/// `cargo xtask package`: dpkg-shlibdeps (the .deb's Depends on shared libraries); lintian,
+/// which the package's test runs on it, and man-db, whose `man -w` finds the installed page.
+const PACKAGING_PACKAGES: &[&str] = &["dpkg-dev", "lintian", "man-db"];
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -62,6 +65,7 @@ pub fn run() -> anyhow::Result<()> {
     let wanted: Vec<&str> = TOOLCHAIN_PACKAGES
         .iter()
         .chain(PEER_PACKAGES)
+        .chain(PACKAGING_PACKAGES)
         .copied()
         .collect();
     let missing = missing_packages(&wanted)?;
