@@ -1,9 +1,12 @@
 //! [`RequestLoop`]: a client that keeps asking a VIP for a page, one short request after the
 //! other, and records when each started, when it ended and which backend answered. Failover
 //! tests and the failover benchmark read the gap in service and the failed requests from it.
+//! [`RateLoop`]: the same requests started at a fixed rate, each on its own connection whether
+//! or not the earlier ones have finished, for a VIP that some connections reach and others do
+//! not (anycast over several nodes, one of them lost).
 //!
-//! The loop is bounded twice: it stops after `max_requests` or `max_duration`, whichever comes
-//! first, even if nobody stops it.
+//! Both loops are bounded twice: they stop after `max_requests` or `max_duration`, whichever
+//! comes first, even if nobody stops them.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -155,6 +158,109 @@ impl Drop for RequestLoop {
     }
 }
 
+/// Settings of a [`RateLoop`].
+#[derive(Debug, Clone)]
+pub struct RateSettings {
+    /// A new request starts this often (a tick missed because the machine was busy is skipped,
+    /// not made up for).
+    pub every: Duration,
+    /// A request (connect, send, whole answer) without its answer in this time failed.
+    pub timeout: Duration,
+    pub max_requests: usize,
+    pub max_duration: Duration,
+}
+
+/// Requests started at a fixed rate from a host's namespace, each on a new connection.
+pub struct RateLoop {
+    runtime: Option<crate::l4::NetnsRuntime>,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RateLoop {
+    /// Starts asking `http://addr/` from `host`, one request every `settings.every`.
+    pub fn start(
+        host: &Host,
+        addr: SocketAddr,
+        settings: RateSettings,
+    ) -> anyhow::Result<RateLoop> {
+        let runtime = crate::l4::NetnsRuntime::new(host)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let driver = {
+            let stop = stop.clone();
+            let samples = samples.clone();
+            runtime.handle().spawn(async move {
+                let begun = Instant::now();
+                let mut ticks = tokio::time::interval(settings.every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut requests = tokio::task::JoinSet::new();
+                for _ in 0..settings.max_requests {
+                    ticks.tick().await;
+                    if stop.load(Ordering::SeqCst) || begun.elapsed() > settings.max_duration {
+                        break;
+                    }
+                    let samples = samples.clone();
+                    requests.spawn(async move {
+                        let started = Instant::now();
+                        let answered_by =
+                            tokio::time::timeout(settings.timeout, one_request_async(addr))
+                                .await
+                                .ok()
+                                .flatten();
+                        let sample = Sample {
+                            started,
+                            ended: Instant::now(),
+                            answered_by,
+                        };
+                        samples
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .push(sample);
+                    });
+                    while requests.try_join_next().is_some() {}
+                }
+                // Every request has its own timeout: this ends.
+                while requests.join_next().await.is_some() {}
+            })
+        };
+        Ok(RateLoop {
+            runtime: Some(runtime),
+            stop,
+            samples,
+            driver: Some(driver),
+        })
+    }
+
+    /// Stops starting requests, waits for those under way, and returns every sample in the
+    /// order they started.
+    pub fn finish(mut self) -> Vec<Sample> {
+        self.stop_and_wait();
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        samples.sort_by_key(|sample| sample.started);
+        samples
+    }
+
+    fn stop_and_wait(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let (Some(driver), Some(runtime)) = (self.driver.take(), self.runtime.as_ref()) {
+            let _ = runtime.handle().block_on(driver);
+        }
+        self.runtime.take();
+    }
+}
+
+impl Drop for RateLoop {
+    fn drop(&mut self) {
+        self.stop_and_wait();
+    }
+}
+
 /// What a failover looked like from the client, measured from the moment `stopped`.
 #[derive(Debug, Clone, Copy)]
 pub struct Outage {
@@ -198,14 +304,45 @@ fn one_request(addr: SocketAddr, timeout: Duration) -> Option<String> {
             Ok(0) => break,
             Ok(read) => {
                 response.extend_from_slice(&chunk[..read]);
-                if response.len() > 1 << 20 {
+                if response.len() > MAX_ANSWER {
                     return None;
                 }
             }
             Err(_) => return None,
         }
     }
-    let text = String::from_utf8_lossy(&response);
+    answered_by(&response)
+}
+
+/// [`one_request`] on tokio, without its own timeout (the caller bounds it).
+async fn one_request_async(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(read) => {
+                response.extend_from_slice(&chunk[..read]);
+                if response.len() > MAX_ANSWER {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    answered_by(&response)
+}
+
+/// An answer longer than this is not the page the loops ask for.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// The backend's name (`X-Backend`, else `Server`) of a whole 2xx answer; `None` otherwise.
+fn answered_by(response: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(response);
     let status_ok = text.starts_with("HTTP/1.1 2") || text.starts_with("HTTP/1.0 2");
     if !status_ok {
         return None;
