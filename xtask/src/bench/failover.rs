@@ -495,8 +495,9 @@ fn render_active_active(
          other nodes ([replication]). Crash: SIGKILL of lb1's daemon (its BIRD dies with it); \
          graceful: SIGTERM (withdraw first, then open connections finish); frozen: SIGSTOP of \
          the daemon and its BIRD.\n\n\
-         **withdrawn**: from the signal to the router's route without lb1 (`ip route` in the \
-         router's namespace, polled every few ms). **failed**: HTTP requests on new connections \
+         **withdrawn**: from the signal to the change of the router's route that left lb1 out \
+         (its arrival from `ip monitor route` in the router's namespace; `ip route`, polled \
+         every few ms, confirms the next hops). **failed**: HTTP requests on new connections \
          started every {every} ms ({timeout} ms timeout for the whole answer) from 1 s before \
          the loss to 1 s after the withdrawal, that failed, of all sent; **last failure**: when \
          the last of them started, after the signal (over the runs with failures). \

@@ -11,8 +11,9 @@
 //! BIRD: the session stays open and silent until the router's hold time runs out).
 //!
 //! What one loss measures:
-//! - the time from the signal to the router's route without lb1 (its next hops polled with
-//!   `ip route` in the router's namespace, one look every few milliseconds);
+//! - the time from the signal to the router's route without lb1: when the change of the route
+//!   arrived from `ip monitor route` in the router's namespace, once `ip route` (polled every
+//!   few milliseconds) shows the next hops without lb1;
 //! - the failed requests of a client that starts an HTTP request on a new connection every
 //!   10 ms from 1 s before the loss until 1 s after the withdrawal, and when the last failure
 //!   started;
@@ -23,6 +24,7 @@
 //! After each loss lb1 comes back (started again, or thawed) and must be a next hop again
 //! before the next one; the three ways are interleaved, their order rotated each repetition.
 
+use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,9 @@ use tandem_lab::anycast::{
 use tandem_lab::l4::{make_dsr_backend, Conversation, NetnsRuntime, WhoServer};
 use tandem_lab::pair::TandemNode;
 use tandem_lab::probe::{RateLoop, RateSettings, Sample};
-use tandem_lab::{EchoBackend, Host, Lab, ANYCAST_VIP, CLIENT, HTTP1, HTTP2, LB1, LB2, LB3};
+use tandem_lab::{
+    EchoBackend, Host, Lab, ANYCAST_VIP, CLIENT, HTTP1, HTTP2, LB1, LB2, LB3, ROUTER,
+};
 
 const NODES: [&str; 3] = [LB1, LB2, LB3];
 const HTTP_PORT: u16 = 80;
@@ -204,6 +208,7 @@ fn lose_lb1(
     }
     let through_lost = connections.iter().filter(|(_, _, lost)| *lost).count();
 
+    let watch = RouteWatch::start(lab)?;
     let requests = RateLoop::start(
         lab.host(CLIENT),
         SocketAddr::new(ANYCAST_VIP.into(), HTTP_PORT),
@@ -240,11 +245,12 @@ fn lose_lb1(
         }
     }
     let survivors = [lab.host(LB2).ip, lab.host(LB3).ip];
-    let withdrawn = wait_for_withdrawal(lab, &survivors, stopped, HOLD_TIME * 3);
+    let withdrawn = watch.wait_for_withdrawal(lab, &survivors, stopped, HOLD_TIME * 3);
     if let Ok(withdrawn) = withdrawn {
         std::thread::sleep((stopped + withdrawn + AFTER).saturating_duration_since(Instant::now()));
     }
     let samples = requests.finish();
+    drop(watch);
     // What the router saw of lb1, as evidence of how it went (session closed, or hold timer).
     let log = std::fs::read_to_string(&router.log).unwrap_or_default();
     for line in log.get(router_log..).unwrap_or_default().lines() {
@@ -300,33 +306,104 @@ fn lose_lb1(
     })
 }
 
-/// Polls the router's route to the VIP until its next hops are exactly `survivors`; the time
-/// from `started`.
-fn wait_for_withdrawal(
-    lab: &Lab,
-    survivors: &[Ipv4Addr],
-    started: Instant,
-    timeout: Duration,
-) -> anyhow::Result<Duration> {
-    let mut expected = survivors.to_vec();
-    expected.sort();
-    let mut last = Vec::new();
-    let mut looks = 0u32;
-    while started.elapsed() < timeout {
-        last = next_hops(lab, ANYCAST_VIP);
-        looks += 1;
-        if last == expected {
-            let took = started.elapsed();
-            eprintln!(
-                "    withdrawn after {} ms, seen at look {looks} (one every {:.1} ms)",
-                took.as_millis(),
-                took.as_secs_f64() * 1e3 / f64::from(looks)
-            );
-            return Ok(took);
-        }
-        std::thread::sleep(Duration::from_millis(2));
+/// `ip monitor route` in the router's namespace: when each change of the VIP's route arrived.
+/// The time of the change is read from it; polling `ip route` (one look every few
+/// milliseconds) only confirms what the route became.
+struct RouteWatch {
+    monitor: std::process::Child,
+    events: std::sync::mpsc::Receiver<Instant>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RouteWatch {
+    fn start(lab: &Lab) -> anyhow::Result<RouteWatch> {
+        let mut command = lab.host(ROUTER).command("ip");
+        command
+            .args(["monitor", "route"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut monitor = command.spawn().context("ip monitor route on the router")?;
+        let stdout = monitor.stdout.take().context("ip monitor's stdout")?;
+        let (sender, events) = std::sync::mpsc::channel();
+        // "198.18.2.99 proto bird ..." or "Deleted 198.18.2.99 ...": the first line of each
+        // message about the VIP's route (its next hops follow on lines of their own).
+        let vip = format!("{ANYCAST_VIP} ");
+        let reader = std::thread::Builder::new()
+            .name("route-watch".to_owned())
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains(&vip) && sender.send(Instant::now()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        // Time for the monitor to join its netlink groups before anything changes.
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(RouteWatch {
+            monitor,
+            events,
+            reader: Some(reader),
+        })
     }
-    bail!("the router still had the next hops {last:?} for {ANYCAST_VIP} after {timeout:?}")
+
+    /// Waits until the router's next hops for the VIP are exactly `survivors`; the time from
+    /// `started` to the first change of the route that arrived after the last look that still
+    /// showed lb1, or to the sighting if that was sooner (the monitor's line is read a little
+    /// after the change too). Either is at or after the change itself.
+    fn wait_for_withdrawal(
+        &self,
+        lab: &Lab,
+        survivors: &[Ipv4Addr],
+        started: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let mut expected = survivors.to_vec();
+        expected.sort();
+        let mut last = Vec::new();
+        let mut looks = 0u32;
+        let mut changes = Vec::new();
+        // The start of the last look that still showed lb1: the change came after it.
+        let mut before = started;
+        while started.elapsed() < timeout {
+            let look = Instant::now();
+            last = next_hops(lab, ANYCAST_VIP);
+            looks += 1;
+            let seen = started.elapsed();
+            changes.extend(self.events.try_iter());
+            if last == expected {
+                let change = changes
+                    .iter()
+                    .filter(|at| **at >= before)
+                    .min()
+                    .map(|at| at.saturating_duration_since(started));
+                eprintln!(
+                    "    route without lb1: seen at look {looks} after {} ms (one look every \
+                     {:.1} ms), change arrived after {}",
+                    seen.as_millis(),
+                    seen.as_secs_f64() * 1e3 / f64::from(looks),
+                    change
+                        .map(|at| format!("{:.1} ms", at.as_secs_f64() * 1e3))
+                        .unwrap_or_else(|| "(none seen by ip monitor)".to_owned()),
+                );
+                return Ok(change.map_or(seen, |change| change.min(seen)));
+            }
+            before = look;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        bail!("the router still had the next hops {last:?} for {ANYCAST_VIP} after {timeout:?}")
+    }
+}
+
+impl Drop for RouteWatch {
+    fn drop(&mut self) {
+        let _ = self.monitor.kill();
+        let _ = self.monitor.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
 }
 
 /// Asks every connection once more, all at the same time; for each, whether it answered from
