@@ -229,7 +229,11 @@ pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()
             losses = node_loss::measure(&wanted, repetitions).context("active-active")?;
         }
     }
-    let mut table = String::new();
+    let mut table = String::from(
+        "`cargo xtask bench failover`: the VRRP pairs (IPv4, then IPv6), and between them the \
+         loss of one of three active-active nodes (IPv4); `--pair`, `--interval-ms`, `--family` \
+         and `--stop` run some rows only, and then nothing is written here.\n\n",
+    );
     if !cases.is_empty() {
         table.push_str(&render(&cases, repetitions));
     }
