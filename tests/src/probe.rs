@@ -24,6 +24,62 @@ pub struct Sample {
     pub ended: Instant,
     /// The `X-Backend` (or `Server`) of a 2xx answer; `None` when the request failed.
     pub answered_by: Option<String>,
+    /// Why it failed; `None` when it was answered.
+    pub failure: Option<Failure>,
+}
+
+/// How a request of a loop failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Failure {
+    /// The connection was refused (a reset answered the SYN).
+    Refused,
+    /// No answer within the loop's timeout (connect, send or answer).
+    TimedOut,
+    /// The connection was reset before the whole answer arrived.
+    Reset,
+    /// The whole answer (its Content-Length) arrived, then a reset instead of the end of the
+    /// connection: a client that reads to the end sees an error, one that counts the body
+    /// has its answer, and the reset may discard the answer before it is read.
+    ResetAfterAnswer,
+    /// The connection ended without an answer.
+    NoAnswer,
+    /// An answer, but not a 2xx one (or not HTTP).
+    NotOk,
+    Other,
+}
+
+impl Failure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::TimedOut => "timed out",
+            Failure::Reset => "reset",
+            Failure::ResetAfterAnswer => "reset after the whole answer",
+            Failure::NoAnswer => "closed without an answer",
+            Failure::NotOk => "not a 2xx answer",
+            Failure::Other => "other error",
+        }
+    }
+
+    fn of(error: &std::io::Error) -> Failure {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::ConnectionRefused => Failure::Refused,
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => Failure::TimedOut,
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                Failure::Reset
+            }
+            _ => Failure::Other,
+        }
+    }
+
+    /// The failure of a read that ended in `error` after `response` had arrived.
+    fn of_read(error: &std::io::Error, response: &[u8]) -> Failure {
+        match Failure::of(error) {
+            Failure::Reset if whole_answer(response) => Failure::ResetAfterAnswer,
+            failure => failure,
+        }
+    }
 }
 
 impl Sample {
@@ -87,11 +143,12 @@ impl RequestLoop {
                             break;
                         }
                         let started = Instant::now();
-                        let answered_by = one_request(addr, settings.timeout);
+                        let result = one_request(addr, settings.timeout);
                         let sample = Sample {
                             started,
                             ended: Instant::now(),
-                            answered_by,
+                            answered_by: result.as_ref().ok().cloned(),
+                            failure: result.err(),
                         };
                         samples
                             .lock()
@@ -204,15 +261,15 @@ impl RateLoop {
                     let samples = samples.clone();
                     requests.spawn(async move {
                         let started = Instant::now();
-                        let answered_by =
+                        let result =
                             tokio::time::timeout(settings.timeout, one_request_async(addr))
                                 .await
-                                .ok()
-                                .flatten();
+                                .unwrap_or(Err(Failure::TimedOut));
                         let sample = Sample {
                             started,
                             ended: Instant::now(),
-                            answered_by,
+                            answered_by: result.as_ref().ok().cloned(),
+                            failure: result.err(),
                         };
                         samples
                             .lock()
@@ -291,12 +348,18 @@ pub fn outage(samples: &[Sample], stopped: Instant, new_master: Option<&str>) ->
 }
 
 /// One `GET /` with `Connection: close`; the answering backend's name on a 2xx.
-fn one_request(addr: SocketAddr, timeout: Duration) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
+fn one_request(addr: SocketAddr, timeout: Duration) -> Result<String, Failure> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| Failure::of(&e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Failure::of(&e))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| Failure::of(&e))?;
     let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| Failure::of(&e))?;
     let mut response = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -305,21 +368,26 @@ fn one_request(addr: SocketAddr, timeout: Duration) -> Option<String> {
             Ok(read) => {
                 response.extend_from_slice(&chunk[..read]);
                 if response.len() > MAX_ANSWER {
-                    return None;
+                    return Err(Failure::NotOk);
                 }
             }
-            Err(_) => return None,
+            Err(error) => return Err(Failure::of_read(&error, &response)),
         }
     }
     answered_by(&response)
 }
 
 /// [`one_request`] on tokio, without its own timeout (the caller bounds it).
-async fn one_request_async(addr: SocketAddr) -> Option<String> {
+async fn one_request_async(addr: SocketAddr) -> Result<String, Failure> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| Failure::of(&e))?;
     let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| Failure::of(&e))?;
     let mut response = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -328,24 +396,44 @@ async fn one_request_async(addr: SocketAddr) -> Option<String> {
             Ok(read) => {
                 response.extend_from_slice(&chunk[..read]);
                 if response.len() > MAX_ANSWER {
-                    return None;
+                    return Err(Failure::NotOk);
                 }
             }
-            Err(_) => return None,
+            Err(error) => return Err(Failure::of_read(&error, &response)),
         }
     }
     answered_by(&response)
 }
 
+/// Whether `response` holds a whole answer: its head, and as much body as its Content-Length
+/// says (an answer without one is never known to be whole before the connection ends).
+fn whole_answer(response: &[u8]) -> bool {
+    let Some(head_end) = response.windows(4).position(|window| window == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let length = head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    length.is_some_and(|length| response.len() - (head_end + 4) >= length)
+}
+
 /// An answer longer than this is not the page the loops ask for.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// The backend's name (`X-Backend`, else `Server`) of a whole 2xx answer; `None` otherwise.
-fn answered_by(response: &[u8]) -> Option<String> {
+/// The backend's name (`X-Backend`, else `Server`) of a whole 2xx answer.
+fn answered_by(response: &[u8]) -> Result<String, Failure> {
+    if response.is_empty() {
+        return Err(Failure::NoAnswer);
+    }
     let text = String::from_utf8_lossy(response);
     let status_ok = text.starts_with("HTTP/1.1 2") || text.starts_with("HTTP/1.0 2");
     if !status_ok {
-        return None;
+        return Err(Failure::NotOk);
     }
     let header = |name: &str| {
         text.lines()
@@ -357,9 +445,7 @@ fn answered_by(response: &[u8]) -> Option<String> {
                     .then(|| value.trim().to_owned())
             })
     };
-    Some(
-        header("x-backend")
-            .or_else(|| header("server"))
-            .unwrap_or_default(),
-    )
+    Ok(header("x-backend")
+        .or_else(|| header("server"))
+        .unwrap_or_default())
 }

@@ -504,7 +504,11 @@ fn render_active_active(
          every few ms, confirms the next hops). **failed**: HTTP requests on new connections \
          started every {every} ms ({timeout} ms timeout for the whole answer) from 1 s before \
          the loss to 1 s after the withdrawal, that failed, of all sent; **last failure**: when \
-         the last of them started, after the signal (over the runs with failures). \
+         the last of them started, after the signal (over the runs with failures); **how they \
+         failed**: the failed requests of all {repetitions} runs by kind (refused: a reset \
+         answered the connection; reset after the whole answer: the body its Content-Length \
+         announced arrived, then a reset instead of the connection's end, which this loop \
+         counts as failed since it reads to the end). \
          **connections**: {connections} TCP connections opened and asked once before the loss, \
          asked again after the withdrawal: kept = answered by the same backend; through lb1 = \
          lb1's XDP counters moved while it was asked. **pair columns**: the IPv4 rows of the \
@@ -523,10 +527,10 @@ fn render_active_active(
     );
     let _ = writeln!(
         out,
-        "| loss of 1 of 3 nodes | withdrawn | failed (of sent) | last failure | connections through lb1 | kept (of {}) | kept, of those through lb1 | Tandem pair: 1 s / 100 ms adverts | keepalived pair: 1 s / 100 ms adverts | AA / keepalived |",
+        "| loss of 1 of 3 nodes | withdrawn | failed (of sent) | last failure | how they failed | connections through lb1 | kept (of {}) | kept, of those through lb1 | Tandem pair: 1 s / 100 ms adverts | keepalived pair: 1 s / 100 ms adverts | AA / keepalived |",
         node_loss::CONNECTIONS
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (loss, runs) in losses {
         let ms = |pick: fn(&Measured) -> Duration| {
             spread(
@@ -600,10 +604,11 @@ fn render_active_active(
         let sent = spread(runs.iter().map(|run| run.sent as u128).collect(), "");
         let _ = writeln!(
             out,
-            "| {} | {} | {} of {sent} | {last_failure} | {} | {} | {} | {} | {} | {ratio} |",
+            "| {} | {} | {} of {sent} | {last_failure} | {} | {} | {} | {} | {} | {} | {ratio} |",
             loss.name(),
             ms(|run| run.withdrawn),
             count(|run| run.failed),
+            node_loss::failure_kinds(runs),
             count(|run| run.through_lost),
             count(|run| run.kept),
             count(|run| run.kept_through_lost),

@@ -35,7 +35,7 @@ use tandem_lab::anycast::{
 };
 use tandem_lab::l4::{make_dsr_backend, Conversation, NetnsRuntime, WhoServer};
 use tandem_lab::pair::TandemNode;
-use tandem_lab::probe::{RateLoop, RateSettings, Sample};
+use tandem_lab::probe::{Failure, RateLoop, RateSettings, Sample};
 use tandem_lab::{
     EchoBackend, Host, Lab, ANYCAST_VIP, CLIENT, HTTP1, HTTP2, LB1, LB2, LB3, ROUTER,
 };
@@ -88,7 +88,7 @@ impl Loss {
 }
 
 /// What one loss looked like.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Measured {
     /// From the signal to the router's route without lb1.
     pub withdrawn: Duration,
@@ -97,6 +97,8 @@ pub struct Measured {
     pub failed: usize,
     /// When the last failed request started, from the signal; `None` without failures.
     pub last_failure: Option<Duration>,
+    /// How each failed request failed.
+    pub failures: Vec<Failure>,
     /// Of the [`CONNECTIONS`]: those that went through lb1, and those that answered from
     /// their backend after the withdrawal (through lb1 or not).
     pub through_lost: usize,
@@ -148,12 +150,14 @@ pub fn measure(losses: &[Loss], repetitions: usize) -> anyhow::Result<Vec<(Loss,
                 .map_err(|error| anyhow::anyhow!("{error:#}\n{}", logs(&nodes)))?;
             eprintln!(
                 "  active-active, {}, repetition {}: withdrawn after {} ms, {} of {} requests \
-                 failed (last {}), {} of {CONNECTIONS} connections kept ({} of {} through lb1)",
+                 failed ({}; last {}), {} of {CONNECTIONS} connections kept ({} of {} through \
+                 lb1)",
                 loss.name(),
                 repetition + 1,
                 measured.withdrawn.as_millis(),
                 measured.failed,
                 measured.sent,
+                failure_kinds(std::slice::from_ref(&measured)),
                 measured
                     .last_failure
                     .map(|at| format!("{} ms after", at.as_millis()))
@@ -300,6 +304,10 @@ fn lose_lb1(
             .map(|sample| sample.started)
             .max()
             .map(|started| started.saturating_duration_since(stopped)),
+        failures: failed
+            .iter()
+            .map(|sample| sample.failure.unwrap_or(Failure::Other))
+            .collect(),
         through_lost,
         kept,
         kept_through_lost,
@@ -465,4 +473,21 @@ fn node_config(lab: &Lab, host: &Host) -> String {
         replication = replication_section(host, &nodes, REPLICATION_PORT),
         bgp = bgp_section(lab, host),
     )
+}
+
+/// How the failed requests of `runs` failed, all together: "refused 1, timed out 40", or
+/// "none".
+pub fn failure_kinds(runs: &[Measured]) -> String {
+    let mut kinds = std::collections::BTreeMap::new();
+    for failure in runs.iter().flat_map(|run| &run.failures) {
+        *kinds.entry(*failure).or_insert(0usize) += 1;
+    }
+    if kinds.is_empty() {
+        return "none".to_owned();
+    }
+    kinds
+        .iter()
+        .map(|(kind, count)| format!("{} {count}", kind.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
