@@ -449,3 +449,40 @@ fn answered_by(response: &[u8]) -> Result<String, Failure> {
         .or_else(|| header("server"))
         .unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 200 OK\r\nx-backend: http2\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
+
+    #[test]
+    fn a_2xx_answer_names_its_backend_and_others_fail_with_their_kind() {
+        assert_eq!(answered_by(ANSWER), Ok("http2".to_owned()));
+        assert_eq!(
+            answered_by(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"),
+            Err(Failure::NotOk)
+        );
+        assert_eq!(answered_by(b""), Err(Failure::NoAnswer));
+    }
+
+    #[test]
+    fn a_reset_counts_as_after_the_answer_only_once_its_whole_body_arrived() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(Failure::of_read(&reset, ANSWER), Failure::ResetAfterAnswer);
+        assert_eq!(
+            Failure::of_read(&reset, &ANSWER[..ANSWER.len() - 1]),
+            Failure::Reset
+        );
+        // Without a Content-Length only the connection's end tells the answer is whole.
+        assert_eq!(
+            Failure::of_read(&reset, b"HTTP/1.1 200 OK\r\n\r\nhello"),
+            Failure::Reset
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(Failure::of(&refused), Failure::Refused);
+        let timeout = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        assert_eq!(Failure::of(&timeout), Failure::TimedOut);
+    }
+}
