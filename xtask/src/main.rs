@@ -103,12 +103,14 @@ enum Cmd {
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Time without service when the master stops (SIGKILL and SIGTERM), at 1 s and 100 ms
-    /// adverts, for a Tandem pair and a keepalived pair.
+    /// adverts, for a Tandem pair and a keepalived pair; and the loss of one of three
+    /// active-active nodes (SIGKILL, SIGTERM, SIGSTOP) under load.
     Failover {
         /// Repetitions of each case.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 3)]
         repetitions: usize,
-        /// Only this pair: tandem or keepalived (the table is then not written to the docs).
+        /// Only this pair: tandem, keepalived or active-active (the table is then not written
+        /// to the docs).
         #[arg(long)]
         pair: Option<String>,
         /// Only this advert interval in ms: 1000 or 100 (the table is then not written).
@@ -117,6 +119,10 @@ enum BenchCmd {
         /// Only this VIP family: ipv4 or ipv6 (the table is then not written).
         #[arg(long)]
         family: Option<String>,
+        /// Only this way of stopping: crash, graceful or frozen (frozen: active-active only;
+        /// the table is then not written).
+        #[arg(long)]
+        stop: Option<String>,
     },
     /// Tandem's L7 proxy against HAProxy and nginx: requests/s, p50/p99 latency and peak RSS
     /// with 1 KiB and 100 KiB bodies at 64 and 256 connections.
@@ -204,6 +210,7 @@ fn main() {
                     pair,
                     interval_ms,
                     family,
+                    stop,
                 } => bench::failover::run(
                     &workspace_root(),
                     repetitions,
@@ -211,6 +218,7 @@ fn main() {
                         pair,
                         interval_ms,
                         family,
+                        stop,
                     },
                 ),
                 BenchCmd::Proxy {

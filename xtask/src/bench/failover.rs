@@ -11,6 +11,10 @@
 //! the daemon only). The outage is the time from the stop to the end of the first request
 //! answered by the new master; failed requests are those that started in between. After each
 //! repetition the old master is started again and must take the VIP back before the next one.
+//!
+//! Beside the pairs, active-active ([`super::node_loss`]): the loss of one of three nodes that
+//! announce an anycast VIP over BGP, in a second table whose notes say how its figures compare
+//! with the pairs'. Those rows run after the IPv4 pair rows (the anycast lab is IPv4 only).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use std::net::{IpAddr, SocketAddr};
 
+use super::node_loss::{self, Loss, Measured};
 use tandem_lab::pair::{wait_for_sole_holder, Keepalived, TandemNode, VrrpSettings};
 use tandem_lab::probe::{outage, LoopSettings, Outage, RequestLoop};
 use tandem_lab::{EchoBackend, Lab, CLIENT, LB1, LB2, VIP, VIP6};
@@ -75,6 +80,14 @@ impl Stop {
             Stop::Graceful => "graceful (SIGTERM)",
         }
     }
+
+    /// The word of `--stop` that selects it.
+    fn word(self) -> &'static str {
+        match self {
+            Stop::Crash => "crash",
+            Stop::Graceful => "graceful",
+        }
+    }
 }
 
 enum Daemon {
@@ -106,24 +119,65 @@ const MASTER_PRIORITY: u8 = 101;
 
 /// Which cases to run; `None` means all.
 pub struct Filter {
+    /// "tandem", "keepalived" or "active-active".
     pub pair: Option<String>,
+    /// The pairs' advert interval; the active-active rows have none and are then skipped.
     pub interval_ms: Option<u64>,
     /// "ipv4" or "ipv6".
     pub family: Option<String>,
+    /// "crash", "graceful" or "frozen" (active-active only).
+    pub stop: Option<String>,
 }
+
+impl Filter {
+    fn everything(&self) -> bool {
+        self.pair.is_none()
+            && self.interval_ms.is_none()
+            && self.family.is_none()
+            && self.stop.is_none()
+    }
+
+    fn wants_stop(&self, word: &str) -> bool {
+        self.stop
+            .as_deref()
+            .is_none_or(|wanted| wanted.eq_ignore_ascii_case(word))
+    }
+
+    /// The active-active losses to measure.
+    fn losses(&self) -> Vec<Loss> {
+        let wanted = self
+            .pair
+            .as_deref()
+            .is_none_or(|name| name.eq_ignore_ascii_case(ACTIVE_ACTIVE))
+            && self.interval_ms.is_none()
+            && self
+                .family
+                .as_deref()
+                .is_none_or(|name| name.eq_ignore_ascii_case(Family::Ipv4.name()));
+        Loss::ALL
+            .into_iter()
+            .filter(|loss| wanted && self.wants_stop(loss.word()))
+            .collect()
+    }
+}
+
+/// `--pair` of the active-active rows.
+const ACTIVE_ACTIVE: &str = "active-active";
 
 pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()> {
     // The lab's pairs start the release binaries, as the other benches' Setup does.
     super::use_release_binaries(root);
     let mut cases = Vec::new();
+    let mut losses = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         for interval in [Duration::from_secs(1), Duration::from_millis(100)] {
             for pair in [Pair::Tandem, Pair::Keepalived] {
                 for stop in [Stop::Crash, Stop::Graceful] {
-                    let wanted = filter
-                        .pair
-                        .as_deref()
-                        .is_none_or(|name| name.eq_ignore_ascii_case(pair.name()))
+                    let wanted = filter.wants_stop(stop.word())
+                        && filter
+                            .pair
+                            .as_deref()
+                            .is_none_or(|name| name.eq_ignore_ascii_case(pair.name()))
                         && filter
                             .interval_ms
                             .is_none_or(|ms| u128::from(ms) == interval.as_millis())
@@ -161,10 +215,36 @@ pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()
                 }
             }
         }
+        let wanted = filter.losses();
+        if family == Family::Ipv4 && !wanted.is_empty() {
+            eprintln!(
+                "bench failover: active-active, one of 3 nodes lost ({}): {repetitions} \
+                 repetitions, interleaved",
+                wanted
+                    .iter()
+                    .map(|loss| loss.word())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            losses = node_loss::measure(&wanted, repetitions).context("active-active")?;
+        }
     }
-    let table = render(&cases, repetitions);
+    let mut table = String::from(
+        "`cargo xtask bench failover`: the VRRP pairs (IPv4, then IPv6), and between them the \
+         loss of one of three active-active nodes (IPv4); `--pair`, `--interval-ms`, `--family` \
+         and `--stop` run some rows only, and then nothing is written here.\n\n",
+    );
+    if !cases.is_empty() {
+        table.push_str(&render(&cases, repetitions));
+    }
+    if !losses.is_empty() {
+        if !table.is_empty() {
+            table.push('\n');
+        }
+        table.push_str(&render_active_active(&losses, &cases, repetitions));
+    }
     println!("{table}");
-    if filter.pair.is_none() && filter.interval_ms.is_none() && filter.family.is_none() {
+    if filter.everything() {
         crate::bench::report::replace_section(root, "Failover", &table)?;
     }
     Ok(())
@@ -398,4 +478,157 @@ fn summary(outages: &[Outage]) -> (Duration, Duration, usize) {
         worst,
         failed.get(failed.len() / 2).copied().unwrap_or_default(),
     )
+}
+
+/// The active-active table: each loss of one of three nodes beside the pairs' figures for the
+/// same stop (IPv4, from `cases` of the same command).
+fn render_active_active(
+    losses: &[(Loss, Vec<Measured>)],
+    cases: &[Case],
+    repetitions: usize,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Active-active: the loss of lb1, one of three Tandem nodes that announce the anycast VIP \
+         198.18.2.99 over BGP (BIRD 2, hold time {hold} s) to a BIRD router that spreads flows \
+         over them by ECMP (L4 hash); the client is outside the router. {repetitions} \
+         repetitions of each loss, interleaved, order rotated; median (min-max). Each node \
+         serves HTTP on port 80 with its proxy (tandem-echo on http1 and http2) and TCP on port \
+         7000 with XDP (generic) by direct server return, its connection table shared with the \
+         other nodes ([replication]). Crash: SIGKILL of lb1's daemon (its BIRD dies with it); \
+         graceful: SIGTERM (withdraw first, then open connections finish); frozen: SIGSTOP of \
+         the daemon and its BIRD.\n\n\
+         **withdrawn**: from the signal to the change of the router's route that left lb1 out \
+         (its arrival from `ip monitor route` in the router's namespace; `ip route`, polled \
+         every few ms, confirms the next hops). **failed**: HTTP requests on new connections \
+         started every {every} ms ({timeout} ms timeout for the whole answer) from 1 s before \
+         the loss to 1 s after the withdrawal, that failed, of all sent; **last failure**: when \
+         the last of them started, after the signal (over the runs with failures); **how they \
+         failed**: the failed requests of all {repetitions} runs by kind (refused: a reset \
+         answered the connection; reset after the whole answer: the body its Content-Length \
+         announced arrived, then a reset instead of the connection's end, which this loop \
+         counts as failed since it reads to the end). \
+         **connections**: {connections} TCP connections opened and asked once before the loss, \
+         asked again after the withdrawal: kept = answered by the same backend; through lb1 = \
+         lb1's XDP counters moved while it was asked. **pair columns**: the IPv4 rows of the \
+         table above for the same stop (1 s and 100 ms adverts): time without service (median) \
+         and failed requests (median) of their sequential loop (one request at a time, {pair_timeout} ms \
+         timeout, {pause} ms pause); there every request fails until the takeover, here only \
+         those the router hashes to the lost node, until the withdrawal. **AA / keepalived**: \
+         withdrawn (median) over keepalived's time without service at 1 s adverts (median), \
+         each the time until every new connection is served again.\n",
+        hold = tandem_lab::anycast::HOLD_TIME.as_secs(),
+        every = node_loss::REQUEST_EVERY.as_millis(),
+        timeout = node_loss::REQUEST_TIMEOUT.as_millis(),
+        connections = node_loss::CONNECTIONS,
+        pair_timeout = REQUEST_TIMEOUT.as_millis(),
+        pause = REQUEST_PAUSE.as_millis(),
+    );
+    let _ = writeln!(
+        out,
+        "| loss of 1 of 3 nodes | withdrawn | failed (of sent) | last failure | how they failed | connections through lb1 | kept (of {}) | kept, of those through lb1 | Tandem pair: 1 s / 100 ms adverts | keepalived pair: 1 s / 100 ms adverts | AA / keepalived |",
+        node_loss::CONNECTIONS
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for (loss, runs) in losses {
+        let ms = |pick: fn(&Measured) -> Duration| {
+            spread(
+                runs.iter().map(|run| pick(run).as_millis()).collect(),
+                " ms",
+            )
+        };
+        let count = |pick: fn(&Measured) -> usize| {
+            spread(runs.iter().map(|run| pick(run) as u128).collect(), "")
+        };
+        let failures: Vec<u128> = runs
+            .iter()
+            .filter_map(|run| run.last_failure.map(|at| at.as_millis()))
+            .collect();
+        let last_failure = match failures.len() {
+            0 => "none".to_owned(),
+            n if n == runs.len() => spread(failures, " ms"),
+            n => format!("{} ({n} of {} runs)", spread(failures, " ms"), runs.len()),
+        };
+        let stop = match loss {
+            Loss::Kill => Some(Stop::Crash),
+            Loss::Graceful => Some(Stop::Graceful),
+            Loss::Freeze => None,
+        };
+        let pair_cells = |pair: Pair| -> String {
+            let Some(stop) = stop else {
+                return "not measured".to_owned();
+            };
+            let cells: Vec<String> = [Duration::from_secs(1), Duration::from_millis(100)]
+                .into_iter()
+                .filter_map(|interval| {
+                    let case = cases.iter().find(|case| {
+                        case.pair == pair
+                            && case.family == Family::Ipv4
+                            && case.interval == interval
+                            && case.stop == stop
+                    })?;
+                    let (median, _, failed) = summary(&case.outages);
+                    Some(format!("{} ms, {failed} failed", median.as_millis()))
+                })
+                .collect();
+            if cells.is_empty() {
+                "not run".to_owned()
+            } else {
+                cells.join(" / ")
+            }
+        };
+        let ratio = stop
+            .and_then(|stop| {
+                cases.iter().find(|case| {
+                    case.pair == Pair::Keepalived
+                        && case.family == Family::Ipv4
+                        && case.interval == Duration::from_secs(1)
+                        && case.stop == stop
+                })
+            })
+            .map(|case| {
+                let (keepalived, _, _) = summary(&case.outages);
+                let mut withdrawn: Vec<Duration> = runs.iter().map(|run| run.withdrawn).collect();
+                withdrawn.sort();
+                let median = withdrawn
+                    .get(withdrawn.len() / 2)
+                    .copied()
+                    .unwrap_or_default();
+                format!(
+                    "{:.3}",
+                    median.as_secs_f64() / keepalived.as_secs_f64().max(1e-9)
+                )
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        let sent = spread(runs.iter().map(|run| run.sent as u128).collect(), "");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} of {sent} | {last_failure} | {} | {} | {} | {} | {} | {} | {ratio} |",
+            loss.name(),
+            ms(|run| run.withdrawn),
+            count(|run| run.failed),
+            node_loss::failure_kinds(runs),
+            count(|run| run.through_lost),
+            count(|run| run.kept),
+            count(|run| run.kept_through_lost),
+            pair_cells(Pair::Tandem),
+            pair_cells(Pair::Keepalived),
+        );
+    }
+    out
+}
+
+/// "median (min-max)" of `values` with `unit`; just the value when all are equal.
+fn spread(mut values: Vec<u128>, unit: &str) -> String {
+    values.sort_unstable();
+    let (Some(min), Some(max)) = (values.first(), values.last()) else {
+        return "-".to_owned();
+    };
+    let median = values[values.len() / 2];
+    if min == max {
+        format!("{median}{unit}")
+    } else {
+        format!("{median}{unit} ({min}-{max})")
+    }
 }

@@ -4,7 +4,8 @@
 //! - `proxy`: the L7 proxy against HAProxy and nginx (wrk, h2load; req/s, p99, CPU, RSS);
 //! - `l4`: the XDP path against nftables, HAProxy mode tcp and the userspace relay;
 //! - `reload`: reloads under load against HAProxy's and nginx's;
-//! - `failover`: time without service when the master stops, Tandem pair against keepalived.
+//! - `failover`: time without service when the master stops, Tandem pair against keepalived,
+//!   and the loss of one of three active-active nodes (`node_loss`).
 //!
 //! The kit they share: [`Setup`] (the release binaries, the peers' tools, the lab), the
 //! tandem-echo backends, `report` (docs/benchmarks.md's sections), `process_tree` (CPU time
@@ -14,6 +15,7 @@
 pub mod chart;
 pub mod failover;
 pub mod l4;
+pub mod node_loss;
 pub mod process_tree;
 pub mod proxy;
 pub mod reload;
