@@ -81,6 +81,10 @@ pub enum XdpError {
     NotAttached { interface: String, pin_dir: PathBuf },
     #[error("no Tandem maps in {}: load the XDP program first (`tandem run` with dataplane = \"xdp\", or `cargo xtask build-and-load --iface IF`)", .0.display())]
     NoMaps(PathBuf),
+    #[error("no TRACE map in {}: the XDP program loaded there predates tracing; restart the daemon (`tandem run`) with this tandem version to load one that has it", .0.display())]
+    NoTraceMap(PathBuf),
+    #[error("another `tandem trace` is running; tracing is {0}: wait for it to end, or stop it (Ctrl-C)")]
+    TraceRunning(String),
     #[error("{what}: {detail}")]
     Kernel { what: String, detail: String },
 }
