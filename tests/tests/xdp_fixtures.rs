@@ -25,6 +25,7 @@ use support::packets::{
 use tandem::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use tandem::dataplane::xdp::loader;
 use tandem::dataplane::xdp::maps::KernelMaps;
+use tandem::dataplane::xdp::trace::{DecisionReader, TraceFilter, TraceSwitch};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -1179,9 +1180,7 @@ fn a_node_with_empty_maps_passes_every_ipv6_frame_for_the_vip() {
 /// backend, connection-table hit or new).
 mod tracing {
     use super::*;
-    use tandem::dataplane::xdp::trace::{
-        backend_address, Decision, DecisionReader, TraceFilter, TraceSwitch,
-    };
+    use tandem::dataplane::xdp::trace::{backend_address, Decision};
 
     fn reader(f: &mut Fixture) -> DecisionReader {
         DecisionReader::of_loaded(&mut f.ebpf).expect("the program has a log ring buffer")
@@ -1359,4 +1358,36 @@ mod tracing {
             ("tx", "new")
         );
     }
+}
+
+/// A pin directory from before tracing (every map but TRACE): `tandem maps` says tracing is
+/// unavailable rather than failing, and the next load (a daemon restart with this version)
+/// reuses the maps there and adds TRACE, off.
+#[test]
+fn a_pin_directory_from_before_tracing_gets_its_trace_map_on_the_next_load() {
+    use tandem::dataplane::xdp::pinned;
+    use tandem::dataplane::xdp::trace::Tracing;
+    let mut f = Fixture::master();
+    let trace_pin = f.pin_dir.join(lb_common::TRACE_MAP);
+    std::fs::remove_file(&trace_pin).expect("unpin TRACE, as an older version never pinned it");
+    let before = pinned::read(&f.pin_dir, false).expect("tandem maps reads an older pin set");
+    assert_eq!(before.tracing, Tracing::Unavailable);
+    assert!(before.render_text().contains("tracing   unavailable"));
+
+    f.ebpf = loader::load_unattached(&f.pin_dir).expect("the restart loads");
+    assert!(trace_pin.exists(), "the load pins a TRACE map");
+    let after = pinned::read(&f.pin_dir, false).unwrap();
+    assert_eq!(after.tracing, Tracing::Off);
+    assert_eq!(
+        after.services.len(),
+        before.services.len(),
+        "the other maps were reused, not emptied"
+    );
+    let mut reader = DecisionReader::of_loaded(&mut f.ebpf).unwrap();
+    let _trace = TraceSwitch::open(&f.pin_dir)
+        .unwrap()
+        .start(&TraceFilter::default())
+        .unwrap();
+    f.run(&to_vip(CLOSED, 40000, SYN));
+    assert_eq!(reader.read().len(), 1, "the new program traces");
 }
