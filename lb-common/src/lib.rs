@@ -323,10 +323,11 @@ pub const TRACE_NONE: u32 = u32::MAX;
 ///
 /// The program reads it once per TCP/UDP packet for a virtual IP, after its decision; the
 /// decision record it logs (aya-log, target [`TRACE_TARGET`]) is the line
-/// `FAMILY SRC SPORT DST DPORT PROTO ACTION REASON BACKEND FLOW`: addresses as IPv6 (IPv4 ones
-/// mapped, `::ffff:198.18.0.10`), ports in host order, the XDP action, the [`Counter`] index
-/// of the reason, the backend id or [`TRACE_NONE`], the connection-table [`Counter`]
-/// (`FlowHit`, `FlowNew`, `FlowMoved`) or [`TRACE_NONE`].
+/// `FAMILY SRC SPORT DST DPORT PROTO ACTION REASON BACKEND FLOW TIME`: addresses as IPv6 (IPv4
+/// ones mapped, `::ffff:198.18.0.10`), ports in host order, the XDP action, the [`Counter`]
+/// index of the reason, the backend id or [`TRACE_NONE`], the connection-table [`Counter`]
+/// (`FlowHit`, `FlowNew`, `FlowMoved`) or [`TRACE_NONE`], the time of the decision
+/// (CLOCK_MONOTONIC, nanoseconds).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TraceConfig {

@@ -36,7 +36,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_xdp_get_buff_len,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -415,10 +415,12 @@ fn traced6(vip: &[u8; 16], port: u16) -> bool {
 fn log_decision4(ctx: &XdpContext, key: &FlowKey, decision: &Decision) {
     let src = ipv4_mapped(key.src);
     let dst = ipv4_mapped(key.dst);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     info!(
         ctx,
         target: TRACE_TARGET,
-        "4 {:i} {} {:i} {} {} {} {} {} {}",
+        "4 {:i} {} {:i} {} {} {} {} {} {} {}",
         src,
         u16::from_be(key.sport),
         dst,
@@ -427,17 +429,20 @@ fn log_decision4(ctx: &XdpContext, key: &FlowKey, decision: &Decision) {
         decision.action,
         decision.reason,
         decision.backend,
-        decision.flow
+        decision.flow,
+        now
     );
 }
 
 /// [`log_decision4`] for an IPv6 packet.
 #[inline(never)]
 fn log_decision6(ctx: &XdpContext, key: &FlowKey6, decision: &Decision) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     info!(
         ctx,
         target: TRACE_TARGET,
-        "6 {:i} {} {:i} {} {} {} {} {} {}",
+        "6 {:i} {} {:i} {} {} {} {} {} {} {}",
         key.src,
         u16::from_be(key.sport),
         key.dst,
@@ -446,7 +451,8 @@ fn log_decision6(ctx: &XdpContext, key: &FlowKey6, decision: &Decision) {
         decision.action,
         decision.reason,
         decision.backend,
-        decision.flow
+        decision.flow,
+        now
     );
 }
 

@@ -398,10 +398,9 @@ async fn trace_for(
             Ok(decisions) => decisions,
             Err(e) => break Err(e.into()),
         };
-        let at = std::time::SystemTime::now();
         let mut written = Ok(());
         for decision in &decisions {
-            let line = decision.render(at, tracer.backend_address(decision));
+            let line = decision.render(decision.wall_time(), tracer.backend_address(decision));
             written = writeln!(stdout, "{line}");
             if written.is_err() {
                 break;

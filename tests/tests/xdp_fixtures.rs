@@ -1240,11 +1240,19 @@ mod tracing {
         let (_, to_http2) = ports_to_each_backend(&f);
         let _trace = trace_on(&f, Some(VIP.into()), Some(L4_TCP));
 
+        let before = std::time::SystemTime::now();
         let (verdict, _) = f.run(&to_vip(L4_TCP, to_http2, SYN));
+        let after = std::time::SystemTime::now();
         assert_eq!(verdict, XDP_TX);
         let first = reader.read();
         assert_eq!(first.len(), 1, "{first:?}");
         let d = &first[0];
+        let slack = std::time::Duration::from_millis(20);
+        assert!(
+            before - slack <= d.wall_time() && d.wall_time() <= after + slack,
+            "the record is dated when the program ran: {:?} not in {before:?}..{after:?}",
+            d.wall_time()
+        );
         assert_eq!(d.client, (CLIENT, to_http2).into());
         assert_eq!(d.service, (VIP, L4_TCP).into());
         assert_eq!(d.proto, IPPROTO_TCP);

@@ -299,6 +299,8 @@ pub struct Decision {
     pub backend: Option<u32>,
     /// The connection-table outcome: `FlowHit`, `FlowNew` or `FlowMoved`.
     pub flow: Option<Counter>,
+    /// When the program decided, CLOCK_MONOTONIC nanoseconds (see [`Decision::wall_time`]).
+    pub monotonic_ns: u64,
 }
 
 fn counter(index: u32) -> Option<Counter> {
@@ -307,10 +309,11 @@ fn counter(index: u32) -> Option<Counter> {
 
 impl Decision {
     /// Parses the program's record `FAMILY SRC SPORT DST DPORT PROTO ACTION REASON BACKEND
-    /// FLOW` (see `lb_common::TraceConfig`); `None` for anything else.
+    /// FLOW TIME` (see `lb_common::TraceConfig`); `None` for anything else.
     pub fn parse(record: &str) -> Option<Decision> {
         let fields: Vec<&str> = record.split_ascii_whitespace().collect();
-        let [family, src, sport, dst, dport, proto, action, reason, backend, flow] = fields[..]
+        let [family, src, sport, dst, dport, proto, action, reason, backend, flow, time] =
+            fields[..]
         else {
             return None;
         };
@@ -332,7 +335,16 @@ impl Decision {
             reason: counter(number(reason)?),
             backend: (backend != TRACE_NONE).then_some(backend),
             flow: counter(number(flow)?),
+            monotonic_ns: time.parse().ok()?,
         })
+    }
+
+    /// The wall-clock time of the decision: the program stamps it on CLOCK_MONOTONIC, which
+    /// is turned into real time by the two clocks' offset now.
+    pub fn wall_time(&self) -> SystemTime {
+        let now = SystemTime::now();
+        let since = monotonic_now_ns().saturating_sub(self.monotonic_ns);
+        now.checked_sub(Duration::from_nanos(since)).unwrap_or(now)
     }
 
     pub fn verdict(&self) -> &'static str {
@@ -356,8 +368,8 @@ impl Decision {
         }
     }
 
-    /// One line: time (UTC), client -> service/proto, verdict, reason, backend (address and
-    /// id), connection-table outcome:
+    /// One line: time `at` (UTC; [`Decision::wall_time`]), client -> service/proto, verdict,
+    /// reason, backend (address and id), connection-table outcome:
     /// `23:12:01.123  198.18.0.10:40000 -> 198.18.0.99:7000/tcp  tx    flow_new         backend 198.18.0.102:7000 (id 0)  new`
     pub fn render(&self, at: SystemTime, backend: Option<SocketAddr>) -> String {
         let time = humantime::format_rfc3339_millis(at).to_string();
@@ -377,6 +389,19 @@ impl Decision {
             self.conntrack()
         )
     }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of bpf_ktime_get_ns.
+fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
 }
 
 /// Collects the program's decision records from aya-log's reader.
@@ -564,8 +589,11 @@ mod tests {
 
     #[test]
     fn an_ipv4_record_is_read_back_as_the_flow_and_decision_it_describes() {
-        let d = Decision::parse("4 ::ffff:198.18.0.10 40000 ::ffff:198.18.0.99 7000 6 3 18 2 18")
-            .expect("a valid record");
+        let d = Decision::parse(
+            "4 ::ffff:198.18.0.10 40000 ::ffff:198.18.0.99 7000 6 3 18 2 18 123456789",
+        )
+        .expect("a valid record");
+        assert_eq!(d.monotonic_ns, 123_456_789);
         assert_eq!(d.client, "198.18.0.10:40000".parse().unwrap());
         assert_eq!(d.service, "198.18.0.99:7000".parse().unwrap());
         assert_eq!(d.verdict(), "tx");
@@ -582,7 +610,8 @@ mod tests {
 
     #[test]
     fn an_ipv6_drop_record_has_no_backend_and_no_conntrack_outcome() {
-        let record = format!("6 2001:2::10 40000 2001:2::99 22 17 1 14 {TRACE_NONE} {TRACE_NONE}");
+        let record =
+            format!("6 2001:2::10 40000 2001:2::99 22 17 1 14 {TRACE_NONE} {TRACE_NONE} 1");
         let d = Decision::parse(&record).expect("a valid record");
         assert_eq!(d.service, "[2001:2::99]:22".parse().unwrap());
         assert_eq!(d.reason, Some(Counter::DropNoService));
@@ -597,11 +626,34 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_just_made_is_dated_now_and_one_made_a_second_ago_a_second_earlier() {
+        let mut d = Decision::parse(&format!(
+            "4 ::ffff:198.18.0.10 1 ::ffff:198.18.0.99 2 6 3 18 2 18 {}",
+            monotonic_now_ns()
+        ))
+        .unwrap();
+        let age = |d: &Decision| SystemTime::now().duration_since(d.wall_time()).unwrap();
+        assert!(age(&d) < Duration::from_millis(100), "{:?}", age(&d));
+        d.monotonic_ns -= 1_000_000_000;
+        let age = age(&d);
+        assert!(
+            age >= Duration::from_secs(1) && age < Duration::from_millis(1100),
+            "{age:?}"
+        );
+    }
+
+    #[test]
     fn records_of_another_shape_are_not_decisions() {
         assert_eq!(Decision::parse("hello from the program"), None);
         assert_eq!(
-            Decision::parse("4 198.18.0.10 1 198.18.0.99 2 6 3 18 2 18"),
-            None
+            Decision::parse("4 198.18.0.10 1 198.18.0.99 2 6 3 18 2 18 1"),
+            None,
+            "IPv4 addresses come mapped"
+        );
+        assert_eq!(
+            Decision::parse("4 ::ffff:198.18.0.10 1 ::ffff:198.18.0.99 2 6 3 18 2 18"),
+            None,
+            "a record without its time"
         );
     }
 
