@@ -426,6 +426,16 @@ async fn trace_for(
             Err(e) => break Err(e.into()),
         }
     };
+    if result.is_ok() {
+        // What the program logged since the last wake-up, before the switch goes off.
+        for decision in tracer.read_now() {
+            let line = decision.render(decision.wall_time(), tracer.backend_address(&decision));
+            if writeln!(stdout, "{line}").is_err() {
+                break;
+            }
+            traced += 1;
+        }
+    }
     drop(guard);
     eprintln!("{traced} decision(s) traced; tracing is off");
     result

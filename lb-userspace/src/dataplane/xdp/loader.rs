@@ -90,6 +90,8 @@ pub enum XdpError {
     NoTraceMap(PathBuf),
     #[error("another `tandem trace` is running; tracing is {0}: wait for it to end, or stop it (Ctrl-C)")]
     TraceRunning(String),
+    #[error("another process took the TRACE switch over (tracing is now {0}); this trace stops")]
+    TraceLost(String),
     #[error("{what}: {detail}")]
     Kernel { what: String, detail: String },
 }

@@ -245,8 +245,11 @@ impl TraceSwitch {
         let guard = TraceGuard { switch: self };
         // Two traces that started at the same moment both saw the flag off; the last writer
         // wins and the other steps back (without clearing the winner's flag).
-        guard.check_owner()?;
-        Ok(guard)
+        match guard.check_owner() {
+            Ok(()) => Ok(guard),
+            Err(XdpError::TraceLost(status)) => Err(XdpError::TraceRunning(status)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -260,16 +263,11 @@ impl TraceGuard {
     /// Fails when another process has taken the trace over.
     pub fn check_owner(&self) -> Result<(), XdpError> {
         let config = self.switch.config()?;
-        if config.enabled == 0 {
-            return Err(XdpError::TraceRunning(
-                "off: something turned it off under this trace".to_owned(),
-            ));
+        match TraceStatus::of(&config) {
+            Some(status) if status.pid == std::process::id() => Ok(()),
+            Some(status) => Err(XdpError::TraceLost(status.describe())),
+            None => Err(XdpError::TraceLost("off".to_owned())),
         }
-        if config.owner_pid != std::process::id() {
-            let status = TraceStatus::of(&config).map(|s| s.describe());
-            return Err(XdpError::TraceRunning(status.unwrap_or_default()));
-        }
-        Ok(())
     }
 }
 
@@ -534,8 +532,13 @@ impl Tracer {
                 guard.clear_ready();
                 Ok(decisions)
             }
-            Err(_elapsed) => Ok(self.reader.get_mut().read()),
+            Err(_elapsed) => Ok(self.read_now()),
         }
+    }
+
+    /// The decisions logged since the last read, without waiting.
+    pub fn read_now(&mut self) -> Vec<Decision> {
+        self.reader.get_mut().read()
     }
 
     /// When the daemon has loaded a new program since (a restart, an upgrade), reads that
