@@ -1381,6 +1381,14 @@ fn a_pin_directory_from_before_tracing_gets_its_trace_map_on_the_next_load() {
     let before = pinned::read(&f.pin_dir, false).expect("tandem maps reads an older pin set");
     assert_eq!(before.tracing, Tracing::Unavailable);
     assert!(before.render_text().contains("tracing   unavailable"));
+    match TraceSwitch::open(&f.pin_dir) {
+        Err(error @ loader::XdpError::NoTraceMap(_)) => assert!(
+            error.to_string().contains("restart the daemon"),
+            "tandem trace says what to do: {error}"
+        ),
+        Err(other) => panic!("tandem trace on an older pin set: {other}"),
+        Ok(_) => panic!("no TRACE map to open"),
+    }
 
     f.ebpf = loader::load_unattached(&f.pin_dir).expect("the restart loads");
     assert!(trace_pin.exists(), "the load pins a TRACE map");

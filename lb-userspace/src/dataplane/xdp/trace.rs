@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aya::maps::{Array, Map, MapData};
 use aya::programs::ProgramInfo;
 use lb_common::{
-    Counter, TraceConfig, COUNTER_COUNT, PROGRAM_PIN, TRACE_ANY_VIP, TRACE_MAP, TRACE_NONE,
-    TRACE_TARGET, TRACE_VIP4, TRACE_VIP6,
+    Counter, TraceConfig, COUNTER_COUNT, PROGRAM_PIN, SERVICES_MAP, TRACE_ANY_VIP, TRACE_MAP,
+    TRACE_NONE, TRACE_TARGET, TRACE_VIP4, TRACE_VIP6,
 };
 use serde::Serialize;
 
@@ -194,7 +194,11 @@ impl TraceSwitch {
     pub fn open(pin_dir: &Path) -> Result<TraceSwitch, XdpError> {
         let path = pin_dir.join(TRACE_MAP);
         if !path.exists() {
-            return Err(XdpError::NoTraceMap(pin_dir.to_owned()));
+            // Maps but no TRACE: an older version's program; nothing at all: no program.
+            if pin_dir.join(SERVICES_MAP).exists() {
+                return Err(XdpError::NoTraceMap(pin_dir.to_owned()));
+            }
+            return Err(XdpError::NoMaps(pin_dir.to_owned()));
         }
         let data = MapData::from_pin(&path)
             .map_err(|e| XdpError::from_kernel(format!("opening {}", path.display()), &e))?;
