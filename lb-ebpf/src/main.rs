@@ -26,7 +26,9 @@
 //! record (aya-log, target `lb_common::TRACE_TARGET`) with the flow, verdict, reason, backend
 //! and connection-table outcome. The check comes after the decision and only for packets for
 //! a virtual IP; while nobody traces it costs those packets one array lookup (which the
-//! kernel inlines) and one compare, and every other frame nothing.
+//! kernel inlines) and two compares, TCP/UDP for other addresses one compare, and other
+//! frames nothing.
+//!
 //! The program holds no policy: which services and backends exist, whether the node is master
 //! (the maps are empty when it is not) and which backends are up is decided by userspace
 //! (lb-userspace's dataplane module). Map names and layouts come from lb-common, the only place
