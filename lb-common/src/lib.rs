@@ -302,6 +302,49 @@ pub const VIPS6_MAP: &str = "VIPS6";
 pub const BACKENDS6_MAP: &str = "BACKENDS6";
 /// Name of the LRU hash of IPv6 L4 flows, [`FlowKey6`] -> [`FlowValue6`].
 pub const CONNTRACK6_MAP: &str = "CONNTRACK6";
+/// Name of the one-entry array holding [`TraceConfig`]: whether `tandem trace` is running and
+/// which packets it wants to see.
+pub const TRACE_MAP: &str = "TRACE";
+
+/// The aya-log target of the XDP program's per-packet decision records (`tandem trace`).
+pub const TRACE_TARGET: &str = "tandem_trace";
+/// [`TraceConfig::family`]: trace packets for every virtual IP.
+pub const TRACE_ANY_VIP: u32 = 0;
+/// [`TraceConfig::family`]: trace packets for the IPv4 virtual IP in the first four octets of
+/// [`TraceConfig::vip`] only.
+pub const TRACE_VIP4: u32 = 4;
+/// [`TraceConfig::family`]: trace packets for the IPv6 virtual IP [`TraceConfig::vip`] only.
+pub const TRACE_VIP6: u32 = 6;
+/// In a decision record: no value (no backend chosen, no connection-table outcome).
+pub const TRACE_NONE: u32 = u32::MAX;
+
+/// What `tandem trace` asks of the XDP program (entry 0 of TRACE). All zero (the state a
+/// fresh map starts in) means nobody traces: the program then logs nothing.
+///
+/// The program reads it once per TCP/UDP packet for a virtual IP, after its decision; the
+/// decision record it logs (aya-log, target [`TRACE_TARGET`]) is the line
+/// `FAMILY SRC SPORT DST DPORT PROTO ACTION REASON BACKEND FLOW TIME`: addresses as IPv6 (IPv4
+/// ones mapped, `::ffff:198.18.0.10`), ports in host order, the XDP action, the [`Counter`]
+/// index of the reason, the backend id or [`TRACE_NONE`], the connection-table [`Counter`]
+/// (`FlowHit`, `FlowNew`, `FlowMoved`) or [`TRACE_NONE`], the time of the decision
+/// (CLOCK_MONOTONIC, nanoseconds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceConfig {
+    /// Non-zero while a trace runs.
+    pub enabled: u32,
+    /// [`TRACE_ANY_VIP`], [`TRACE_VIP4`] or [`TRACE_VIP6`].
+    pub family: u32,
+    /// The virtual IP to trace, octets as on the wire (IPv4: the first four).
+    pub vip: [u8; 16],
+    /// The service port to trace, network byte order; 0 for every port.
+    pub port: u16,
+    pub _pad: u16,
+    /// The tracing process, so a second trace can tell a running one from a killed one.
+    pub owner_pid: u32,
+    /// When the trace started, seconds since the Unix epoch (shown by `tandem maps`).
+    pub since: u64,
+}
 
 /// The kind of a BPF map, as the program declares it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -329,7 +372,7 @@ const fn size<T>() -> u32 {
 }
 
 /// Every map the program pins, with its layout: declared once, here.
-pub const MAP_LAYOUTS: [MapLayout; 13] = [
+pub const MAP_LAYOUTS: [MapLayout; 14] = [
     MapLayout {
         name: SERVICES_MAP,
         kind: MapKind::Hash,
@@ -420,6 +463,13 @@ pub const MAP_LAYOUTS: [MapLayout; 13] = [
         key_size: size::<FlowKey6>(),
         value_size: size::<FlowValue6>(),
         max_entries: MAX_FLOWS,
+    },
+    MapLayout {
+        name: TRACE_MAP,
+        kind: MapKind::Array,
+        key_size: size::<u32>(),
+        value_size: size::<TraceConfig>(),
+        max_entries: 1,
     },
 ];
 
@@ -694,6 +744,7 @@ mod pod {
     unsafe impl aya::Pod for super::Backend6Value {}
     unsafe impl aya::Pod for super::FlowKey6 {}
     unsafe impl aya::Pod for super::FlowValue6 {}
+    unsafe impl aya::Pod for super::TraceConfig {}
 }
 
 #[cfg(test)]
@@ -716,6 +767,7 @@ mod tests {
         assert_eq!(size_of::<Backend6Value>(), 32);
         assert_eq!(size_of::<FlowKey6>(), 40);
         assert_eq!(size_of::<FlowValue6>(), 20);
+        assert_eq!(size_of::<TraceConfig>(), 40);
     }
 
     #[test]

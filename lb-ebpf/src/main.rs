@@ -20,6 +20,15 @@
 //!
 //! Every frame is counted once by what it is and once by verdict, with a reason counter where
 //! there is one (COUNTERS), and forwarded frames per service and per backend (packets, bytes).
+//!
+//! `tandem trace` sees the decision for each TCP/UDP packet for a virtual IP: while entry 0 of
+//! TRACE is enabled and the packet matches its VIP and port filter, the program logs one
+//! record (aya-log, target `lb_common::TRACE_TARGET`) with the flow, verdict, reason, backend
+//! and connection-table outcome. The check comes after the decision and only for packets for
+//! a virtual IP; while nobody traces it costs those packets one array lookup (which the
+//! kernel inlines) and two compares, TCP/UDP for other addresses one compare, and other
+//! frames nothing.
+//!
 //! The program holds no policy: which services and backends exist, whether the node is master
 //! (the maps are empty when it is not) and which backends are up is decided by userspace
 //! (lb-userspace's dataplane module). Map names and layouts come from lb-common, the only place
@@ -29,16 +38,18 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_xdp_get_buff_len,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
+use aya_log_ebpf::info;
 use lb_common::{
     ethertype, Backend6Value, BackendValue, Counter, FlowKey, FlowKey6, FlowValue, FlowValue6,
-    IfaceValue, ServiceKey, ServiceKey6, ServiceMode, ServiceValue, Stats, VipValue, BACKEND_UP,
-    COUNTER_COUNT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE,
-    MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES, MAX_VIPS, NO_BACKEND,
+    IfaceValue, ServiceKey, ServiceKey6, ServiceMode, ServiceValue, Stats, TraceConfig, VipValue,
+    BACKEND_UP, COUNTER_COUNT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_L4_SERVICES, MAX_SERVICES, MAX_VIPS,
+    NO_BACKEND, TRACE_ANY_VIP, TRACE_NONE, TRACE_TARGET, TRACE_VIP4, TRACE_VIP6,
 };
 
 /// Services this node answers for; filled by userspace while the node is master.
@@ -92,6 +103,10 @@ static BACKENDS6: Array<Backend6Value> = Array::pinned(MAX_BACKENDS, 0);
 /// IPv6 L4 flows and their backend; least recently used first out.
 #[map(name = "CONNTRACK6")]
 static CONNTRACK6: LruHashMap<FlowKey6, FlowValue6> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// Entry 0: whether `tandem trace` runs, and for which virtual IP and port.
+#[map(name = "TRACE")]
+static TRACE: Array<TraceConfig> = Array::pinned(1, 0);
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -232,18 +247,86 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<u32, Malformed> {
         proto: protocol,
         _pad: [0; 3],
     };
+    let decision = decide(ctx, &key, frame_len);
+    if decision.reason != TRACE_NONE && traced4(daddr, key.dport) {
+        log_decision4(ctx, &key, &decision);
+    }
+    Ok(decision.action)
+}
+
+/// What the program did with a TCP/UDP packet, and why: what `tandem trace` shows.
+#[derive(Clone, Copy)]
+struct Decision {
+    action: u32,
+    /// The [`Counter`] that says why, or [`TRACE_NONE`] for a packet that is not for a
+    /// virtual IP (not traced).
+    reason: u32,
+    /// The backend id the packet went (or would have gone) to, or [`TRACE_NONE`].
+    backend: u32,
+    /// The connection-table outcome ([`Counter::FlowHit`], `FlowNew`, `FlowMoved`) or
+    /// [`TRACE_NONE`].
+    flow: u32,
+}
+
+impl Decision {
+    #[inline(always)]
+    fn of(action: u32, reason: Counter) -> Decision {
+        Decision {
+            action,
+            reason: reason as u32,
+            backend: TRACE_NONE,
+            flow: TRACE_NONE,
+        }
+    }
+
+    /// XDP_PASS for a packet that is not for one of this node's virtual IPs.
+    #[inline(always)]
+    fn not_ours() -> Decision {
+        Decision {
+            action: xdp_action::XDP_PASS,
+            reason: TRACE_NONE,
+            backend: TRACE_NONE,
+            flow: TRACE_NONE,
+        }
+    }
+
+    /// An L4 service's packet: forwarded to `backend` or dropped with `reason`.
+    #[inline(always)]
+    fn forwarded(action: u32, reason: Counter, backend: u32, flow: u32) -> Decision {
+        Decision {
+            action,
+            // A forwarded packet's reason is how its backend was found.
+            reason: if action == xdp_action::XDP_TX {
+                flow
+            } else {
+                reason as u32
+            },
+            backend: if backend < MAX_BACKENDS {
+                backend
+            } else {
+                TRACE_NONE
+            },
+            flow,
+        }
+    }
+}
+
+/// The verdict for an IPv4 TCP/UDP packet of flow `key`: its service's, or a drop for a
+/// virtual IP's port without one, or a pass for anything else.
+#[inline(always)]
+fn decide(ctx: &XdpContext, key: &FlowKey, frame_len: usize) -> Decision {
     let service_key = ServiceKey {
-        vip: daddr,
+        vip: key.dst,
         port: key.dport,
-        proto: protocol,
+        proto: key.proto,
         _pad: 0,
     };
     let Some(service) = SERVICES.get_ptr(service_key) else {
-        if VIPS.get_ptr(daddr).is_some() {
+        if VIPS.get_ptr(key.dst).is_some() {
             count(Counter::DropNoService);
-            return Ok(xdp_action::XDP_DROP);
+            return Decision::of(xdp_action::XDP_DROP, Counter::DropNoService);
         }
-        return Ok(xdp_action::XDP_PASS);
+        return Decision::not_ours();
     };
     count(Counter::ServiceHit);
     // SAFETY: a pointer from a map lookup, valid for this program run; the value is plain
@@ -251,10 +334,128 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<u32, Malformed> {
     let service = unsafe { *service };
     if service.mode != ServiceMode::Forward as u32 {
         count(Counter::PassL7);
-        return Ok(xdp_action::XDP_PASS);
+        return Decision::of(xdp_action::XDP_PASS, Counter::PassL7);
     }
-    let backend = choose_backend(&service, &key, true);
-    Ok(forward(ctx, &service, backend, frame_len))
+    let mut flow = TRACE_NONE;
+    let backend = choose_backend(&service, key, true, &mut flow);
+    let (action, reason) = forward(ctx, &service, backend, frame_len);
+    Decision::forwarded(action, reason, backend, flow)
+}
+
+/// [`decide`] for an IPv6 packet.
+#[inline(always)]
+fn decide6(ctx: &XdpContext, key: &FlowKey6, frame_len: usize) -> Decision {
+    let service_key = ServiceKey6 {
+        vip: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        _pad: 0,
+    };
+    let Some(service) = SERVICES6.get_ptr(&service_key) else {
+        if VIPS6.get_ptr(&key.dst).is_some() {
+            count(Counter::DropNoService);
+            return Decision::of(xdp_action::XDP_DROP, Counter::DropNoService);
+        }
+        return Decision::not_ours();
+    };
+    count(Counter::ServiceHit);
+    // SAFETY: as in decide.
+    let service = unsafe { *service };
+    if service.mode != ServiceMode::Forward as u32 {
+        count(Counter::PassL7);
+        return Decision::of(xdp_action::XDP_PASS, Counter::PassL7);
+    }
+    let mut flow = TRACE_NONE;
+    let backend = choose_backend6(&service, key, true, &mut flow);
+    let (action, reason) = forward6(ctx, &service, backend, frame_len);
+    Decision::forwarded(action, reason, backend, flow)
+}
+
+/// `a.b.c.d` (wire order) as the IPv6 address `::ffff:a.b.c.d`, the form decision records
+/// use for both families.
+#[inline(always)]
+fn ipv4_mapped(addr: u32) -> [u8; 16] {
+    let a = addr.to_ne_bytes();
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// Whether `tandem trace` wants packets for IPv4 virtual IP `vip` on `port` (both in wire
+/// order): the one TRACE lookup, made after the decision and for virtual IPs only.
+#[inline(always)]
+fn traced4(vip: u32, port: u16) -> bool {
+    let Some(config) = TRACE.get(0) else {
+        return false;
+    };
+    if config.enabled == 0 {
+        return false;
+    }
+    let v = config.vip;
+    let vip_matches = config.family == TRACE_ANY_VIP
+        || (config.family == TRACE_VIP4 && u32::from_ne_bytes([v[0], v[1], v[2], v[3]]) == vip);
+    vip_matches && (config.port == 0 || config.port == port)
+}
+
+/// [`traced4`] for an IPv6 virtual IP.
+#[inline(always)]
+fn traced6(vip: &[u8; 16], port: u16) -> bool {
+    let Some(config) = TRACE.get(0) else {
+        return false;
+    };
+    if config.enabled == 0 {
+        return false;
+    }
+    let vip_matches =
+        config.family == TRACE_ANY_VIP || (config.family == TRACE_VIP6 && config.vip == *vip);
+    vip_matches && (config.port == 0 || config.port == port)
+}
+
+/// Logs an IPv4 packet's decision for `tandem trace` (the record's format is described at
+/// `lb_common::TraceConfig`). Not inlined: the logging code stays out of the packet path.
+#[inline(never)]
+fn log_decision4(ctx: &XdpContext, key: &FlowKey, decision: &Decision) {
+    let src = ipv4_mapped(key.src);
+    let dst = ipv4_mapped(key.dst);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    info!(
+        ctx,
+        target: TRACE_TARGET,
+        "4 {:i} {} {:i} {} {} {} {} {} {} {}",
+        src,
+        u16::from_be(key.sport),
+        dst,
+        u16::from_be(key.dport),
+        key.proto,
+        decision.action,
+        decision.reason,
+        decision.backend,
+        decision.flow,
+        now
+    );
+}
+
+/// [`log_decision4`] for an IPv6 packet.
+#[inline(never)]
+fn log_decision6(ctx: &XdpContext, key: &FlowKey6, decision: &Decision) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    info!(
+        ctx,
+        target: TRACE_TARGET,
+        "6 {:i} {} {:i} {} {} {} {} {} {} {}",
+        key.src,
+        u16::from_be(key.sport),
+        key.dst,
+        u16::from_be(key.dport),
+        key.proto,
+        decision.action,
+        decision.reason,
+        decision.backend,
+        decision.flow,
+        now
+    );
 }
 
 /// Whether IPv6 next header `next` is an extension header (RFC 8200 §4, and the IANA list of
@@ -326,28 +527,11 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<u32, Malformed> {
         proto: next,
         _pad: [0; 3],
     };
-    let service_key = ServiceKey6 {
-        vip: daddr,
-        port: key.dport,
-        proto: next,
-        _pad: 0,
-    };
-    let Some(service) = SERVICES6.get_ptr(&service_key) else {
-        if VIPS6.get_ptr(&daddr).is_some() {
-            count(Counter::DropNoService);
-            return Ok(xdp_action::XDP_DROP);
-        }
-        return Ok(xdp_action::XDP_PASS);
-    };
-    count(Counter::ServiceHit);
-    // SAFETY: as in parse_ipv4.
-    let service = unsafe { *service };
-    if service.mode != ServiceMode::Forward as u32 {
-        count(Counter::PassL7);
-        return Ok(xdp_action::XDP_PASS);
+    let decision = decide6(ctx, &key, frame_len);
+    if decision.reason != TRACE_NONE && traced6(&key.dst, key.dport) {
+        log_decision6(ctx, &key, &decision);
     }
-    let backend = choose_backend6(&service, &key, true);
-    Ok(forward6(ctx, &service, backend, frame_len))
+    Ok(decision.action)
 }
 
 /// ICMPv6 for `daddr` (the message starts at `l4`): a Packet Too Big about an L4 flow goes to
@@ -398,8 +582,9 @@ fn icmp6(ctx: &XdpContext, l4: usize, daddr: &[u8; 16], frame_len: usize) -> u32
         _pad: [0; 3],
     };
     // An error message must not create a flow: only look it up (or compute where it would go).
-    let backend = choose_backend6(&service, &key, false);
-    let action = forward6(ctx, &service, backend, frame_len);
+    let mut not_traced = TRACE_NONE;
+    let backend = choose_backend6(&service, &key, false, &mut not_traced);
+    let (action, _) = forward6(ctx, &service, backend, frame_len);
     if action == xdp_action::XDP_TX {
         count(Counter::TxIcmp6PacketTooBig);
     }
@@ -450,8 +635,9 @@ fn icmp(ctx: &XdpContext, l3: usize, daddr: u32, frame_len: usize) -> u32 {
         _pad: [0; 3],
     };
     // An error message must not create a flow: only look it up (or compute where it would go).
-    let backend = choose_backend(&service, &key, false);
-    let action = forward(ctx, &service, backend, frame_len);
+    let mut not_traced = TRACE_NONE;
+    let backend = choose_backend(&service, &key, false, &mut not_traced);
+    let (action, _) = forward(ctx, &service, backend, frame_len);
     if action == xdp_action::XDP_TX {
         count(Counter::TxIcmpFragNeeded);
     }
@@ -460,9 +646,10 @@ fn icmp(ctx: &XdpContext, l3: usize, daddr: u32, frame_len: usize) -> u32 {
 
 /// The backend id for an IPv4 flow of an L4 service, or a drop reason counter's index at or
 /// above [`MAX_BACKENDS`] (plain integers: the verifier tracks them better than enums with
-/// payloads).
+/// payloads). `flow` gets the connection-table outcome (`FlowHit`, and with `record`
+/// `FlowNew` or `FlowMoved`) for `tandem trace`.
 #[inline(always)]
-fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
+fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool, flow_out: &mut u32) -> u32 {
     let mut moved = false;
     if let Some(flow) = CONNTRACK.get_ptr(key) {
         // SAFETY: map value pointer, plain data, copied at once.
@@ -473,6 +660,7 @@ fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
                 && backend.service == service.id
             {
                 count(Counter::FlowHit);
+                *flow_out = Counter::FlowHit as u32;
                 return flow.backend;
             }
         }
@@ -493,14 +681,19 @@ fn choose_backend(service: &ServiceValue, key: &FlowKey, record: bool) -> u32 {
         // A full table evicts its least recently used flow; a failed insert only means this
         // flow is placed by Maglev again on its next packet.
         let _ = CONNTRACK.insert(key, flow, 0);
-        count_placed(moved);
+        *flow_out = count_placed(moved) as u32;
     }
     id
 }
 
 /// [`choose_backend`] for an IPv6 flow: CONNTRACK6 and BACKENDS6, the same Maglev tables.
 #[inline(always)]
-fn choose_backend6(service: &ServiceValue, key: &FlowKey6, record: bool) -> u32 {
+fn choose_backend6(
+    service: &ServiceValue,
+    key: &FlowKey6,
+    record: bool,
+    flow_out: &mut u32,
+) -> u32 {
     let mut moved = false;
     if let Some(flow) = CONNTRACK6.get_ptr(key) {
         // SAFETY: map value pointer, plain data, copied at once.
@@ -511,6 +704,7 @@ fn choose_backend6(service: &ServiceValue, key: &FlowKey6, record: bool) -> u32 
                 && backend.service == service.id
             {
                 count(Counter::FlowHit);
+                *flow_out = Counter::FlowHit as u32;
                 return flow.backend;
             }
         }
@@ -530,7 +724,7 @@ fn choose_backend6(service: &ServiceValue, key: &FlowKey6, record: bool) -> u32 
         };
         // As for IPv4: a failed insert only means Maglev places the flow again.
         let _ = CONNTRACK6.insert(key, flow, 0);
-        count_placed(moved);
+        *flow_out = count_placed(moved) as u32;
     }
     id
 }
@@ -549,38 +743,41 @@ fn maglev_pick(service: &ServiceValue, hash: u64) -> u32 {
 }
 
 #[inline(always)]
-fn count_placed(moved: bool) {
-    count(if moved {
+fn count_placed(moved: bool) -> Counter {
+    let placed = if moved {
         Counter::FlowMoved
     } else {
         Counter::FlowNew
-    });
+    };
+    count(placed);
+    placed
 }
 
 /// Sends the frame to IPv4 backend `id` (or drops it with the reason `choose_backend` encoded).
+/// Returns the action and the reason counted for it (`Tx` when sent).
 #[inline(always)]
-fn forward(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> u32 {
+fn forward(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> (u32, Counter) {
     if id >= MAX_BACKENDS {
         count(Counter::DropNoBackend);
-        return xdp_action::XDP_DROP;
+        return (xdp_action::XDP_DROP, Counter::DropNoBackend);
     }
     let Some(backend) = BACKENDS.get(id) else {
         count(Counter::DropNoBackend);
-        return xdp_action::XDP_DROP;
+        return (xdp_action::XDP_DROP, Counter::DropNoBackend);
     };
     send_to_mac(ctx, service, id, backend.mac, frame_len)
 }
 
 /// Sends the frame to IPv6 backend `id` (or drops it with the reason `choose_backend6` encoded).
 #[inline(always)]
-fn forward6(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> u32 {
+fn forward6(ctx: &XdpContext, service: &ServiceValue, id: u32, frame_len: usize) -> (u32, Counter) {
     if id >= MAX_BACKENDS {
         count(Counter::DropNoBackend);
-        return xdp_action::XDP_DROP;
+        return (xdp_action::XDP_DROP, Counter::DropNoBackend);
     }
     let Some(backend) = BACKENDS6.get(id) else {
         count(Counter::DropNoBackend);
-        return xdp_action::XDP_DROP;
+        return (xdp_action::XDP_DROP, Counter::DropNoBackend);
     };
     send_to_mac(ctx, service, id, backend.mac, frame_len)
 }
@@ -594,13 +791,13 @@ fn send_to_mac(
     id: u32,
     dst: [u8; 6],
     frame_len: usize,
-) -> u32 {
+) -> (u32, Counter) {
     if dst == [0; 6] {
         count(Counter::DropNoMac);
-        return xdp_action::XDP_DROP;
+        return (xdp_action::XDP_DROP, Counter::DropNoMac);
     }
     let Ok(macs) = bytes_at::<12>(ctx, 0) else {
-        return xdp_action::XDP_PASS;
+        return (xdp_action::XDP_PASS, Counter::Pass);
     };
     let macs = macs as *mut [u8; 12];
     // SAFETY: bytes_at checked the 12 bytes lie within the frame, which XDP may write.
@@ -619,7 +816,7 @@ fn send_to_mac(
     unsafe { core::ptr::write_unaligned(macs, new) };
     add_stats(&SERVICE_STATS, service.id, frame_len);
     add_stats(&BACKEND_STATS, id, frame_len);
-    xdp_action::XDP_TX
+    (xdp_action::XDP_TX, Counter::Tx)
 }
 
 /// XDP_PASS, counting `reason` when the packet was for one of this node's virtual IPs.

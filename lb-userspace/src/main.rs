@@ -1,5 +1,5 @@
 //! The `tandem` command: runs a node (`run`), validates its config (`check`), talks to the
-//! running daemon (`status`, `reload`), and inspects the kernel data plane (`maps`,
+//! running daemon (`status`, `reload`), and inspects the kernel data plane (`maps`, `trace`,
 //! `xdp attach|detach`). Each subcommand is a thin shell over the
 //! library modules; errors reach the user as one line that says what to do.
 
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 use tandem::config;
+use tandem::dataplane::xdp::trace::{TraceFilter, TraceSwitch, Tracer, MAX_TRACE_SECONDS};
 use tandem::dataplane::xdp::{loader, pinned};
 use tandem::dataplane::AttachMode;
 use tandem::import;
@@ -62,6 +63,31 @@ enum Command {
         /// List every connection-table entry, not only how many there are.
         #[arg(long, short)]
         verbose: bool,
+    },
+    /// Show the XDP program's decision for each packet for a virtual IP, as it happens
+    ///
+    /// One line per TCP/UDP packet for a virtual IP (or only --vip, only --port): time (UTC),
+    /// client -> service/proto, verdict (tx, pass, drop), reason (the counter it was counted
+    /// under: flow_hit, flow_new, flow_moved, pass_l7, drop_no_service, drop_no_backend,
+    /// drop_no_mac), backend (address and id), connection table (hit, new, moved, or -).
+    /// Reads the pinned program directly (works with no daemon running); the program logs
+    /// only while a trace runs. One trace at a time: a second one is refused.
+    Trace {
+        /// Only packets for this virtual IP.
+        #[arg(long)]
+        vip: Option<std::net::IpAddr>,
+        /// Only packets for this service port.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
+        /// How long to trace, in seconds (at most 3600); Ctrl-C ends it sooner.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TRACE_SECONDS))]
+        seconds: u64,
+        /// The bpffs directory holding Tandem's pins [default: the config's node.bpf_pin_dir, else /sys/fs/bpf/tandem].
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// Read the pin directory from this config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Show the running daemon's live state: VRRP instances, services, backends, data plane.
     Status {
@@ -201,6 +227,13 @@ fn main() -> ExitCode {
             config,
             verbose,
         } => maps(json, pin_dir, config, verbose),
+        Command::Trace {
+            vip,
+            port,
+            seconds,
+            pin_dir,
+            config,
+        } => trace(TraceFilter { vip, port }, seconds, pin_dir, config),
         Command::Xdp { action } => xdp_command(action),
         Command::Import(args) => import(args),
         Command::Status {
@@ -320,13 +353,9 @@ fn maps(
     config_path: Option<PathBuf>,
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pin_dir = match (pin_dir, config_path) {
-        (Some(dir), _) => dir,
-        (None, Some(path)) => match load_config(&path) {
-            Ok(config) => config.node.bpf_pin_dir,
-            Err(code) => return Ok(code),
-        },
-        (None, None) => PathBuf::from(lb_common::DEFAULT_PIN_DIR),
+    let pin_dir = match pin_dir_of(pin_dir, config_path) {
+        Ok(dir) => dir,
+        Err(code) => return Ok(code),
     };
     let snapshot = pinned::read(&pin_dir, verbose)?;
     if json {
@@ -335,6 +364,121 @@ fn maps(
         print!("{}", snapshot.render_text());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pin directory to read: `--pin-dir`, else the one `--config` names, else the default.
+fn pin_dir_of(pin_dir: Option<PathBuf>, config_path: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    match (pin_dir, config_path) {
+        (Some(dir), _) => Ok(dir),
+        (None, Some(path)) => load_config(&path).map(|config| config.node.bpf_pin_dir),
+        (None, None) => Ok(PathBuf::from(lb_common::DEFAULT_PIN_DIR)),
+    }
+}
+
+fn trace(
+    filter: TraceFilter,
+    seconds: u64,
+    pin_dir: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let pin_dir = match pin_dir_of(pin_dir, config_path) {
+        Ok(dir) => dir,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(trace_for(
+        &pin_dir,
+        filter,
+        std::time::Duration::from_secs(seconds),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns tracing on, prints each decision until `duration` passes, Ctrl-C or SIGTERM, then
+/// turns it off (the guard does, on every way out of here).
+async fn trace_for(
+    pin_dir: &Path,
+    filter: TraceFilter,
+    duration: std::time::Duration,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let switch = TraceSwitch::open(pin_dir)?;
+    // The reader first, so that the first records after the switch are not missed.
+    let mut tracer = Tracer::attach(pin_dir)?;
+    let guard = switch.start(&filter)?;
+    eprintln!(
+        "tracing the decisions of XDP program {} ({}) in {} for {} s; Ctrl-C stops",
+        tracer.program_id(),
+        filter.describe(),
+        pin_dir.display(),
+        duration.as_secs()
+    );
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut stdout = std::io::stdout().lock();
+    let mut traced = 0u64;
+    let result: anyhow::Result<()> = loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break Ok(());
+        }
+        // Wake at least twice a second to notice a new program or another trace.
+        let wait = (deadline - now).min(std::time::Duration::from_millis(500));
+        let decisions = tokio::select! {
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            decisions = tracer.next(wait) => decisions,
+        };
+        let decisions = match decisions {
+            Ok(decisions) => decisions,
+            Err(e) => break Err(e.into()),
+        };
+        let mut written = Ok(());
+        for decision in &decisions {
+            let line = decision.render(decision.wall_time(), tracer.backend_address(decision));
+            written = writeln!(stdout, "{line}");
+            if written.is_err() {
+                break;
+            }
+            traced += 1;
+        }
+        if let Err(e) = written {
+            // The reader went away (`tandem trace | head`): stop quietly.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break Ok(());
+            }
+            break Err(anyhow::Error::new(e).context("writing to stdout"));
+        }
+        if let Err(e) = guard.check_owner() {
+            break Err(e.into());
+        }
+        match tracer.follow_reload() {
+            Ok(true) => eprintln!(
+                "the daemon loaded a new XDP program (id {}): tracing that one",
+                tracer.program_id()
+            ),
+            Ok(false) => {}
+            Err(e) => break Err(e.into()),
+        }
+    };
+    if result.is_ok() {
+        // What the program logged since the last wake-up, before the switch goes off.
+        for decision in tracer.read_now() {
+            let line = decision.render(decision.wall_time(), tracer.backend_address(&decision));
+            if writeln!(stdout, "{line}").is_err() {
+                break;
+            }
+            traced += 1;
+        }
+    }
+    drop(guard);
+    eprintln!("{traced} decision(s) traced; tracing is off");
+    result
 }
 
 fn xdp_command(action: XdpAction) -> anyhow::Result<ExitCode> {

@@ -529,6 +529,17 @@ fn pinned_backends(l4: &L4Lab) -> Vec<(u64, String)> {
 
 #[test]
 fn an_established_connection_survives_a_reload_that_inserts_a_backend_and_then_a_daemon_restart() {
+    reload_then_restart(false);
+}
+
+/// The same, when the first daemon was a version from before tracing (its pin directory has
+/// no TRACE map): the upgraded daemon creates TRACE and still keeps the flows and the ids.
+#[test]
+fn a_restart_that_upgrades_a_pin_directory_from_before_tracing_keeps_connections_and_ids() {
+    reload_then_restart(true);
+}
+
+fn reload_then_restart(from_before_tracing: bool) {
     let l4 = L4Lab::new();
     let _servers = more_backends(&l4);
     let path = l4.lab.work_dir().join("lb1-run.toml");
@@ -608,10 +619,16 @@ fn an_established_connection_survives_a_reload_that_inserts_a_backend_and_then_a
         .wait_exit(Duration::from_secs(10))
         .expect("tandem run stops on SIGTERM");
     assert_conversations_go_on(&l4, &mut conversations, "with no daemon");
+    let trace_pin = l4.lab.pin_dir(LB1).join(lb_common::TRACE_MAP);
+    if from_before_tracing {
+        std::fs::remove_file(&trace_pin).expect("unpin TRACE, as an older version never had it");
+    }
 
     // The same (reloaded) config again.
     let mut daemon = tandem_run(&l4, &path, 1);
     assert_conversations_go_on(&l4, &mut conversations, "after the restart");
+    assert!(trace_pin.exists(), "the restarted daemon pins TRACE");
+    assert_eq!(lb1_maps(&l4)["tracing"]["state"], "off");
     assert_eq!(
         pinned_backends(&l4),
         ids,

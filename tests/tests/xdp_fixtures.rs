@@ -25,6 +25,7 @@ use support::packets::{
 use tandem::backends::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use tandem::dataplane::xdp::loader;
 use tandem::dataplane::xdp::maps::KernelMaps;
+use tandem::dataplane::xdp::trace::{DecisionReader, TraceFilter, TraceSwitch};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -1172,4 +1173,237 @@ fn a_node_with_empty_maps_passes_every_ipv6_frame_for_the_vip() {
     check(&mut f, "backup node, IPv6 UDP", &dgram, XDP_PASS, &dgram);
     assert_eq!(f.counter("tx") + f.counter("drop"), 0);
     assert_eq!((f.counter("ipv6_tcp"), f.counter("ipv6_udp")), (3, 1));
+}
+
+/// `tandem trace`'s kernel half: the program logs a decision record only while TRACE is on,
+/// only for the traced VIP and port, and the record says what it did (verdict, reason,
+/// backend, connection-table hit or new).
+mod tracing {
+    use super::*;
+    use tandem::dataplane::xdp::trace::{backend_address, Decision};
+
+    fn reader(f: &mut Fixture) -> DecisionReader {
+        DecisionReader::of_loaded(&mut f.ebpf).expect("the program has a log ring buffer")
+    }
+
+    fn trace_on(f: &Fixture, vip: Option<std::net::IpAddr>, port: Option<u16>) -> impl Drop {
+        TraceSwitch::open(&f.pin_dir)
+            .expect("the TRACE map is pinned")
+            .start(&TraceFilter { vip, port })
+            .expect("no other trace runs")
+    }
+
+    #[test]
+    fn with_tracing_off_the_program_logs_nothing_and_counts_as_before() {
+        let mut f = Fixture::master();
+        let mut reader = reader(&mut f);
+        let (to_http1, _) = ports_to_each_backend(&f);
+        check(
+            &mut f,
+            "new flow",
+            &to_vip(L4_TCP, to_http1, SYN),
+            XDP_TX,
+            &rewritten(&to_vip(L4_TCP, to_http1, SYN), HTTP1_MAC, IFACE_MAC),
+        );
+        f.run(&to_vip(L4_TCP, to_http1, ACK));
+        f.run(&to_vip(CLOSED, to_http1, SYN));
+        f.run(&to_vip(WEB, to_http1, SYN));
+        f.run(&to_vip6(L4_TCP, to_http1, SYN));
+        assert_eq!(reader.read(), Vec::<Decision>::new());
+        let counted = |f: &Fixture| {
+            [
+                "ipv4_tcp",
+                "ipv6_tcp",
+                "service_hit",
+                "tx",
+                "drop",
+                "pass",
+                "flow_new",
+                "flow_hit",
+                "drop_no_service",
+                "pass_l7",
+            ]
+            .map(|name| f.counter(name))
+        };
+        assert_eq!(counted(&f), [4, 1, 4, 3, 1, 1, 2, 1, 1, 1]);
+
+        // A trace that ended leaves the program as quiet as one never traced.
+        drop(trace_on(&f, None, None));
+        f.run(&to_vip(L4_TCP, to_http1, ACK));
+        assert_eq!(reader.read(), Vec::<Decision>::new());
+    }
+
+    #[test]
+    fn a_traced_service_logs_one_decision_per_packet_new_then_hit_and_other_ports_nothing() {
+        let mut f = Fixture::master();
+        let mut reader = reader(&mut f);
+        let (_, to_http2) = ports_to_each_backend(&f);
+        let _trace = trace_on(&f, Some(VIP.into()), Some(L4_TCP));
+
+        let before = std::time::SystemTime::now();
+        let (verdict, _) = f.run(&to_vip(L4_TCP, to_http2, SYN));
+        let after = std::time::SystemTime::now();
+        assert_eq!(verdict, XDP_TX);
+        let first = reader.read();
+        assert_eq!(first.len(), 1, "{first:?}");
+        let d = &first[0];
+        let slack = std::time::Duration::from_millis(20);
+        assert!(
+            before - slack <= d.wall_time() && d.wall_time() <= after + slack,
+            "the record is dated when the program ran: {:?} not in {before:?}..{after:?}",
+            d.wall_time()
+        );
+        assert_eq!(d.client, (CLIENT, to_http2).into());
+        assert_eq!(d.service, (VIP, L4_TCP).into());
+        assert_eq!(d.proto, IPPROTO_TCP);
+        assert_eq!(
+            (
+                d.verdict(),
+                d.reason.map(|r| r.name()),
+                d.backend,
+                d.conntrack()
+            ),
+            ("tx", Some("flow_new"), Some(TCP_B2), "new")
+        );
+        assert_eq!(
+            backend_address(&f.maps, d),
+            Some((HTTP2, L4_TCP).into()),
+            "the line names the backend by its address"
+        );
+
+        f.run(&to_vip(L4_TCP, to_http2, ACK | PSH));
+        let second = reader.read();
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(
+            (
+                second[0].verdict(),
+                second[0].backend,
+                second[0].conntrack()
+            ),
+            ("tx", Some(TCP_B2), "hit")
+        );
+
+        // Another port of the same VIP (a service, a closed port) and the same port over
+        // IPv6: not traced.
+        f.run(&to_vip(WEB, to_http2, SYN));
+        f.run(&to_vip(CLOSED, to_http2, SYN));
+        f.run(&to_vip6(L4_TCP, to_http2, SYN));
+        assert_eq!(reader.read(), Vec::<Decision>::new());
+        // Counting goes on as without tracing.
+        assert_eq!((f.counter("flow_new"), f.counter("flow_hit")), (2, 1));
+    }
+
+    #[test]
+    fn tracing_every_vip_shows_drops_and_passes_with_their_reasons_for_both_families() {
+        let mut f = Fixture::master();
+        let mut reader = reader(&mut f);
+        let _trace = trace_on(&f, None, None);
+
+        f.run(&to_vip(CLOSED, 40000, SYN));
+        f.run(&to_vip(WEB, 40001, SYN));
+        f.run(&to_vip(NO_BACKENDS, 40002, SYN));
+        f.run(&to_vip(NO_MAC, 40003, SYN));
+        f.run(&to_vip6(L4_TCP, 40004, SYN));
+        // Not for a virtual IP: never traced.
+        f.run(&tcp_frame(
+            (IFACE_MAC, CLIENT_MAC),
+            (CLIENT, 40005),
+            (LB1, 22),
+            SYN,
+            b"",
+        ));
+        let seen: Vec<_> = reader
+            .read()
+            .iter()
+            .map(|d| {
+                (
+                    d.service.port(),
+                    d.verdict(),
+                    d.reason.map_or("-", |r| r.name()),
+                    d.conntrack(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (CLOSED, "drop", "drop_no_service", "-"),
+                (WEB, "pass", "pass_l7", "-"),
+                (NO_BACKENDS, "drop", "drop_no_backend", "-"),
+                (NO_MAC, "drop", "drop_no_mac", "new"),
+                (L4_TCP, "tx", "flow_new", "new"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ipv6_vip_filter_traces_that_vip_only() {
+        let mut f = Fixture::master();
+        let mut reader = reader(&mut f);
+        let _trace = trace_on(&f, Some(VIP6.into()), None);
+        f.run(&to_vip(L4_TCP, 40000, SYN));
+        f.run(&to_vip6(L4_UDP, 40000, SYN));
+        f.run(&udp6_frame(
+            (VIP_MAC, CLIENT_MAC),
+            (CLIENT6, 40001),
+            (VIP6, L4_UDP),
+            b"q",
+        ));
+        let decisions = reader.read();
+        assert_eq!(decisions.len(), 2, "{decisions:?}");
+        assert!(
+            decisions.iter().all(|d| d.service.ip() == VIP6),
+            "{decisions:?}"
+        );
+        // TCP to the UDP service's port: no such service.
+        assert_eq!(
+            decisions[0].reason.map(|r| r.name()),
+            Some("drop_no_service")
+        );
+        assert_eq!(decisions[1].proto, IPPROTO_UDP);
+        assert_eq!(
+            (decisions[1].verdict(), decisions[1].conntrack()),
+            ("tx", "new")
+        );
+    }
+}
+
+/// A pin directory from before tracing (every map but TRACE): `tandem maps` says tracing is
+/// unavailable rather than failing, and the next load (a daemon restart with this version)
+/// reuses the maps there and adds TRACE, off.
+#[test]
+fn a_pin_directory_from_before_tracing_gets_its_trace_map_on_the_next_load() {
+    use tandem::dataplane::xdp::pinned;
+    use tandem::dataplane::xdp::trace::Tracing;
+    let mut f = Fixture::master();
+    let trace_pin = f.pin_dir.join(lb_common::TRACE_MAP);
+    std::fs::remove_file(&trace_pin).expect("unpin TRACE, as an older version never pinned it");
+    let before = pinned::read(&f.pin_dir, false).expect("tandem maps reads an older pin set");
+    assert_eq!(before.tracing, Tracing::Unavailable);
+    assert!(before.render_text().contains("tracing   unavailable"));
+    match TraceSwitch::open(&f.pin_dir) {
+        Err(error @ loader::XdpError::NoTraceMap(_)) => assert!(
+            error.to_string().contains("restart the daemon"),
+            "tandem trace says what to do: {error}"
+        ),
+        Err(other) => panic!("tandem trace on an older pin set: {other}"),
+        Ok(_) => panic!("no TRACE map to open"),
+    }
+
+    f.ebpf = loader::load_unattached(&f.pin_dir).expect("the restart loads");
+    assert!(trace_pin.exists(), "the load pins a TRACE map");
+    let after = pinned::read(&f.pin_dir, false).unwrap();
+    assert_eq!(after.tracing, Tracing::Off);
+    assert_eq!(
+        after.services.len(),
+        before.services.len(),
+        "the other maps were reused, not emptied"
+    );
+    let mut reader = DecisionReader::of_loaded(&mut f.ebpf).unwrap();
+    let _trace = TraceSwitch::open(&f.pin_dir)
+        .unwrap()
+        .start(&TraceFilter::default())
+        .unwrap();
+    f.run(&to_vip(CLOSED, 40000, SYN));
+    assert_eq!(reader.read().len(), 1, "the new program traces");
 }

@@ -3,7 +3,8 @@
 //! Layout of a pin directory (default `/sys/fs/bpf/tandem`, one per node):
 //! - the maps (`lb_common::ALL_MAPS`), pinned by name. A later load with the same directory
 //!   reuses them, so counters, tables and the connection table survive a reload; a pinned map
-//!   whose layout differs from this build's (an older version's) is replaced, with a warning.
+//!   whose layout differs from this build's (an older version's) is replaced, with a warning;
+//!   a map an older version did not have (TRACE) is created beside the reused ones.
 //! - `tandem_xdp`: the program most recently loaded.
 //! - `link_<interface>`: one bpf_link per interface the program is attached to. The link, not
 //!   the process, keeps the program attached: removing the pin detaches it. A new load swaps
@@ -19,7 +20,7 @@ use aya::maps::MapData;
 use aya::programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, Xdp, XdpMode};
 pub use aya::Ebpf;
 use aya::EbpfLoader;
-use lb_common::{MapKind, MapLayout, ALL_MAPS, MAP_LAYOUTS, PROGRAM_NAME, PROGRAM_PIN};
+use lb_common::{MapKind, MapLayout, ALL_MAPS, MAP_LAYOUTS, PROGRAM_NAME, PROGRAM_PIN, TRACE_MAP};
 use tracing::{info, warn};
 
 use super::link::{self, AttachedMode};
@@ -30,6 +31,10 @@ const STANDARD_BPFFS: &str = "/sys/fs/bpf";
 /// `statfs(2)` f_type of a bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const LINK_PIN_PREFIX: &str = "link_";
+/// Maps that a pin directory left by an older version lacks and that hold no state (no flows,
+/// no numbering): the load creates them, and the directory's other maps still count as
+/// reused, so an upgrade keeps its flows and the backends' ids.
+const ADDED_LATER: [&str; 1] = [TRACE_MAP];
 
 /// The XDP object built by `cargo xtask build-ebpf`, when this binary was built with it.
 pub fn embedded_object() -> Option<&'static [u8]> {
@@ -81,6 +86,12 @@ pub enum XdpError {
     NotAttached { interface: String, pin_dir: PathBuf },
     #[error("no Tandem maps in {}: load the XDP program first (`tandem run` with dataplane = \"xdp\", or `cargo xtask build-and-load --iface IF`)", .0.display())]
     NoMaps(PathBuf),
+    #[error("no TRACE map in {}: the XDP program loaded there predates tracing; restart the daemon (`tandem run`) with this tandem version to load one that has it", .0.display())]
+    NoTraceMap(PathBuf),
+    #[error("another `tandem trace` is running; tracing is {0}: wait for it to end, or stop it (Ctrl-C)")]
+    TraceRunning(String),
+    #[error("another process took the TRACE switch over (tracing is now {0}); this trace stops")]
+    TraceLost(String),
     #[error("{what}: {detail}")]
     Kernel { what: String, detail: String },
 }
@@ -239,7 +250,10 @@ pub fn attach(interface: &str, mode: AttachMode, pin_dir: &Path) -> Result<Attac
             detach_link(interface, pin_dir)?;
         }
     }
-    let reused_maps = ALL_MAPS.iter().all(|name| pin_dir.join(name).exists());
+    let reused_maps = ALL_MAPS
+        .iter()
+        .filter(|name| !ADDED_LATER.contains(name))
+        .all(|name| pin_dir.join(name).exists());
     let result = load_and_attach(object, interface, if_index, mode, pin_dir, existing);
     if result.is_err() && !reused_maps && attached_interfaces(pin_dir).is_empty() {
         // A failed first load must not leave maps behind that a later load would "reuse".

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::loader::{attached_interfaces, XdpError};
 use super::maps::KernelMaps;
+use super::trace::Tracing;
 use crate::dataplane::plan::{proto_name, KernelKey, Share};
 use crate::wire::ethernet::Mac;
 
@@ -32,6 +33,8 @@ pub struct MapsSnapshot {
     pub program: Option<ProgramSummary>,
     /// Interfaces with a pinned Tandem link.
     pub attached: Vec<String>,
+    /// Whether `tandem trace` has the program log its decisions.
+    pub tracing: Tracing,
     /// Source MAC of forwarded frames.
     pub interface_mac: String,
     /// Packets per counter, summed over CPUs, by the names of [`lb_common::Counter::name`].
@@ -173,6 +176,7 @@ pub fn read(pin_dir: &Path, verbose: bool) -> Result<MapsSnapshot, XdpError> {
         pin_dir: pin_dir.to_owned(),
         program,
         attached: attached_interfaces(pin_dir),
+        tracing: Tracing::read(pin_dir)?,
         interface_mac: Mac(maps.iface()?.mac).to_string(),
         counters,
         vips,
@@ -303,6 +307,7 @@ impl MapsSnapshot {
                 .join(", ")
         };
         let _ = writeln!(out, "vips      {vips}");
+        let _ = writeln!(out, "tracing   {}", self.tracing.describe());
 
         let _ = writeln!(out, "\nservices ({})", self.services.len());
         if self.services.is_empty() {
@@ -378,6 +383,7 @@ mod tests {
             pin_dir: PathBuf::from("/sys/fs/bpf/tandem"),
             program: None,
             attached: vec!["eth0".to_owned()],
+            tracing: Tracing::Off,
             interface_mac: "02:00:00:00:00:64".to_owned(),
             counters: BTreeMap::new(),
             vips: vec!["198.18.0.99".parse().unwrap(), vip6],
