@@ -245,9 +245,101 @@ pub fn run(root: &Path, repetitions: usize, filter: Filter) -> anyhow::Result<()
     }
     println!("{table}");
     if filter.everything() {
+        write_chart(&root.join("docs").join(CHART_FILE), &cases, &losses)?;
+        table.push_str(&format!(
+            "\n![Time without service (pairs) or to the withdrawal (active-active), median with min-max]({CHART_FILE})\n"
+        ));
         crate::bench::report::replace_section(root, "Failover", &table)?;
     }
     Ok(())
+}
+
+/// The chart beside the table in docs/.
+const CHART_FILE: &str = "bench-failover.svg";
+
+/// A group of the chart: its label, and the pair case or the active-active loss it shows.
+type ChartCell = (
+    String,
+    Option<(Family, Duration, Stop)>,
+    Option<node_loss::Loss>,
+);
+
+/// Failover time per case and peer: the pairs' time without service, and for active-active
+/// the time to the withdrawal (until then only the lost node's share of new connections
+/// fails); median bars, min-max whiskers, in milliseconds.
+fn write_chart(
+    path: &std::path::Path,
+    cases: &[Case],
+    losses: &[(node_loss::Loss, Vec<node_loss::Measured>)],
+) -> anyhow::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let stats = |values: Vec<f64>| -> Option<(f64, f64, f64)> {
+        let mut values = values;
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        Some((
+            values[values.len() / 2],
+            values[0],
+            values[values.len() - 1],
+        ))
+    };
+    // The pairs' cells in table order, each once, then the active-active losses.
+    let mut cells: Vec<ChartCell> = Vec::new();
+    for case in cases {
+        let label = format!(
+            "{} {} {}",
+            case.family.name(),
+            humantime_ms(case.interval),
+            case.stop.word()
+        );
+        if !cells.iter().any(|(l, _, _)| *l == label) {
+            cells.push((label, Some((case.family, case.interval, case.stop)), None));
+        }
+    }
+    for (loss, _) in losses {
+        cells.push((format!("AA {}", loss.word()), None, Some(*loss)));
+    }
+    let pair_series = |pair: Pair| {
+        let figures: Vec<Option<(f64, f64, f64)>> = cells
+            .iter()
+            .map(|(_, key, _)| {
+                let (family, interval, stop) = (*key)?;
+                let case = cases.iter().find(|c| {
+                    c.pair == pair && c.family == family && c.interval == interval && c.stop == stop
+                })?;
+                stats(case.outages.iter().map(|o| ms(o.without_service)).collect())
+            })
+            .collect();
+        crate::bench::chart::Series {
+            name: format!("{} pair", pair.name()),
+            medians: figures.iter().map(|f| f.map(|f| f.0)).collect(),
+            ranges: figures.iter().map(|f| f.map(|f| (f.1, f.2))).collect(),
+        }
+    };
+    let mut series = vec![pair_series(Pair::Tandem), pair_series(Pair::Keepalived)];
+    let active: Vec<Option<(f64, f64, f64)>> = cells
+        .iter()
+        .map(|(_, _, loss)| {
+            let loss = (*loss)?;
+            let (_, measured) = losses.iter().find(|(l, _)| *l == loss)?;
+            stats(measured.iter().map(|m| ms(m.withdrawn)).collect())
+        })
+        .collect();
+    series.push(crate::bench::chart::Series {
+        name: "Tandem active-active (1 of 3 nodes)".to_owned(),
+        medians: active.iter().map(|f| f.map(|f| f.0)).collect(),
+        ranges: active.iter().map(|f| f.map(|f| (f.1, f.2))).collect(),
+    });
+    let labels: Vec<String> = cells.into_iter().map(|(label, _, _)| label).collect();
+    crate::bench::chart::grouped_bars(
+        path,
+        "cargo xtask bench failover: time without service / to withdrawal",
+        "milliseconds",
+        &labels,
+        &series,
+    )
 }
 
 fn measure(
