@@ -42,7 +42,8 @@ pub fn grouped_bars(
         })
         .fold(0.0f64, |a, &b| a.max(b))
         .max(1e-9)
-        * 1.15;
+        // Room above the tallest bar for the legend (upper right).
+        * 1.4;
     let width = (180 * cells.len().max(1) + 160) as u32;
     let root = SVGBackend::new(path, (width.max(640), 420)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
