@@ -54,6 +54,20 @@ fn node_section(lab: &Lab, host: &Host, dataplane: &str) -> String {
     )
 }
 
+/// The active-active lab with echo servers on both web servers and three HTTP nodes
+/// ([`http_node_config`]), once the router has all three as next hops. Bind the parts in this
+/// order, so they drop nodes first, then the backends, then the lab.
+fn http_cluster() -> (Lab, [EchoBackend; 2], Cluster) {
+    let lab = Lab::active_active().expect("lab");
+    let backends = [
+        EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1"),
+        EchoBackend::start(lab.host(HTTP2), 80, "http2").expect("echo on http2"),
+    ];
+    let cluster = Cluster::start(&lab, |host| http_node_config(&lab, host));
+    cluster.wait_for_next_hops(&lab, &NODES, SESSIONS_UP);
+    (lab, backends, cluster)
+}
+
 /// An HTTP node: `web` on the anycast VIP over both web servers, cookie sessions learned from
 /// the backends and replicated to the other nodes, and the VIP announced to the router.
 fn http_node_config(lab: &Lab, host: &Host) -> String {
@@ -141,11 +155,7 @@ fn requests_for(node: &TandemNode, service: &str) -> u64 {
 #[test]
 fn every_node_that_can_serve_is_a_next_hop_and_connections_spread_over_them() {
     let _serial = one_at_a_time();
-    let lab = Lab::active_active().expect("lab");
-    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
-    let _http2 = EchoBackend::start(lab.host(HTTP2), 80, "http2").expect("echo on http2");
-    let cluster = Cluster::start(&lab, |host| http_node_config(&lab, host));
-    cluster.wait_for_next_hops(&lab, &NODES, SESSIONS_UP);
+    let (lab, _backends, cluster) = http_cluster();
 
     for name in NODES {
         let status = cluster.node(name).status().expect("status");
@@ -200,11 +210,7 @@ fn every_node_that_can_serve_is_a_next_hop_and_connections_spread_over_them() {
 #[test]
 fn a_node_is_withdrawn_when_it_cannot_serve_when_drained_and_when_stopping_and_comes_back() {
     let _serial = one_at_a_time();
-    let lab = Lab::active_active().expect("lab");
-    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
-    let _http2 = EchoBackend::start(lab.host(HTTP2), 80, "http2").expect("echo on http2");
-    let mut cluster = Cluster::start(&lab, |host| http_node_config(&lab, host));
-    cluster.wait_for_next_hops(&lab, &NODES, SESSIONS_UP);
+    let (lab, _backends, mut cluster) = http_cluster();
     let tandem = tandem_lab::tandem_binary().expect("tandem");
     let run = |node: &str, args: &[&str]| {
         let output = std::process::Command::new(&tandem)
@@ -287,11 +293,7 @@ fn a_node_is_withdrawn_when_it_cannot_serve_when_drained_and_when_stopping_and_c
 #[test]
 fn a_killed_node_is_withdrawn_at_once_and_a_frozen_one_within_the_hold_time() {
     let _serial = one_at_a_time();
-    let lab = Lab::active_active().expect("lab");
-    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
-    let _http2 = EchoBackend::start(lab.host(HTTP2), 80, "http2").expect("echo on http2");
-    let mut cluster = Cluster::start(&lab, |host| http_node_config(&lab, host));
-    cluster.wait_for_next_hops(&lab, &NODES, SESSIONS_UP);
+    let (lab, _backends, mut cluster) = http_cluster();
 
     // SIGKILL: the daemon cannot withdraw anything, but BIRD dies with it (PR_SET_PDEATHSIG)
     // and its sessions close, so the router withdraws at once, not after the hold time.
@@ -359,11 +361,7 @@ fn a_killed_node_is_withdrawn_at_once_and_a_frozen_one_within_the_hold_time() {
 #[test]
 fn a_cookie_session_keeps_its_backend_whichever_node_a_request_reaches() {
     let _serial = one_at_a_time();
-    let lab = Lab::active_active().expect("lab");
-    let _http1 = EchoBackend::start(lab.host(HTTP1), 80, "http1").expect("echo on http1");
-    let _http2 = EchoBackend::start(lab.host(HTTP2), 80, "http2").expect("echo on http2");
-    let cluster = Cluster::start(&lab, |host| http_node_config(&lab, host));
-    cluster.wait_for_next_hops(&lab, &NODES, SESSIONS_UP);
+    let (lab, _backends, cluster) = http_cluster();
     let client = lab.host(CLIENT);
 
     // Each session is learned where its login lands; then its requests go to every node.

@@ -93,14 +93,7 @@ struct Pair {
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
-    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let stop = prepare(root)?;
     let lab = Lab::dual_stack()?;
     let mut who = Vec::new();
     let mut backends = Vec::new();
@@ -148,31 +141,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     }
     tour(&lab, &pair);
 
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    prompt();
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if !command(&lab, &mut pair, line.trim()) {
-                    break;
-                }
-                prompt();
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
+    prompt_loop(&stop, |line| command(&lab, &mut pair, line));
     println!("\ntearing down the lab {}", lab.id());
     drop(pair);
     drop(who);
@@ -183,6 +152,45 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 /// The tandem binary the lab runs (the release build), as the tour's commands name it.
 fn tandem_bin() -> String {
     std::env::var("TANDEM_BIN").unwrap_or_else(|_| "tandem".to_owned())
+}
+
+/// What both labs set first: the binaries they run (the release build) and the Ctrl-C
+/// handler; the flag it returns is set on Ctrl-C or SIGTERM.
+fn prepare(root: &Path) -> anyhow::Result<Arc<AtomicBool>> {
+    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
+    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// Reads command lines from the terminal and hands each (trimmed) to `command`, whose false
+/// means quit, until then, the end of input, or `stop` (Ctrl-C, SIGTERM).
+fn prompt_loop(stop: &AtomicBool, mut command: impl FnMut(&str) -> bool) {
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    prompt();
+    while !stop.load(Ordering::SeqCst) {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if !command(line.trim()) {
+                    break;
+                }
+                prompt();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
 }
 
 fn prompt() {

@@ -9,10 +9,7 @@
 //! serve it. A tour, then a prompt to kill, freeze, stop, drain and restart nodes and watch the
 //! router's next hops follow.
 
-use std::io::BufRead as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -82,14 +79,7 @@ struct Cluster {
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    std::env::set_var("TANDEM_ECHO_BIN", root.join("target/release/tandem-echo"));
-    std::env::set_var("TANDEM_BIN", root.join("target/release/tandem"));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let stop = super::prepare(root)?;
     let lab = Lab::active_active()?;
     let mut who = Vec::new();
     let mut backends = Vec::new();
@@ -123,42 +113,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     }
     tour(&lab, &cluster);
 
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    prompt();
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if !command(&lab, &mut cluster, line.trim()) {
-                    break;
-                }
-                prompt();
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
+    super::prompt_loop(&stop, |line| command(&lab, &mut cluster, line));
     println!("\ntearing down the lab {}", lab.id());
     drop(cluster);
     drop(who);
     drop(lab);
     Ok(())
-}
-
-fn prompt() {
-    use std::io::Write as _;
-    print!("lab> ");
-    let _ = std::io::stdout().flush();
 }
 
 fn tour(lab: &Lab, cluster: &Cluster) {
