@@ -134,6 +134,25 @@ fn vip_http() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(ANYCAST_VIP, HTTP_PORT))
 }
 
+/// 45 requests on new connections from the client to `vip`, each answered 200; how many of
+/// them each node's `service` answered, in the order of [`NODES`].
+fn send_45_requests(lab: &Lab, cluster: &Cluster, vip: SocketAddr, service: &str) -> Vec<u64> {
+    let client = lab.host(CLIENT);
+    for request in 0..45 {
+        let response = http_get(client, vip, "/", &[]).unwrap_or_else(|error| {
+            panic!(
+                "request {request} through the VIP {vip}: {error:#}\n{}",
+                cluster.logs()
+            )
+        });
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    NODES
+        .iter()
+        .map(|name| requests_for(cluster.node(name), service))
+        .collect()
+}
+
 /// How many requests `node`'s proxy has answered for `web`.
 fn requests_on(node: &TandemNode) -> u64 {
     requests_for(node, "web")
@@ -171,20 +190,7 @@ fn every_node_that_can_serve_is_a_next_hop_and_connections_spread_over_them() {
         );
     }
 
-    let client = lab.host(CLIENT);
-    for request in 0..45 {
-        let response = http_get(client, vip_http(), "/", &[]).unwrap_or_else(|error| {
-            panic!(
-                "request {request} through the VIP: {error:#}\n{}",
-                cluster.logs()
-            )
-        });
-        assert_eq!(response.status, 200, "{response:?}");
-    }
-    let served: Vec<u64> = NODES
-        .iter()
-        .map(|name| requests_on(cluster.node(name)))
-        .collect();
+    let served = send_45_requests(&lab, &cluster, vip_http(), "web");
     assert_eq!(
         served.iter().sum::<u64>(),
         45,
@@ -643,19 +649,7 @@ fn ipv6_clients_reach_the_ipv6_anycast_vip_through_every_node_and_lose_a_killed_
     }
     let client = lab.host(CLIENT);
     let vip6 = SocketAddr::new(ANYCAST_VIP6.into(), HTTP_PORT);
-    for request in 0..45 {
-        let response = http_get(client, vip6, "/", &[]).unwrap_or_else(|error| {
-            panic!(
-                "IPv6 request {request} through the VIP: {error:#}\n{}",
-                cluster.logs()
-            )
-        });
-        assert_eq!(response.status, 200, "{response:?}");
-    }
-    let served: Vec<u64> = NODES
-        .iter()
-        .map(|name| requests_for(cluster.node(name), "web6"))
-        .collect();
+    let served = send_45_requests(&lab, &cluster, vip6, "web6");
     assert!(
         served.iter().all(|&count| count > 0),
         "the router spread 45 IPv6 connections over the three nodes: {served:?}"

@@ -154,6 +154,24 @@ fn tandem_bin() -> String {
     std::env::var("TANDEM_BIN").unwrap_or_else(|_| "tandem".to_owned())
 }
 
+/// `stop|start http1|http2`, the same in both labs: stops or starts that Apache.
+fn backend_command(
+    backends: &mut [(String, Apache)],
+    verb: &str,
+    backend: &str,
+) -> anyhow::Result<()> {
+    let Some((_, apache)) = backends.iter_mut().find(|(name, _)| name == backend) else {
+        return Ok(());
+    };
+    if verb == "stop" {
+        apache.stop()?;
+    } else {
+        apache.restart()?;
+    }
+    println!("{verb} {backend}: done");
+    Ok(())
+}
+
 /// What both labs set first: the binaries they run (the release build) and the Ctrl-C
 /// handler; the flag it returns is set on Ctrl-C or SIGTERM.
 fn prepare(root: &Path) -> anyhow::Result<Arc<AtomicBool>> {
@@ -336,19 +354,9 @@ fn command(lab: &Lab, pair: &mut Pair, line: &str) -> bool {
             }
             Ok(())
         }
-        [verb @ ("stop" | "start"), backend @ ("http1" | "http2")] => pair
-            .backends
-            .iter_mut()
-            .find(|(name, _)| name == backend)
-            .map(|(_, apache)| {
-                if *verb == "stop" {
-                    apache.stop()
-                } else {
-                    apache.restart()
-                }
-            })
-            .unwrap_or(Ok(()))
-            .map(|()| println!("{verb} {backend}: done")),
+        [verb @ ("stop" | "start"), backend @ ("http1" | "http2")] => {
+            backend_command(&mut pair.backends, verb, backend)
+        }
         [verb @ ("stop" | "kill" | "start"), node @ ("lb1" | "lb2")] => {
             node_command(lab, pair, verb, node)
         }

@@ -208,19 +208,9 @@ fn command(lab: &Lab, cluster: &mut Cluster, line: &str) -> bool {
             status(lab, cluster);
             Ok(())
         }
-        [verb @ ("stop" | "start"), backend @ ("http1" | "http2")] => cluster
-            .backends
-            .iter_mut()
-            .find(|(name, _)| name == backend)
-            .map(|(_, apache)| {
-                if *verb == "stop" {
-                    apache.stop()
-                } else {
-                    apache.restart()
-                }
-            })
-            .unwrap_or(Ok(()))
-            .map(|()| println!("{verb} {backend}: done")),
+        [verb @ ("stop" | "start"), backend @ ("http1" | "http2")] => {
+            super::backend_command(&mut cluster.backends, verb, backend)
+        }
         [verb, node @ ("lb1" | "lb2" | "lb3")] => node_command(lab, cluster, verb, node),
         _ => {
             println!("unknown command {line:?}");
