@@ -16,6 +16,58 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::h1::client::BoxError;
 
+/// A client's request body: from hyper's HTTP/1.1 server (requests handed off to it) or from
+/// an HTTP/2 stream of the engine's server.
+pub enum ClientBody {
+    Empty,
+    Hyper(Incoming),
+    Stream(super::h2::RequestBody),
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientBody::Empty => "ClientBody::Empty",
+            ClientBody::Hyper(_) => "ClientBody::Hyper",
+            ClientBody::Stream(_) => "ClientBody::Stream",
+        })
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
+            ClientBody::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(body) => body.is_end_stream(),
+            ClientBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(body) => body.size_hint(),
+            ClientBody::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A request body as sent to a backend.
 #[derive(Debug)]
 pub enum ForwardBody {
@@ -26,7 +78,7 @@ pub enum ForwardBody {
 /// A client's body that several attempts can hold in turn.
 #[derive(Debug)]
 pub struct SharedBody {
-    body: Mutex<Option<Incoming>>,
+    body: Mutex<Option<ClientBody>>,
     started: AtomicBool,
     hint: SizeHint,
     /// `max_body_size`, and the body bytes that went through so far.
@@ -36,7 +88,7 @@ pub struct SharedBody {
 
 impl ForwardBody {
     /// Wraps a client's body, which may have `max` bytes; an empty one needs no sharing.
-    pub fn new(body: Incoming, max: Option<u64>) -> Self {
+    pub fn new(body: ClientBody, max: Option<u64>) -> Self {
         if body.is_end_stream() {
             return ForwardBody::Empty;
         }
@@ -105,7 +157,7 @@ impl Body for ForwardBody {
                         .into())));
                     }
                 }
-                polled.map(|frame| frame.map(|frame| frame.map_err(BoxError::from)))
+                polled
             }
         }
     }

@@ -19,8 +19,8 @@ pub struct Engine {
     /// The proxy's `max_connections` budget, given back as connections close.
     pub budget: Arc<tokio::sync::Semaphore>,
     pub connection_counters: Arc<super::stats::ConnectionCounters>,
-    /// hyper's server side, for HTTP/2 clients and requests handed off to it.
-    pub hyper: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// hyper's HTTP/1.1 server, for requests handed off to it.
+    pub hyper: hyper::server::conn::http1::Builder,
     /// Cancelled after the shutdown grace: connections hyper serves close at once.
     pub force_close: tokio_util::sync::CancellationToken,
     /// The header and idle timeouts of client connections (enforced by their client I/O).
@@ -36,6 +36,8 @@ pub struct Engine {
     pub server_timeout: std::time::Duration,
     /// Largest request body accepted (413 beyond), if limited.
     pub max_body_size: Option<u64>,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2) accepted.
+    pub max_header_size: usize,
     /// Connections per client address, if limited (shared by every worker).
     pub per_client: Option<Arc<super::per_client::ClientTable>>,
     pub access_log: AccessLogger,

@@ -21,11 +21,10 @@ use std::time::{Instant, SystemTime};
 use bytes::BytesMut;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, REFERER, USER_AGENT};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use tracing::debug;
 
 use super::access_log::{AccessLogger, Record};
-use super::backend::ForwardBody;
+use super::backend::{ClientBody, ForwardBody};
 use super::body::{Finish, ResponseBody};
 use super::connection::Connection;
 use super::guard::ConnActivity;
@@ -96,7 +95,7 @@ impl Finish for Done {
 }
 
 /// Answers one request.
-pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(conn: Arc<Connection>, request: Request<ClientBody>) -> Response<ResponseBody> {
     let started = Instant::now();
     conn.activity.stream_started();
     let (mut parts, body) = request.into_parts();

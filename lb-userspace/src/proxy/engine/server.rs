@@ -7,8 +7,10 @@
 //!
 //! Sockets are bound with IP_FREEBIND, so a node can listen on the virtual address before it
 //! holds it. Connections are accepted within the `max_connections` budget, TLS is terminated
-//! where the listener has certificates, and each connection is served by hyper (HTTP/1.1 and
-//! HTTP/2) behind [`ClientIo`]'s checks and timeouts. Requests go to [`forward::handle`].
+//! where the listener has certificates, and each connection is served behind [`ClientIo`]'s
+//! checks and timeouts: HTTP/1.1 by the engine's [`h1`] (hyper's HTTP/1.1 server takes the
+//! connections it hands off), HTTP/2 by the engine's [`h2`], whose streams go to
+//! [`forward::handle`].
 //!
 //! Shutdown: when the token is cancelled the accept loops stop, every connection is asked to
 //! finish (HTTP/1.1: after the current response; HTTP/2: GOAWAY) for up to 5 s, then closed;
@@ -22,8 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,12 +35,13 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::access_log::AccessLogger;
+use super::backend::ClientBody;
 use super::backend::PoolSettings;
-use super::batched::BatchedWrites;
 use super::connection::{Connection, Engine};
 use super::forward;
 use super::guard::{ClientEvents, ClientIo, Timeouts};
 use super::h1;
+use super::h2;
 use super::headers::Forwarded;
 use super::routes::ListenerEntry;
 use super::sender_pool;
@@ -58,18 +60,6 @@ const ALLOCATOR_COLLECT: Duration = Duration::from_secs(1);
 const POOL_SWEEP: Duration = Duration::from_secs(10);
 /// Idle connections kept per backend and worker.
 const POOL_MAX_IDLE: usize = 128;
-/// Response bytes buffered per HTTP/2 stream while the client's window is closed (h2's
-/// default, 400 KiB, adds up with many streams of large bodies). Measured with 640 streams of
-/// 100 KiB: 16 KiB here and in the backend reads cost a third of the throughput, 32 KiB gave
-/// as much as 64 KiB with a quarter less memory.
-const H2_SEND_BUFFER: usize = 32 * 1024;
-/// HTTP/2 streams one client connection may have open at once (Envoy's advice for a proxy
-/// at the edge: 100).
-const MAX_STREAMS: u32 = 100;
-/// How often an HTTP/2 client that has sent nothing is PINGed, and how long it has to answer
-/// before its connection is closed as dead.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long open connections get to finish after shutdown before they are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -289,7 +279,7 @@ impl ServerSide {
             engine: Arc::new(Engine {
                 budget: Arc::clone(&shared.budget),
                 connection_counters: Arc::clone(&shared.counters),
-                hyper: server_builder(settings),
+                hyper: server_builder(),
                 force_close,
                 client_timeouts: Timeouts {
                     header: settings.header_timeout,
@@ -308,6 +298,7 @@ impl ServerSide {
                 client_timeout: settings.client_timeout,
                 server_timeout: settings.server_timeout,
                 max_body_size: settings.max_body_size,
+                max_header_size: settings.max_header_size,
                 per_client: shared.per_client.clone(),
                 access_log,
             }),
@@ -354,31 +345,16 @@ impl ServeProbe {
     }
 }
 
-/// hyper's server side: HTTP/1.1 with keep-alive and HTTP/2, chosen per connection.
-fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1.1 server, for the connections the engine hands off (requests for services
+/// whose backends hyper's client reaches).
+fn server_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .keep_alive(true)
         // The client's EOF is seen only between requests: ClientIo relies on it to answer a
         // refused head after the responses before it.
         .half_close(true)
         .timer(TokioTimer::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS)
-        // Dead clients are found by PINGs of our own (a PING the client sends keeps nothing
-        // open: see guard::ConnActivity).
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT)
-        // Streams the client opens and resets before they are accepted (h2's own defence
-        // against rapid reset); resets after that are counted by the engine.
-        .max_pending_accept_reset_streams(20)
-        // Streams we reset for the client's protocol errors before the connection goes.
-        .max_local_error_reset_streams(100)
-        .max_send_buf_size(H2_SEND_BUFFER)
-        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
     builder
 }
 
@@ -616,8 +592,8 @@ fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Serves one client connection until it ends, or until shutdown (graceful, then forced):
-/// HTTP/1 by the engine in [`h1`], HTTP/2 (the preface on a cleartext connection) and
-/// requests for services hyper's client reaches by hyper.
+/// HTTP/1 by the engine in [`h1`], HTTP/2 (the preface on a cleartext connection) by [`h2`],
+/// and requests for services hyper's client reaches by hyper's HTTP/1.1 server.
 ///
 /// The session is built before the task starts and kept in one allocation: the task stores a
 /// pointer, not a copy of each part at each level of calls (an idle connection holds this,
@@ -633,17 +609,17 @@ where
         h1::Outcome::HandOff(read) => (false, read),
         _ => return,
     };
-    // hyper serves the rest of the connection, from the bytes already read.
     let (io, connection, shutdown) = session.into_parts();
-    let io = h1::Prefixed::new(io, read);
     if http2 {
-        Box::pin(serve_hyper(BatchedWrites::new(io), connection, shutdown)).await;
+        Box::pin(h2::serve(io, read, connection, shutdown)).await;
     } else {
+        // hyper serves the rest of the connection, from the bytes already read.
+        let io = h1::Prefixed::new(io, read);
         Box::pin(serve_hyper(io, connection, shutdown)).await;
     }
 }
 
-/// A connection to an HTTPS listener: the handshake, then HTTP/2 by hyper (ALPN h2) or
+/// A connection to an HTTPS listener: the handshake, then HTTP/2 by [`h2`] (ALPN h2) or
 /// HTTP/1.1 by the engine.
 #[allow(clippy::too_many_arguments)]
 async fn serve_tls(
@@ -669,7 +645,7 @@ async fn serve_tls(
     let (io, connection) = client_io(tls, true, http2, &server, listener, peer, Some(admitted));
     handshaking.done();
     if http2 {
-        Box::pin(serve_hyper(BatchedWrites::new(io), connection, shutdown)).await;
+        Box::pin(h2::serve(io, bytes::Bytes::new(), connection, shutdown)).await;
         return;
     }
     serve_client(Box::new(h1::Session::new(io, connection, shutdown))).await;
@@ -684,7 +660,10 @@ where
     let engine = Arc::clone(&connection.engine);
     let service = service_fn(move |request| {
         let connection = Arc::clone(&connection);
-        async move { Ok::<_, Infallible>(forward::handle(connection, request).await) }
+        async move {
+            let request = request.map(ClientBody::Hyper);
+            Ok::<_, Infallible>(forward::handle(connection, request).await)
+        }
     });
     let serving = engine.hyper.serve_connection(TokioIo::new(io), service);
     tokio::pin!(serving);
