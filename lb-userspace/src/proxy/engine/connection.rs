@@ -38,6 +38,8 @@ pub struct Engine {
     pub max_body_size: Option<u64>,
     /// Largest request head (HTTP/1.1) or header list (HTTP/2) accepted.
     pub max_header_size: usize,
+    /// This worker's place among the workers' loads (none for the probe's server).
+    pub load: Option<WorkerLoad>,
     /// Connections per client address, if limited (shared by every worker).
     pub per_client: Option<Arc<super::per_client::ClientTable>>,
     pub access_log: AccessLogger,
@@ -46,10 +48,46 @@ pub struct Engine {
 impl Engine {
     /// A counted connection closed: out of the open count, its place in the budget free.
     pub fn connection_closed(&self) {
+        if let Some(load) = &self.load {
+            load.left_from(load.index);
+        }
         self.connection_counters
             .open
             .fetch_sub(1, Ordering::Relaxed);
         self.budget.add_permits(1);
+    }
+}
+
+/// The connections each worker has open, and which one this is: a worker that has more than
+/// another hands a new connection over (see the accept loop in `server`).
+pub struct WorkerLoad {
+    pub loads: Arc<[std::sync::atomic::AtomicUsize]>,
+    pub index: usize,
+}
+
+impl WorkerLoad {
+    /// The worker with the fewest connections, if it has fewer than this one.
+    pub fn less_loaded_other(&self) -> Option<usize> {
+        let mine = self.loads.get(self.index)?.load(Ordering::Relaxed);
+        let (least, count) = self
+            .loads
+            .iter()
+            .map(|load| load.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, count)| count)?;
+        (count < mine).then_some(least)
+    }
+
+    pub fn arrived_at(&self, worker: usize) {
+        if let Some(load) = self.loads.get(worker) {
+            load.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn left_from(&self, worker: usize) {
+        if let Some(load) = self.loads.get(worker) {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -156,5 +194,28 @@ impl ClientEvents for Connection {
             referer: None,
             user_agent: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_worker_hands_a_connection_to_a_less_loaded_one_only() {
+        let loads: Arc<[AtomicUsize]> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let first = WorkerLoad {
+            loads: Arc::clone(&loads),
+            index: 0,
+        };
+        assert_eq!(first.less_loaded_other(), None, "all equal: keep it");
+        first.arrived_at(0);
+        first.arrived_at(1);
+        assert_eq!(first.less_loaded_other(), Some(2));
+        first.arrived_at(2);
+        assert_eq!(first.less_loaded_other(), None);
+        first.left_from(1);
+        assert_eq!(first.less_loaded_other(), Some(1));
     }
 }

@@ -95,6 +95,11 @@ struct Server<I> {
     settings_seen: bool,
     out: Output,
     decoder: hpack::Decoder,
+    /// Where decoded values are copied, to be shared by the requests' headers without an
+    /// allocation each (one per few KiB of headers).
+    arena: BytesMut,
+    /// Where response heads are encoded (reused).
+    block: Vec<u8>,
     max_header_size: usize,
     /// A header block waiting for its CONTINUATION frames.
     continuation: Option<Continuation>,
@@ -190,6 +195,8 @@ where
             settings_seen: false,
             out,
             decoder: hpack::Decoder::new(4096),
+            arena: BytesMut::new(),
+            block: Vec::new(),
             max_header_size,
             continuation: None,
             streams: HashMap::new(),
@@ -285,6 +292,8 @@ where
                         if self.streams.is_empty() && self.out.is_empty() {
                             // An idle connection holds no buffers.
                             self.out.release();
+                            self.arena = BytesMut::new();
+                            self.block = Vec::new();
                             if self.input.is_empty() {
                                 self.input = BytesMut::new();
                             }
@@ -384,21 +393,37 @@ where
             self.input.advance(frame::PREFACE.len());
             self.preface_seen = true;
         }
-        while let Some(header) = Header::parse(&self.input) {
+        // Taken out while its frames are handled, so they can be read in place; DATA alone
+        // is split off (its payload goes on to the backend as it is).
+        let mut input = std::mem::take(&mut self.input);
+        let handled = self.on_frames(&mut input);
+        if self.closing {
+            input.clear();
+        }
+        self.input = input;
+        handled
+    }
+
+    fn on_frames(&mut self, input: &mut BytesMut) -> Result<(), Reason> {
+        while let Some(header) = Header::parse(input) {
             if header.length > frame::DEFAULT_MAX_FRAME as usize {
                 return Err(Reason::FrameSizeError);
             }
-            if self.input.len() < frame::HEADER_LEN + header.length {
-                self.input
-                    .reserve(frame::HEADER_LEN + header.length - self.input.len());
+            if input.len() < frame::HEADER_LEN + header.length {
+                input.reserve(frame::HEADER_LEN + header.length - input.len());
                 break;
             }
-            self.input.advance(frame::HEADER_LEN);
-            let payload = self.input.split_to(header.length).freeze();
             if !self.settings_seen && header.kind != kind::SETTINGS {
                 return Err(Reason::ProtocolError);
             }
-            self.on_frame(header, payload)?;
+            input.advance(frame::HEADER_LEN);
+            if header.kind == kind::DATA && self.continuation.is_none() {
+                let payload = input.split_to(header.length).freeze();
+                self.on_data(header, &payload)?;
+            } else {
+                self.on_frame(header, &input[..header.length])?;
+                input.advance(header.length);
+            }
             if self.closing {
                 break;
             }
@@ -406,7 +431,7 @@ where
         Ok(())
     }
 
-    fn on_frame(&mut self, header: Header, payload: Bytes) -> Result<(), Reason> {
+    fn on_frame(&mut self, header: Header, payload: &[u8]) -> Result<(), Reason> {
         if let Some(mut continuation) = self.continuation.take() {
             if header.kind != kind::CONTINUATION || header.stream != continuation.stream {
                 return Err(Reason::ProtocolError);
@@ -414,7 +439,7 @@ where
             if continuation.block.len() + payload.len() > MAX_BLOCK {
                 return Err(Reason::EnhanceYourCalm);
             }
-            continuation.block.extend_from_slice(&payload);
+            continuation.block.extend_from_slice(payload);
             if header.flags & flag::END_HEADERS != 0 {
                 let Continuation {
                     stream,
@@ -427,15 +452,16 @@ where
             return Ok(());
         }
         match header.kind {
-            kind::DATA => self.on_data(header, &payload),
-            kind::HEADERS => self.on_headers(header, &payload),
+            // DATA in the middle of a header block.
+            kind::DATA => Err(Reason::ProtocolError),
+            kind::HEADERS => self.on_headers(header, payload),
             kind::PRIORITY => {
                 if header.stream == 0 {
                     return Err(Reason::ProtocolError);
                 }
                 if payload.len() != 5 {
                     self.reset(header.stream, Reason::FrameSizeError);
-                } else if frame::u31(&payload) == Some(header.stream) {
+                } else if frame::u31(payload) == Some(header.stream) {
                     self.reset(header.stream, Reason::ProtocolError);
                 }
                 Ok(())
@@ -450,7 +476,7 @@ where
                 }
                 Ok(())
             }
-            kind::SETTINGS => self.on_settings(header, &payload),
+            kind::SETTINGS => self.on_settings(header, payload),
             kind::PUSH_PROMISE => Err(Reason::ProtocolError),
             kind::PING => {
                 if header.stream != 0 {
@@ -461,7 +487,7 @@ where
                 }
                 if header.flags & flag::ACK == 0 {
                     self.out
-                        .write(|b| frame::write_frame(b, kind::PING, flag::ACK, 0, &payload));
+                        .write(|b| frame::write_frame(b, kind::PING, flag::ACK, 0, payload));
                 } else {
                     self.ping_out = false;
                 }
@@ -474,7 +500,7 @@ where
                 self.peer_going_away = true;
                 Ok(())
             }
-            kind::WINDOW_UPDATE => self.on_window_update(header, &payload),
+            kind::WINDOW_UPDATE => self.on_window_update(header, payload),
             kind::CONTINUATION => Err(Reason::ProtocolError),
             // Unknown frame types are ignored (RFC 9113 4.1).
             _ => Ok(()),
@@ -704,9 +730,10 @@ where
     }
 
     fn decode(&mut self, block: &[u8], fields: &mut Fields) -> Result<(), Reason> {
+        let arena = &mut self.arena;
         self.decoder
             .decode(block, |name, value| {
-                fields.add(name, value);
+                fields.add(name, value, arena);
                 Ok::<(), std::convert::Infallible>(())
             })
             .map_err(|_| Reason::CompressionError)
@@ -785,8 +812,9 @@ where
                     };
                     let (head, body) = response.into_parts();
                     let end = body.is_end_stream();
-                    let block = encode_response_head(&head, &body);
-                    self.out.header_block(id, &block, end, self.peer_max_frame);
+                    encode_response_head(&head, &body, &mut self.block);
+                    self.out
+                        .header_block(id, &self.block, end, self.peer_max_frame);
                     if end {
                         stream.state = StreamState::Sent;
                         break;
@@ -1002,14 +1030,14 @@ fn send_data(
 
 /// The response head as an HPACK block: the status, the headers (connection-specific ones
 /// cannot go over HTTP/2), and Content-Length when the body's size is known and not said.
-fn encode_response_head(head: &http::response::Parts, body: &ResponseBody) -> Vec<u8> {
-    let mut block = Vec::with_capacity(128);
-    hpack::encode_status(head.status.as_u16(), &mut block);
+fn encode_response_head(head: &http::response::Parts, body: &ResponseBody, block: &mut Vec<u8>) {
+    block.clear();
+    hpack::encode_status(head.status.as_u16(), block);
     for (name, value) in &head.headers {
         if is_connection_specific(name) {
             continue;
         }
-        hpack::encode_field(name.as_str().as_bytes(), value.as_bytes(), &mut block);
+        hpack::encode_field(name.as_str().as_bytes(), value.as_bytes(), block);
     }
     let bodiless = head.status == StatusCode::NO_CONTENT
         || head.status == StatusCode::NOT_MODIFIED
@@ -1017,10 +1045,9 @@ fn encode_response_head(head: &http::response::Parts, body: &ResponseBody) -> Ve
     // A body that has ended already (HEAD, or nothing to send) says nothing of its length.
     if !bodiless && !body.is_end_stream() && !head.headers.contains_key(header::CONTENT_LENGTH) {
         if let Some(length) = body.size_hint().exact() {
-            hpack::encode_field(b"content-length", length.to_string().as_bytes(), &mut block);
+            hpack::encode_field(b"content-length", length.to_string().as_bytes(), block);
         }
     }
-    block
 }
 
 fn is_connection_specific(name: &HeaderName) -> bool {
@@ -1029,6 +1056,15 @@ fn is_connection_specific(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name == "keep-alive"
         || name == "proxy-connection"
+}
+
+/// `value` copied into `arena` and split off it: its own `Bytes`, in a block shared with others.
+fn share(arena: &mut BytesMut, value: &[u8]) -> Bytes {
+    if arena.capacity() - arena.len() < value.len() {
+        arena.reserve(value.len().max(4096));
+    }
+    arena.extend_from_slice(value);
+    arena.split().freeze()
 }
 
 /// A request's header fields as they are decoded, checked against RFC 9113 8.2 and 8.3.
@@ -1078,7 +1114,7 @@ impl Fields {
         self.malformed.get_or_insert(why);
     }
 
-    fn add(&mut self, name: &[u8], value: &[u8]) {
+    fn add(&mut self, name: &[u8], value: &[u8], arena: &mut BytesMut) {
         self.size += name.len() + value.len() + 32;
         if self.size > self.max_size {
             self.too_large = true;
@@ -1091,7 +1127,7 @@ impl Fields {
             if self.seen_regular || self.trailers {
                 return self.bad("a pseudo-header after the regular ones, or in trailers");
             }
-            let value = Bytes::copy_from_slice(value);
+            let value = share(arena, value);
             let slot = match pseudo {
                 b"method" => {
                     if self.method.is_some() {
@@ -1135,7 +1171,7 @@ impl Fields {
             cookies.extend_from_slice(value);
             return;
         }
-        match HeaderValue::from_bytes(value) {
+        match HeaderValue::from_maybe_shared(share(arena, value)) {
             Ok(value) => {
                 self.headers.append(name, value);
             }
