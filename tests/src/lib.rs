@@ -36,6 +36,7 @@ mod netns;
 pub mod pair;
 pub mod probe;
 pub mod process;
+pub mod raw_h2;
 pub mod raw_http;
 pub mod wrk;
 

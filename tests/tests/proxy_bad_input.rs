@@ -1,7 +1,9 @@
 //! What the proxy does with requests it must not pass on, and with backends that fail, seen
 //! from a client in the lab: malformed heads (400), smuggling attempts (400), unknown transfer
 //! codings (501), oversized heads (431), a backend that never answers (504), no backend left
-//! (503), and a slowloris client, which is cut off without slowing anyone else down.
+//! (503), and a slowloris client, which is cut off without slowing anyone else down. Over
+//! HTTP/2: malformed requests are reset (RFC 9113 8.1.1) and the connection serves on, a
+//! protocol violation ends the connection with GOAWAY, an oversized header list gets 431.
 //!
 //! Each test runs `tandem run` on lb1 (its own address, no VRRP) in front of echo backends on
 //! http1 and http2, and talks to it over raw TCP from the client host.
@@ -10,6 +12,10 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use tandem_lab::pair::TandemNode;
+use tandem_lab::raw_h2::{
+    self, frame, frames, literal, read_all, DATA, END_HEADERS, END_STREAM, GET_BLOCK, GOAWAY,
+    HEADERS, PROTOCOL_ERROR, RST_STREAM,
+};
 use tandem_lab::raw_http::{exchange, trickle, SilentBackend};
 use tandem_lab::{http_get, wait_for_tcp, EchoBackend, Host, Lab, CLIENT, HTTP1, HTTP2, LB1};
 
@@ -254,4 +260,116 @@ fn a_slowloris_client_is_cut_off_and_does_not_delay_others() {
             reply.text()
         );
     });
+}
+
+/// A raw HTTP/2 connection to the proxy, `requests` sent on it; what came back within 2 s,
+/// and whether the proxy closed the connection.
+fn h2_exchange(setup: &Setup, requests: &[u8]) -> (Vec<u8>, bool) {
+    let mut stream = raw_h2::connect(setup.lab.host(CLIENT), setup.proxy).expect("HTTP/2");
+    std::io::Write::write_all(&mut stream, requests).expect("requests");
+    read_all(&mut stream, Duration::from_secs(2))
+}
+
+/// The first byte of a response head that says 200 (the static table's index 8).
+const STATUS_200: u8 = 0x88;
+
+#[test]
+fn malformed_http2_requests_are_reset_and_the_connection_serves_on() {
+    let setup = setup();
+    let with = |field: Vec<u8>| {
+        let mut block = GET_BLOCK.to_vec();
+        block.extend(field);
+        block
+    };
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("an uppercase header name", with(literal(b"X-Upper", b"1"))),
+        (
+            "a connection-specific header",
+            with(literal(b"connection", b"close")),
+        ),
+        ("TE other than trailers", with(literal(b"te", b"gzip"))),
+        // :method GET, :scheme http, :authority lb1: no :path.
+        ("no :path", vec![0x82, 0x86, 0x01, 0x03, b'l', b'b', b'1']),
+    ];
+    let mut requests = Vec::new();
+    for (n, (_, block)) in cases.iter().enumerate() {
+        let id = 2 * u32::try_from(n).expect("few") + 1;
+        requests.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, block));
+    }
+    let valid = 2 * u32::try_from(cases.len()).expect("few") + 1;
+    requests.extend(frame(HEADERS, END_STREAM | END_HEADERS, valid, &GET_BLOCK));
+    let (bytes, closed) = h2_exchange(&setup, &requests);
+    let frames = frames(&bytes);
+    for (n, (case, _)) in cases.iter().enumerate() {
+        let id = 2 * u32::try_from(n).expect("few") + 1;
+        let reset = frames
+            .iter()
+            .find(|f| f.stream == id && f.kind == RST_STREAM);
+        assert_eq!(
+            reset.and_then(|f| f.error_code()),
+            Some(PROTOCOL_ERROR),
+            "{case}: {frames:?}"
+        );
+    }
+    let answer = frames
+        .iter()
+        .find(|f| f.stream == valid && f.kind == HEADERS)
+        .expect("the valid request was answered");
+    assert_eq!(answer.payload.first(), Some(&STATUS_200));
+    assert!(!closed, "the connection was closed");
+}
+
+#[test]
+fn an_http2_protocol_violation_ends_the_connection_with_goaway() {
+    let setup = setup();
+    // DATA must belong to a stream (RFC 9113 6.1): on stream 0 it is a connection error.
+    let (bytes, closed) = h2_exchange(&setup, &frame(DATA, 0, 0, b"hello"));
+    let goaway = frames(&bytes)
+        .into_iter()
+        .find(|f| f.kind == GOAWAY)
+        .expect("a GOAWAY");
+    assert_eq!(goaway.error_code(), Some(PROTOCOL_ERROR));
+    assert!(closed, "the connection stayed open");
+    let url = format!("http://{}/", setup.proxy);
+    let code = setup
+        .lab
+        .host(CLIENT)
+        .run(
+            "curl",
+            &[
+                "--http2-prior-knowledge",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ],
+        )
+        .expect("curl");
+    assert_eq!(code, "200", "the proxy serves on");
+}
+
+#[test]
+fn an_http2_header_list_over_max_header_size_gets_431() {
+    let setup = setup();
+    // max_header_size is 4096 here: a 5,000-byte value is over it.
+    let mut block = GET_BLOCK.to_vec();
+    block.extend(literal(b"x-big", &[b'a'; 5000]));
+    let mut requests = frame(HEADERS, END_STREAM | END_HEADERS, 1, &block);
+    requests.extend(frame(HEADERS, END_STREAM | END_HEADERS, 3, &GET_BLOCK));
+    let (bytes, _) = h2_exchange(&setup, &requests);
+    let frames = frames(&bytes);
+    let refused = frames
+        .iter()
+        .find(|f| f.stream == 1 && f.kind == HEADERS)
+        .expect("an answer to the oversized request");
+    // :status as a literal with the static name (index 8): 0x08, length 3, "431".
+    assert_eq!(refused.payload, b"\x08\x03431", "{frames:?}");
+    assert!(refused.flags & END_STREAM != 0);
+    let answer = frames
+        .iter()
+        .find(|f| f.stream == 3 && f.kind == HEADERS)
+        .expect("the next request was answered");
+    assert_eq!(answer.payload.first(), Some(&STATUS_200));
 }

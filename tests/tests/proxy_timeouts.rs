@@ -13,7 +13,11 @@ use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use tandem_lab::pair::TandemNode;
-use tandem_lab::raw_http::{exchange, read_reply, Script, ScriptedBackend};
+use tandem_lab::raw_h2::{
+    self, frame, frames, read_all, CONTINUATION, END_HEADERS, END_STREAM, GET_BLOCK, GOAWAY,
+    HEADERS, PING, RST_STREAM, SETTINGS,
+};
+use tandem_lab::raw_http::{exchange, Script, ScriptedBackend};
 use tandem_lab::{wait_for_tcp, EchoBackend, Host, Lab, CLIENT, HTTP1, LB1};
 
 const PORT: u16 = 8080;
@@ -229,71 +233,16 @@ fn a_client_that_stops_sending_its_body_gets_408_after_the_client_timeout() {
     );
 }
 
-// HTTP/2 by hand: what h2load and curl never send.
+// HTTP/2 by hand (tandem_lab::raw_h2): what h2load and curl never send.
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-const CONTINUATION: u8 = 9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len())
-        .expect("small frame")
-        .to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// `GET /` with authority lb1 in HPACK: :method GET, :scheme http and :path / from the
-/// static table, :authority as a literal with an indexed name.
-const GET_BLOCK: [u8; 8] = [0x82, 0x86, 0x84, 0x01, 0x03, b'l', b'b', b'1'];
-
-/// A raw HTTP/2 connection from the client host: the preface and an empty SETTINGS sent.
+/// A raw HTTP/2 connection from the client host to the proxy.
 fn h2_connect(setup: &Setup) -> TcpStream {
-    let proxy = setup.proxy;
-    let mut stream = setup
-        .client()
-        .in_netns(move || TcpStream::connect_timeout(&proxy, Duration::from_secs(5)))
-        .expect("netns")
-        .expect("connect");
-    stream.write_all(PREFACE).expect("preface");
-    stream
-        .write_all(&frame(SETTINGS, 0, 0, &[]))
-        .expect("settings");
-    stream
+    raw_h2::connect(setup.client(), setup.proxy).expect("HTTP/2 connection")
 }
 
 /// Reads until the server closes the connection or `timeout` passes; says whether it closed.
 fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> bool {
     read_all(stream, timeout).1
-}
-
-/// Everything the server sent until it closed or `timeout` passed, and whether it closed.
-fn read_all(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
-    let reply = read_reply(stream, Instant::now(), timeout).expect("reading the server");
-    (reply.bytes, reply.closed)
-}
-
-/// The frames in `bytes` as (type, flags, payload).
-fn frames(bytes: &[u8]) -> Vec<(u8, u8, &[u8])> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while rest.len() >= 9 {
-        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-        if rest.len() < 9 + len {
-            break;
-        }
-        out.push((rest[3], rest[4], &rest[9..9 + len]));
-        rest = &rest[9 + len..];
-    }
-    out
 }
 
 #[test]
@@ -305,9 +254,9 @@ fn the_proxy_allows_an_http2_client_100_concurrent_streams() {
     let (bytes, _) = read_all(&mut stream, Duration::from_secs(1));
     let settings = frames(&bytes)
         .into_iter()
-        .find(|(kind, flags, _)| *kind == SETTINGS && flags & 1 == 0)
+        .find(|frame| frame.kind == SETTINGS && frame.flags & 1 == 0)
         .expect("the server's SETTINGS");
-    let max_streams = settings.2.chunks(6).find_map(|setting| {
+    let max_streams = settings.payload.chunks(6).find_map(|setting| {
         (setting[..2] == [0, 3])
             .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
     });
@@ -370,10 +319,10 @@ fn an_http2_client_that_resets_streams_in_a_burst_is_disconnected() {
     let _ = stream.write_all(&burst);
     let (bytes, closed) = read_all(&mut stream, Duration::from_secs(10));
     assert!(closed, "the connection survived 1,000 resets");
-    let goaway = frames(&bytes).iter().any(|(kind, _, _)| *kind == GOAWAY);
+    let goaway = frames(&bytes).iter().any(|frame| frame.kind == GOAWAY);
     let answered = frames(&bytes)
         .iter()
-        .filter(|(kind, _, _)| *kind == HEADERS)
+        .filter(|frame| frame.kind == HEADERS)
         .count();
     assert!(
         answered < 1000,
@@ -408,7 +357,7 @@ fn an_endless_run_of_continuation_frames_is_cut_off() {
         "closed after {:?}",
         started.elapsed()
     );
-    let goaway = frames(&bytes).iter().any(|(kind, _, _)| *kind == GOAWAY);
+    let goaway = frames(&bytes).iter().any(|frame| frame.kind == GOAWAY);
     assert!(goaway, "no GOAWAY before the close");
     assert_eq!(
         setup.curl("--http2-prior-knowledge"),
