@@ -271,6 +271,7 @@ async fn run_worker(
                 // burst, this gives them back so the process shrinks (48 MiB after an HTTP/2
                 // 100 KiB load stayed 48 MiB without it). Only this thread's heap is collected,
                 // hence a call in each worker.
+                h1::shrink_spare_buffers();
                 // SAFETY: mi_collect only walks and releases the calling thread's heap.
                 unsafe { libmimalloc_sys::mi_collect(false) };
             }

@@ -24,6 +24,20 @@ pub(super) fn take_buffer(capacity: usize) -> BytesMut {
     buffer
 }
 
+/// Halves this worker's spare buffers, called once a second: under load they come back as fast
+/// as they are used, and once the load is gone they go within seconds (64 spares of up to
+/// 128 KiB each had kept 5 to 10 MiB after a burst of large answers).
+pub fn shrink_spare_buffers() {
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        let keep = spare.len() / 2;
+        spare.truncate(keep);
+        if keep == 0 {
+            *spare = Vec::new();
+        }
+    });
+}
+
 pub(super) fn give_buffer(buffer: BytesMut) {
     // Only buffers that are not shared and not oversized are worth keeping.
     if buffer.capacity() > 4 * BACKEND_READ {

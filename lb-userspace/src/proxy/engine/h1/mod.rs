@@ -31,7 +31,7 @@ mod io;
 pub mod pool;
 
 pub(in crate::proxy::engine) use io::read_response_head;
-pub use io::Prefixed;
+pub use io::{shrink_spare_buffers, Prefixed};
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
