@@ -1,7 +1,7 @@
 //! The L7 reverse proxy: what the classic pair relied on Pound for.
 //!
 //! Two rooms, with imports one way (engine to policy):
-//! - [`engine`]: listeners, TLS, the HTTP/1.1 engine and hyper's HTTP/2, backend connections,
+//! - [`engine`]: listeners, TLS, the HTTP/1.1 and HTTP/2 engines, backend connections,
 //!   header rewriting, limits and timeouts, the access log, counters;
 //! - [`policy`]: per HTTP service, an [`policy::upstream::Upstream`] that decides which
 //!   backends to try (health, balancing, session affinity, replication to the peer) and never

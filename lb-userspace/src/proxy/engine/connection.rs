@@ -1,7 +1,8 @@
 //! A client connection's state and what every connection of the proxy shares ([`Engine`]):
-//! the budget, the timeouts, hyper's server builder for HTTP/2, how backend connections are
-//! made, the access log. The HTTP/1.1 engine (`h1`) and the HTTP/2 path (`forward`) both serve
-//! a [`Connection`]; neither needs the other to do so.
+//! the budget, the timeouts, hyper's HTTP/1.1 server for hand-offs, how backend connections are
+//! made, each worker's load, the access log. The HTTP/1.1 engine (`h1`) and the HTTP/2 server
+//! (`h2`, whose streams go to `forward`) both serve a [`Connection`]; neither needs the other
+//! to do so.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -21,7 +22,8 @@ pub struct Engine {
     pub connection_counters: Arc<super::stats::ConnectionCounters>,
     /// hyper's HTTP/1.1 server, for requests handed off to it.
     pub hyper: hyper::server::conn::http1::Builder,
-    /// Cancelled after the shutdown grace: connections hyper serves close at once.
+    /// Cancelled after the shutdown grace: HTTP/2 connections and those hyper serves close
+    /// at once.
     pub force_close: tokio_util::sync::CancellationToken,
     /// The header and idle timeouts of client connections (enforced by their client I/O).
     pub client_timeouts: Timeouts,

@@ -14,7 +14,7 @@
 //! or 501 with `Connection: close`) is written in its place.
 //!
 //! HTTP/2 connections (the preface, or ALPN h2) pass through untouched: HTTP/2 frames messages
-//! itself and the h2 crate rejects connection-specific headers.
+//! itself and the engine's HTTP/2 server rejects connection-specific headers.
 //!
 //! Timeouts live here too because this is where bytes are seen: the header timeout runs from
 //! the first byte of a request head to its end (slowloris), the idle timeout while no request is
@@ -714,13 +714,14 @@ impl ConnActivity {
         self.http2.get_or_init(|| Box::new(Http2Activity::new()))
     }
 
-    /// A request hyper serves (an HTTP/2 stream) began.
+    /// A request served outside the HTTP/1.1 engine (an HTTP/2 stream, or a request handed
+    /// to hyper) began.
     pub fn stream_started(&self) {
         self.request_started();
         self.http2().served.store(true, Ordering::Relaxed);
     }
 
-    /// A request hyper serves is over (answered, or dropped).
+    /// Such a request is over (answered, or dropped).
     pub fn stream_finished(&self) {
         self.request_finished();
         self.http2()

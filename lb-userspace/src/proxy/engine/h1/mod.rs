@@ -23,7 +23,7 @@
 //! until either side closes or nothing moves for `tunnel_timeout`.
 //!
 //! HTTP/2 clients (the connection preface) are handed back to the caller with the bytes read,
-//! for hyper's HTTP/2 server.
+//! for the engine's HTTP/2 server ([`super::h2`]).
 
 pub mod client;
 pub mod head;
