@@ -472,7 +472,7 @@ where
                 }
                 self.check_not_idle(header.stream)?;
                 if let Some(stream) = self.streams.remove(&header.stream) {
-                    self.close_stream(header.stream, stream, "the client reset the stream");
+                    self.close_stream(stream, "the client reset the stream");
                 }
                 Ok(())
             }
@@ -907,13 +907,13 @@ where
                 .write(|b| frame::write_rst_stream(b, id, Reason::NoError));
         }
         if let Some(stream) = self.streams.remove(&id) {
-            self.close_stream(id, stream, "the response ended before the request body");
+            self.close_stream(stream, "the response ended before the request body");
         }
     }
 
     /// A stream leaves the table: its request body (if still coming) fails, and what the
     /// client sent and nobody read goes back to the connection window.
-    fn close_stream(&mut self, _id: u32, stream: Stream, why: &'static str) {
+    fn close_stream(&mut self, stream: Stream, why: &'static str) {
         if let Some(body) = &stream.body {
             let unread = body.fail(why);
             self.return_connection_window(unread);
@@ -927,7 +927,7 @@ where
     fn reset(&mut self, id: u32, reason: Reason) {
         self.out.write(|b| frame::write_rst_stream(b, id, reason));
         if let Some(stream) = self.streams.remove(&id) {
-            self.close_stream(id, stream, "the stream was reset");
+            self.close_stream(stream, "the stream was reset");
         }
     }
 
