@@ -14,6 +14,19 @@ pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-p
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether `name` describes one connection, not the message (`TE` aside, which may say
+/// "trailers"): such a header cannot go over HTTP/2 (RFC 9113 8.2.2).
+pub fn is_connection_specific(name: &HeaderName) -> bool {
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ]
+    .contains(&name)
+}
+
 /// Removes the headers that describe one connection, not the message: `Connection` and every
 /// header it names, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE`
 /// unless it only says "trailers" (which a proxy may pass on). hyper frames the message again

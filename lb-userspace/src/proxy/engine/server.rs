@@ -315,7 +315,6 @@ async fn run_worker(
 
 /// What serving a client connection needs; one per worker (its backend pool included).
 pub(super) struct ServerSide {
-    max_head: usize,
     engine: Arc<Engine>,
 }
 
@@ -328,7 +327,6 @@ impl ServerSide {
         load: Option<WorkerLoad>,
     ) -> Self {
         ServerSide {
-            max_head: settings.max_header_size,
             engine: Arc::new(Engine {
                 budget: Arc::clone(&shared.budget),
                 connection_counters: Arc::clone(&shared.counters),
@@ -698,7 +696,7 @@ fn client_io<I: AsyncRead + AsyncWrite + Unpin>(
         slot,
     ));
     let events: Arc<dyn ClientEvents> = Arc::clone(&connection) as Arc<dyn ClientEvents>;
-    let io = ClientIo::new(io, server.max_head, http2, events);
+    let io = ClientIo::new(io, server.engine.max_header_size, http2, events);
     (io, connection)
 }
 

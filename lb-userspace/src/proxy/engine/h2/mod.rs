@@ -10,5 +10,5 @@ pub mod hpack;
 mod server;
 mod shared;
 
-pub use server::{serve, MAX_STREAMS};
+pub use server::serve;
 pub use shared::RequestBody;

@@ -36,9 +36,10 @@ use crate::proxy::engine::backend::ClientBody;
 use crate::proxy::engine::body::ResponseBody;
 use crate::proxy::engine::connection::Connection;
 use crate::proxy::engine::forward;
+use crate::proxy::engine::headers;
 
 /// Streams one client may have open at once (Envoy's advice for a proxy at the edge: 100).
-pub const MAX_STREAMS: usize = 100;
+const MAX_STREAMS: usize = 100;
 /// The window a request body starts with, per stream and for the whole connection.
 const STREAM_WINDOW: u32 = 256 * 1024;
 const CONN_WINDOW: u32 = 1024 * 1024;
@@ -872,15 +873,10 @@ where
                             }
                             Err(frame) => {
                                 let trailers = frame.into_trailers().unwrap_or_default();
-                                let mut block = Vec::new();
-                                for (name, value) in &trailers {
-                                    hpack::encode_field(
-                                        name.as_str().as_bytes(),
-                                        value.as_bytes(),
-                                        &mut block,
-                                    );
-                                }
-                                self.out.header_block(id, &block, true, self.peer_max_frame);
+                                self.block.clear();
+                                encode_fields(&trailers, &mut self.block);
+                                self.out
+                                    .header_block(id, &self.block, true, self.peer_max_frame);
                                 stream.state = StreamState::Sent;
                                 break;
                             }
@@ -1028,17 +1024,13 @@ fn send_data(
     None
 }
 
-/// The response head as an HPACK block: the status, the headers (connection-specific ones
-/// cannot go over HTTP/2), and Content-Length when the body's size is known and not said.
+/// The response head as an HPACK block: the status, the headers, and Content-Length when the
+/// body's size is known and not said. Connection-specific headers cannot go over HTTP/2:
+/// `forward` has removed them from every head it answers with (`remove_hop_by_hop`).
 fn encode_response_head(head: &http::response::Parts, body: &ResponseBody, block: &mut Vec<u8>) {
     block.clear();
     hpack::encode_status(head.status.as_u16(), block);
-    for (name, value) in &head.headers {
-        if is_connection_specific(name) {
-            continue;
-        }
-        hpack::encode_field(name.as_str().as_bytes(), value.as_bytes(), block);
-    }
+    encode_fields(&head.headers, block);
     let bodiless = head.status == StatusCode::NO_CONTENT
         || head.status == StatusCode::NOT_MODIFIED
         || head.status.is_informational();
@@ -1050,12 +1042,11 @@ fn encode_response_head(head: &http::response::Parts, body: &ResponseBody, block
     }
 }
 
-fn is_connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+/// Every field of `headers`, appended to an HPACK block.
+fn encode_fields(headers: &HeaderMap, block: &mut Vec<u8>) {
+    for (name, value) in headers {
+        hpack::encode_field(name.as_str().as_bytes(), value.as_bytes(), block);
+    }
 }
 
 /// `value` copied into `arena` and split off it: its own `Bytes`, in a block shared with others.
@@ -1157,7 +1148,7 @@ impl Fields {
         let Ok(name) = HeaderName::from_bytes(name) else {
             return self.bad("an invalid header name");
         };
-        if is_connection_specific(&name) {
+        if headers::is_connection_specific(&name) {
             return self.bad("a connection-specific header");
         }
         if name == header::TE && value != b"trailers" {
